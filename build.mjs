@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// Builds everything the tests and programs need:
+//   1. type-checks the whole tree with tsc (a type error fails the build);
+//   2. transpiles every .ts file to dist/ (same layout, ESM) with esbuild;
+//   3. builds the native addon with node-gyp when its sources are newer than the binary;
+//   4. bundles the guest programs into single files (dist/bundles/) for the initramfs.
+// Flags: --no-typecheck (skip step 1), --quiet.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = fileURLToPath(new URL('.', import.meta.url));
+const args = new Set(process.argv.slice(2));
+const quiet = args.has('--quiet');
+const log = (msg) => { if (!quiet) console.log(`[build] ${msg}`); };
+
+const SOURCE_DIRS = ['kernel', 'drivers', 'appliance', 'tests', 'bench'];
+
+function walk(dir, out) {
+  if (!existsSync(dir)) return out;
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    const st = statSync(path);
+    if (st.isDirectory()) walk(path, out);
+    else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path);
+  }
+  return out;
+}
+
+function newestMtime(paths) {
+  let newest = 0;
+  for (const p of paths) if (existsSync(p)) newest = Math.max(newest, statSync(p).mtimeMs);
+  return newest;
+}
+
+function fail(msg) {
+  console.error(`[build] FAILED: ${msg}`);
+  process.exit(1);
+}
+
+// 1. Type-check.
+if (!args.has('--no-typecheck')) {
+  const t0 = Date.now();
+  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  if (!existsSync(tsc)) fail('typescript is not installed: run `npm ci` first');
+  const r = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
+  if (r.status !== 0) fail('type errors (see above)');
+  log(`type-check ok (${Date.now() - t0} ms)`);
+}
+
+// 2. Transpile every TypeScript file, keeping the folder layout.
+{
+  const t0 = Date.now();
+  const entryPoints = SOURCE_DIRS.flatMap((d) => walk(join(root, d), []));
+  rmSync(join(root, 'dist'), { recursive: true, force: true });
+  await esbuild.build({
+    entryPoints,
+    outdir: join(root, 'dist'),
+    outbase: root,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    sourcemap: 'linked',
+    logLevel: 'error',
+  });
+  log(`transpiled ${entryPoints.length} files (${Date.now() - t0} ms)`);
+}
+
+// 3. The native addon (node-gyp, from binding.gyp), rebuilt only when its sources changed.
+if (existsSync(join(root, 'binding.gyp'))) {
+  const binary = join(root, 'build', 'Release', 'tsvirtio.node');
+  const sources = [join(root, 'binding.gyp'), ...walkNative(join(root, 'kernel', 'native'))];
+  if (!existsSync(binary) || newestMtime(sources) > statSync(binary).mtimeMs) {
+    const t0 = Date.now();
+    const gyp = findNodeGyp();
+    const r = spawnSync(process.execPath, [gyp, 'rebuild'], { cwd: root, stdio: quiet ? 'ignore' : 'inherit' });
+    if (r.status !== 0) fail('native addon build failed (node-gyp rebuild)');
+    log(`native addon built (${Date.now() - t0} ms)`);
+  }
+}
+
+function walkNative(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((n) => /\.(cc|h)$/.test(n)).map((n) => join(dir, n));
+}
+
+function findNodeGyp() {
+  const candidates = [
+    join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    join(process.execPath, '..', '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+  ];
+  for (const c of candidates) if (existsSync(c)) return c;
+  fail('node-gyp not found (it ships with npm; run `npm ci`)');
+}
+
+// 4. Guest bundles: one self-contained file per guest program.
+{
+  const bundles = [
+    // [entry, output name]
+  ];
+  for (const [entry, out] of bundles) {
+    if (!existsSync(join(root, entry))) continue;
+    await esbuild.build({
+      entryPoints: [join(root, entry)],
+      outfile: join(root, 'dist', 'bundles', out),
+      bundle: true,
+      format: 'esm',
+      platform: 'node',
+      target: 'node20',
+      external: ['*.node'],
+      logLevel: 'error',
+    });
+    log(`bundled ${relative(root, entry)} -> dist/bundles/${out}`);
+  }
+}
