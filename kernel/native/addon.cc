@@ -109,13 +109,13 @@ FdGuard::~FdGuard() {
   }
 }
 
-static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  InitMem(env, exports);
-  InitIo(env, exports);
-  InitWatch(env, exports);
+}  // namespace tsvirtio
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  tsvirtio::InitMem(env, exports);
+  tsvirtio::InitIo(env, exports);
+  tsvirtio::InitWatch(env, exports);
   return exports;
 }
 
-}  // namespace tsvirtio
-
-NODE_API_MODULE(tsvirtio, tsvirtio::Init)
+NODE_API_MODULE(tsvirtio, InitAddon)
