@@ -75,7 +75,18 @@ if (existsSync(join(root, 'binding.gyp'))) {
   if (!existsSync(binary) || newestMtime(sources) > statSync(binary).mtimeMs) {
     const t0 = Date.now();
     const gyp = findNodeGyp();
-    const r = spawnSync(process.execPath, [gyp, 'rebuild'], { cwd: root, stdio: quiet ? 'ignore' : 'inherit' });
+    if (!existsSync(join(root, 'node_modules', 'node-addon-api'))) fail('node-addon-api is not installed: run `npm ci` first');
+    // node-gyp run directly does not read ~/.npmrc: point it at the headers of the
+    // running node when they are installed next to it (e.g. /usr/include/node), so no
+    // download is attempted. An explicit npm_config_nodedir wins.
+    const gypArgs = [gyp, 'rebuild'];
+    const localHeaders = join(process.execPath, '..', '..');
+    if (!process.env.npm_config_nodedir && existsSync(join(localHeaders, 'include', 'node', 'node_api.h'))) {
+      gypArgs.push(`--nodedir=${localHeaders}`);
+    }
+    // binding.gyp runs `node -p ...`: make sure that is this node.
+    const env = { ...process.env, PATH: `${join(process.execPath, '..')}:${process.env.PATH ?? ''}` };
+    const r = spawnSync(process.execPath, gypArgs, { cwd: root, env, stdio: quiet ? 'ignore' : 'inherit' });
     if (r.status !== 0) fail('native addon build failed (node-gyp rebuild)');
     log(`native addon built (${Date.now() - t0} ms)`);
   }

@@ -207,7 +207,8 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   msg.msg_iovlen = 1;
   if (maxFds > 0) {
     msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(maxFds * sizeof(int));
+    // CMSG_LEN, not CMSG_SPACE: the padding of CMSG_SPACE could hold one more fd than asked.
+    msg.msg_controllen = CMSG_LEN(maxFds * sizeof(int));
   }
   ssize_t n = RetryEintr([&] { return recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
   if (n < 0) {

@@ -1,7 +1,7 @@
 // Fd readiness from Node's event loop: a uv_poll_t per watcher.
 //
 //   const w = watchFd(fd, (err, events) => { ... }, events = READABLE);
-//   w.pause(); w.resume(); w.unref(); w.ref(); w.stop();
+//   w.pause(); w.resume(events?); w.unref(); w.ref(); w.stop();
 //
 // The callback runs on the thread of the environment that created the watcher, through
 // napi_make_callback (so promise jobs and process.nextTick callbacks run after it and
@@ -66,9 +66,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     int fd = ArgInt32(info, 0, "fd");
     if (info.Length() < 2 || !info[1].IsFunction()) ThrowType(env, "callback must be a function");
     int events = info.Length() > 2 && !info[2].IsUndefined() ? ArgInt32(info, 2, "events") : UV_READABLE;
-    if (events == 0 || (events & ~(UV_READABLE | UV_WRITABLE | UV_DISCONNECT)) != 0) {
-      ThrowRange(env, "events must be a non-empty combination of READABLE, WRITABLE, DISCONNECT");
-    }
+    CheckEvents(env, events);
     uv_loop_t* loop = nullptr;
     NAPI_THROW_IF_FAILED_VOID(env, napi_get_uv_event_loop(env, &loop));
 
@@ -108,6 +106,13 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
 
  private:
   Poll* poll_ = nullptr;  // null once stopped
+
+  static int CheckEvents(Napi::Env env, int events) {
+    if (events == 0 || (events & ~(UV_READABLE | UV_WRITABLE | UV_DISCONNECT)) != 0) {
+      ThrowRange(env, "events must be a non-empty combination of READABLE, WRITABLE, DISCONNECT");
+    }
+    return events;
+  }
 
   // Frees the JS-side resources of a poll (callback reference, async context).
   static void ReleaseJs(Poll* p) {
@@ -200,10 +205,14 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     return info.Env().Undefined();
   }
 
+  // resume(events?): starts polling again, for `events` if given (else the last set).
   Napi::Value Resume(const Napi::CallbackInfo& info) {
     if (poll_ == nullptr) ThrowErrno(info.Env(), EBADF, "uv_poll_start");  // stopped for good
-    if (!poll_->active) {
-      int r = uv_poll_start(&poll_->handle, poll_->events, OnPoll);
+    int events = poll_->events;
+    if (info.Length() > 0 && !info[0].IsUndefined()) events = CheckEvents(info.Env(), ArgInt32(info, 0, "events"));
+    if (!poll_->active || events != poll_->events) {
+      poll_->events = events;
+      int r = uv_poll_start(&poll_->handle, events, OnPoll);
       if (r != 0) ThrowUv(info.Env(), r, "uv_poll_start");
       poll_->active = true;
     }
