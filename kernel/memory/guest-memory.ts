@@ -87,7 +87,7 @@ export class GuestMemory {
    */
   locate(addr: number, length: number): MemoryRegion {
     const r = this.last;
-    if (addr >= r.guestAddr && length >= 0 && addr - r.guestAddr + length <= r.size) return r;
+    if (addr >= r.guestAddr && length >= 0 && addr - r.guestAddr + length <= r.size && Number.isInteger(addr) && Number.isInteger(length)) return r;
     return this.locateSlow(addr, length);
   }
 
