@@ -1,7 +1,7 @@
 // The native addon, call by call: mmap/munmap over memfds, eventfd, fd watchers, Unix
 // sockets passing fds, error codes. Every fd and watcher opened here is closed/stopped.
 import test from 'ava';
-import { ftruncateSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -354,4 +354,59 @@ test('the loader finds the addon and knows where it looked', (t) => {
   const c = n.addonCandidates();
   t.true(c.some((p) => p.endsWith(join('build', 'Release', 'tsvirtio.node')) && existsSync(p)));
   t.is(n.ADDON_NOT_BUILT_MESSAGE, 'native addon not built: run `npm ci` (or `node build.mjs`)');
+});
+
+test('watchFd on a bad fd throws EBADF; callback must be a function', (t) => {
+  const fd = n.eventfd();
+  n.close(fd);
+  t.is((t.throws(() => n.watchFd(fd, () => {})) as n.NativeError).code, 'EBADF');
+  const fd2 = n.eventfd();
+  try {
+    t.throws(() => n.watchFd(fd2, 'nope' as unknown as n.WatchCallback), { instanceOf: TypeError });
+    t.throws(() => n.watchFd(fd2, () => {}, 0), { instanceOf: RangeError });
+  } finally {
+    n.close(fd2);
+  }
+});
+
+test('addressOf works on views of a SharedArrayBuffer', (t) => {
+  const sab = new SharedArrayBuffer(64);
+  const a0 = n.addressOf(new Uint8Array(sab));
+  t.is(n.addressOf(new Uint8Array(sab, 8)), a0 + 8n);
+});
+
+test('addressOf + /proc/self/pagemap give a physical frame for locked memory (root only)', (t) => {
+  const ps = n.pageSize();
+  const m = n.mmapAnonymous(ps, { populate: true });
+  let pagemap: number | undefined;
+  try {
+    n.mlock(m);
+    const addr = n.addressOf(m);
+    pagemap = openSync('/proc/self/pagemap', 'r');
+    const entry = Buffer.alloc(8);
+    t.is(readSync(pagemap, entry, 0, 8, Number(addr / BigInt(ps)) * 8), 8);
+    const v = entry.readBigUInt64LE(0);
+    t.is(v >> 63n, 1n, 'page present');
+    const pfn = v & ((1n << 55n) - 1n);
+    if (process.getuid?.() === 0) t.not(pfn, 0n);
+    else t.pass('not root: the kernel hides PFNs');
+  } finally {
+    if (pagemap !== undefined) closeSync(pagemap);
+    n.munmap(m);
+  }
+});
+
+test('hugetlb anonymous mapping (skipped when the host has no huge pages reserved)', (t) => {
+  let m: ArrayBuffer;
+  try {
+    m = n.mmapAnonymous(2 << 20, { hugetlb: true, shared: true, populate: true });
+  } catch (err) {
+    t.true(['ENOMEM', 'EINVAL'].includes((err as n.NativeError).code), String(err));
+    return;
+  }
+  try {
+    t.is(n.addressOf(m) % BigInt(2 << 20), 0n);
+  } finally {
+    n.munmap(m);
+  }
 });
