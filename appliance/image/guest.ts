@@ -1,0 +1,88 @@
+// What both guest images share: the kernel command line, busybox, and the image type
+// the QEMU launcher takes.
+
+import { join } from 'node:path';
+import { fetchDebianKernel, fetchDebianPackage, ImageBuildError, type DebianKernel } from './debian.js';
+import type { InitramfsImage } from './initramfs.js';
+
+/** A bootable guest: what `launchQemu({ kernel, initrd, append })` needs. */
+export interface GuestImage {
+  /** vmlinuz for `-kernel`. */
+  kernel: string;
+  /** The initramfs (uncompressed cpio) for `-initrd`. */
+  initrd: string;
+  /** The kernel command line for `-append`. */
+  append: string;
+  /** `uname -r` in the guest. */
+  kernelVersion: string;
+  /** Build details: size, cache key, whether it was cached, modules in load order. */
+  initramfs: InitramfsImage;
+  debianKernel: DebianKernel;
+}
+
+/**
+ * Kernel parameters that keep a TCG boot quiet and short: serial console only, no
+ * kernel log on the console below errors, reboot (= QEMU exit with -no-reboot) on
+ * panic, no speculative-execution mitigations (they cost a lot under emulation), no
+ * legacy probing the guest does not need.
+ */
+export const BASE_KERNEL_ARGS: readonly string[] = [
+  'console=ttyS0',
+  'quiet',
+  'loglevel=3',
+  'panic=-1',
+  'oops=panic',
+  'mitigations=off',
+  'nokaslr',
+  'no_timer_check',
+  'tsc=reliable',
+  '8250.nr_uarts=1',
+  'i8042.noaux',
+  'i8042.nokbd',
+  'i8042.nopnp',
+  'cryptomgr.notests',
+  'random.trust_cpu=on',
+];
+
+/**
+ * Arguments for the guest's /init, appended after "--" (the kernel hands everything after
+ * it to init as argv). The kernel command line has no escaping: an argument may hold
+ * spaces (it is then double-quoted) but no double quote, newline or NUL, and the whole
+ * line must stay under 2048 bytes.
+ */
+export function initArgs(args: readonly string[]): string {
+  if (args.length === 0) return '';
+  const parts = args.map((a) => {
+    if (/["\n\r\0]/.test(a)) throw new ImageBuildError('ERR_SPEC', `argument cannot be passed on the kernel command line: ${JSON.stringify(a)}`);
+    return a === '' || /\s/.test(a) ? `"${a}"` : a;
+  });
+  return `-- ${parts.join(' ')}`;
+}
+
+/** Joins kernel parameters and checks the x86 command line limit (2048 bytes with the NUL). */
+export function kernelCommandLine(params: readonly string[], args: readonly string[] = []): string {
+  const line = [...params, initArgs(args)].filter(Boolean).join(' ');
+  if (Buffer.byteLength(line) >= 2048) throw new ImageBuildError('ERR_SPEC', `kernel command line too long (${Buffer.byteLength(line)} bytes, limit 2047)`);
+  return line;
+}
+
+/** The static busybox from Debian's busybox-static package. */
+export async function fetchBusybox(): Promise<string> {
+  const pkg = await fetchDebianPackage('busybox-static');
+  return join(pkg.root, 'bin', 'busybox');
+}
+
+export { fetchDebianKernel };
+
+/** Shell lines that mount what every guest needs. */
+export const MOUNT_SCRIPT = `mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm`;
+
+/** Lines that load modules with insmod, reporting (not hiding) a failure. */
+export function insmodScript(modules: readonly { name: string; guest: string }[]): string {
+  return modules.map((m) => `insmod ${m.guest} || echo "tsvirtio-init: insmod ${m.name} failed" >&2`).join('\n');
+}

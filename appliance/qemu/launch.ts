@@ -1,0 +1,343 @@
+// The QEMU launcher: one qemu-system-x86_64 process per guest, serial console on a pipe.
+//
+//   qemu-system-x86_64 -M q35 -cpu max -m <mem> -smp <cpus>
+//     -object memory-backend-memfd,id=mem,size=<mem>,share=on -machine q35,memory-backend=mem
+//     -kernel <vmlinuz> -initrd <cpio> -append <cmdline>
+//     -nographic -nodefaults -no-reboot -serial chardev:console (stdio)
+//     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-pci,chardev=vsock0,guest-cid=<cid>]
+//     [-chardev socket,id=fs0,path=<S> -device vhost-user-fs-pci,chardev=fs0,tag=<tag>]
+//
+// Guest memory is always a shared memfd: vhost-user back ends map it, and without
+// share=on a back end sees nothing and guest connects just time out.
+//
+// The exit status: the node guest prints `tsvirtio-exit: <N>` before powering off; that N
+// is the status. Without the marker it is QEMU's own exit code (or null after a signal).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+export const QEMU_INSTALL_HINT = 'install it with: apt-get install -y qemu-system-x86';
+export const DEFAULT_EXIT_MARKER = 'tsvirtio-exit:';
+
+export class QemuError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'QemuError';
+    this.code = code;
+  }
+}
+
+export interface QemuOptions {
+  /** vmlinuz (for -kernel). */
+  kernel: string;
+  /** initramfs (for -initrd). */
+  initrd: string;
+  /** Kernel command line (for -append). */
+  append: string;
+  /** Guest RAM in MiB (default 1024). */
+  memoryMiB?: number;
+  /** vCPUs (default 1; under TCG more vCPUs are more host threads). */
+  cpus?: number;
+  /** A vhost-user-vsock back end's Unix socket (it must be listening before the launch). */
+  vhostUserVsock?: { socket: string; guestCid?: number };
+  /** A virtiofsd (vhost-user-fs) socket and the tag the guest mounts. */
+  virtiofs?: { socket: string; tag: string; queueSize?: number };
+  /** More QEMU arguments, appended last. */
+  extraArgs?: string[];
+  /** Called with every console chunk (text, \r removed). */
+  onConsole?: (chunk: string) => void;
+  /** Called with every complete console line (without the newline). */
+  onLine?: (line: string) => void;
+  /**
+   * Copy the console to stderr, each line prefixed: true uses "[qemu <pid>] ", a string
+   * is the prefix. Default: on when TSVIRTIO_QEMU_CONSOLE=1.
+   */
+  echo?: boolean | string;
+  /** Kill QEMU (SIGKILL) after this many ms; the exit then says timedOut. Default: none. */
+  timeoutMs?: number;
+  /** The exit marker (default "tsvirtio-exit:"). */
+  exitMarker?: string;
+  /** The QEMU binary (default: qemu-system-x86_64 from PATH, or $TSVIRTIO_QEMU). */
+  qemu?: string;
+  /** Keep at most this many bytes of console output in memory (default 4 MiB; oldest dropped). */
+  consoleLimit?: number;
+}
+
+export interface QemuExit {
+  /** The guest program's status from the exit marker, else QEMU's exit code; null after a signal with no marker. */
+  status: number | null;
+  /** The status printed in the exit marker, or null when there was no marker. */
+  guestStatus: number | null;
+  /** QEMU's own exit code (null when killed by a signal). */
+  qemuCode: number | null;
+  /** The signal that ended QEMU, if any. */
+  signal: NodeJS.Signals | null;
+  /** True when the launcher killed QEMU because timeoutMs passed. */
+  timedOut: boolean;
+  /** True when stop() ended it. */
+  stopped: boolean;
+  /** Milliseconds from spawn to exit. */
+  elapsedMs: number;
+}
+
+export interface QemuInstance {
+  readonly pid: number;
+  /** The full argument list QEMU was started with. */
+  readonly args: readonly string[];
+  /** Settles when QEMU has exited (never rejects). */
+  readonly exited: Promise<QemuExit>;
+  /** True until QEMU has exited. */
+  readonly running: boolean;
+  /** Console output so far (bounded by consoleLimit). */
+  console(): string;
+  /** Milliseconds since spawn. */
+  elapsedMs(): number;
+  /** Writes to the serial console (the guest's /dev/console input). */
+  write(data: string | Uint8Array): void;
+  /**
+   * Resolves with the first console line (seen before or after the call) that contains
+   * `pattern` (string) or matches it (RegExp); rejects on timeout or when QEMU exits first.
+   */
+  waitForLine(pattern: string | RegExp, timeoutMs: number): Promise<string>;
+  /** Subscribes to console lines; returns an unsubscribe function. */
+  onLine(fn: (line: string) => void): () => void;
+  /** Ends QEMU: SIGTERM, then SIGKILL after graceMs (default 3000). Resolves when it is gone. */
+  stop(graceMs?: number): Promise<QemuExit>;
+}
+
+/** Every QEMU still running, killed when this process exits so none is left behind. */
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const c of live) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+}
+
+/** Finds qemu-system-x86_64, or throws a QemuError saying how to install it. */
+export function findQemu(binary = process.env['TSVIRTIO_QEMU'] ?? QEMU_BINARY): string {
+  const candidates = binary.includes('/') ? [binary] : (process.env['PATH'] ?? '/usr/bin:/bin').split(delimiter).map((d) => join(d, binary));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      /* next */
+    }
+  }
+  throw new QemuError('ERR_QEMU_MISSING', `${binary} is not installed (not found in PATH); ${QEMU_INSTALL_HINT}`);
+}
+
+/** The QEMU argument list for `opts` (exported for tests and for logging). */
+export function qemuArgs(opts: QemuOptions): string[] {
+  const mem = opts.memoryMiB ?? 1024;
+  if (!Number.isInteger(mem) || mem < 64) throw new QemuError('ERR_QEMU_OPTIONS', `memoryMiB must be an integer >= 64, got ${mem}`);
+  const cpus = opts.cpus ?? 1;
+  const args = [
+    '-M', 'q35',
+    '-cpu', 'max',
+    '-m', `${mem}M`,
+    '-smp', String(cpus),
+    '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-machine', 'q35,memory-backend=mem',
+    '-kernel', opts.kernel,
+    '-initrd', opts.initrd,
+    '-append', opts.append,
+    '-nographic',
+    '-nodefaults',
+    '-no-reboot',
+    '-chardev', 'stdio,id=console,signal=off',
+    '-serial', 'chardev:console',
+  ];
+  if (opts.vhostUserVsock) {
+    const v = opts.vhostUserVsock;
+    args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
+    args.push('-device', `vhost-user-vsock-pci,chardev=vsock0${v.guestCid !== undefined ? `,guest-cid=${v.guestCid}` : ''}`);
+  }
+  if (opts.virtiofs) {
+    const f = opts.virtiofs;
+    if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
+    args.push('-chardev', `socket,id=fs0,path=${chardevPath(f.socket)}`);
+    args.push('-device', `vhost-user-fs-pci,chardev=fs0,tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
+  }
+  args.push(...(opts.extraArgs ?? []));
+  return args;
+}
+
+/** A path inside a QEMU option list: commas must be doubled. */
+function chardevPath(p: string): string {
+  return p.replace(/,/g, ',,');
+}
+
+/** Starts QEMU. Throws (QemuError) when QEMU is missing or an input file does not exist. */
+export function launchQemu(opts: QemuOptions): QemuInstance {
+  const qemu = findQemu(opts.qemu);
+  for (const [what, p] of [['kernel', opts.kernel], ['initrd', opts.initrd]] as const) {
+    if (!existsSync(p)) throw new QemuError('ERR_QEMU_OPTIONS', `${what} not found: ${p}`);
+  }
+  for (const [what, p] of [['vhost-user-vsock socket', opts.vhostUserVsock?.socket], ['virtiofs socket', opts.virtiofs?.socket]] as const) {
+    if (p !== undefined && !existsSync(p)) {
+      throw new QemuError('ERR_QEMU_OPTIONS', `${what} ${p} does not exist: start the back end before QEMU (QEMU connects to it at startup)`);
+    }
+  }
+  const args = qemuArgs(opts);
+  const started = Date.now();
+  const child = spawn(qemu, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  if (child.pid === undefined) {
+    throw new QemuError('ERR_QEMU_SPAWN', `could not start ${qemu}`);
+  }
+  const pid = child.pid;
+  installExitHook();
+  live.add(child);
+
+  const marker = opts.exitMarker ?? DEFAULT_EXIT_MARKER;
+  const limit = opts.consoleLimit ?? 4 << 20;
+  const echoSetting = opts.echo ?? process.env['TSVIRTIO_QEMU_CONSOLE'] === '1';
+  const prefix = echoSetting === false ? undefined : typeof echoSetting === 'string' ? echoSetting : `[qemu ${pid}] `;
+  let consoleText = '';
+  let partial = '';
+  let guestStatus: number | null = null;
+  let stderrText = '';
+  let timedOut = false;
+  let stopped = false;
+  let running = true;
+  const lines: string[] = []; // recent complete lines, for waitForLine on past output
+  const lineListeners = new Set<(line: string) => void>();
+  if (opts.onLine) lineListeners.add(opts.onLine);
+
+  const onChunk = (raw: string): void => {
+    const chunk = raw.replace(/\r/g, '');
+    consoleText += chunk;
+    if (consoleText.length > limit) consoleText = consoleText.slice(consoleText.length - limit);
+    opts.onConsole?.(chunk);
+    partial += chunk;
+    let nl: number;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl);
+      partial = partial.slice(nl + 1);
+      lines.push(line);
+      if (lines.length > 10000) lines.splice(0, lines.length - 10000);
+      const at = line.indexOf(marker);
+      if (at >= 0) {
+        const m = /^\s*(-?\d+)/.exec(line.slice(at + marker.length));
+        if (m) guestStatus = Number(m[1]);
+      }
+      if (prefix !== undefined) process.stderr.write(`${prefix}${line}\n`);
+      for (const fn of [...lineListeners]) fn(line);
+    }
+  };
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', onChunk);
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (s: string) => {
+    stderrText += s;
+    if (stderrText.length > 65536) stderrText = stderrText.slice(-65536);
+    process.stderr.write(s.replace(/^(?=.)/gm, `[qemu ${pid} stderr] `));
+  });
+  child.stdin!.on('error', () => {
+    /* QEMU gone: writes are dropped */
+  });
+
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.timeoutMs !== undefined) {
+    timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs);
+    timer.unref();
+  }
+
+  const exited = new Promise<QemuExit>((resolveExit) => {
+    child.on('close', (code, signal) => {
+      running = false;
+      live.delete(child);
+      if (timer) clearTimeout(timer);
+      if (partial) onChunk('\n');
+      resolveExit({
+        status: guestStatus ?? code,
+        guestStatus,
+        qemuCode: code,
+        signal,
+        timedOut,
+        stopped,
+        elapsedMs: Date.now() - started,
+      });
+      for (const fn of [...lineListeners]) lineListeners.delete(fn);
+    });
+    child.on('error', (err) => {
+      process.stderr.write(`[qemu ${pid}] ${err.message}\n`);
+    });
+  });
+
+  const instance: QemuInstance = {
+    pid,
+    args,
+    exited,
+    get running() {
+      return running;
+    },
+    console: () => consoleText,
+    elapsedMs: () => Date.now() - started,
+    write(data) {
+      if (running) child.stdin!.write(data);
+    },
+    onLine(fn) {
+      lineListeners.add(fn);
+      return () => lineListeners.delete(fn);
+    },
+    waitForLine(pattern, timeoutMs) {
+      const test = (l: string): boolean => (typeof pattern === 'string' ? l.includes(pattern) : pattern.test(l));
+      const past = lines.find(test);
+      if (past !== undefined) return Promise.resolve(past);
+      return new Promise<string>((resolveLine, reject) => {
+        const t = setTimeout(() => {
+          off();
+          reject(new QemuError('ERR_QEMU_TIMEOUT', `no console line matching ${String(pattern)} within ${timeoutMs} ms (QEMU pid ${pid}); last output:\n${consoleText.slice(-2000)}`));
+        }, timeoutMs);
+        const off = instance.onLine((l) => {
+          if (test(l)) {
+            clearTimeout(t);
+            off();
+            resolveLine(l);
+          }
+        });
+        void exited.then((e) => {
+          clearTimeout(t);
+          off();
+          reject(new QemuError('ERR_QEMU_EXITED', `QEMU (pid ${pid}) exited (code ${e.qemuCode}, signal ${e.signal}) before a console line matched ${String(pattern)}; stderr: ${stderrText.trim() || '(empty)'}; last output:\n${consoleText.slice(-2000)}`));
+        });
+      });
+    },
+    async stop(graceMs = 3000) {
+      if (!running) return exited;
+      stopped = true;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const e = await exited;
+      clearTimeout(t);
+      return e;
+    },
+  };
+  return instance;
+}
+
+/** QEMU's stderr is echoed with a prefix; this tells whether QEMU is installed without throwing. */
+export function qemuAvailable(): boolean {
+  try {
+    findQemu();
+    return true;
+  } catch {
+    return false;
+  }
+}
