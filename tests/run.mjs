@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// Runs the ava suite (arguments pass through) and ends with one line
+// `N passed, N failed[, N skipped]` that CI reads. Exit status is ava's.
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const avaCli = require.resolve('ava/entrypoints/cli.mjs');
+const child = spawn(process.execPath, [avaCli, '--verbose', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'pipe'] });
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+let summaryFailed = 0;
+let summaryPassed = -1;
+let extraFailures = 0;
+
+function scan(chunk, out) {
+  out.write(chunk);
+  for (const line of chunk.toString().split('\n')) {
+    const l = line.trim();
+    if (/^✔/.test(l)) passed++;
+    else if (/^✘/.test(l)) failed++;
+    else if (/^- /.test(l) && /\[skip\]|skipped/i.test(l)) skipped++;
+    let m;
+    if ((m = /^(\d+) tests? passed/.exec(l))) summaryPassed = Number(m[1]);
+    if ((m = /^(\d+) tests? failed/.exec(l))) summaryFailed = Number(m[1]);
+    if ((m = /^(\d+) (uncaught exceptions?|unhandled rejections?)/.exec(l))) extraFailures += Number(m[1]);
+    if (/Timed out while running tests/.test(l)) extraFailures++;
+    if ((m = /^(\d+) tests? skipped/.exec(l))) skipped = Number(m[1]);
+  }
+}
+
+child.stdout.on('data', (c) => scan(c, process.stdout));
+child.stderr.on('data', (c) => scan(c, process.stderr));
+child.on('close', (code) => {
+  if (summaryPassed >= 0) passed = summaryPassed;
+  failed = Math.max(failed, summaryFailed) + extraFailures;
+  if (code !== 0 && failed === 0) failed = 1; // ava failed without naming a test
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exit(code ?? 1);
+});
