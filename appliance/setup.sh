@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the project needs on Debian 12 (run as root, or with sudo available):
+# QEMU (TCG guests; it ships /usr/lib/qemu/virtiofsd), ab (apache2-utils) for the
+# appliance benchmark, then the npm packages (which also builds the native addon).
+# The guest images are built later from Debian packages fetched with
+# `apt-get download` into .cache/: nothing to install for those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+need=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v ab >/dev/null 2>&1 || need+=(apache2-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/tsvirtio-apt.log 2>&1 \
+    || { tail -20 /tmp/tsvirtio-apt.log; echo "setup: apt-get install ${need[*]} failed (log: /tmp/tsvirtio-apt.log)"; exit 1; }
+fi
+# apt-get download (the image builder) needs package lists.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ]; then $SUDO apt-get update -qq; fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+fi
+echo "setup: done"
