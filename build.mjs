@@ -79,7 +79,10 @@ if (existsSync(join(root, 'binding.gyp'))) {
     // node-gyp run directly does not read ~/.npmrc: point it at the headers of the
     // running node when they are installed next to it (e.g. /usr/include/node), so no
     // download is attempted. An explicit npm_config_nodedir wins.
-    const gypArgs = [gyp, 'rebuild'];
+    // Already configured for this binding.gyp: an incremental `build` is enough.
+    const makefile = join(root, 'build', 'Makefile');
+    const configured = existsSync(makefile) && statSync(makefile).mtimeMs >= statSync(join(root, 'binding.gyp')).mtimeMs;
+    const gypArgs = [gyp, configured ? 'build' : 'rebuild'];
     const localHeaders = join(process.execPath, '..', '..');
     if (!process.env.npm_config_nodedir && existsSync(join(localHeaders, 'include', 'node', 'node_api.h'))) {
       gypArgs.push(`--nodedir=${localHeaders}`);
@@ -87,7 +90,7 @@ if (existsSync(join(root, 'binding.gyp'))) {
     // binding.gyp runs `node -p ...`: make sure that is this node.
     const env = { ...process.env, PATH: `${join(process.execPath, '..')}:${process.env.PATH ?? ''}` };
     const r = spawnSync(process.execPath, gypArgs, { cwd: root, env, stdio: quiet ? 'ignore' : 'inherit' });
-    if (r.status !== 0) fail('native addon build failed (node-gyp rebuild)');
+    if (r.status !== 0) fail(`native addon build failed (node-gyp ${gypArgs[1]})`);
     log(`native addon built (${Date.now() - t0} ms)`);
   }
 }

@@ -90,8 +90,11 @@ test('UnixFdSocket reads exactly N bytes with the fds of their message', async (
       opened.push(...h2!.fds);
       const b2 = await peer.readExactly(8);
       t.is(b2!.data.toString(), 'body-two');
-      const h3 = await peer.readExactly(12);
+      const hdr = new Uint8Array(16);
+      const h3 = await peer.readInto(hdr.subarray(2, 14)); // a caller-owned buffer
       t.deepEqual(h3!.fds, []);
+      t.is(Buffer.from(hdr.subarray(2, 14)).toString(), 'HEADER-none.');
+      t.is(h3!.data.buffer, hdr.buffer);
 
       // The fds are the sender's objects: the memfd shows its byte, the eventfd counts.
       const m2 = n.mmap(h1!.fds[0]!, 4096, 0, false);

@@ -216,12 +216,21 @@ export class UnixFdSocket extends EventEmitter {
    * read is pending, or a NativeError (e.g. ECONNRESET).
    */
   readExactly(n: number, maxFds = 8): Promise<FdMessage | null> {
+    if (!Number.isSafeInteger(n) || n < 0) return Promise.reject(new RangeError(`bad length ${n}`));
+    return this.readInto(Buffer.allocUnsafe(n), maxFds);
+  }
+
+  /**
+   * Like readExactly, into the caller's buffer (filled completely): no allocation for the
+   * bytes. The resolved `data` is a Buffer over `target`.
+   */
+  readInto(target: Uint8Array, maxFds = 8): Promise<FdMessage | null> {
     if (this.#fd < 0) return Promise.reject(new FdSocketError('socket is closed', 'ERR_SOCKET_CLOSED'));
     if (this.#read) return Promise.reject(new FdSocketError('a read is already pending', 'ERR_READ_PENDING'));
-    if (!Number.isSafeInteger(n) || n < 0) return Promise.reject(new RangeError(`bad length ${n}`));
-    if (n === 0) return Promise.resolve({ data: Buffer.alloc(0), fds: [] });
+    const buf = Buffer.from(target.buffer, target.byteOffset, target.byteLength);
+    if (buf.length === 0) return Promise.resolve({ data: buf, fds: [] });
     return new Promise((resolve, reject) => {
-      this.#read = { buf: Buffer.allocUnsafe(n), got: 0, fds: [], maxFds, resolve, reject };
+      this.#read = { buf, got: 0, fds: [], maxFds, resolve, reject };
       this.#pumpRead();
       this.#updateInterest();
     });
