@@ -41,7 +41,7 @@ struct Poll {
 void ThrowUv(Napi::Env env, int uvErr, const char* syscall) { ThrowErrno(env, -uvErr, syscall); }
 
 void OnClose(uv_handle_t* h) {
-  Poll* p = reinterpret_cast<Poll*>(h);
+  Poll* p = static_cast<Poll*>(h->data);
   napi_remove_async_cleanup_hook(p->hook);  // also tells Node a teardown may proceed
   delete p;
 }
@@ -79,6 +79,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
       ThrowUv(env, r, "uv_poll_init");
     }
     // From here on the handle exists and must be closed through uv_close.
+    p->handle.data = p;
     napi_status s = napi_create_reference(env, info[1], 1, &p->callback);
     if (s == napi_ok) s = napi_async_init(env, info.This(), Napi::String::New(env, "tsvirtio:FdWatcher"), &p->async);
     if (s == napi_ok) s = napi_add_async_cleanup_hook(env, OnTeardown, p, &p->hook);
@@ -143,7 +144,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   }
 
   static void OnPoll(uv_poll_t* h, int status, int events) {
-    Poll* p = reinterpret_cast<Poll*>(h);
+    Poll* p = static_cast<Poll*>(h->data);
     if (p->closing || p->callback == nullptr) return;
     napi_env env = p->env;
     napi_handle_scope scope;
