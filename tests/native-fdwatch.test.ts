@@ -17,14 +17,14 @@ function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 }
 
 /** Runs a small ESM script in a child node; returns its exit status and output. */
-function runChild(source: string): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+function runChild(source: string, nodeArgs: string[] = []): { status: number | null; signal: string | null; stdout: string; stderr: string } {
   const dir = mkdtempSync(join(tmpdir(), 'tsvirtio-child-'));
   try {
     const file = join(dir, 'child.mjs');
     writeFileSync(file, source);
     // The timeout only guards against a hang (a watcher keeping the child alive); it is
     // far above the ~100 ms these scripts take.
-    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+    const r = spawnSync(process.execPath, [...nodeArgs, file], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
     return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -220,4 +220,27 @@ test('a worker thread may exit with a watcher still running', (t) => {
   t.is(r.signal, null, r.stderr);
   t.is(r.status, 0, r.stderr);
   t.is(r.stdout.trim(), 'worker gone');
+});
+
+test('mappings dropped without munmap are unmapped by the garbage collector', (t) => {
+  const r = runChild(`
+    import * as n from ${JSON.stringify(indexUrl)};
+    import { ftruncateSync, readFileSync } from 'node:fs';
+    const count = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('memfd:gc-probe')).length;
+    const fd = n.memfdCreate('gc-probe');
+    ftruncateSync(fd, 1 << 16);
+    let keep = [];
+    for (let i = 0; i < 100; i++) keep.push(n.mmap(fd, 1 << 16, 0));
+    const kept = n.mmap(fd, 1 << 16, 0); // stays reachable: must stay mapped
+    console.log(count());
+    keep = null;
+    for (let i = 0; i < 100 && count() > 1; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+    console.log(count());
+    new Uint8Array(kept)[0] = 1;
+    n.munmap(kept);
+    console.log(count());
+    n.close(fd);
+  `, ['--expose-gc']);
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n'), ['101', '1', '0']);
 });
