@@ -113,6 +113,7 @@ function findNodeGyp() {
 {
   const bundles = [
     // [entry, output name]
+    ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;

@@ -1,0 +1,143 @@
+// The boot sequence of an appliance running as the only program in the guest (the
+// image's /init started `node /app/main.js`, and powers off when it exits):
+//   1. panic handlers: an uncaught error or rejection prints "PANIC: ..." and exits
+//      non-zero (after resetting the devices, so none keeps writing into memory);
+//   2. DMA memory: hugepages with physical addresses;
+//   3. devices on request: find by virtio device id, bind to uio_pci_generic, open the
+//      modern PCI transport with uio INTx interrupts (or busy polling);
+//   4. the appliance's main; its return value is the exit status;
+//   5. close the transports (device reset, bus mastering off), release DMA memory, exit.
+import { readFileSync } from 'node:fs';
+import { findPciDevices, pciIdString } from '../pci/devices.js';
+import { PciError } from '../pci/errors.js';
+import type { InterruptSource } from '../pci/interrupt-source.js';
+import { PciFunction } from '../pci/pci-function.js';
+import { bindToUioPciGeneric } from '../pci/uio-bind.js';
+import { PciModernTransport } from '../transport/pci-modern.js';
+import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../transport/pci-virtio-caps.js';
+import { type HugepageDma, allocateHugepageDma } from './hugepage-dma.js';
+import { BusyPoll, UioIntxInterrupts } from './interrupts.js';
+
+/** Exit status after a panic (EX_SOFTWARE). */
+export const PANIC_STATUS = 70;
+
+export type InterruptMode = 'uio' | 'poll' | 'none';
+
+export interface OpenDeviceOptions {
+  /** Which of several matching functions (default 0). */
+  index?: number;
+  /** Interrupt delivery (default 'uio'). */
+  interrupts?: InterruptMode;
+}
+
+export interface BootContext {
+  /** DMA memory shared by every device opened here. */
+  readonly dma: HugepageDma;
+  /** Arguments after the program name (from the kernel command line). */
+  readonly args: readonly string[];
+  /** Binds the `index`th modern virtio PCI device with this virtio device id and opens its transport. */
+  openVirtioDevice(virtioDeviceId: number, opts?: OpenDeviceOptions): PciModernTransport;
+  /** A line on the serial console, prefixed with the appliance name. */
+  log(message: string): void;
+}
+
+export interface BootOptions {
+  /** 2 MiB DMA pages to allocate (default 4; the image reserves hugepages=N). */
+  dmaPages?: number;
+}
+
+/** Seconds since the guest kernel started (/proc/uptime), or NaN outside Linux. */
+export function kernelUptimeSeconds(): number {
+  try {
+    return Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]);
+  } catch {
+    return NaN;
+  }
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof Error) return `${e.name}${'code' in e && e.code ? ` [${String(e.code)}]` : ''}: ${e.message}\n${e.stack?.split('\n').slice(1).join('\n') ?? ''}`;
+  return String(e);
+}
+
+/**
+ * Runs `main` as the appliance and exits with its status (0 when it returns nothing).
+ * Never returns normally: the process exits.
+ */
+export function boot(name: string, main: (ctx: BootContext) => Promise<number | void> | number | void, opts: BootOptions = {}): void {
+  const transports: PciModernTransport[] = [];
+  let dma: HugepageDma | null = null;
+  const log = (m: string): void => {
+    process.stdout.write(`${name}: ${m}\n`);
+  };
+  let exiting = false;
+
+  const shutdown = async (): Promise<void> => {
+    for (const t of transports.splice(0).reverse()) {
+      try {
+        await t.close();
+      } catch (e) {
+        log(`closing ${t.name} failed: ${(e as Error).message}`);
+      }
+    }
+    dma?.release();
+    dma = null;
+  };
+
+  const panic = (what: string, e: unknown): void => {
+    process.stdout.write(`PANIC: ${name}: ${what}: ${describeError(e)}\n`);
+    if (exiting) process.exit(PANIC_STATUS);
+    exiting = true;
+    // Stop every device synchronously (status 0 = reset) before memory goes away.
+    for (const t of transports) {
+      try {
+        t.fail();
+      } catch {
+        /* keep going */
+      }
+    }
+    shutdown().finally(() => process.exit(PANIC_STATUS));
+  };
+  process.on('uncaughtException', (e) => panic('uncaught exception', e));
+  process.on('unhandledRejection', (e) => panic('unhandled rejection', e));
+
+  const start = async (): Promise<number> => {
+    log(`node started ${kernelUptimeSeconds().toFixed(2)} s after the kernel (node ${process.version})`);
+    dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
+    const dmaRef = dma;
+    const ctx: BootContext = {
+      dma: dmaRef,
+      args: process.argv.slice(2),
+      log,
+      openVirtioDevice(virtioDeviceId, o = {}) {
+        const pciId = VIRTIO_PCI_MODERN_DEVICE_BASE + virtioDeviceId;
+        const found = findPciDevices(VIRTIO_PCI_VENDOR, pciId);
+        const info = found[o.index ?? 0];
+        if (info === undefined) {
+          throw new PciError('ERR_PCI_NO_DEVICE', `no virtio device ${virtioDeviceId} (PCI ${pciIdString(VIRTIO_PCI_VENDOR, pciId)}) #${o.index ?? 0}: ${found.length} found`);
+        }
+        const uio = bindToUioPciGeneric(info);
+        const fn = new PciFunction(info, uio);
+        const mode = o.interrupts ?? 'uio';
+        const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(uio, fn.config) : mode === 'poll' ? new BusyPoll() : null;
+        const t = PciModernTransport.open(fn, { dma: dmaRef.arena, interrupts });
+        transports.push(t);
+        log(`${info.address} ${pciIdString(info.vendorId, info.deviceId)} -> ${uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'}`);
+        return t;
+      },
+    };
+    const status = await main(ctx);
+    return typeof status === 'number' ? status : 0;
+  };
+
+  start().then(
+    async (status) => {
+      if (exiting) return;
+      exiting = true;
+      await shutdown();
+      log(`exit ${status}`);
+      process.exit(status);
+    },
+    (e) => panic('main failed', e),
+  );
+}

@@ -1,0 +1,134 @@
+// Interrupts in the guest, two ways:
+//
+// UioIntxInterrupts: INTx through uio_pci_generic. The kernel's handler
+// (uio_pci_generic.c irqhandler -> pci_check_and_mask_intx) masks INTx by setting the
+// command register's Interrupt Disable bit and makes /dev/uioN readable; Node's event
+// loop watches that fd (addon watchFd = uv_poll). Per interrupt:
+//   1. read the 4-byte event count from the uio fd (clears readability);
+//   2. read the virtio ISR through the BAR (virtio 1.2, 4.1.4.5: acknowledges and
+//      de-asserts the line);
+//   3. unmask INTx: uio_pci_generic has no irqcontrol (a write of 1 to the fd gives
+//      ENOSYS), so clear Interrupt Disable (command bit 10) in config space, as DPDK
+//      does; with a uio driver that has irqcontrol, the 4-byte write of 1 is used;
+//   4. run the driver's handler.
+// Acknowledging before unmasking means an interrupt raised meanwhile is not lost: the
+// line is asserted again and the kernel signals the fd again.
+//
+// BusyPoll: no interrupts at all; a setImmediate loop runs the handler on every turn of
+// the event loop (the driver checks its used rings). For latency measurements: it costs
+// a whole CPU.
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, type PciConfigSpace } from '../pci/config-space.js';
+import type { InterruptSource } from '../pci/interrupt-source.js';
+import type { UioDevice } from '../pci/uio-bind.js';
+import { type FdWatcher, READABLE, watchFd } from '../native/index.js';
+
+export class UioIntxInterrupts implements InterruptSource {
+  readonly description: string;
+  private fd: number;
+  private watcher: FdWatcher | null = null;
+  private readonly countBuf = Buffer.alloc(4);
+  private readonly onBuf = Buffer.alloc(4);
+  private useIrqControl = true;
+  private commandUnmasked = 0;
+  /** The kernel's interrupt count at the last event. */
+  lastCount = 0;
+  /** Events seen on the fd. */
+  events = 0;
+  /** Events whose ISR was 0 (shared line: another device's interrupt). */
+  spurious = 0;
+
+  constructor(
+    readonly uio: UioDevice,
+    private readonly config: PciConfigSpace,
+  ) {
+    this.description = `${uio.name} INTx`;
+    this.fd = openSync(uio.devPath, 'r+');
+    this.onBuf.writeInt32LE(1, 0);
+  }
+
+  start(acknowledge: () => boolean, dispatch: () => void): void {
+    if (this.fd < 0 || this.watcher) throw new Error(`${this.description}: already started or stopped`);
+    this.commandUnmasked = this.config.read16(PCI_COMMAND) & ~PCI_COMMAND_INTX_DISABLE;
+    this.unmask();
+    this.watcher = watchFd(
+      this.fd,
+      (err) => {
+        if (err) throw err;
+        this.onReadable(acknowledge, dispatch);
+      },
+      READABLE,
+    );
+  }
+
+  private onReadable(acknowledge: () => boolean, dispatch: () => void): void {
+    let n: number;
+    try {
+      n = readSync(this.fd, this.countBuf, 0, 4, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return;
+      throw e;
+    }
+    if (n !== 4) return;
+    this.lastCount = this.countBuf.readUInt32LE(0);
+    this.events++;
+    const ours = acknowledge();
+    this.unmask();
+    if (ours) dispatch();
+    else this.spurious++;
+  }
+
+  /** Re-enables INTx (step 3 above). */
+  private unmask(): void {
+    if (this.useIrqControl) {
+      try {
+        writeSync(this.fd, this.onBuf, 0, 4);
+        return;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ENOSYS' && code !== 'EIO') throw e;
+        this.useIrqControl = false; // uio_pci_generic: no irqcontrol
+      }
+    }
+    this.config.write16(PCI_COMMAND, this.commandUnmasked);
+  }
+
+  /** True when re-enabling goes through the command register (uio_pci_generic). */
+  get unmasksThroughConfigSpace(): boolean {
+    return !this.useIrqControl;
+  }
+
+  stop(): void {
+    this.watcher?.stop();
+    this.watcher = null;
+    if (this.fd >= 0) {
+      closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+export class BusyPoll implements InterruptSource {
+  readonly description = 'busy poll';
+  private running = false;
+  private immediate: NodeJS.Immediate | null = null;
+  /** Handler runs so far. */
+  turns = 0;
+
+  start(_acknowledge: () => boolean, dispatch: () => void): void {
+    this.running = true;
+    const turn = (): void => {
+      if (!this.running) return;
+      this.turns++;
+      dispatch();
+      if (this.running) this.immediate = setImmediate(turn);
+    };
+    this.immediate = setImmediate(turn);
+  }
+
+  stop(): void {
+    this.running = false;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = null;
+  }
+}

@@ -1,0 +1,63 @@
+// Virtual -> physical translation through /proc/self/pagemap
+// (Documentation/admin-guide/mm/pagemap.rst): one little-endian u64 per 4 KiB virtual
+// page, at file offset (vaddr / 4096) * 8:
+//   bits 0-54  page frame number (PFN), when present; 0 without CAP_SYS_ADMIN
+//   bit  62    swapped
+//   bit  63    present
+// DPDK (rte_mem_virt2phy) and SPDK do the same once per hugepage.
+import { closeSync, openSync, readSync } from 'node:fs';
+
+export const PAGEMAP_PATH = '/proc/self/pagemap';
+export const SMALL_PAGE_SIZE = 4096;
+const PFN_MASK = (1n << 55n) - 1n;
+const PRESENT = 1n << 63n;
+const SWAPPED = 1n << 62n;
+
+export class PagemapError extends Error {
+  constructor(
+    readonly code: 'ERR_PAGEMAP_NOT_PRESENT' | 'ERR_PAGEMAP_NO_PERMISSION' | 'ERR_PAGEMAP_READ',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PagemapError';
+  }
+}
+
+/**
+ * Decodes one pagemap entry into a physical frame number. Throws when the page is not
+ * present (not touched, or swapped) or when the PFN reads 0 (no CAP_SYS_ADMIN: the
+ * kernel hides frame numbers from unprivileged readers since Linux 4.2).
+ */
+export function decodePagemapEntry(entry: bigint, vaddr: bigint): number {
+  const at = `virtual page 0x${vaddr.toString(16)}`;
+  if ((entry & PRESENT) === 0n) {
+    throw new PagemapError('ERR_PAGEMAP_NOT_PRESENT', `${at} is not present in RAM${entry & SWAPPED ? ' (swapped out)' : ''}: touch and lock it first`);
+  }
+  const pfn = entry & PFN_MASK;
+  if (pfn === 0n) {
+    throw new PagemapError('ERR_PAGEMAP_NO_PERMISSION', `${at}: /proc/self/pagemap shows PFN 0: reading physical addresses needs CAP_SYS_ADMIN (run as root)`);
+  }
+  return Number(pfn);
+}
+
+/**
+ * Physical frame numbers of `count` consecutive 4 KiB pages starting at virtual address
+ * `vaddr` (4 KiB aligned), with one read.
+ */
+export function readPageFrames(vaddr: bigint, count: number, path = PAGEMAP_PATH): number[] {
+  if (vaddr % BigInt(SMALL_PAGE_SIZE) !== 0n) throw new RangeError(`pagemap: address 0x${vaddr.toString(16)} is not 4 KiB aligned`);
+  const buf = Buffer.alloc(count * 8);
+  const fd = openSync(path, 'r');
+  try {
+    const position = Number((vaddr / BigInt(SMALL_PAGE_SIZE)) * 8n);
+    const n = readSync(fd, buf, 0, buf.length, position);
+    if (n !== buf.length) throw new PagemapError('ERR_PAGEMAP_READ', `${path}: read ${n} of ${buf.length} bytes at 0x${position.toString(16)}`);
+  } finally {
+    closeSync(fd);
+  }
+  const frames: number[] = [];
+  for (let i = 0; i < count; i++) {
+    frames.push(decodePagemapEntry(buf.readBigUInt64LE(i * 8), vaddr + BigInt(i * SMALL_PAGE_SIZE)));
+  }
+  return frames;
+}
