@@ -1,0 +1,504 @@
+// One front-end (one QEMU) connected to the back-end: reads its messages one at a time,
+// applies them to the device model and the rings, replies, and cleans up everything
+// when the connection ends. Device-agnostic: everything device-specific comes from the
+// VirtioDeviceModel (features, queue count and size, config space, queue processing).
+//
+// Ring lifecycle (vhost-user.rst "Ring states"): a ring starts on SET_VRING_KICK and
+// stops on GET_VRING_BASE; it is processed while started and enabled (enabled from the
+// start when VHOST_USER_F_PROTOCOL_FEATURES was not negotiated, otherwise by
+// SET_VRING_ENABLE 1) and a memory table is mapped. Only then is a VirtqueueDevice
+// built (ring addresses translated from QEMU user addresses to guest-physical ones) and
+// model.queueReady called. A ring that pauses (disabled, or a new memory table) keeps
+// its avail index in `base`; a stop (GET_VRING_BASE) replies with it and forgets the
+// ring. When the last started ring stops (QEMU's vhost_dev_stop: guest reset, reboot,
+// VM stop) the model is reset; the next start activates it again, with the memory table
+// sent for that start. A disconnect stops everything, resets the model, unmaps the
+// memory and closes every fd.
+import type { UnixFdSocket } from '../native/fd-watch.js';
+import { eventfdWrite } from '../native/index.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { DeviceContext, VirtioDeviceModel } from '../transport/virtio-device.js';
+import { VirtqueueDevice } from '../virtqueue/device-queue.js';
+import { VirtqueueError } from '../virtqueue/errors.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, availRingBytes, checkQueueSize, descTableBytes, hasFeature, usedRingBytes } from '../virtqueue/layout.js';
+import { encodeReply, encodeU64, encodeVringState, encodeConfig, type VhostUserMessage } from './codec.js';
+import { VhostUserError } from './errors.js';
+import { closeFds, readMessage } from './framing.js';
+import { VhostMemoryTable } from './memory-table.js';
+import { ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, VHOST_VRING_F_LOG, requestName } from './protocol.js';
+import { Vring } from './vring.js';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type VhostUserLogger = (level: LogLevel, message: string) => void;
+
+/** Protocol features offered by default: REPLY_ACK and CONFIG (QEMU 7.2's vhost-user-vsock requires CONFIG). */
+export const DEFAULT_PROTOCOL_FEATURES = (1n << ProtocolFeature.REPLY_ACK) | (1n << ProtocolFeature.CONFIG);
+
+/** Kicks on a ring whose avail.idx never moved before we warn that memory is not shared. */
+const KICKS_BEFORE_NOT_SHARED_WARNING = 3;
+
+export interface SessionHooks {
+  log: VhostUserLogger;
+  ringStarted(index: number): void;
+  ringStopped(index: number): void;
+  memoryMapped(description: string): void;
+  /** A problem worth reporting that does not end the session (e.g. memory that looks unshared). */
+  warning(err: VhostUserError): void;
+  /** The device model threw; the session goes on. */
+  deviceError(err: VhostUserError): void;
+}
+
+export interface SessionOptions {
+  protocolFeatures: bigint;
+  /** Interval of the kick poll for rings set up with the no-fd flag. */
+  pollIntervalMs: number;
+}
+
+/** How a session ended. */
+export interface SessionEnd {
+  /** 'eof' (the front-end closed), 'closed' (we closed it), or 'error'. */
+  reason: 'eof' | 'closed' | 'error';
+  error: VhostUserError | null;
+}
+
+/** Requests whose reply carries a body of its own (vhost-user.rst "Communication"). */
+const HAS_REPLY = new Set<number>([Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_VRING_BASE, Request.GET_QUEUE_NUM, Request.GET_CONFIG]);
+
+export class VhostUserSession {
+  readonly #socket: UnixFdSocket;
+  readonly #model: VirtioDeviceModel;
+  readonly #hooks: SessionHooks;
+  readonly #opts: SessionOptions;
+  readonly #rings: Vring[];
+  readonly #ctx: DeviceContext;
+  #table: VhostMemoryTable | null = null;
+  #ackedFeatures = 0n;
+  #ackedProtocolFeatures = 0n;
+  #activated = false;
+  #closing = false;
+
+  constructor(
+    readonly id: number,
+    socket: UnixFdSocket,
+    model: VirtioDeviceModel,
+    hooks: SessionHooks,
+    opts: SessionOptions,
+  ) {
+    this.#socket = socket;
+    this.#model = model;
+    this.#hooks = hooks;
+    this.#opts = opts;
+    this.#rings = Array.from({ length: model.numQueues }, (_, i) => new Vring(i));
+    const session = this;
+    this.#ctx = {
+      get memory(): GuestMemory {
+        if (!session.#table) throw new VhostUserError('ERR_VHOST_USER_MEMORY', 'no memory table is mapped');
+        return session.#table.memory;
+      },
+      interrupt: (index: number) => this.#interrupt(index),
+    };
+  }
+
+  /** Features offered in GET_FEATURES: the model's plus VHOST_USER_F_PROTOCOL_FEATURES. */
+  get offeredFeatures(): bigint {
+    return this.#model.features | (1n << VHOST_USER_F_PROTOCOL_FEATURES);
+  }
+
+  /** The guest memory of the current memory table, or null. */
+  get memory(): GuestMemory | null {
+    return this.#table?.memory ?? null;
+  }
+
+  /**
+   * Serves messages until the front-end leaves, close() is called, or a message is
+   * refused. Always cleans up before resolving; never rejects.
+   */
+  async run(): Promise<SessionEnd> {
+    let end: SessionEnd = { reason: 'eof', error: null };
+    try {
+      for (;;) {
+        const msg = await readMessage(this.#socket);
+        if (msg === null) {
+          end = { reason: this.#closing ? 'closed' : 'eof', error: null };
+          break;
+        }
+        this.#hooks.log('debug', `session ${this.id}: ${requestName(msg.request)}${msg.needReply ? ' (needs reply)' : ''}`);
+        try {
+          this.#dispatch(msg);
+        } finally {
+          closeFds(msg.fds); // fds no handler claimed
+        }
+      }
+    } catch (err) {
+      end = this.#closing
+        ? { reason: 'closed', error: null }
+        : { reason: 'error', error: err instanceof VhostUserError ? err : new VhostUserError('ERR_VHOST_USER_SOCKET', (err as Error).message) };
+    } finally {
+      this.#cleanup();
+    }
+    return end;
+  }
+
+  /** Ends the session (run() resolves once cleaned up). */
+  close(): void {
+    this.#closing = true;
+    this.#socket.close();
+  }
+
+  // ---- dispatch -------------------------------------------------------------------------
+
+  #dispatch(msg: VhostUserMessage): void {
+    let reply: Uint8Array | null;
+    try {
+      reply = this.#handle(msg);
+    } catch (err) {
+      // REPLY_ACK: tell the front-end it failed (non-zero), then drop it.
+      if (msg.needReply && !HAS_REPLY.has(msg.request)) this.#trySend(encodeReply(msg.request, encodeU64(1)));
+      throw err;
+    }
+    if (reply !== null) this.#send(encodeReply(msg.request, reply));
+    else if (msg.needReply) this.#send(encodeReply(msg.request, encodeU64(0)));
+  }
+
+  /** Applies one message; returns the reply payload for requests that have one, else null. */
+  #handle(msg: VhostUserMessage): Uint8Array | null {
+    const p = msg.payload;
+    const r = msg.request;
+    switch (r) {
+      case Request.GET_FEATURES:
+        return encodeU64(this.offeredFeatures);
+      case Request.SET_FEATURES: {
+        if (p.type !== 'u64') break;
+        const extra = p.value & ~this.offeredFeatures;
+        if (extra !== 0n) throw new VhostUserError('ERR_VHOST_USER_FEATURES', `SET_FEATURES: 0x${p.value.toString(16)} acks bits 0x${extra.toString(16)} that were not offered (offered 0x${this.offeredFeatures.toString(16)})`, r);
+        this.#ackedFeatures = p.value;
+        return null;
+      }
+      case Request.GET_PROTOCOL_FEATURES:
+        return encodeU64(this.#opts.protocolFeatures);
+      case Request.SET_PROTOCOL_FEATURES: {
+        if (p.type !== 'u64') break;
+        const extra = p.value & ~this.#opts.protocolFeatures;
+        if (extra !== 0n) throw new VhostUserError('ERR_VHOST_USER_FEATURES', `SET_PROTOCOL_FEATURES: 0x${p.value.toString(16)} acks bits 0x${extra.toString(16)} that were not offered (offered 0x${this.#opts.protocolFeatures.toString(16)})`, r);
+        this.#ackedProtocolFeatures = p.value;
+        return null;
+      }
+      case Request.GET_QUEUE_NUM:
+        return encodeU64(this.#model.numQueues);
+      case Request.SET_OWNER:
+        return null; // "session start": nothing to set up beyond the connection itself
+      case Request.RESET_OWNER:
+        // Deprecated; vhost-user.rst recommends ignoring it or disabling all rings. We stop them.
+        this.#stopAllRings();
+        return null;
+      case Request.SET_MEM_TABLE:
+        if (p.type !== 'mem-table') break;
+        this.#setMemTable(p.regions, msg.fds.splice(0));
+        return null;
+      case Request.SET_VRING_NUM: {
+        if (p.type !== 'vring-state') break;
+        const ring = this.#ring(r, p.index);
+        try {
+          checkQueueSize(p.num, `ring ${p.index}`);
+        } catch (err) {
+          throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_NUM: ${(err as Error).message}`, r);
+        }
+        if (p.num > this.#model.maxQueueSize) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_NUM: ring ${p.index} size ${p.num} exceeds the device maximum ${this.#model.maxQueueSize}`, r);
+        if (ring.running && p.num !== ring.num) throw new VhostUserError('ERR_VHOST_USER_RING', `SET_VRING_NUM: ring ${p.index} is running with size ${ring.num}`, r);
+        ring.num = p.num;
+        return null;
+      }
+      case Request.SET_VRING_ADDR: {
+        if (p.type !== 'vring-addr') break;
+        const ring = this.#ring(r, p.index);
+        if ((p.flags & VHOST_VRING_F_LOG) !== 0) throw new VhostUserError('ERR_VHOST_USER_UNSUPPORTED', `SET_VRING_ADDR: ring ${p.index} asks for used-ring logging (VHOST_VRING_F_LOG), which this back-end does not offer`, r);
+        if (p.flags !== 0) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_ADDR: ring ${p.index} has unknown flags 0x${p.flags.toString(16)}`, r);
+        ring.addresses = { desc: p.desc, used: p.used, avail: p.avail, flags: p.flags };
+        if (ring.running) {
+          // "the back-end must support changing some configuration aspects on the fly"
+          this.#pauseRing(ring);
+          this.#tryStart(ring);
+        }
+        return null;
+      }
+      case Request.SET_VRING_BASE: {
+        if (p.type !== 'vring-state') break;
+        const ring = this.#ring(r, p.index);
+        if (p.num > 0xffff) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_BASE: ring ${p.index} base ${p.num} does not fit a split ring's 16-bit index`, r);
+        if (ring.running) throw new VhostUserError('ERR_VHOST_USER_RING', `SET_VRING_BASE: ring ${p.index} is running`, r);
+        ring.base = p.num;
+        return null;
+      }
+      case Request.GET_VRING_BASE: {
+        if (p.type !== 'vring-state') break;
+        const ring = this.#ring(r, p.index);
+        // "stop ring upon receiving VHOST_USER_GET_VRING_BASE"; the reply is the next avail index.
+        if (ring.running) this.#pauseRing(ring);
+        const base = ring.base;
+        this.#stopRing(ring);
+        return encodeVringState(p.index, base);
+      }
+      case Request.SET_VRING_KICK: {
+        if (p.type !== 'vring-file') break;
+        const ring = this.#ring(r, p.index);
+        if (ring.running) this.#pauseRing(ring);
+        ring.replaceKick(p.fd);
+        ring.started = true;
+        // "If VHOST_USER_F_PROTOCOL_FEATURES has not been negotiated, the ring starts directly in the enabled state."
+        if (!this.#protocolFeaturesNegotiated) ring.enabled = true;
+        this.#tryStart(ring);
+        return null;
+      }
+      case Request.SET_VRING_CALL: {
+        if (p.type !== 'vring-file') break;
+        this.#ring(r, p.index).replaceCall(p.fd);
+        return null;
+      }
+      case Request.SET_VRING_ERR: {
+        if (p.type !== 'vring-file') break;
+        this.#ring(r, p.index).replaceErr(p.fd);
+        return null;
+      }
+      case Request.SET_VRING_ENABLE: {
+        if (p.type !== 'vring-state') break;
+        const ring = this.#ring(r, p.index);
+        if (p.num > 1) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_ENABLE: ring ${p.index} enable value ${p.num}, expected 0 or 1`, r);
+        ring.enabled = p.num === 1;
+        if (ring.enabled) this.#tryStart(ring);
+        else if (ring.running) this.#pauseRing(ring);
+        return null;
+      }
+      case Request.GET_CONFIG: {
+        if (p.type !== 'config') break;
+        const config = this.#model.config();
+        if (p.offset + p.size > config.length) {
+          // "vhost-user back-end uses zero length of payload to indicate an error"
+          this.#hooks.log('warn', `session ${this.id}: GET_CONFIG of ${p.size} bytes at offset ${p.offset} is outside the ${config.length}-byte config space`);
+          return new Uint8Array(0);
+        }
+        return encodeConfig(p.offset, p.flags, config.subarray(p.offset, p.offset + p.size));
+      }
+      case Request.SET_CONFIG: {
+        if (p.type !== 'config') break;
+        // The model's config space is read-only; "back-ends MUST NOT accept SET_CONFIG for
+        // read-only configuration space fields". Refused, but the front-end stays.
+        this.#hooks.log('warn', `session ${this.id}: SET_CONFIG of ${p.size} bytes at offset ${p.offset} refused: the device config space is read-only`);
+        if (msg.needReply) {
+          this.#send(encodeReply(r, encodeU64(1)));
+          msg.needReply = false;
+        }
+        return null;
+      }
+      default:
+        throw new VhostUserError('ERR_VHOST_USER_UNSUPPORTED', `${requestName(r)} is not supported by this back-end (its feature was not offered)`, r);
+    }
+    throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `${requestName(r)}: unexpected payload ${p.type}`, r);
+  }
+
+  get #protocolFeaturesNegotiated(): boolean {
+    return hasFeature(this.#ackedFeatures, VHOST_USER_F_PROTOCOL_FEATURES);
+  }
+
+  #ring(request: number, index: number): Vring {
+    const ring = this.#rings[index];
+    if (ring === undefined) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `${requestName(request)}: ring ${index} does not exist (the device has ${this.#rings.length} queues)`, request);
+    return ring;
+  }
+
+  // ---- memory ----------------------------------------------------------------------------
+
+  #setMemTable(regions: Parameters<typeof VhostMemoryTable.map>[0], fds: number[]): void {
+    const table = VhostMemoryTable.map(regions, fds); // closes the fds
+    // Rings running over the old table pause (keeping their avail index) and restart
+    // over the new one: their addresses are translated again.
+    const paused = this.#rings.filter((ring) => ring.running);
+    for (const ring of paused) this.#pauseRing(ring);
+    this.#table?.unmap();
+    this.#table = table;
+    this.#hooks.log('info', `session ${this.id}: memory table mapped: ${table.describe()}`);
+    this.#hooks.memoryMapped(table.describe());
+    for (const ring of this.#rings) this.#tryStart(ring);
+  }
+
+  // ---- rings -----------------------------------------------------------------------------
+
+  #translate(ring: Vring, userAddr: number, bytes: number, what: string): number {
+    const gpa = this.#table!.userToGuest(userAddr, bytes);
+    if (gpa === null) {
+      throw new VhostUserError('ERR_VHOST_USER_RING', `ring ${ring.index}: ${what} at user address 0x${userAddr.toString(16)} (${bytes} bytes) is not inside one region of the memory table (${this.#table!.describe()})`);
+    }
+    return gpa;
+  }
+
+  /** Starts processing a ring if it is started, enabled, fully configured and memory is mapped. */
+  #tryStart(ring: Vring): void {
+    if (ring.running || !ring.started || !ring.enabled) return;
+    if (this.#table === null || ring.num === 0 || ring.addresses === null) {
+      this.#hooks.log('debug', `session ${this.id}: ring ${ring.index} started and enabled but not configured yet (memory table, SET_VRING_NUM, SET_VRING_ADDR)`);
+      return;
+    }
+    const n = ring.num;
+    const a = ring.addresses;
+    const desc = this.#translate(ring, a.desc, descTableBytes(n), 'descriptor table');
+    const avail = this.#translate(ring, a.avail, availRingBytes(n), 'available ring');
+    const used = this.#translate(ring, a.used, usedRingBytes(n), 'used ring');
+    const features = this.#ackedFeatures & ~(1n << VHOST_USER_F_PROTOCOL_FEATURES);
+    const memory = this.#table.memory;
+    let queue: VirtqueueDevice;
+    try {
+      queue = new VirtqueueDevice({
+        name: `${this.#model.name} ring ${ring.index}`,
+        index: ring.index,
+        size: n,
+        memory,
+        descAddr: desc,
+        availAddr: avail,
+        usedAddr: used,
+        eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX),
+        indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC),
+        startIndex: ring.base,
+        onError: (err) => this.#onQueueError(ring, err),
+      });
+    } catch (err) {
+      throw new VhostUserError('ERR_VHOST_USER_RING', `ring ${ring.index}: ${(err as Error).message}`);
+    }
+    if (!this.#activated) {
+      this.#deviceCall('activate', () => this.#model.activate(this.#ctx, features));
+      this.#activated = true;
+    }
+    ring.queue = queue;
+    const region = memory.locate(avail, 4);
+    ring.availCheck = { view: region.view, offset: avail - region.guestAddr + 2, atStart: region.view.getUint16(avail - region.guestAddr + 2, true), kicksWithoutChange: 0, done: false };
+    if (ring.kick) {
+      ring.kick.onReadable(
+        () => this.#onKick(ring),
+        (err) => this.#hooks.log('error', `session ${this.id}: kick fd of ring ${ring.index} failed: ${err.message}`),
+      );
+    } else {
+      // SET_VRING_KICK with the no-fd flag: "polling should be used instead of waiting for the kick".
+      ring.pollTimer = setInterval(() => {
+        if (ring.queue?.hasAvailable()) this.#kickModel(ring);
+      }, this.#opts.pollIntervalMs);
+    }
+    this.#deviceCall('queueReady', () => this.#model.queueReady(ring.index, queue));
+    this.#hooks.log('info', `session ${this.id}: ring ${ring.index} running (size ${n}, base ${ring.base}, desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)} guest-physical)`);
+    this.#hooks.ringStarted(ring.index);
+    // A kick may have been consumed before the ring could run: look once.
+    this.#kickModel(ring);
+  }
+
+  /** Stops processing a ring, keeping its configuration and its avail index in `base`. */
+  #pauseRing(ring: Vring): void {
+    const q = ring.queue;
+    if (!q) return;
+    ring.stopWatching();
+    ring.base = q.nextAvailIndex;
+    ring.queue = null;
+    ring.availCheck = null;
+    this.#deviceCall('queueStopped', () => this.#model.queueStopped(ring.index));
+    this.#hooks.ringStopped(ring.index);
+  }
+
+  /** GET_VRING_BASE: forget the ring; when no ring is left started, the device stops. */
+  #stopRing(ring: Vring): void {
+    this.#pauseRing(ring);
+    ring.resetToStopped();
+    if (this.#activated && this.#rings.every((x) => !x.started)) {
+      this.#activated = false;
+      this.#hooks.log('info', `session ${this.id}: every ring stopped: device reset`);
+      this.#deviceCall('reset', () => this.#model.reset());
+    }
+  }
+
+  #stopAllRings(): void {
+    for (const ring of this.#rings) this.#pauseRing(ring);
+    for (const ring of this.#rings) ring.resetToStopped();
+    if (this.#activated) {
+      this.#activated = false;
+      this.#deviceCall('reset', () => this.#model.reset());
+    }
+  }
+
+  #onKick(ring: Vring): void {
+    const c = ring.availCheck;
+    if (c !== null && !c.done) {
+      // Shared-memory check: a guest kicks after publishing avail entries. If kicks keep
+      // coming while avail.idx in our mapping never moves, the guest's writes do not reach
+      // us: QEMU maps guest RAM privately (memory-backend without share=on).
+      if (c.view.byteLength === 0 || c.view.getUint16(c.offset, true) !== c.atStart) c.done = true;
+      else if (++c.kicksWithoutChange >= KICKS_BEFORE_NOT_SHARED_WARNING) {
+        c.done = true;
+        this.#hooks.warning(
+          new VhostUserError(
+            'ERR_VHOST_USER_MEMORY_NOT_SHARED',
+            `ring ${ring.index}: ${c.kicksWithoutChange} kicks but its available ring never changed in the mapped memory: guest RAM is probably not shared ` +
+              '(start QEMU with -object memory-backend-memfd,id=mem,size=...,share=on -machine memory-backend=mem)',
+          ),
+        );
+      }
+    }
+    this.#kickModel(ring);
+  }
+
+  #kickModel(ring: Vring): void {
+    if (ring.queue) this.#deviceCall('kick', () => this.#model.kick(ring.index));
+  }
+
+  #onQueueError(ring: Vring, err: VirtqueueError): void {
+    this.#hooks.log('warn', `session ${this.id}: ${err.message}`);
+    // A broken ring (impossible avail.idx) is what SET_VRING_ERR's eventfd is for.
+    if (ring.queue?.broken && ring.errFd >= 0) this.#signal(ring.errFd, `error fd of ring ${ring.index}`);
+  }
+
+  #interrupt(index: number): void {
+    const ring = this.#rings[index];
+    if (ring && ring.callFd >= 0) this.#signal(ring.callFd, `call fd of ring ${index}`);
+  }
+
+  #signal(fd: number, what: string): void {
+    try {
+      eventfdWrite(fd, 1);
+    } catch (err) {
+      this.#hooks.log('warn', `session ${this.id}: writing the ${what} failed: ${(err as Error).message}`);
+    }
+  }
+
+  #deviceCall(what: string, f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      const e = new VhostUserError('ERR_VHOST_USER_DEVICE', `device ${this.#model.name}: ${what} threw: ${(err as Error).stack ?? String(err)}`);
+      this.#hooks.log('error', `session ${this.id}: ${e.message}`);
+      this.#hooks.deviceError(e);
+    }
+  }
+
+  // ---- output and cleanup ------------------------------------------------------------------
+
+  #send(buf: Uint8Array): void {
+    this.#socket.send(buf);
+  }
+
+  #trySend(buf: Uint8Array): void {
+    try {
+      this.#socket.send(buf);
+    } catch {
+      // the client is being dropped anyway
+    }
+  }
+
+  #cleanup(): void {
+    for (const ring of this.#rings) this.#pauseRing(ring);
+    for (const ring of this.#rings) ring.closeAll();
+    this.#activated = false;
+    this.#deviceCall('reset', () => this.#model.reset());
+    this.#table?.unmap();
+    this.#table = null;
+    this.#socket.close();
+  }
+
+  /** Negotiated protocol features (for diagnostics). */
+  get protocolFeatures(): bigint {
+    return this.#ackedProtocolFeatures;
+  }
+}
