@@ -239,7 +239,8 @@ export class UnixFdSocket extends EventEmitter {
   /**
    * Sends `data` with `fds` (SCM_RIGHTS, attached to the first byte). Returns true if the
    * kernel took everything now; false if the rest was queued (sent when the socket is
-   * writable; 'drain' follows). Queued fds must stay open until they are sent.
+   * writable; 'drain' follows). Queued bytes are copied, so `data` may be reused at once;
+   * queued fds are not duplicated and must stay open until they are sent ('drain').
    * Throws a NativeError (e.g. EPIPE) if the socket fails now.
    */
   send(data: Uint8Array, fds: readonly number[] = []): boolean {
@@ -248,10 +249,11 @@ export class UnixFdSocket extends EventEmitter {
     if (this.#writes.length === 0) {
       const sent = sendMsg(this.#fd, buf, fds);
       if (sent === buf.length) return true;
-      if (sent > 0) this.#writes.push({ data: buf.subarray(sent), fds: [] });
-      else this.#writes.push({ data: buf, fds });
+      // Queued bytes are copied: the caller may reuse its buffer as soon as send() returns.
+      if (sent > 0) this.#writes.push({ data: Buffer.from(buf.subarray(sent)), fds: [] });
+      else this.#writes.push({ data: Buffer.from(buf), fds });
     } else {
-      this.#writes.push({ data: buf, fds });
+      this.#writes.push({ data: Buffer.from(buf), fds });
     }
     this.#updateInterest();
     return false;
