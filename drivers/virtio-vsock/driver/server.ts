@@ -1,0 +1,105 @@
+// A listening vsock port with the shape of Node's net.Server: listen(port, cb),
+// close(cb), address(), getConnections(cb), and the 'listening', 'connection', 'close'
+// and 'error' events. 'close' comes once the server stopped listening and every
+// connection it accepted has closed, as net.Server does it.
+import { EventEmitter } from 'node:events';
+import { VsockError } from './errors.js';
+import type { VsockSocket, VsockSocketOptions } from './socket.js';
+
+/** What a server needs from its driver. */
+export interface ListenerHost {
+  readonly localCid: number;
+  /** Binds `port` (0: an ephemeral one) to the server; returns the port or throws EADDRINUSE. */
+  bindListener(port: number, server: VsockServer): number;
+  unbindListener(port: number, server: VsockServer): void;
+}
+
+export class VsockServer extends EventEmitter {
+  listening = false;
+  private port = -1;
+  private readonly sockets = new Set<VsockSocket>();
+  private closeCallbacks: Array<(err?: Error) => void> = [];
+
+  /** @internal */
+  constructor(
+    private readonly host: ListenerHost,
+    /** Options for accepted sockets. */
+    readonly socketOptions: VsockSocketOptions = {},
+    onConnection?: (socket: VsockSocket) => void,
+  ) {
+    super();
+    if (onConnection) this.on('connection', onConnection);
+  }
+
+  /** listen(port, cb) or listen({ port }, cb); port 0 or absent picks an ephemeral port. */
+  listen(port?: number | { port?: number } | (() => void), callback?: () => void): this {
+    if (typeof port === 'function') {
+      callback = port;
+      port = 0;
+    }
+    const wanted = typeof port === 'object' && port !== null ? (port.port ?? 0) : (port ?? 0);
+    if (callback) this.once('listening', callback);
+    if (this.listening) {
+      process.nextTick(() => this.emit('error', new VsockError('EADDRINUSE', `server is already listening on port ${this.port}`, 'listen')));
+      return this;
+    }
+    try {
+      this.port = this.host.bindListener(wanted, this);
+    } catch (e) {
+      process.nextTick(() => this.emit('error', e));
+      return this;
+    }
+    this.listening = true;
+    process.nextTick(() => this.emit('listening'));
+    return this;
+  }
+
+  address(): { cid: number; port: number; family: string } | null {
+    return this.listening ? { cid: this.host.localCid, port: this.port, family: 'vsock' } : null;
+  }
+
+  /** Stops accepting; 'close' follows when the accepted connections are gone. */
+  close(callback?: (err?: Error) => void): this {
+    if (!this.listening) {
+      if (callback) process.nextTick(() => callback(new VsockError('ERR_VSOCK_NOT_LISTENING', 'server is not running', 'close')));
+      return this;
+    }
+    this.listening = false;
+    this.host.unbindListener(this.port, this);
+    if (callback) this.closeCallbacks.push(callback);
+    this.maybeEmitClose();
+    return this;
+  }
+
+  getConnections(callback: (err: Error | null, count: number) => void): this {
+    process.nextTick(() => callback(null, this.sockets.size));
+    return this;
+  }
+
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+
+  /** @internal An accepted connection. */
+  onAccepted(socket: VsockSocket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      if (!this.listening) this.maybeEmitClose();
+    });
+    this.emit('connection', socket);
+  }
+
+  private maybeEmitClose(): void {
+    if (this.listening || this.sockets.size > 0) return;
+    const cbs = this.closeCallbacks;
+    this.closeCallbacks = [];
+    process.nextTick(() => {
+      for (const cb of cbs) cb();
+      this.emit('close');
+    });
+  }
+}

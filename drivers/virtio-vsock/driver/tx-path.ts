@@ -1,0 +1,230 @@
+// The transmit path: builds packets [header | payload] on the tx queue (virtio 1.2,
+// 5.10.6.2 "Device Operation: Sending packets") in one of three ways:
+//
+//  two-copy     user bytes -> a fresh packet Buffer (header + payload) -> DMA slot.
+//               Toro's driver before 2023; kept so the benchmark shows the cost.
+//  single-copy  user bytes -> DMA slot from a preallocated pool, header written in
+//               place in front: one descriptor per packet.
+//  zero-copy    the user's buffer is DMA memory: a header slot descriptor, then
+//               descriptors pointing at the user's bytes (split where the arena is not
+//               contiguous). The owner is told when the device returns the chain: only
+//               then may the buffer be reused (the double-buffering problem, solved by
+//               completion instead of by a second buffer).
+//
+// Nothing is published here: adds are batched and the driver publishes and notifies
+// once per batch (flush).
+import { BufferPool, type DmaArena } from '../../../kernel/memory/dma.js';
+import { copyBytes } from '../../../kernel/memory/copy.js';
+import type { VirtqueueDriver } from '../../../kernel/virtqueue/driver-queue.js';
+import { VSOCK_HEADER_SIZE, VSOCK_OP_RST, VSOCK_OP_RW, VsockHeader, encodeHeader } from '../header.js';
+import { VSOCK_MAX_PKT_PAYLOAD, type CreditState } from './credit.js';
+import type { VsockDriverStats } from './stats.js';
+import type { WriteCursor } from './write-cursor.js';
+
+/** What a packet needs from its connection. */
+export interface PacketEnds {
+  readonly localPort: number;
+  readonly remoteCid: number;
+  readonly remotePort: number;
+  readonly credit: CreditState;
+}
+
+/** Told when a zero-copy packet's descriptors came back from the device. */
+export interface ZeroCopyOwner {
+  onZeroCopyComplete(): void;
+}
+
+/** Header slots: 44 bytes rounded to a cache line. */
+const HEADER_SLOT_BYTES = 64;
+/** Most user-buffer descriptors in one zero-copy packet. */
+const MAX_ZC_SEGMENTS = 16;
+
+export interface TxPathOptions {
+  /** Preallocated data slots (header + up to 64 KiB payload each). */
+  dataSlots: number;
+  /** Header-only slots (control packets and zero-copy headers). */
+  headerSlots: number;
+}
+
+export class TxPath {
+  /** Our CID (re-read after TRANSPORT_RESET). */
+  localCid = 0;
+  private readonly dataPool: BufferPool;
+  private readonly headerPool: BufferPool;
+  /** Byte offset of each slot in the arena (for the arena-wide DataView). */
+  private readonly dataOffsets: Float64Array;
+  private readonly headerOffsets: Float64Array;
+  private readonly zcOwner: (ZeroCopyOwner | null)[];
+  private readonly arenaView: DataView;
+  private readonly arenaBytes: Uint8Array;
+  private readonly hdr = new VsockHeader();
+
+  constructor(
+    private readonly queue: VirtqueueDriver<number>,
+    private readonly arena: DmaArena,
+    opts: TxPathOptions,
+    private readonly stats: VsockDriverStats,
+  ) {
+    this.dataPool = new BufferPool(arena, alignUp(VSOCK_HEADER_SIZE + VSOCK_MAX_PKT_PAYLOAD, 64), opts.dataSlots);
+    this.headerPool = new BufferPool(arena, HEADER_SLOT_BYTES, opts.headerSlots);
+    this.dataOffsets = Float64Array.from(this.dataPool.views, (v) => v.byteOffset);
+    this.headerOffsets = Float64Array.from(this.headerPool.views, (v) => v.byteOffset);
+    this.zcOwner = new Array<ZeroCopyOwner | null>(opts.headerSlots).fill(null);
+    this.arenaView = new DataView(arena.buffer as ArrayBuffer);
+    this.arenaBytes = arena.bytes;
+  }
+
+  /** True when a header-only packet can be queued now. */
+  canSendControl(): boolean {
+    return this.headerPool.available > 0 && this.queue.numFree > 0;
+  }
+
+  /** True when a data packet can probably be queued now (a slot and descriptors). */
+  canSendData(): boolean {
+    return this.queue.numFree >= 2 && this.dataPool.available > 0 && this.headerPool.available > 0;
+  }
+
+  /** Queues a header-only packet of a connection. Returns false when out of slots. */
+  sendControl(ends: PacketEnds, op: number, flags: number): boolean {
+    if (!this.canSendControl()) return false;
+    const c = ends.credit;
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, op, 0, flags, c.bufAlloc, c.fwdCnt);
+    c.onHeaderSent();
+    this.queueHeaderOnly();
+    return true;
+  }
+
+  /** Queues an RST for a packet that matches no connection (no credit state). */
+  sendRstTo(localPort: number, remoteCid: number, remotePort: number): boolean {
+    if (!this.canSendControl()) return false;
+    this.hdr.set(this.localCid, localPort, remoteCid, remotePort, VSOCK_OP_RST, 0, 0, 0, 0);
+    this.queueHeaderOnly();
+    this.stats.rstSent++;
+    return true;
+  }
+
+  private queueHeaderOnly(): void {
+    const slot = this.headerPool.alloc();
+    encodeHeader(this.hdr, this.arenaView, this.headerOffsets[slot]!);
+    const q = this.queue;
+    q.chainBegin();
+    q.chainAdd(this.headerPool.addrs[slot]!, VSOCK_HEADER_SIZE, false);
+    q.chainCommit(this.dataPool.count + slot);
+    this.stats.txControlPackets++;
+  }
+
+  /**
+   * Queues one RW packet of up to `maxLen` bytes copied from the cursor (one copy, or
+   * two with `viaPacketObject`). Returns the payload bytes sent, 0 when out of slots.
+   */
+  sendCopy(ends: PacketEnds, cur: WriteCursor, maxLen: number, viaPacketObject: boolean): number {
+    if (this.queue.numFree === 0) return 0;
+    const slot = this.dataPool.alloc();
+    if (slot < 0) return 0;
+    const len = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
+    const c = ends.credit;
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    c.onHeaderSent();
+    const slotOff = this.dataOffsets[slot]!;
+    const stats = this.stats;
+    if (viaPacketObject) {
+      // Copy 1: into a packet object of its own, as a network stack's packet type.
+      const packet = Buffer.allocUnsafe(VSOCK_HEADER_SIZE + len);
+      encodeHeader(this.hdr, new DataView(packet.buffer, packet.byteOffset, packet.byteLength), 0);
+      gather(cur, packet, VSOCK_HEADER_SIZE, len, stats);
+      // Copy 2: the packet into the DMA slot.
+      copyBytes(packet, 0, this.arenaBytes, slotOff, VSOCK_HEADER_SIZE + len);
+      stats.txCopies++;
+      stats.txCopiedBytes += len;
+      stats.txPacketObjects++;
+    } else {
+      encodeHeader(this.hdr, this.arenaView, slotOff);
+      gather(cur, this.arenaBytes, slotOff + VSOCK_HEADER_SIZE, len, stats);
+    }
+    const q = this.queue;
+    q.chainBegin();
+    q.chainAdd(this.dataPool.addrs[slot]!, VSOCK_HEADER_SIZE + len, false);
+    q.chainCommit(slot);
+    c.onSent(len);
+    stats.txPackets++;
+    stats.txBytes += len;
+    return len;
+  }
+
+  /**
+   * Queues one RW packet of up to `maxLen` bytes whose payload descriptors point at
+   * the cursor's DMA chunks (stops at the first chunk that is not DMA memory). The
+   * owner's onZeroCopyComplete runs when the device returns the chain. Returns the
+   * payload bytes sent, 0 when out of slots or descriptors.
+   */
+  sendZeroCopy(ends: PacketEnds, cur: WriteCursor, maxLen: number, owner: ZeroCopyOwner): number {
+    const q = this.queue;
+    if (q.numFree < 2) return 0;
+    const slot = this.headerPool.alloc();
+    if (slot < 0) return 0;
+    const limit = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
+    const maxSegs = Math.min(MAX_ZC_SEGMENTS, q.numFree - 1);
+    q.chainBegin();
+    q.chainAdd(this.headerPool.addrs[slot]!, VSOCK_HEADER_SIZE, false);
+    let len = 0;
+    let segs = 0;
+    const pageSize = this.arena.pageSize;
+    while (len < limit && segs < maxSegs && cur.index < cur.count && cur.currentIsDma()) {
+      // A chunk may span pages that are not contiguous in device address space (the
+      // arena's contiguousLength rule): one descriptor per contiguous run.
+      const arenaOff = cur.current().byteOffset + cur.offset;
+      const run = Math.min(cur.currentLeft(), pageSize - (arenaOff % pageSize));
+      const n = Math.min(run, limit - len);
+      q.chainAdd(cur.currentAddr(), n, false);
+      cur.advance(n);
+      len += n;
+      segs++;
+    }
+    const c = ends.credit;
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    c.onHeaderSent();
+    encodeHeader(this.hdr, this.arenaView, this.headerOffsets[slot]!);
+    this.zcOwner[slot] = owner;
+    q.chainCommit(this.dataPool.count + slot);
+    c.onSent(len);
+    const stats = this.stats;
+    stats.txPackets++;
+    stats.txBytes += len;
+    stats.txZeroCopyPackets++;
+    stats.txZeroCopyBytes += len;
+    return len;
+  }
+
+  /** A used tx chain came back: free its slot, complete a zero-copy packet. */
+  onUsed(token: number): void {
+    const dataCount = this.dataPool.count;
+    if (token < dataCount) {
+      this.dataPool.free(token);
+      return;
+    }
+    const slot = token - dataCount;
+    this.headerPool.free(slot);
+    const owner = this.zcOwner[slot];
+    if (owner) {
+      this.zcOwner[slot] = null;
+      owner.onZeroCopyComplete();
+    }
+  }
+}
+
+/** Copies `len` bytes from the cursor to dst[dstOff...], advancing it; counts one copy per chunk piece. */
+function gather(cur: WriteCursor, dst: Uint8Array, dstOff: number, len: number, stats: VsockDriverStats): void {
+  let done = 0;
+  while (done < len) {
+    const n = Math.min(cur.currentLeft(), len - done);
+    copyBytes(cur.current(), cur.offset, dst, dstOff + done, n);
+    cur.advance(n);
+    done += n;
+  }
+  stats.txCopies++;
+  stats.txCopiedBytes += len;
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}

@@ -1,0 +1,89 @@
+// A position inside the chunks of one pending write (Node's _write gives one chunk,
+// _writev several). The transmit path consumes it packet by packet; the arrays are
+// reused from write to write, so a write allocates nothing here.
+import type { DmaArena } from '../../../kernel/memory/dma.js';
+
+export class WriteCursor {
+  /** The chunks of the write; only [0, count) are meaningful. */
+  readonly chunks: Uint8Array[] = [];
+  /** Device-visible address of each chunk, -1 when it is not in DMA memory. */
+  private addrs = new Float64Array(16);
+  count = 0;
+  index = 0;
+  offset = 0;
+  /** Bytes not yet consumed. */
+  remaining = 0;
+
+  /** Starts a write of `chunks` (the array is copied, not kept). */
+  reset(chunks: readonly Uint8Array[], dma: DmaArena): void {
+    const n = chunks.length;
+    if (this.addrs.length < n) this.addrs = new Float64Array(Math.max(n, this.addrs.length * 2));
+    this.chunks.length = n;
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const c = chunks[i]!;
+      this.chunks[i] = c;
+      this.addrs[i] = dma.addressOf(c);
+      total += c.byteLength;
+    }
+    this.count = n;
+    this.index = 0;
+    this.offset = 0;
+    this.remaining = total;
+    this.skipEmpty();
+  }
+
+  /** Same as reset([chunk]) without an array. */
+  resetOne(chunk: Uint8Array, dma: DmaArena): void {
+    this.chunks.length = 1;
+    this.chunks[0] = chunk;
+    this.addrs[0] = dma.addressOf(chunk);
+    this.count = 1;
+    this.index = 0;
+    this.offset = 0;
+    this.remaining = chunk.byteLength;
+    this.skipEmpty();
+  }
+
+  /** Drops references to user buffers once the write is done. */
+  clear(): void {
+    for (let i = 0; i < this.count; i++) this.chunks[i] = EMPTY;
+    this.count = this.index = this.offset = this.remaining = 0;
+  }
+
+  /** True when the current chunk lies in DMA memory. */
+  currentIsDma(): boolean {
+    return this.addrs[this.index]! >= 0;
+  }
+
+  /** Device address of the current position (current chunk must be DMA). */
+  currentAddr(): number {
+    return this.addrs[this.index]! + this.offset;
+  }
+
+  /** Bytes left in the current chunk. */
+  currentLeft(): number {
+    return this.chunks[this.index]!.byteLength - this.offset;
+  }
+
+  current(): Uint8Array {
+    return this.chunks[this.index]!;
+  }
+
+  /** Moves `n` bytes forward (n <= currentLeft()). */
+  advance(n: number): void {
+    this.offset += n;
+    this.remaining -= n;
+    if (this.offset === this.chunks[this.index]!.byteLength) {
+      this.index++;
+      this.offset = 0;
+      this.skipEmpty();
+    }
+  }
+
+  private skipEmpty(): void {
+    while (this.index < this.count && this.chunks[this.index]!.byteLength === 0) this.index++;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
