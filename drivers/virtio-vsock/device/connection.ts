@@ -1,0 +1,513 @@
+// One vsock stream connection between a guest port and a host port, seen from the
+// device: its state machine, credit accounting in both directions, and the bytes
+// buffered on the host side.
+//
+// Protocol primer (virtio 1.2, 5.10.6):
+//  - A connection is named by (local cid, local port, peer cid, peer port); here local
+//    is the host (CID 2) and peer is the guest. Either side opens it with REQUEST and
+//    the other answers RESPONSE (accept) or RST (refuse). Nothing but the RESPONSE may
+//    be sent on a connection before it.
+//  - Data travels in RW packets. Flow control is by credit (5.10.6.3): every packet
+//    carries the sender's buf_alloc (its receive buffer) and fwd_cnt (bytes it has
+//    consumed from that buffer). A sender keeps tx_cnt (bytes sent) and may send at
+//    most peer_buf_alloc - (tx_cnt - peer_fwd_cnt) more. CREDIT_UPDATE carries fresh
+//    numbers unasked; CREDIT_REQUEST asks the peer for a CREDIT_UPDATE.
+//  - SHUTDOWN with flag SEND (2) means "I send no more" (the receiver sees end of
+//    stream, the other direction keeps going); RCV (1) means "I receive no more".
+//    When a side has been told both, it resets the connection with RST (Linux does so
+//    in virtio_transport_recv_connected); RST closes at once and is never answered.
+//
+// Here the guest's buffers are always consumed at once (their bytes are copied into
+// host-side chunks), and the credit we advertise is what bounds those chunks: fwd_cnt
+// moves only when the host reader takes bytes, so a slow reader stops its guest
+// sender instead of growing our memory, and never holds up another connection.
+import type { DescriptorChain } from '../../../kernel/virtqueue/device-queue.js';
+import {
+  VSOCK_HEADER_SIZE,
+  VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RESPONSE,
+  VSOCK_OP_RST,
+  VSOCK_OP_RW,
+  VSOCK_OP_SHUTDOWN,
+  VSOCK_SHUTDOWN_RCV,
+  VSOCK_SHUTDOWN_SEND,
+  VsockHeader,
+  encodeHeader,
+  opName,
+} from '../header.js';
+import { ChunkQueue } from './chunk-queue.js';
+import {
+  CONN_BUF_ALLOC_BYTES,
+  CONN_CREDIT_UPDATE_THRESHOLD_BYTES,
+  HOST_TO_GUEST_QUEUE_LIMIT_BYTES,
+  MAX_PKT_PAYLOAD_BYTES,
+} from './constants.js';
+import { VsockError } from './errors.js';
+import { VsockHostSocket } from './host-socket.js';
+import {
+  PENDING_CREDIT_REQUEST,
+  PENDING_CREDIT_UPDATE,
+  PENDING_REQUEST,
+  PENDING_RESPONSE,
+  PENDING_SHUTDOWN,
+  PendingRxSet,
+} from './pending-rx.js';
+import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
+
+/** The host sent (or will send) REQUEST and waits for the guest's RESPONSE. */
+export const CONN_LOCAL_INIT = 0;
+/** The guest sent REQUEST; a host acceptor has not decided yet (listenAny). */
+export const CONN_PEER_INIT = 1;
+export const CONN_ESTABLISHED = 2;
+/** Forgotten by the muxer; nothing more is sent or accepted. */
+export const CONN_CLOSED = 3;
+export type ConnState = typeof CONN_LOCAL_INIT | typeof CONN_PEER_INIT | typeof CONN_ESTABLISHED | typeof CONN_CLOSED;
+
+const SHUTDOWN_BOTH = VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND;
+
+/** What a connection needs from the muxer that owns it. */
+export interface ConnectionOwner {
+  readonly stats: VsockDeviceStats;
+  readonly log: VsockLog | undefined;
+  /** The connection has work for the guest: queue it for the next rx fill. */
+  schedule(conn: VsockConnection): void;
+  /** Removes the connection; with sendRst, queues a RST for its address. */
+  forget(conn: VsockConnection, sendRst: boolean): void;
+}
+
+/** Reusable scratch for encoding one header (owned by the muxer, no per-packet allocation). */
+export interface HeaderScratch {
+  readonly header: VsockHeader;
+  readonly bytes: Buffer;
+  readonly view: DataView;
+}
+
+interface ConnectWaiter {
+  resolve(s: VsockHostSocket): void;
+  reject(e: Error): void;
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
+export class VsockConnection {
+  state: ConnState;
+  readonly pending = new PendingRxSet();
+  /** True while the connection sits in the muxer's list of connections with work. */
+  queued = false;
+  socket: VsockHostSocket | null = null;
+
+  // Guest -> host. rxCnt: payload bytes received from the guest; fwdCnt: bytes handed
+  // to the host reader; lastFwdCntSent: the fwd_cnt the guest was last told.
+  private readonly toHost = new ChunkQueue();
+  private rxCnt = 0;
+  private fwdCnt = 0;
+  private lastFwdCntSent = 0;
+  private hostWantsData = false;
+  private delivering = false;
+  private eofPushed = false;
+  /** SHUTDOWN flags received from the guest (cumulative). */
+  private peerShutdown = 0;
+
+  // Host -> guest. txCnt: payload bytes sent; peerBufAlloc/peerFwdCnt: the guest's
+  // latest credit numbers.
+  private readonly toGuest = new ChunkQueue();
+  private txCnt = 0;
+  private peerBufAlloc = 0;
+  private peerFwdCnt = 0;
+  /** A CREDIT_REQUEST went out and no fresh credit numbers came back yet. */
+  private creditRequested = false;
+  /** A host write callback held back until toGuest drains below its limit. */
+  private heldWrite: ((err?: Error | null) => void) | null = null;
+  /** SHUTDOWN flags to send once toGuest is empty. */
+  private shutdownFlags = 0;
+  /** The host socket closed gracefully: after our final SHUTDOWN, forget the connection. */
+  private closeAfterShutdown = false;
+  private waiter: ConnectWaiter | null = null;
+
+  constructor(
+    private readonly owner: ConnectionOwner,
+    readonly localCid: number,
+    readonly localPort: number,
+    readonly peerCid: number,
+    readonly peerPort: number,
+    state: ConnState,
+  ) {
+    this.state = state;
+  }
+
+  /** Host-initiated: queue the REQUEST; the promise settles on RESPONSE, RST or timeout. */
+  startConnect(timeoutMs: number): Promise<VsockHostSocket> {
+    return new Promise<VsockHostSocket>((resolve, reject) => {
+      const waiter: ConnectWaiter = { resolve, reject, timer: null };
+      waiter.timer = setTimeout(() => {
+        if (this.waiter !== waiter) return;
+        this.waiter = null;
+        reject(new VsockError('ETIMEDOUT', `vsock connect to guest port ${this.peerPort}: no answer within ${timeoutMs} ms`));
+        this.close(true);
+      }, timeoutMs);
+      this.waiter = waiter;
+      this.pending.insert(PENDING_REQUEST);
+      this.owner.schedule(this);
+    });
+  }
+
+  /** Guest-initiated: accept at once (queues the RESPONSE) and returns the host socket. */
+  accept(): VsockHostSocket {
+    this.state = CONN_ESTABLISHED;
+    this.pending.insert(PENDING_RESPONSE);
+    this.socket = new VsockHostSocket(this);
+    this.owner.schedule(this);
+    return this.socket;
+  }
+
+  // ---- Packets from the guest -------------------------------------------------------
+
+  /** Takes the guest's credit numbers (buf_alloc, fwd_cnt) from a packet header. */
+  setPeerCredit(bufAlloc: number, fwdCnt: number): void {
+    if (bufAlloc !== this.peerBufAlloc || fwdCnt !== this.peerFwdCnt) {
+      this.peerBufAlloc = bufAlloc;
+      this.peerFwdCnt = fwdCnt;
+      this.creditRequested = false;
+    }
+  }
+
+  /**
+   * Handles a guest packet addressed to this connection. The header passed the
+   * connection-independent checks; `chain` holds header.len payload bytes after the
+   * header.
+   */
+  onGuestPacket(h: VsockHeader, chain: DescriptorChain): void {
+    if (h.op === VSOCK_OP_RST) {
+      this.owner.stats.rstReceived++;
+      this.onGuestReset();
+      return;
+    }
+    // Every packet carries the guest's credit numbers (5.10.6.3).
+    this.setPeerCredit(h.bufAlloc, h.fwdCnt);
+    switch (this.state) {
+      case CONN_LOCAL_INIT:
+        if (h.op === VSOCK_OP_RESPONSE) this.onResponse();
+        else this.violation(h, 'protocolViolation', 'expected RESPONSE');
+        return;
+      case CONN_PEER_INIT:
+        this.violation(h, 'protocolViolation', 'packet before the connection was accepted');
+        return;
+      case CONN_ESTABLISHED:
+        break;
+      default:
+        return;
+    }
+    switch (h.op) {
+      case VSOCK_OP_RW:
+        this.onGuestData(h, chain);
+        break;
+      case VSOCK_OP_CREDIT_UPDATE:
+        break; // the numbers were taken above
+      case VSOCK_OP_CREDIT_REQUEST:
+        this.pending.insert(PENDING_CREDIT_UPDATE);
+        break;
+      case VSOCK_OP_SHUTDOWN:
+        this.onGuestShutdown(h.flags);
+        break;
+      default: // REQUEST or RESPONSE on an established connection
+        this.violation(h, 'protocolViolation', 'not allowed on an established connection');
+        return;
+    }
+    if (this.hasRxWork()) this.owner.schedule(this);
+  }
+
+  private onResponse(): void {
+    this.state = CONN_ESTABLISHED;
+    this.owner.stats.connectionsOpened++;
+    this.socket = new VsockHostSocket(this);
+    const w = this.waiter;
+    this.waiter = null;
+    if (w !== null) {
+      if (w.timer !== null) clearTimeout(w.timer);
+      w.resolve(this.socket);
+    }
+  }
+
+  private onGuestData(h: VsockHeader, chain: DescriptorChain): void {
+    const len = h.len;
+    if (len === 0) return;
+    if ((this.peerShutdown & VSOCK_SHUTDOWN_SEND) !== 0) {
+      this.violation(h, 'protocolViolation', 'data after SHUTDOWN(SEND)');
+      return;
+    }
+    const held = (this.rxCnt - this.fwdCnt) >>> 0;
+    if (held + len > CONN_BUF_ALLOC_BYTES) {
+      this.violation(h, 'creditViolation', `${len} bytes with ${held} of ${CONN_BUF_ALLOC_BYTES} already held`);
+      return;
+    }
+    this.rxCnt = (this.rxCnt + len) >>> 0;
+    this.owner.stats.txBytes += len;
+    if (this.socket === null) {
+      // The host side is gone (closing gracefully): nobody will read; count as consumed.
+      this.fwdCnt = (this.fwdCnt + len) >>> 0;
+      return;
+    }
+    // The one copy out of guest memory: the guest buffer goes back to the guest now, the
+    // chunk becomes the host reader's.
+    const buf = Buffer.allocUnsafe(len);
+    chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
+    this.toHost.push(buf);
+    this.deliverToHost();
+  }
+
+  private onGuestShutdown(flags: number): void {
+    this.peerShutdown |= flags & SHUTDOWN_BOTH;
+    if ((flags & VSOCK_SHUTDOWN_RCV) !== 0) {
+      // The guest reads no more: what the host still wants to send is discarded.
+      this.owner.stats.hostBytesDiscarded += this.toGuest.length;
+      this.toGuest.clear();
+      this.releaseHeldWrite();
+    }
+    this.deliverToHost();
+  }
+
+  private onGuestReset(): void {
+    const w = this.waiter;
+    if (w !== null) {
+      this.waiter = null;
+      if (w.timer !== null) clearTimeout(w.timer);
+      w.reject(new VsockError('ECONNREFUSED', `vsock connect to guest port ${this.peerPort}: refused (RST)`));
+    }
+    const s = this.socket;
+    const finished = s !== null && s.readableEnded && s.writableFinished;
+    this.close(false);
+    if (s !== null && !s.destroyed) {
+      if (finished) s.destroy();
+      else s.destroy(new VsockError('ECONNRESET', `vsock connection ${this.describe()} reset by the guest`));
+    }
+  }
+
+  /** A packet the connection's state does not allow: count, log, reset both sides. */
+  private violation(h: VsockHeader, reason: DropReason, why: string): void {
+    countDrop(this.owner.stats, this.owner.log, reason, `${opName(h.op)} on ${this.describe()}: ${why}`);
+    this.reset(reason);
+  }
+
+  /** Resets the connection: RST to the guest, ECONNRESET (or ECONNREFUSED) on the host side. */
+  reset(why: string): void {
+    if (this.state === CONN_CLOSED) return;
+    const w = this.waiter;
+    if (w !== null) {
+      this.waiter = null;
+      if (w.timer !== null) clearTimeout(w.timer);
+      w.reject(new VsockError('ECONNREFUSED', `vsock connect to guest port ${this.peerPort} failed: ${why}`));
+    }
+    const s = this.socket;
+    this.close(true);
+    if (s !== null && !s.destroyed) s.destroy(new VsockError('ECONNRESET', `vsock connection ${this.describe()} reset: ${why}`));
+  }
+
+  /**
+   * Forgets the connection (the muxer drops it, a RST is queued when sendRst) and
+   * detaches the host socket, which the caller destroys or leaves to its owner.
+   */
+  close(sendRst: boolean): void {
+    if (this.state === CONN_CLOSED) return;
+    this.state = CONN_CLOSED;
+    this.pending.clear();
+    this.releaseHeldWrite();
+    this.toGuest.clear();
+    this.toHost.clear();
+    const s = this.socket;
+    this.socket = null;
+    if (s !== null) s.detach();
+    this.owner.stats.connectionsClosed++;
+    this.owner.forget(this, sendRst);
+  }
+
+  /**
+   * Hands queued guest bytes to the host reader while it wants them, then end of stream
+   * once the guest has shut down its send side. Re-entrant: push() may run the reader's
+   * 'data' handler, which may write, read or destroy.
+   */
+  private deliverToHost(): void {
+    if (this.delivering) return;
+    const s = this.socket;
+    if (s === null) return;
+    this.delivering = true;
+    try {
+      while (this.hostWantsData && !this.toHost.isEmpty && this.socket === s) {
+        const c = this.toHost.shift();
+        this.fwdCnt = (this.fwdCnt + c.byteLength) >>> 0;
+        this.hostWantsData = s.push(c);
+      }
+      if (this.socket === s && this.toHost.isEmpty && (this.peerShutdown & VSOCK_SHUTDOWN_SEND) !== 0 && !this.eofPushed) {
+        this.eofPushed = true;
+        s.push(null);
+      }
+    } finally {
+      this.delivering = false;
+    }
+    if (this.state !== CONN_ESTABLISHED) return;
+    if (this.eofPushed && this.peerShutdown === SHUTDOWN_BOTH) {
+      // The guest closed both ways and everything it sent reached the host: finish with
+      // RST, as Linux does. The host socket keeps its buffered bytes and 'end'.
+      this.close(true);
+      return;
+    }
+    if (((this.fwdCnt - this.lastFwdCntSent) >>> 0) >= CONN_CREDIT_UPDATE_THRESHOLD_BYTES && !this.pending.has(PENDING_CREDIT_UPDATE)) {
+      this.pending.insert(PENDING_CREDIT_UPDATE);
+      this.owner.schedule(this);
+    }
+  }
+
+  // ---- Calls from the host socket ---------------------------------------------------
+
+  /** The host reader wants bytes (Readable._read). */
+  hostRead(): void {
+    this.hostWantsData = true;
+    this.deliverToHost();
+  }
+
+  /** Bytes from the host writer (Writable._write); cb is held while too much is queued. */
+  hostWrite(chunk: Uint8Array, cb: (err?: Error | null) => void): void {
+    if (this.state !== CONN_ESTABLISHED || (this.peerShutdown & VSOCK_SHUTDOWN_RCV) !== 0 || (this.shutdownFlags & VSOCK_SHUTDOWN_SEND) !== 0) {
+      this.owner.stats.hostBytesDiscarded += chunk.byteLength;
+      cb();
+      return;
+    }
+    this.toGuest.push(chunk);
+    if (this.peerCredit() > 0) this.owner.schedule(this);
+    else this.requestCreditOnce();
+    if (this.toGuest.length < HOST_TO_GUEST_QUEUE_LIMIT_BYTES) cb();
+    else this.heldWrite = cb;
+  }
+
+  /** The host writer ended (Writable._final): SHUTDOWN(SEND) after the queued bytes. */
+  hostEnd(): void {
+    if (this.state !== CONN_ESTABLISHED) return;
+    this.shutdownFlags |= VSOCK_SHUTDOWN_SEND;
+    this.pending.insert(PENDING_SHUTDOWN);
+    this.owner.schedule(this);
+  }
+
+  /**
+   * The host socket was destroyed. Graceful (both directions ended, no error): tell the
+   * guest with SHUTDOWN(RCV|SEND) after the queued bytes, as Linux close() does, then
+   * forget the connection (the guest's answering RST finds no connection and is not
+   * answered). Otherwise: RST at once.
+   */
+  hostClosed(graceful: boolean): void {
+    this.socket = null;
+    if (this.state === CONN_CLOSED) return;
+    if (!graceful || this.state !== CONN_ESTABLISHED) {
+      this.close(true);
+      return;
+    }
+    this.shutdownFlags |= SHUTDOWN_BOTH;
+    this.closeAfterShutdown = true;
+    this.pending.insert(PENDING_SHUTDOWN);
+    this.owner.schedule(this);
+  }
+
+  private releaseHeldWrite(): void {
+    const cb = this.heldWrite;
+    if (cb !== null) {
+      this.heldWrite = null;
+      cb();
+    }
+  }
+
+  // ---- Packets to the guest ---------------------------------------------------------
+
+  /** Bytes the guest can take now: peer_buf_alloc - (tx_cnt - peer_fwd_cnt), never negative. */
+  peerCredit(): number {
+    const inFlight = (this.txCnt - this.peerFwdCnt) >>> 0;
+    return inFlight >= this.peerBufAlloc ? 0 : this.peerBufAlloc - inFlight;
+  }
+
+  private requestCreditOnce(): void {
+    if (this.creditRequested || this.state !== CONN_ESTABLISHED) return;
+    this.creditRequested = true;
+    this.pending.insert(PENDING_CREDIT_REQUEST);
+    this.owner.schedule(this);
+  }
+
+  private canSendData(): boolean {
+    return this.state === CONN_ESTABLISHED && !this.toGuest.isEmpty && this.peerCredit() > 0;
+  }
+
+  /** True when emitPacket() would write a packet now. */
+  hasRxWork(): boolean {
+    if (this.state === CONN_CLOSED) return false;
+    const p = this.pending.bits;
+    if ((p & (PENDING_REQUEST | PENDING_RESPONSE | PENDING_CREDIT_UPDATE | PENDING_CREDIT_REQUEST)) !== 0) return true;
+    if (this.canSendData()) return true;
+    return (p & PENDING_SHUTDOWN) !== 0 && this.toGuest.isEmpty;
+  }
+
+  /**
+   * Writes the next packet of this connection (header, then payload) into `chain`,
+   * which has at least 44 writable bytes. Returns the bytes written, 0 when there was
+   * nothing to send.
+   */
+  emitPacket(chain: DescriptorChain, scratch: HeaderScratch): number {
+    const p = this.pending;
+    let op: number;
+    let len = 0;
+    let flags = 0;
+    if (p.has(PENDING_REQUEST)) {
+      op = VSOCK_OP_REQUEST;
+      p.remove(PENDING_REQUEST);
+    } else if (p.has(PENDING_RESPONSE)) {
+      op = VSOCK_OP_RESPONSE;
+      p.remove(PENDING_RESPONSE);
+      this.owner.stats.connectionsOpened++;
+    } else if (this.canSendData()) {
+      op = VSOCK_OP_RW;
+      len = Math.min(this.toGuest.length, this.peerCredit(), chain.writableLength - VSOCK_HEADER_SIZE, MAX_PKT_PAYLOAD_BYTES);
+      if (len === 0) return 0; // an rx buffer with room for the header only
+    } else if (p.has(PENDING_SHUTDOWN) && this.toGuest.isEmpty) {
+      op = VSOCK_OP_SHUTDOWN;
+      flags = this.shutdownFlags;
+      p.remove(PENDING_SHUTDOWN);
+    } else if (p.has(PENDING_CREDIT_UPDATE)) {
+      op = VSOCK_OP_CREDIT_UPDATE;
+      this.owner.stats.creditUpdatesSent++;
+    } else if (p.has(PENDING_CREDIT_REQUEST)) {
+      op = VSOCK_OP_CREDIT_REQUEST;
+      p.remove(PENDING_CREDIT_REQUEST);
+      this.owner.stats.creditRequestsSent++;
+    } else {
+      return 0;
+    }
+    // Every packet carries our credit numbers, so it also serves as a credit update.
+    p.remove(PENDING_CREDIT_UPDATE);
+    this.lastFwdCntSent = this.fwdCnt;
+    const h = scratch.header.set(this.localCid, this.localPort, this.peerCid, this.peerPort, op, len, flags, CONN_BUF_ALLOC_BYTES, this.fwdCnt);
+    encodeHeader(h, scratch.view, 0);
+    chain.write(0, scratch.bytes, 0, VSOCK_HEADER_SIZE);
+    if (len > 0) {
+      let done = 0;
+      while (done < len) {
+        const c = this.toGuest.front();
+        const off = this.toGuest.frontOffset;
+        const n = Math.min(c.byteLength - off, len - done);
+        chain.write(VSOCK_HEADER_SIZE + done, c, off, n);
+        this.toGuest.consume(n);
+        done += n;
+      }
+      this.txCnt = (this.txCnt + len) >>> 0;
+      this.owner.stats.rxBytes += len;
+      if (this.toGuest.length < HOST_TO_GUEST_QUEUE_LIMIT_BYTES) this.releaseHeldWrite();
+      if (!this.toGuest.isEmpty && this.peerCredit() === 0) this.requestCreditOnce();
+    }
+    if (op === VSOCK_OP_SHUTDOWN && this.closeAfterShutdown) this.close(false);
+    return VSOCK_HEADER_SIZE + len;
+  }
+
+  /** Guest bytes held on the host side plus host bytes waiting for the guest. */
+  get bufferedBytes(): number {
+    return this.toHost.length + this.toGuest.length + (this.socket?.readableLength ?? 0) + (this.socket?.writableLength ?? 0);
+  }
+
+  describe(): string {
+    return `${this.localCid}:${this.localPort} <-> ${this.peerCid}:${this.peerPort}`;
+  }
+}

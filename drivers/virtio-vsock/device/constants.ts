@@ -1,0 +1,42 @@
+// Tunables of the vsock device emulator, named with their units.
+
+/**
+ * Receive buffer we advertise per connection (buf_alloc, virtio 1.2 5.10.6.3). It is
+ * also the bound on guest bytes we hold for a slow host reader: the guest may not send
+ * more than buf_alloc - (rx_cnt - fwd_cnt), and fwd_cnt only moves when the host side
+ * takes bytes, so an idle reader stops the guest instead of growing our memory.
+ */
+export const CONN_BUF_ALLOC_BYTES = 256 * 1024;
+
+/**
+ * Send CREDIT_UPDATE once this many bytes were consumed on the host side without the
+ * guest having been told (Linux: VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, Firecracker:
+ * CONN_CREDIT_UPDATE_THRESHOLD).
+ */
+export const CONN_CREDIT_UPDATE_THRESHOLD_BYTES = 64 * 1024;
+
+/** Largest payload we put in one packet to the guest (Linux splits at 64 KiB too). */
+export const MAX_PKT_PAYLOAD_BYTES = 64 * 1024;
+
+/**
+ * Host-to-guest bytes a connection accepts from its host writer before the write
+ * callback is held back (stream backpressure). With the socket's highWaterMark this
+ * bounds what a host writer can pile up while the guest grants no credit.
+ */
+export const HOST_TO_GUEST_QUEUE_LIMIT_BYTES = 256 * 1024;
+
+/** highWaterMark of VsockHostSocket in both directions. */
+export const HOST_SOCKET_HIGH_WATER_MARK_BYTES = 64 * 1024;
+
+/** RST packets not tied to a live connection waiting for a guest rx buffer. */
+export const STRAY_RST_QUEUE_ENTRIES = 1024;
+
+/** Local (host) ports of host-initiated connections: [2^30, 2^31), as Firecracker. */
+export const EPHEMERAL_PORT_FIRST = 1 << 30;
+export const EPHEMERAL_PORT_COUNT = 1 << 30;
+
+/** Default timeout of device.host.connect(). */
+export const CONNECT_TIMEOUT_MS_DEFAULT = 10_000;
+
+/** Largest split-ring size the device offers. */
+export const VSOCK_MAX_QUEUE_SIZE = 256;

@@ -1,0 +1,60 @@
+// The host end of a vsock connection, as a node:stream Duplex (net.Socket-like):
+//  - readable side: the guest's bytes, 'end' when the guest sends SHUTDOWN(SEND);
+//  - writable side: bytes to the guest; end() sends SHUTDOWN(SEND) after them;
+//  - destroy() before both sides ended sends RST; an RST from the guest destroys the
+//    socket with an error whose code is 'ECONNRESET'.
+// Backpressure: the readable side asks the connection for bytes only while below its
+// highWaterMark (the guest's credit follows); the writable side holds its callback
+// while the guest grants no credit and the connection's queue is full.
+import { Duplex } from 'node:stream';
+import type { VsockConnection } from './connection.js';
+import { HOST_SOCKET_HIGH_WATER_MARK_BYTES } from './constants.js';
+
+export class VsockHostSocket extends Duplex {
+  /** The host-side port of the connection (CID 2). */
+  readonly localPort: number;
+  /** The guest-side port. */
+  readonly remotePort: number;
+  /** The guest's CID. */
+  readonly remoteCid: number;
+  private conn: VsockConnection | null;
+
+  constructor(conn: VsockConnection) {
+    super({
+      allowHalfOpen: true,
+      readableHighWaterMark: HOST_SOCKET_HIGH_WATER_MARK_BYTES,
+      writableHighWaterMark: HOST_SOCKET_HIGH_WATER_MARK_BYTES,
+    });
+    this.conn = conn;
+    this.localPort = conn.localPort;
+    this.remotePort = conn.peerPort;
+    this.remoteCid = conn.peerCid;
+  }
+
+  /** Called by the connection when it is gone: further writes are discarded. */
+  detach(): void {
+    this.conn = null;
+  }
+
+  override _read(): void {
+    this.conn?.hostRead();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const c = this.conn;
+    if (c === null) cb();
+    else c.hostWrite(chunk, cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.conn?.hostEnd();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    const c = this.conn;
+    this.conn = null;
+    if (c !== null) c.hostClosed(err === null && this.readableEnded && this.writableFinished);
+    cb(err);
+  }
+}

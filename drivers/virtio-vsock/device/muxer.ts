@@ -1,0 +1,392 @@
+// The connection muxer: routes guest packets to connections, answers what has no
+// connection, opens connections for host listeners and host connects, and fills guest
+// rx buffers from the connections that have work, round-robin.
+//
+// Connections are keyed by (local cid, local port, peer cid, peer port). The device
+// only accepts packets from src_cid = the guest's CID to dst_cid = 2 (others are
+// dropped or reset before the lookup), so the key reduces to the port pair, kept in a
+// two-level map (local port, then peer port): no key object per packet.
+import type { DescriptorChain, VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
+import {
+  VSOCK_CID_HOST,
+  VSOCK_HEADER_SIZE,
+  VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_INVALID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_OP_RW,
+  VSOCK_OP_SHUTDOWN,
+  VSOCK_SHUTDOWN_RCV,
+  VSOCK_SHUTDOWN_SEND,
+  VSOCK_TYPE_STREAM,
+  VsockHeader,
+  decodeHeader,
+  encodeHeader,
+  opName,
+} from '../header.js';
+import {
+  CONN_BUF_ALLOC_BYTES,
+  CONNECT_TIMEOUT_MS_DEFAULT,
+  EPHEMERAL_PORT_COUNT,
+  EPHEMERAL_PORT_FIRST,
+  STRAY_RST_QUEUE_ENTRIES,
+} from './constants.js';
+import {
+  CONN_CLOSED,
+  CONN_LOCAL_INIT,
+  CONN_PEER_INIT,
+  type ConnectionOwner,
+  type HeaderScratch,
+  VsockConnection,
+} from './connection.js';
+import { VsockError } from './errors.js';
+import type { VsockHostSocket } from './host-socket.js';
+import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-api.js';
+import { countDrop, type VsockDeviceStats, type VsockLog } from './stats.js';
+
+const MAX_PORT = 0xffffffff;
+
+function checkPort(port: number, what: string): void {
+  if (!Number.isInteger(port) || port < 0 || port > MAX_PORT) {
+    throw new VsockError('ERR_VSOCK_BAD_PORT', `${what}: port ${String(port)} is not an integer in 0..${MAX_PORT}`);
+  }
+}
+
+export interface MuxerOptions {
+  guestCid: number;
+  stats: VsockDeviceStats;
+  log: VsockLog | undefined;
+  /** Asks the device to fill rx buffers soon (host-side work appeared). */
+  wake: () => void;
+}
+
+export class VsockMuxer implements ConnectionOwner, VsockHost {
+  guestCid: number;
+  readonly stats: VsockDeviceStats;
+  readonly log: VsockLog | undefined;
+  private readonly wake: () => void;
+
+  private readonly conns = new Map<number, Map<number, VsockConnection>>();
+  private connectionCount = 0;
+  private readonly listeners = new Map<number, (s: VsockHostSocket) => void>();
+  private anyListener: ((req: VsockIncomingRequest) => void) | null = null;
+  private nextEphemeral = 0;
+
+  /** Connections with work for the guest, FIFO (head index, compacted lazily). */
+  private pendingConns: VsockConnection[] = [];
+  private pendingHead = 0;
+
+  /** RSTs with no connection behind them: ring of (src cid, src port, dst port). */
+  private readonly strayRst = new Uint32Array(3 * STRAY_RST_QUEUE_ENTRIES);
+  private strayHead = 0;
+  private strayCount = 0;
+
+  private readonly rxHeader = new VsockHeader();
+  private readonly txHeaderBytes = Buffer.alloc(VSOCK_HEADER_SIZE);
+  private readonly txHeaderView = new DataView(this.txHeaderBytes.buffer, this.txHeaderBytes.byteOffset, VSOCK_HEADER_SIZE);
+  private readonly scratch: HeaderScratch;
+
+  constructor(opts: MuxerOptions) {
+    this.guestCid = opts.guestCid;
+    this.stats = opts.stats;
+    this.log = opts.log;
+    this.wake = opts.wake;
+    const bytes = Buffer.alloc(VSOCK_HEADER_SIZE);
+    this.scratch = { header: new VsockHeader(), bytes, view: new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE) };
+  }
+
+  // ---- Host API (VsockHost) ---------------------------------------------------------
+
+  listen(port: number, onConnection: (s: VsockHostSocket) => void): VsockListenHandle {
+    checkPort(port, 'vsock listen');
+    if (this.listeners.has(port)) throw new VsockError('EADDRINUSE', `vsock listen: host port ${port} already has a listener`);
+    this.listeners.set(port, onConnection);
+    let open = true;
+    return {
+      close: () => {
+        if (open && this.listeners.get(port) === onConnection) this.listeners.delete(port);
+        open = false;
+      },
+    };
+  }
+
+  listenAny(onRequest: (req: VsockIncomingRequest) => void): VsockListenHandle {
+    this.anyListener = onRequest;
+    return {
+      close: () => {
+        if (this.anyListener === onRequest) this.anyListener = null;
+      },
+    };
+  }
+
+  connect(port: number, opts?: { timeoutMs?: number }): Promise<VsockHostSocket> {
+    try {
+      checkPort(port, 'vsock connect');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const localPort = this.allocateLocalPort(port);
+    if (localPort < 0) return Promise.reject(new VsockError('EADDRNOTAVAIL', `vsock connect to guest port ${port}: no free local port`));
+    const conn = new VsockConnection(this, VSOCK_CID_HOST, localPort, this.guestCid, port, CONN_LOCAL_INIT);
+    this.insert(conn);
+    return conn.startConnect(opts?.timeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+  }
+
+  private allocateLocalPort(peerPort: number): number {
+    for (let i = 0; i < 1024; i++) {
+      const port = EPHEMERAL_PORT_FIRST + ((this.nextEphemeral++ % EPHEMERAL_PORT_COUNT) >>> 0);
+      if (!this.listeners.has(port) && this.lookup(port, peerPort) === undefined) return port;
+    }
+    return -1;
+  }
+
+  // ---- Connection table ---------------------------------------------------------------
+
+  private lookup(localPort: number, peerPort: number): VsockConnection | undefined {
+    return this.conns.get(localPort)?.get(peerPort);
+  }
+
+  private insert(conn: VsockConnection): void {
+    let m = this.conns.get(conn.localPort);
+    if (m === undefined) this.conns.set(conn.localPort, (m = new Map()));
+    m.set(conn.peerPort, conn);
+    this.connectionCount++;
+  }
+
+  get connections(): number {
+    return this.connectionCount;
+  }
+
+  /** Bytes buffered on the host side over all connections (both directions). */
+  get hostBufferedBytes(): number {
+    let n = 0;
+    for (const m of this.conns.values()) for (const c of m.values()) n += c.bufferedBytes;
+    return n;
+  }
+
+  // ConnectionOwner
+  schedule(conn: VsockConnection): void {
+    if (conn.queued || conn.state === CONN_CLOSED) return;
+    conn.queued = true;
+    this.pendingConns.push(conn);
+    this.wake();
+  }
+
+  forget(conn: VsockConnection, sendRst: boolean): void {
+    const m = this.conns.get(conn.localPort);
+    if (m !== undefined && m.get(conn.peerPort) === conn) {
+      m.delete(conn.peerPort);
+      if (m.size === 0) this.conns.delete(conn.localPort);
+      this.connectionCount--;
+    }
+    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort);
+  }
+
+  private queueRst(srcCid: number, srcPort: number, dstPort: number): void {
+    if (this.strayCount === STRAY_RST_QUEUE_ENTRIES) {
+      countDrop(this.stats, this.log, 'strayRstOverflow', `RST ${srcCid}:${srcPort} -> ${this.guestCid}:${dstPort}`);
+      return;
+    }
+    const i = 3 * ((this.strayHead + this.strayCount) % STRAY_RST_QUEUE_ENTRIES);
+    this.strayRst[i] = srcCid;
+    this.strayRst[i + 1] = srcPort;
+    this.strayRst[i + 2] = dstPort;
+    this.strayCount++;
+    this.wake();
+  }
+
+  /**
+   * Closes every connection without telling the guest (transport reset, device reset):
+   * host sockets get ECONNRESET, pending connects ECONNREFUSED... as reset() says.
+   */
+  resetAll(why: string): void {
+    const all: VsockConnection[] = [];
+    for (const m of this.conns.values()) for (const c of m.values()) all.push(c);
+    for (const c of all) c.reset(why);
+    this.strayCount = 0;
+    this.pendingConns = [];
+    this.pendingHead = 0;
+  }
+
+  // ---- Guest -> host ------------------------------------------------------------------
+
+  /**
+   * Handles one tx chain (5.10.6.2: header, then len payload bytes, in any descriptor
+   * layout). Never throws for guest input; the caller returns the chain to the guest.
+   */
+  onTxChain(chain: DescriptorChain): void {
+    this.stats.txPackets++;
+    if (chain.readableLength < VSOCK_HEADER_SIZE) {
+      countDrop(this.stats, this.log, 'shortChain', `tx chain of ${chain.readableLength} readable bytes`);
+      return;
+    }
+    chain.read(0, this.txHeaderBytes, 0, VSOCK_HEADER_SIZE);
+    const h = decodeHeader(this.txHeaderView, 0, this.rxHeader);
+    if (h.srcCid < 0 || h.dstCid < 0) {
+      countDrop(this.stats, this.log, 'reservedCidBits', `packet with reserved CID bits set (${opName(h.op)})`);
+      return;
+    }
+    if (h.srcCid !== this.guestCid) {
+      // Not from this guest: cannot be answered (there is nobody to address).
+      countDrop(this.stats, this.log, 'wrongSrcCid', `${h} (guest CID is ${this.guestCid})`);
+      return;
+    }
+    if (h.type !== VSOCK_TYPE_STREAM) return this.refuse(h, 'badType', `type ${h.type} (only STREAM is offered)`);
+    if (h.op === VSOCK_OP_INVALID || h.op > VSOCK_OP_CREDIT_REQUEST) return this.refuse(h, 'badOp', `unknown op ${h.op}`);
+    if (h.op !== VSOCK_OP_RW && h.len !== 0) return this.refuse(h, 'badHeader', `${opName(h.op)} with len ${h.len}`);
+    if (h.op === VSOCK_OP_SHUTDOWN && (h.flags & ~(VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND)) !== 0) {
+      return this.refuse(h, 'badHeader', `SHUTDOWN with unknown flags 0x${h.flags.toString(16)}`);
+    }
+    if (h.len > chain.readableLength - VSOCK_HEADER_SIZE) {
+      return this.refuse(h, 'lengthMismatch', `len ${h.len} but the chain holds ${chain.readableLength - VSOCK_HEADER_SIZE} payload bytes`);
+    }
+    if (h.len > CONN_BUF_ALLOC_BYTES) return this.refuse(h, 'creditViolation', `len ${h.len} exceeds buf_alloc ${CONN_BUF_ALLOC_BYTES}`);
+    if (h.dstCid !== VSOCK_CID_HOST) return this.refuse(h, 'unknownDstCid', `${h} (only the host, CID 2, is reachable)`);
+
+    const conn = this.lookup(h.dstPort, h.srcPort);
+    if (conn !== undefined) {
+      conn.onGuestPacket(h, chain);
+      return;
+    }
+    if (h.op === VSOCK_OP_RST) {
+      this.stats.rstReceived++;
+      countDrop(this.stats, this.log, 'rstUnknownIgnored', `${h}`);
+      return;
+    }
+    if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);
+    this.onGuestRequest(h);
+  }
+
+  /** Answers a bad or unwanted packet with RST (never an RST), resetting its connection. */
+  private refuse(h: VsockHeader, reason: Parameters<typeof countDrop>[2], detail: string): void {
+    countDrop(this.stats, this.log, reason, detail);
+    if (h.op === VSOCK_OP_RST) return;
+    const conn = h.dstCid === VSOCK_CID_HOST ? this.lookup(h.dstPort, h.srcPort) : undefined;
+    if (conn !== undefined) conn.reset(reason);
+    else this.queueRst(h.dstCid, h.dstPort, h.srcPort);
+  }
+
+  private onGuestRequest(h: VsockHeader): void {
+    const listener = this.listeners.get(h.dstPort);
+    const any = this.anyListener;
+    if (listener === undefined && any === null) return this.refuse(h, 'refused', `REQUEST to host port ${h.dstPort}: nobody listens`);
+    const conn = new VsockConnection(this, VSOCK_CID_HOST, h.dstPort, this.guestCid, h.srcPort, CONN_PEER_INIT);
+    this.insert(conn);
+    conn.setPeerCredit(h.bufAlloc, h.fwdCnt);
+    if (listener !== undefined) {
+      const s = conn.accept();
+      try {
+        listener(s);
+      } catch (e) {
+        countDrop(this.stats, this.log, 'internalError', `listener of port ${h.dstPort} threw: ${(e as Error).message}`);
+      }
+      return;
+    }
+    let decided = false;
+    const req: VsockIncomingRequest = {
+      port: h.dstPort,
+      peerCid: this.guestCid,
+      peerPort: h.srcPort,
+      accept: () => {
+        if (decided) throw new Error('vsock incoming request: already accepted or refused');
+        decided = true;
+        return conn.state === CONN_PEER_INIT ? conn.accept() : null;
+      },
+      refuse: () => {
+        if (decided) return;
+        decided = true;
+        if (conn.state === CONN_PEER_INIT) {
+          this.stats.dropped.refused++;
+          conn.close(true);
+        }
+      },
+    };
+    try {
+      any!(req);
+    } catch (e) {
+      countDrop(this.stats, this.log, 'internalError', `listenAny handler threw: ${(e as Error).message}`);
+      req.refuse();
+    }
+  }
+
+  // ---- Host -> guest ------------------------------------------------------------------
+
+  /** True when some packet waits for a guest rx buffer. */
+  hasRxWork(): boolean {
+    if (this.strayCount > 0) return true;
+    for (let i = this.pendingHead; i < this.pendingConns.length; i++) if (this.pendingConns[i]!.hasRxWork()) return true;
+    return false;
+  }
+
+  /**
+   * Fills guest rx buffers with pending packets: RSTs first, then one packet per
+   * connection in turn. Returns the number of chains pushed (the caller flushes). Sets
+   * starved when work remains but the guest gave no more buffers.
+   */
+  fillRx(rxq: VirtqueueDevice): number {
+    let pushed = 0;
+    this.starved = false;
+    for (;;) {
+      let conn: VsockConnection | null = null;
+      if (this.strayCount === 0) {
+        while (this.pendingHead < this.pendingConns.length) {
+          const c = this.pendingConns[this.pendingHead]!;
+          if (c.hasRxWork()) {
+            conn = c;
+            break;
+          }
+          c.queued = false;
+          this.pendingHead++;
+        }
+        if (conn === null) break;
+      }
+      const chain = rxq.take();
+      if (chain === null) {
+        if (rxq.enableNotifications()) continue;
+        this.starved = true;
+        break;
+      }
+      if (chain.writableLength < VSOCK_HEADER_SIZE) {
+        countDrop(this.stats, this.log, 'rxBufferTooShort', `rx chain of ${chain.writableLength} writable bytes`);
+        rxq.push(chain, 0);
+        pushed++;
+        continue;
+      }
+      if (conn === null) {
+        rxq.push(chain, this.emitStrayRst(chain));
+        pushed++;
+        continue;
+      }
+      this.pendingHead++;
+      conn.queued = false;
+      const n = conn.emitPacket(chain, this.scratch);
+      rxq.push(chain, n);
+      pushed++;
+      if (n > 0) this.stats.rxPackets++;
+      if (conn.hasRxWork()) this.schedule(conn); // to the back: round-robin
+    }
+    if (this.pendingHead === this.pendingConns.length) {
+      this.pendingConns.length = 0;
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 1024) {
+      this.pendingConns = this.pendingConns.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+    return pushed;
+  }
+
+  /** Set by fillRx() when packets wait for rx buffers the guest has not given. */
+  starved = false;
+
+  private emitStrayRst(chain: DescriptorChain): number {
+    const i = 3 * this.strayHead;
+    this.strayHead = (this.strayHead + 1) % STRAY_RST_QUEUE_ENTRIES;
+    this.strayCount--;
+    const h = this.scratch.header.set(this.strayRst[i]!, this.strayRst[i + 1]!, this.guestCid, this.strayRst[i + 2]!, VSOCK_OP_RST, 0, 0, 0, 0);
+    encodeHeader(h, this.scratch.view, 0);
+    chain.write(0, this.scratch.bytes, 0, VSOCK_HEADER_SIZE);
+    this.stats.rstSent++;
+    this.stats.rxPackets++;
+    return VSOCK_HEADER_SIZE;
+  }
+}

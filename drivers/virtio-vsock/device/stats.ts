@@ -1,0 +1,76 @@
+// Counters of the vsock device. Every packet the device refuses is counted under the
+// reason it was refused for, and logged (rate-limited: the guest controls how often).
+
+/** Reasons a guest packet (or chain) is dropped or answered with RST. */
+export const DROP_REASONS = [
+  'shortChain', // tx chain with fewer than 44 readable bytes: dropped
+  'lengthMismatch', // header len larger than the payload the chain holds: RST
+  'reservedCidBits', // upper 32 bits of src_cid or dst_cid set: dropped
+  'wrongSrcCid', // src_cid is not the guest's CID: dropped
+  'unknownDstCid', // dst_cid is not the host (2): RST
+  'badType', // type is not STREAM: RST
+  'badOp', // op outside REQUEST..CREDIT_REQUEST: RST
+  'badHeader', // len on a non-RW op, unknown SHUTDOWN flags: RST
+  'unknownConnection', // packet (not REQUEST, not RST) for no connection: RST
+  'refused', // REQUEST to a port nobody listens on: RST
+  'rstUnknownIgnored', // RST for no connection: dropped (never answer RST with RST)
+  'creditViolation', // RW beyond the buf_alloc we advertised: RST
+  'protocolViolation', // op not allowed in the connection's state: RST
+  'rxBufferTooShort', // guest rx chain with fewer than 44 writable bytes: returned unused
+  'strayRstOverflow', // too many RSTs waiting for rx buffers: RST dropped
+  'queueError', // a chain refused by the virtqueue layer (bad descriptor etc.)
+  'internalError', // an exception inside the device (a bug): logged, kick goes on
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export interface VsockDeviceStats {
+  /** Packets taken from the tx queue (guest -> device), valid or not. */
+  txPackets: number;
+  /** Packets written into rx buffers (device -> guest). */
+  rxPackets: number;
+  /** Payload bytes guest -> host and host -> guest. */
+  txBytes: number;
+  rxBytes: number;
+  rstSent: number;
+  rstReceived: number;
+  creditUpdatesSent: number;
+  creditRequestsSent: number;
+  connectionsOpened: number;
+  connectionsClosed: number;
+  eventsSent: number;
+  /** TRANSPORT_RESET events that found no event queue or no buffer. */
+  eventsDropped: number;
+  /** Host bytes written after the guest shut down its receive side (discarded). */
+  hostBytesDiscarded: number;
+  dropped: Record<DropReason, number>;
+}
+
+export function makeStats(): VsockDeviceStats {
+  const dropped = {} as Record<DropReason, number>;
+  for (const r of DROP_REASONS) dropped[r] = 0;
+  return {
+    txPackets: 0,
+    rxPackets: 0,
+    txBytes: 0,
+    rxBytes: 0,
+    rstSent: 0,
+    rstReceived: 0,
+    creditUpdatesSent: 0,
+    creditRequestsSent: 0,
+    connectionsOpened: 0,
+    connectionsClosed: 0,
+    eventsSent: 0,
+    eventsDropped: 0,
+    hostBytesDiscarded: 0,
+    dropped,
+  };
+}
+
+export type VsockLog = (message: string) => void;
+
+/** Counts a drop and logs the first 10 of each reason, then every 1000th. */
+export function countDrop(stats: VsockDeviceStats, log: VsockLog | undefined, reason: DropReason, detail: string): void {
+  const n = ++stats.dropped[reason];
+  if (log !== undefined && (n <= 10 || n % 1000 === 0)) log(`vsock: ${reason} (#${n}): ${detail}`);
+}

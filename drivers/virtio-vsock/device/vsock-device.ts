@@ -1,0 +1,230 @@
+// The virtio socket device (virtio 1.2, 5.10), device side: queue processing and
+// notifications. Packets and connections are the muxer's job (muxer.ts,
+// connection.ts); host programs use `device.host` (host-api.ts).
+//
+// Queues (5.10.2): 0 rx (device -> guest), 1 tx (guest -> device), 2 event. The event
+// queue is optional here: QEMU's vhost-user-vsock keeps it and hands a back end rings
+// 0 and 1 only, so transportReset() then resets the connections without an event.
+import type { DeviceContext, VirtioDeviceModel } from '../../../kernel/transport/virtio-device.js';
+import type { VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
+import {
+  VIRTIO_VSOCK_F_STREAM,
+  VSOCK_EVENT_QUEUE,
+  VSOCK_EVENT_SIZE,
+  VSOCK_EVENT_TRANSPORT_RESET,
+  VSOCK_RX_QUEUE,
+  VSOCK_TX_QUEUE,
+} from '../header.js';
+import { VSOCK_MAX_QUEUE_SIZE } from './constants.js';
+import type { VsockHost } from './host-api.js';
+import { VsockMuxer } from './muxer.js';
+import { countDrop, makeStats, type VsockDeviceStats, type VsockLog } from './stats.js';
+
+/** virtio device id of the socket device (5.10.1). */
+export const VIRTIO_ID_VSOCK = 19;
+
+/** Tx chains handled per kick before yielding to the event loop (fairness with host I/O). */
+const TX_CHAINS_PER_TURN = 1024;
+
+export interface VsockDeviceOptions {
+  /** The guest's CID (3 .. 0xfffffffe; 0, 1, 2 and 0xffffffff are reserved, 5.10.4). */
+  guestCid: number;
+  /** Where dropped packets and other anomalies are reported (rate-limited). */
+  log?: VsockLog;
+  /** Largest queue size offered (default 256). */
+  maxQueueSize?: number;
+}
+
+export class VsockDevice implements VirtioDeviceModel {
+  readonly name = 'virtio-vsock';
+  readonly deviceId = VIRTIO_ID_VSOCK;
+  readonly features =
+    featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM);
+  readonly numQueues = 3;
+  readonly maxQueueSize: number;
+  readonly stats: VsockDeviceStats = makeStats();
+  /** Host-side API: listen, connect, listenAny. */
+  readonly host: VsockHost;
+
+  private readonly muxer: VsockMuxer;
+  private readonly log: VsockLog | undefined;
+  private ctx: DeviceContext | null = null;
+  private readonly queues: (VirtqueueDevice | null)[] = [null, null, null];
+  private rxScheduled = false;
+  private txScheduled = false;
+  private transportResetPending = false;
+
+  constructor(opts: VsockDeviceOptions) {
+    const cid = opts.guestCid;
+    if (!Number.isInteger(cid) || cid < 3 || cid > 0xfffffffe) {
+      throw new RangeError(`vsock device: guest CID ${String(cid)} is reserved or out of range (3..4294967294)`);
+    }
+    this.log = opts.log;
+    this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
+    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx() });
+    this.host = this.muxer;
+  }
+
+  get guestCid(): number {
+    return this.muxer.guestCid;
+  }
+
+  /** Open connections (any state). */
+  get connections(): number {
+    return this.muxer.connections;
+  }
+
+  /** Bytes held on the host side over all connections, both directions. */
+  get hostBufferedBytes(): number {
+    return this.muxer.hostBufferedBytes;
+  }
+
+  /** Configuration space (5.10.4): le64 guest_cid. */
+  config(): Uint8Array {
+    const b = new Uint8Array(8);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, this.muxer.guestCid, true);
+    v.setUint32(4, 0, true);
+    return b;
+  }
+
+  activate(ctx: DeviceContext, _features: bigint): void {
+    this.ctx = ctx;
+  }
+
+  queueReady(index: number, queue: VirtqueueDevice): void {
+    if (index < 0 || index >= this.numQueues) return;
+    const previous = queue.onError;
+    queue.onError = (err) => {
+      previous(err);
+      countDrop(this.stats, this.log, 'queueError', `${err.code}: ${err.message}`);
+    };
+    this.queues[index] = queue;
+  }
+
+  queueStopped(index: number): void {
+    if (index >= 0 && index < this.numQueues) this.queues[index] = null;
+  }
+
+  kick(index: number): void {
+    try {
+      if (index === VSOCK_TX_QUEUE) this.processTx();
+      else if (index === VSOCK_RX_QUEUE) this.processRx();
+      else if (index === VSOCK_EVENT_QUEUE) this.deliverTransportReset();
+    } catch (e) {
+      // A bug, not guest input: keep the device alive.
+      countDrop(this.stats, this.log, 'internalError', `kick(${index}): ${(e as Error).stack ?? String(e)}`);
+    }
+  }
+
+  /**
+   * Tells the guest that all connections are gone (5.10.6.6, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET):
+   * host sockets get ECONNRESET, then the event goes to the event queue (or, when the
+   * guest has no event buffer yet, as soon as it gives one). Returns true when the
+   * event was delivered now.
+   */
+  transportReset(): boolean {
+    this.muxer.resetAll('transport reset');
+    this.transportResetPending = true;
+    return this.deliverTransportReset();
+  }
+
+  reset(): void {
+    this.muxer.resetAll('device reset');
+    this.queues.fill(null);
+    this.transportResetPending = false;
+  }
+
+  // ---- Queue processing ---------------------------------------------------------------
+
+  private processTx(): void {
+    const q = this.queues[VSOCK_TX_QUEUE];
+    if (!q) return;
+    let handled = 0;
+    let pushed = 0;
+    q.disableNotifications();
+    for (;;) {
+      let chain;
+      while ((chain = q.take()) !== null) {
+        try {
+          this.muxer.onTxChain(chain);
+        } catch (e) {
+          countDrop(this.stats, this.log, 'internalError', `tx packet: ${(e as Error).stack ?? String(e)}`);
+        }
+        q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
+        pushed++;
+        if (++handled >= TX_CHAINS_PER_TURN) break;
+      }
+      if (handled >= TX_CHAINS_PER_TURN) {
+        this.scheduleTx();
+        break;
+      }
+      // Re-enable, then look again: a chain added in between would otherwise wait for a
+      // kick that the driver did not send.
+      if (!q.enableNotifications()) break;
+    }
+    if (pushed > 0 && q.flush()) this.ctx?.interrupt(VSOCK_TX_QUEUE);
+    // Answers (RESPONSE, RST, CREDIT_UPDATE) go out in the same batch.
+    this.processRx();
+  }
+
+  private processRx(): void {
+    const q = this.queues[VSOCK_RX_QUEUE];
+    if (!q) return;
+    const pushed = this.muxer.fillRx(q);
+    if (pushed > 0 && q.flush()) this.ctx?.interrupt(VSOCK_RX_QUEUE);
+  }
+
+  private deliverTransportReset(): boolean {
+    if (!this.transportResetPending) return false;
+    const q = this.queues[VSOCK_EVENT_QUEUE];
+    if (!q) {
+      // No event queue (vhost-user: QEMU owns it): the reset stays local.
+      this.transportResetPending = false;
+      this.stats.eventsDropped++;
+      return false;
+    }
+    let refused = 0;
+    for (;;) {
+      const chain = q.take();
+      if (chain === null) {
+        if (q.enableNotifications()) continue;
+        if (refused > 0 && q.flush()) this.ctx?.interrupt(VSOCK_EVENT_QUEUE);
+        return false; // delivered on the next event-queue kick
+      }
+      if (chain.writableLength < VSOCK_EVENT_SIZE) {
+        countDrop(this.stats, this.log, 'rxBufferTooShort', `event chain of ${chain.writableLength} writable bytes`);
+        q.push(chain, 0);
+        refused++;
+        continue;
+      }
+      const ev = new Uint8Array(VSOCK_EVENT_SIZE);
+      new DataView(ev.buffer).setUint32(0, VSOCK_EVENT_TRANSPORT_RESET, true);
+      chain.write(0, ev, 0, VSOCK_EVENT_SIZE);
+      q.push(chain, VSOCK_EVENT_SIZE);
+      this.transportResetPending = false;
+      this.stats.eventsSent++;
+      if (q.flush()) this.ctx?.interrupt(VSOCK_EVENT_QUEUE);
+      return true;
+    }
+  }
+
+  private scheduleRx(): void {
+    if (this.rxScheduled) return;
+    this.rxScheduled = true;
+    setImmediate(() => {
+      this.rxScheduled = false;
+      this.kick(VSOCK_RX_QUEUE);
+    });
+  }
+
+  private scheduleTx(): void {
+    if (this.txScheduled) return;
+    this.txScheduled = true;
+    setImmediate(() => {
+      this.txScheduled = false;
+      this.kick(VSOCK_TX_QUEUE);
+    });
+  }
+}
