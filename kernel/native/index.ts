@@ -11,15 +11,16 @@
 //
 // Every fd the addon creates is close-on-exec; sockets are created nonblocking.
 //
-// Loading: the addon is loaded on first use, from (in this order) the path in the
-// environment variable TSVIRTIO_ADDON, or the first `build/Release/tsvirtio.node` or
-// `tsvirtio.node` found in the folder of this module or any folder above it. That
+// Loading: the addon is loaded on first use, from the path in the environment variable
+// TSVIRTIO_ADDON if set (relative to the working directory), else from the first
+// `build/Release/tsvirtio.node` or `tsvirtio.node` found in the folder of this module
+// or any folder above it. That
 // covers the sources (kernel/native/), the transpiled tree (dist/kernel/native/), a
 // bundle in dist/bundles/, and a guest image with bundle and tsvirtio.node in /app/.
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** A system call failure from the addon. */
@@ -126,7 +127,7 @@ export class AddonNotBuiltError extends Error {
 /** Where the addon would be loaded from, in order (the first existing file wins). */
 export function addonCandidates(): string[] {
   const explicit = process.env['TSVIRTIO_ADDON'];
-  if (explicit) return [explicit];
+  if (explicit) return [resolve(explicit)]; // relative to the working directory
   const out: string[] = [];
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
