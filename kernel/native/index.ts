@@ -14,9 +14,9 @@
 // Loading: the addon is loaded on first use, from the path in the environment variable
 // TSVIRTIO_ADDON if set (relative to the working directory), else from the first
 // `build/Release/tsvirtio.node` or `tsvirtio.node` found in the folder of this module
-// or any folder above it. That
-// covers the sources (kernel/native/), the transpiled tree (dist/kernel/native/), a
-// bundle in dist/bundles/, and a guest image with bundle and tsvirtio.node in /app/.
+// or any folder above it. That covers the sources (kernel/native/), the transpiled
+// tree (dist/kernel/native/), a bundle in dist/bundles/, and a guest image with the
+// bundle and tsvirtio.node side by side in /app/.
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
