@@ -114,6 +114,7 @@ function findNodeGyp() {
   const bundles = [
     // [entry, output name]
     ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
+    ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;

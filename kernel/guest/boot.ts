@@ -102,7 +102,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
   process.on('unhandledRejection', (e) => panic('unhandled rejection', e));
 
   const start = async (): Promise<number> => {
-    log(`node started ${kernelUptimeSeconds().toFixed(2)} s after the kernel (node ${process.version})`);
+    log(`node started ${kernelUptimeSeconds().toFixed(2)} s after the kernel (node ${process.version}), args ${JSON.stringify(process.argv.slice(2))}`);
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
     const dmaRef = dma;
     const ctx: BootContext = {
