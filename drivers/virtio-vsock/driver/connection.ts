@@ -73,6 +73,8 @@ export interface ConnectionEvents {
   onPeerEnd(): void;
   /** The connection failed (refused, reset, timed out). */
   onError(err: VsockError): void;
+  /** The driver stopped: end without an error event (as sockets of a process that exits). */
+  onDriverClosed(): void;
   /** Bytes received and not yet consumed by the application. */
   unconsumedBytes(): number;
 }
@@ -370,6 +372,14 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
       this.peerShutdown |= VSOCK_SHUTDOWN_SEND;
       this.events?.onPeerEnd();
     }
+  }
+
+  /** The driver stops: forget the connection, destroy the socket quietly. */
+  abandon(): void {
+    const events = this.events;
+    this.events = null;
+    this.close(new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver closed', 'write'));
+    events?.onDriverClosed();
   }
 
   private clearTimer(): void {

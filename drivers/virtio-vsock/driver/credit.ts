@@ -82,11 +82,14 @@ export class CreditState {
 
   /**
    * True when a CREDIT_UPDATE is worth sending: the peer's view of our free space is
-   * under the threshold and the application consumed bytes since we last told.
+   * under the threshold, and the space really free is at least the threshold (so one
+   * update reopens the window by a useful amount instead of a trickle of small ones).
    */
   needsCreditUpdate(): boolean {
     if (this.fwdCnt === this.lastSentFwdCnt) return false;
     const threshold = Math.min(CREDIT_UPDATE_THRESHOLD_BYTES, this.bufAlloc >>> 1);
-    return this.peerViewOfFreeSpace() < threshold;
+    if (this.peerViewOfFreeSpace() >= threshold) return false;
+    const unconsumed = (this.rxCnt - this.fwdCnt) >>> 0;
+    return this.bufAlloc - unconsumed >= threshold;
   }
 }

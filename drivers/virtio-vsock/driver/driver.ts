@@ -223,14 +223,14 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   }
 
   /**
-   * Stops the driver: every socket is destroyed (ERR_VSOCK_DRIVER_CLOSED), every server
+   * Stops the driver: every socket is destroyed (without an error), every server
    * stops listening, the device is reset. The transport stays open (its owner closes it).
    */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.transport.onInterrupt(() => {});
-    for (const conn of this.conns.all()) conn.close(new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver closed', 'read'));
+    for (const conn of this.conns.all()) conn.abandon();
     for (const server of [...this.listeners.values()]) server.close();
     this.transport.reset();
   }

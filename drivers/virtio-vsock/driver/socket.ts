@@ -163,6 +163,13 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
     this.conn?.onConsumed();
   }
 
+  /** Every chunk taken out of the readable buffer advances fwd_cnt (credit for the peer). */
+  override read(size?: number): any {
+    const chunk: unknown = super.read(size);
+    if (chunk !== null && this.conn !== null) this.conn.onConsumed();
+    return chunk;
+  }
+
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     if (this.idleTimer) {
       clearTimeout(this.idleTimer);
@@ -201,6 +208,12 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   onError(err: VsockError): void {
     this.conn = null;
     this.destroy(err);
+  }
+
+  /** @internal */
+  onDriverClosed(): void {
+    this.conn = null;
+    this.destroy();
   }
 
   /** @internal */
