@@ -95,6 +95,8 @@ export class VsockRawDriver {
   txInFlight = 0;
   /** Interrupts received (for batching checks). */
   interrupts = 0;
+  /** Packets for these connections (key guestPort:hostPort) go to a handler, not to `packets`. */
+  private readonly routes = new Map<string, (p: RawPacket) => void>();
 
   private constructor(
     readonly transport: InProcessTransport,
@@ -196,7 +198,9 @@ export class VsockRawDriver {
           const v = new DataView(slot.buf.buffer, slot.buf.byteOffset, slot.buf.byteLength);
           const header = decodeHeader(v, 0, new VsockHeader());
           const payload = Buffer.from(slot.buf.subarray(VSOCK_HEADER_SIZE, len));
-          this.packets.push({ header, payload, usedLength: len });
+          const route = this.routes.get(`${header.dstPort}:${header.srcPort}`);
+          if (route) route({ header, payload, usedLength: len });
+          else this.packets.push({ header, payload, usedLength: len });
         } else {
           this.packets.push({ header: new VsockHeader(), payload: Buffer.alloc(0), usedLength: len });
         }
@@ -221,6 +225,12 @@ export class VsockRawDriver {
       this.waiters = [];
       for (const f of w) f();
     }
+  }
+
+  /** Sends the packets of connection guestPort <-> hostPort to handler (null: stop). */
+  route(guestPort: number, hostPort: number, handler: ((p: RawPacket) => void) | null): void {
+    if (handler) this.routes.set(`${guestPort}:${hostPort}`, handler);
+    else this.routes.delete(`${guestPort}:${hostPort}`);
   }
 
   /** Resolves after the next interrupt that brought something. */
@@ -337,5 +347,124 @@ export class VsockRawDriver {
     this.waiters = [];
     for (const f of w) f();
     await this.transport.close();
+  }
+}
+
+/**
+ * A guest-side stream on the raw driver, with credit accounting per 5.10.6.3 (for
+ * tests that move many bytes): never sends past the device's window, returns credit
+ * as it consumes.
+ */
+export class RawStream {
+  peerBufAlloc = 0;
+  peerFwdCnt = 0;
+  txCnt = 0;
+  /** Bytes received (and consumed: the test reads them at once). */
+  rxCnt = 0;
+  lastFwdCntSent = 0;
+  readonly received: Buffer[] = [];
+  peerShutdown = 0;
+  reset = false;
+  responded = false;
+  /** The largest number of bytes in flight towards us we ever saw (credit check). */
+  maxInFlightSeen = 0;
+  /** Packets after which the device exceeded our window (must stay 0). */
+  windowViolations = 0;
+  readonly log: string[] = [];
+  private consumedUnannounced = 0;
+
+  constructor(
+    readonly drv: VsockRawDriver,
+    readonly guestPort: number,
+    public hostPort: number,
+    readonly bufAlloc = 64 * 1024,
+  ) {
+    if (hostPort >= 0) drv.route(guestPort, hostPort, (p) => this.onPacket(p));
+  }
+
+  /** Guest-initiated connect: REQUEST, wait for RESPONSE (throws on RST). */
+  async connect(): Promise<void> {
+    this.send(1);
+    await this.drv.until(() => this.responded || this.reset);
+    if (this.reset) throw Object.assign(new Error(`connect to host port ${this.hostPort} refused`), { code: 'ECONNREFUSED' });
+  }
+
+  /** Host-initiated: wait for a REQUEST to guestPort and answer RESPONSE. */
+  async accept(): Promise<void> {
+    const req = await this.drv.next((p) => p.header.op === 1 && p.header.dstPort === this.guestPort);
+    this.hostPort = req.header.srcPort;
+    this.peerBufAlloc = req.header.bufAlloc;
+    this.peerFwdCnt = req.header.fwdCnt;
+    this.drv.route(this.guestPort, this.hostPort, (p) => this.onPacket(p));
+    this.responded = true;
+    this.send(2);
+  }
+
+  private send(op: number, payload?: Uint8Array, flags = 0): void {
+    this.lastFwdCntSent = this.rxCnt;
+    this.consumedUnannounced = 0;
+    this.drv.send({ srcPort: this.guestPort, dstPort: this.hostPort, op, flags, bufAlloc: this.bufAlloc, fwdCnt: this.rxCnt >>> 0 }, payload);
+  }
+
+  private onPacket(p: RawPacket): void {
+    const h = p.header;
+    this.log.push(h.toString());
+    this.peerBufAlloc = h.bufAlloc;
+    this.peerFwdCnt = h.fwdCnt;
+    switch (h.op) {
+      case 2:
+        this.responded = true;
+        break;
+      case 3:
+        this.reset = true;
+        break;
+      case 4:
+        this.peerShutdown |= h.flags;
+        break;
+      case 5: {
+        this.rxCnt += p.payload.length;
+        const inFlight = this.rxCnt - this.lastFwdCntSent;
+        this.maxInFlightSeen = Math.max(this.maxInFlightSeen, inFlight);
+        if (inFlight > this.bufAlloc) this.windowViolations++;
+        this.received.push(p.payload);
+        this.consumedUnannounced += p.payload.length;
+        if (this.consumedUnannounced >= this.bufAlloc / 2) this.send(6);
+        break;
+      }
+      case 7:
+        this.send(6);
+        break;
+    }
+  }
+
+  private credit(): number {
+    return this.peerBufAlloc - (this.txCnt - this.peerFwdCnt);
+  }
+
+  /** Sends data in packets of at most chunk bytes, waiting for credit. */
+  async write(data: Uint8Array, chunk = 16 * 1024): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      if (this.reset) throw new Error('connection reset');
+      const n = Math.min(chunk, data.length - off, this.credit());
+      if (n <= 0 || this.drv.tx.numFree < 4) {
+        const before = this.peerFwdCnt;
+        const free = this.drv.tx.numFree;
+        await this.drv.until(() => this.reset || this.peerFwdCnt !== before || this.drv.tx.numFree > free);
+        continue;
+      }
+      this.send(5, data.subarray(off, off + n));
+      this.txCnt += n;
+      off += n;
+    }
+  }
+
+  end(): void {
+    this.send(4, undefined, 2);
+  }
+
+  async readAll(): Promise<Buffer> {
+    await this.drv.until(() => (this.peerShutdown & 2) !== 0 || this.reset);
+    return Buffer.concat(this.received);
   }
 }
