@@ -2,7 +2,7 @@
 // virtio modern PCI transport and hugepage DMA memory. It serves an echo on a vsock
 // port and exits 0 after a given number of connections have closed.
 //
-//   node /app/main.js [--port=1234] [--connections=1]
+//   node /app/main.js [--port=1234] [--connections=1] [--interrupts=uio|poll]
 //
 // Named options, because the kernel hands init any parameter it does not know (e.g.
 // "nokaslr") as an argument too, so positions are not reliable.
@@ -25,7 +25,9 @@ boot(
     };
     const port = opt('port', 1234);
     const wanted = opt('connections', 1);
-    const t = ctx.openVirtioDevice(VIRTIO_ID_VSOCK);
+    const mode = ctx.args.find((x) => x.startsWith('--interrupts='))?.slice('--interrupts='.length) ?? 'uio';
+    if (mode !== 'uio' && mode !== 'poll') throw new RangeError(`--interrupts: uio or poll, not ${mode}`);
+    const t = ctx.openVirtioDevice(VIRTIO_ID_VSOCK, { interrupts: mode });
     const driver = await VsockDriver.start(t);
     let echoed = 0;
     let closed = 0;

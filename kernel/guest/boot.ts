@@ -104,6 +104,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
   const start = async (): Promise<number> => {
     log(`node started ${kernelUptimeSeconds().toFixed(2)} s after the kernel (node ${process.version}), args ${JSON.stringify(process.argv.slice(2))}`);
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
+    log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')}`);
     const dmaRef = dma;
     const ctx: BootContext = {
       dma: dmaRef,
@@ -122,7 +123,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
         const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(uio, fn.config) : mode === 'poll' ? new BusyPoll() : null;
         const t = PciModernTransport.open(fn, { dma: dmaRef.arena, interrupts });
         transports.push(t);
-        log(`${info.address} ${pciIdString(info.vendorId, info.deviceId)} -> ${uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'}`);
+        log(`${info.address} ${pciIdString(info.vendorId, info.deviceId)} -> ${uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'} (${performance.now().toFixed(0)} ms after node started)`);
         return t;
       },
     };
