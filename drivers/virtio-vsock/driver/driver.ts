@@ -139,7 +139,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     this.evq = setupDriverQueue<number>(transport, VSOCK_EVENT_QUEUE, 'vsock event', EVENT_BUFFERS, this.eventIdx);
     const rxPayload = opts.rxBufferPayload ?? VSOCK_MAX_PKT_PAYLOAD;
     const rxBuffers = Math.min(opts.rxBuffers ?? 64, this.rxq.size);
-    this.rxPool = new BufferPool(dma, VSOCK_HEADER_SIZE + rxPayload, rxBuffers);
+    // Slots rounded to a cache line so every buffer starts aligned.
+    this.rxPool = new BufferPool(dma, Math.ceil((VSOCK_HEADER_SIZE + rxPayload) / 64) * 64, rxBuffers);
     this.rxOffsets = Float64Array.from(this.rxPool.views, (v) => v.byteOffset);
     this.evPool = new BufferPool(dma, EVENT_SLOT_BYTES, Math.min(EVENT_BUFFERS, this.evq.size));
     this.tx = new TxPath(this.txq, dma, { dataSlots: opts.txSlots ?? 64, headerSlots: this.txq.size }, this.stats);

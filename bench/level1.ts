@@ -1,0 +1,266 @@
+// Level-1 benchmark (DESIGN.md "Benchmarks, in three levels"): the vsock driver against
+// the device emulator in a worker thread, guest memory a SharedArrayBuffer.
+//
+//   throughput  guest -> host 'sink', per transmit mode and write size (MB/s, 10^6 bytes)
+//   pingpong    guest writes `size` bytes to a host 'echo' and waits for them back (p50/p99 us)
+//   bounds      in the same run: Buffer.copy of the same bytes in the same write sizes,
+//               and Node streaming them through a Unix socket pair
+//
+// `npm run bench -- level1 [--quick]`. Writes bench/results/level1.json.
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InProcessTransport } from '../kernel/transport/inprocess.js';
+import { VsockDriver, type TxMode, type VsockSocket } from '../drivers/virtio-vsock/index.js';
+import { percentile, printTable, writeResults } from './report.js';
+
+const DEVICE_MODULE = new URL('../drivers/virtio-vsock/device/worker-device.js', import.meta.url);
+const SINK_PORT = 9000;
+const ECHO_PORT = 9001;
+const MODES: Exclude<TxMode, 'auto'>[] = ['two-copy', 'single-copy', 'zero-copy'];
+const THROUGHPUT_SIZES = [4096, 65536, 1048576];
+const PINGPONG_SIZES = [8192, 16384];
+/** Bytes in flight per stream: the writer's ring of buffers (reused after each write callback). */
+const RING_BYTES = 2 << 20;
+
+type ThroughputRow = {
+  mode: string;
+  size: number;
+  MBps: number;
+};
+type PingpongRow = {
+  mode: string;
+  size: number;
+  p50_us: number;
+  p99_us: number;
+};
+
+interface Guest {
+  transport: InProcessTransport;
+  driver: VsockDriver;
+}
+
+async function startGuest(mode: TxMode): Promise<Guest> {
+  const transport = await InProcessTransport.worker(
+    {
+      module: DEVICE_MODULE,
+      options: { guestCid: 3, apps: [{ kind: 'sink', port: SINK_PORT }, { kind: 'echo', port: ECHO_PORT }] },
+    },
+    { memoryBytes: 128 << 20 },
+  );
+  transport.on('error', (e: Error) => console.error(`device worker: ${e.message}`));
+  const driver = await VsockDriver.start(transport, { txMode: mode });
+  return { transport, driver };
+}
+
+async function stopGuest(g: Guest): Promise<void> {
+  g.driver.close();
+  await g.transport.close();
+}
+
+async function connect(driver: VsockDriver, port: number): Promise<VsockSocket> {
+  const s = driver.connect({ cid: 2, port });
+  await once(s, 'connect');
+  return s;
+}
+
+/** Buffers to write from: DMA memory for zero copy, ordinary Buffers otherwise. */
+function makeRing(driver: VsockDriver, mode: TxMode, size: number): Buffer[] {
+  const n = Math.max(4, Math.ceil(RING_BYTES / size));
+  const ring: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const b = mode === 'zero-copy' ? driver.allocBuffer(size) : Buffer.allocUnsafe(size);
+    b.fill(i & 0xff);
+    ring.push(b);
+  }
+  return ring;
+}
+
+function freeRing(driver: VsockDriver, mode: TxMode, ring: Buffer[]): void {
+  if (mode === 'zero-copy') for (const b of ring) driver.freeBuffer(b);
+}
+
+/** Waits for the sink's report of a closed connection that received `total` bytes. */
+function sinkDone(t: InProcessTransport): Promise<{ received: number }> {
+  return new Promise((resolve) => {
+    const on = (m: { app?: string; port?: number; received?: number }): void => {
+      if (m && m.app === 'sink' && m.port === SINK_PORT) {
+        t.off('device-message', on);
+        resolve({ received: m.received ?? -1 });
+      }
+    };
+    t.on('device-message', on);
+  });
+}
+
+/** Streams `total` bytes in writes of `size` to the sink; returns MB/s until the sink saw them all. */
+async function streamToSink(g: Guest, mode: TxMode, size: number, total: number): Promise<number> {
+  const ring = makeRing(g.driver, mode, size);
+  const sock = await connect(g.driver, SINK_PORT);
+  const done = sinkDone(g.transport);
+  const start = process.hrtime.bigint();
+  let sent = 0;
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    const free = ring.slice();
+    const pump = (): void => {
+      while (sent < total && free.length > 0) {
+        const b = free.pop()!;
+        sent += size;
+        sock.write(b, () => {
+          free.push(b);
+          pump();
+        });
+      }
+      if (sent >= total && !sock.writableEnded) sock.end(resolve);
+    };
+    pump();
+  });
+  const { received } = await done;
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  sock.destroy();
+  freeRing(g.driver, mode, ring);
+  if (received !== total) throw new Error(`sink received ${received} bytes of ${total}`);
+  return total / seconds / 1e6;
+}
+
+async function pingpong(g: Guest, mode: TxMode, size: number, iterations: number): Promise<{ p50: number; p99: number }> {
+  const [msg] = makeRing(g.driver, mode, size);
+  const sock = await connect(g.driver, ECHO_PORT);
+  const samples = new Float64Array(iterations);
+  let got = 0;
+  let wake: (() => void) | null = null;
+  sock.on('data', (d: Buffer) => {
+    got += d.length;
+    if (got >= size && wake) {
+      const w = wake;
+      wake = null;
+      w();
+    }
+  });
+  const warmup = Math.min(200, iterations);
+  for (let i = -warmup; i < iterations; i++) {
+    got = 0;
+    const t0 = process.hrtime.bigint();
+    const back = new Promise<void>((resolve) => (wake = resolve));
+    sock.write(msg!);
+    await back;
+    if (i >= 0) samples[i] = Number(process.hrtime.bigint() - t0) / 1000;
+  }
+  sock.destroy();
+  freeRing(g.driver, mode, [msg!]);
+  return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+}
+
+/** Buffer.copy of `total` bytes in pieces of `size`, from and into rings like the stream's. */
+function memcpyMBps(size: number, total: number): number {
+  const n = Math.max(4, Math.ceil(RING_BYTES / size));
+  const src = Buffer.alloc(n * size, 1);
+  const dst = Buffer.alloc(n * size);
+  const run = (bytes: number): number => {
+    const start = process.hrtime.bigint();
+    for (let off = 0, i = 0; off < bytes; off += size, i = (i + 1) % n) src.copy(dst, i * size, i * size, i * size + size);
+    return Number(process.hrtime.bigint() - start) / 1e9;
+  };
+  run(Math.min(total, 16 << 20));
+  return total / run(total) / 1e6;
+}
+
+/** Node streaming `total` bytes in writes of `size` through a Unix domain socket pair. */
+async function unixSocketPairMBps(size: number, total: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'level1-'));
+  const path = join(dir, 's');
+  let received = 0;
+  let finished: () => void = () => {};
+  const allIn = new Promise<void>((resolve) => (finished = resolve));
+  const server = net.createServer((s) => {
+    s.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received >= total) finished();
+    });
+  });
+  server.listen(path);
+  await once(server, 'listening');
+  const client = net.connect(path);
+  await once(client, 'connect');
+  const msg = Buffer.alloc(size, 2);
+  const start = process.hrtime.bigint();
+  let sent = 0;
+  while (sent < total) {
+    sent += size;
+    if (!client.write(msg)) await once(client, 'drain');
+  }
+  await allIn;
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  client.destroy();
+  server.close();
+  rmSync(dir, { recursive: true, force: true });
+  return total / seconds / 1e6;
+}
+
+export default async function level1(args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const totalFor = (size: number): number => (quick ? 16 << 20 : size < 65536 ? 64 << 20 : 256 << 20);
+  const iterations = quick ? 500 : 3000;
+
+  const throughput: ThroughputRow[] = [];
+  const pingpongRows: PingpongRow[] = [];
+  for (const mode of MODES) {
+    const g = await startGuest(mode);
+    try {
+      await streamToSink(g, mode, 65536, 16 << 20); // warm-up
+      for (const size of THROUGHPUT_SIZES) {
+        const MBps = await streamToSink(g, mode, size, totalFor(size));
+        throughput.push({ mode, size, MBps: Math.round(MBps) });
+      }
+      for (const size of PINGPONG_SIZES) {
+        const { p50, p99 } = await pingpong(g, mode, size, iterations);
+        pingpongRows.push({ mode, size, p50_us: round1(p50), p99_us: round1(p99) });
+      }
+      console.error(`[level1] ${mode}: ${JSON.stringify(pickStats(g.driver))}`);
+    } finally {
+      await stopGuest(g);
+    }
+  }
+
+  const memcpy: Record<string, number> = {};
+  const unix: Record<string, number> = {};
+  for (const size of THROUGHPUT_SIZES) {
+    memcpy[size] = Math.round(memcpyMBps(size, totalFor(size)));
+    unix[size] = Math.round(await unixSocketPairMBps(size, totalFor(size)));
+  }
+
+  const at = (mode: string, size: number): number => throughput.find((r) => r.mode === mode && r.size === size)?.MBps ?? NaN;
+  const best64k = Math.max(...MODES.map((m) => at(m, 65536)));
+  const ratios = {
+    zeroCopy_over_twoCopy_64KiB: round2(at('zero-copy', 65536) / at('two-copy', 65536)),
+    best_over_memcpy_64KiB: round2(best64k / memcpy[65536]!),
+    best_over_unix_socketpair_64KiB: round2(best64k / unix[65536]!),
+  };
+
+  printTable('level 1: guest -> host stream throughput (MB/s), device in a worker thread', throughput);
+  printTable('level 1: ping-pong round trip (us)', pingpongRows);
+  printTable(
+    'bounds, same run (MB/s)',
+    THROUGHPUT_SIZES.map((size) => ({ size, memcpy_MBps: memcpy[size]!, unix_socketpair_MBps: unix[size]! })),
+  );
+  printTable('ratios (targets: >= 1.5, >= 0.5, >= 2)', [ratios]);
+  const path = writeResults('level1', {
+    throughput,
+    pingpong: pingpongRows,
+    bounds: { memcpy_MBps: memcpy, unix_socketpair_MBps: unix },
+    ratios,
+    settings: { quick, iterations, ringBytes: RING_BYTES, totals: Object.fromEntries(THROUGHPUT_SIZES.map((s) => [s, totalFor(s)])) },
+  });
+  console.log(`\nwrote ${path}`);
+}
+
+function pickStats(d: VsockDriver): object {
+  const s = d.stats;
+  return { txPackets: s.txPackets, txCopies: s.txCopies, txZeroCopyPackets: s.txZeroCopyPackets, txCreditStalls: s.txCreditStalls, kicks: s.kicks, interrupts: s.interrupts };
+}
+
+const round1 = (v: number): number => Math.round(v * 10) / 10;
+const round2 = (v: number): number => Math.round(v * 100) / 100;
