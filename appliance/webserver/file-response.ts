@@ -1,0 +1,179 @@
+// Sends a file as a 200 response. Three ways, by size and by what the files offer:
+//
+//  cached   small files from the LRU cache: head and body in one gathered write.
+//  pooled   file bytes read into body buffers from the pool (DMA memory when the pool
+//           allocates from the vsock driver). The first buffer carries the head in
+//           front of the bytes, so a file that fits is one write of one buffer; each
+//           buffer returns to the pool in its write callback.
+//  loaned   SiteFileHandle.readLoaned gives file bytes in the file system's own DMA
+//           buffers; they go to socket.write as they are and are released in the write
+//           callback (file to socket without a copy).
+//
+// At most ctx.maxChunksInFlight chunks of one response are in flight; write() false
+// waits for 'drain'.
+import { contentTypeOf } from './content-types.js';
+import type { HttpRequest } from './http-request.js';
+import { responseHead } from './response-head.js';
+import type { ServerContext } from './server-context.js';
+import type { SiteFileHandle, SiteFileStat } from './site-files.js';
+import type { SocketOutput } from './socket-output.js';
+
+/** The file's size changed between stat and read: the response cannot be completed. */
+export class FileChangedError extends Error {
+  constructor(path: string) {
+    super(`${path} changed size while being sent`);
+    this.name = 'FileChangedError';
+  }
+}
+
+export async function sendFile(ctx: ServerContext, out: SocketOutput, req: HttpRequest, path: string, st: SiteFileStat): Promise<void> {
+  const size = st.size;
+  const head = responseHead({
+    status: 200,
+    contentLength: size,
+    contentType: contentTypeOf(path),
+    close: !req.keepAlive,
+    keepAlive10: req.keepAlive && req.minorVersion === 0,
+  });
+  if (req.method === 'HEAD' || size === 0) {
+    out.write(Buffer.from(head, 'latin1'));
+    return;
+  }
+  ctx.stats.fileBodyBytes += size;
+  const cache = ctx.cache;
+  if (cache !== null && cache.accepts(size)) {
+    let body = cache.get(path, size, st.mtimeMs);
+    if (body !== null) ctx.stats.cacheHits++;
+    else {
+      body = Buffer.allocUnsafeSlow(size);
+      const handle = await ctx.files.open(path);
+      try {
+        if ((await readFully(handle, body, 0, size, 0)) !== size) throw new FileChangedError(path);
+      } finally {
+        await closeQuietly(handle);
+      }
+      cache.set(path, body, st.mtimeMs);
+    }
+    out.writeGathered(Buffer.from(head, 'latin1'), body);
+    return;
+  }
+  const handle = await ctx.files.open(path);
+  try {
+    if (handle.readLoaned !== undefined && size >= ctx.loanMinBytes) await sendLoaned(ctx, out, handle, path, size, head);
+    else await sendPooled(ctx, out, handle, path, size, head);
+  } finally {
+    await closeQuietly(handle);
+  }
+}
+
+async function sendPooled(ctx: ServerContext, out: SocketOutput, handle: SiteFileHandle, path: string, size: number, head: string): Promise<void> {
+  const pool = ctx.pool;
+  const stats = ctx.stats;
+  let inFlight = 0;
+  const done = (buf: Buffer) => () => {
+    inFlight--;
+    pool.give(buf);
+    out.wake();
+  };
+  let pos = 0;
+  let first = true;
+  while (pos < size) {
+    while (inFlight >= ctx.maxChunksInFlight) {
+      out.check();
+      await out.waitEvent();
+    }
+    out.check();
+    const buf = pool.take();
+    let dataStart = 0;
+    let start = 0;
+    if (first) {
+      if (head.length <= ctx.headReserve) {
+        dataStart = ctx.headReserve;
+        start = dataStart - head.length;
+        buf.write(head, start, 'latin1');
+      } else {
+        out.write(Buffer.from(head, 'latin1'));
+      }
+    }
+    const want = Math.min(size - pos, buf.length - dataStart);
+    let n: number;
+    try {
+      n = await readFully(handle, buf, dataStart, want, pos);
+      if (n !== want) throw new FileChangedError(path);
+      out.check();
+    } catch (err) {
+      pool.give(buf);
+      throw err;
+    }
+    inFlight++;
+    stats.pooledChunks++;
+    const ok = out.write(buf.subarray(start, dataStart + n), done(buf));
+    pos += n;
+    first = false;
+    if (!ok) await out.waitDrain();
+  }
+}
+
+async function sendLoaned(ctx: ServerContext, out: SocketOutput, handle: SiteFileHandle, path: string, size: number, head: string): Promise<void> {
+  const chunk = ctx.pool.bufferSize;
+  const stats = ctx.stats;
+  const readLoaned = handle.readLoaned!.bind(handle);
+  let inFlight = 0;
+  let pos = 0;
+  let first = true;
+  while (pos < size) {
+    while (inFlight >= ctx.maxChunksInFlight) {
+      out.check();
+      await out.waitEvent();
+    }
+    out.check();
+    const want = Math.min(chunk, size - pos);
+    const loan = await readLoaned(pos, want);
+    const n = loan.bytes.byteLength;
+    if (n === 0 || n > want || out.closed) {
+      loan.release();
+      if (out.closed) out.check();
+      throw new FileChangedError(path);
+    }
+    inFlight++;
+    stats.loanedChunks++;
+    const release = () => {
+      inFlight--;
+      loan.release();
+      out.wake();
+    };
+    let ok: boolean;
+    if (first) {
+      // The head (heap bytes, copied by the socket) and the first loan in one gathered write.
+      const s = out.socket;
+      s.cork();
+      out.write(Buffer.from(head, 'latin1'));
+      ok = out.write(loan.bytes, release);
+      s.uncork();
+      first = false;
+    } else {
+      ok = out.write(loan.bytes, release);
+    }
+    pos += n;
+    if (!ok) await out.waitDrain();
+  }
+}
+
+/** Reads until `length` bytes are in or the file ends; returns the count. */
+async function readFully(handle: SiteFileHandle, into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const n = await handle.read(into, offset + done, length - done, position + done);
+    if (n <= 0) break;
+    done += n;
+  }
+  return done;
+}
+
+async function closeQuietly(handle: SiteFileHandle): Promise<void> {
+  try {
+    await handle.close();
+  } catch {
+    // A failed close loses nothing we still need.
+  }
+}

@@ -1,0 +1,193 @@
+// One client connection: reads requests from the socket (pipelined requests are
+// parsed from the same buffer and answered strictly in order, one at a time), skips
+// their bodies, answers them, and closes when HTTP says so (Connection: close, HTTP/1.0
+// without keep-alive, a request that cannot be parsed) or when the client finishes.
+//
+// The socket should allow half-open connections (net's allowHalfOpen: true), so that
+// answers to requests sent before the client's FIN still go out.
+import type { Duplex } from 'node:stream';
+import { HttpError } from './http-error.js';
+import { parseRequestHead } from './http-request-parser.js';
+import { type HttpRequest, interpretRequest } from './http-request.js';
+import { RequestBodySkipper } from './request-body-skipper.js';
+import { handleRequest, sendSimple } from './request-handler.js';
+import type { ServerContext } from './server-context.js';
+import { ConnectionClosedError, SocketOutput } from './socket-output.js';
+
+/** Unparsed input above this pauses the socket until the requests before it are answered. */
+const PAUSE_INPUT_BYTES = 64 * 1024;
+
+export class HttpConnection {
+  readonly out: SocketOutput;
+  /** Received bytes not yet parsed. */
+  private input: Buffer | null = null;
+  private pumping = false;
+  /** No more requests are read: closing or closed. */
+  private stopped = false;
+  private readEnded = false;
+  /** A request whose body is still being skipped. */
+  private pending: HttpRequest | null = null;
+  private skipper: RequestBodySkipper | null = null;
+
+  constructor(
+    readonly socket: Duplex,
+    private readonly ctx: ServerContext,
+    private readonly onClose: (conn: HttpConnection) => void,
+  ) {
+    this.out = new SocketOutput(socket);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('error', () => {
+      // 'close' follows; a reset by the peer is no concern of the server's.
+    });
+    socket.on('close', () => {
+      this.stopped = true;
+      this.input = null;
+      this.onClose(this);
+    });
+  }
+
+  /** True while a request is being answered or parsed. */
+  get busy(): boolean {
+    return this.pumping;
+  }
+
+  get lastActivityMs(): number {
+    return this.out.lastActivityMs;
+  }
+
+  private readonly onData = (chunk: Buffer | string): void => {
+    if (this.stopped) return;
+    const data = typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk;
+    this.out.lastActivityMs = Date.now();
+    this.input = this.input === null ? data : Buffer.concat([this.input, data]);
+    if (!this.pumping) void this.pump();
+    else if (this.input.length > PAUSE_INPUT_BYTES) this.socket.pause();
+  };
+
+  private readonly onEnd = (): void => {
+    this.readEnded = true;
+    if (!this.pumping) this.stop();
+  };
+
+  /** Parses and answers what the input holds, in order, until it needs more bytes. */
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    const limits = this.ctx.limits;
+    try {
+      while (!this.stopped && !this.out.closed) {
+        if (this.pending === null) {
+          if (this.input === null) break;
+          let req: HttpRequest;
+          try {
+            const r = parseRequestHead(this.input, 0, limits);
+            if (r.kind === 'incomplete') break;
+            this.consume(r.end);
+            req = interpretRequest(r.head, limits);
+          } catch (err) {
+            this.refuse(err);
+            return;
+          }
+          this.pending = req;
+          this.skipper = req.body.kind === 'none' ? null : new RequestBodySkipper(req.body, limits.maxBodyBytes);
+        }
+        if (this.skipper !== null && !this.skipper.done) {
+          if (this.input === null) break;
+          try {
+            this.consume(this.skipper.feed(this.input, 0));
+          } catch (err) {
+            this.refuse(err);
+            return;
+          }
+          if (!this.skipper.done) break;
+        }
+        const req = this.pending!;
+        this.pending = null;
+        this.skipper = null;
+        await this.serve(req);
+        if (!req.keepAlive) {
+          this.stop();
+          return;
+        }
+      }
+      if (this.readEnded) this.stop();
+    } finally {
+      this.pumping = false;
+      if (!this.stopped && this.socket.isPaused()) this.socket.resume();
+    }
+  }
+
+  private consume(end: number): void {
+    const input = this.input!;
+    this.input = end >= input.length ? null : input.subarray(end);
+  }
+
+  private async serve(req: HttpRequest): Promise<void> {
+    const ctx = this.ctx;
+    const out = this.out;
+    ctx.stats.requests++;
+    const t0 = ctx.log !== null ? performance.now() : 0;
+    out.responseStarted = false;
+    let status: number;
+    try {
+      status = await handleRequest(ctx, out, req);
+    } catch (err) {
+      if (err instanceof ConnectionClosedError || out.closed) return;
+      ctx.stats.aborted++;
+      ctx.log?.(`error: ${req.method} ${req.target}: ${(err as Error).message}`);
+      if (out.responseStarted) {
+        // Part of the response is out: the client can only learn of it by the close.
+        this.stopped = true;
+        this.socket.destroy();
+        return;
+      }
+      status = sendSimple(out, req, 500, 'the file could not be read');
+    }
+    count(ctx, status);
+    if (ctx.log !== null) ctx.log(`${req.method} ${req.target} HTTP/1.${req.minorVersion} ${status} ${(performance.now() - t0).toFixed(2)}ms`);
+    // Pipelined requests wait while the client is not reading the answers.
+    if (this.socket.writableNeedDrain) {
+      try {
+        await out.waitDrain();
+      } catch {
+        // closed: the loop sees it
+      }
+    }
+  }
+
+  /** Answers a request that cannot be parsed or framed, then closes. */
+  private refuse(err: unknown): void {
+    const ctx = this.ctx;
+    const e = err instanceof HttpError ? err : new HttpError(400, String(err), true);
+    ctx.stats.requests++;
+    if (!this.out.closed && !this.socket.writableEnded) {
+      try {
+        sendSimple(this.out, null, e.status, e.message);
+      } catch {
+        // closed meanwhile
+      }
+    }
+    count(ctx, e.status);
+    ctx.log?.(`refused: ${e.status} ${e.message}`);
+    this.stop();
+  }
+
+  /** Reads no more requests; ends our side once queued responses are out. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.input = null;
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+  }
+
+  /** Closes now, losing what is queued. */
+  destroy(): void {
+    this.stopped = true;
+    this.socket.destroy();
+  }
+}
+
+function count(ctx: ServerContext, status: number): void {
+  const r = ctx.stats.responses;
+  r[status] = (r[status] ?? 0) + 1;
+}

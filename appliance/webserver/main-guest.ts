@@ -1,0 +1,66 @@
+// The webserver's entry point for the guest (and anywhere else): the boot code obtains
+// a listener and a SiteFiles however it likes (our vsock and virtio-fs drivers, the
+// Linux kernel's AF_VSOCK and virtiofs, node:net and node:fs) and calls runWebserver.
+import type { Duplex } from 'node:stream';
+import type { BufferAllocator } from './body-buffer-pool.js';
+import type { SiteFiles } from './site-files.js';
+import type { SmallFileCacheOptions } from './small-file-cache.js';
+import { WebServer, type WebServerOptions } from './web-server.js';
+
+/** The guest port the webserver listens on by default (the host forwards TCP 8080 to it). */
+export const DEFAULT_WEBSERVER_PORT = 8080;
+
+/** Something that stops listening. */
+export interface ListenHandle {
+  close(): void | Promise<void>;
+}
+
+/**
+ * Starts listening on `port` and calls onSocket for each accepted connection. Create
+ * the sockets half-open capable (allowHalfOpen: true) so answers to requests sent
+ * before the client's FIN still go out.
+ */
+export type ListenFunction = (port: number, onSocket: (socket: Duplex) => void) => ListenHandle | Promise<ListenHandle>;
+
+export interface RunWebserverOptions {
+  listen: ListenFunction;
+  files: SiteFiles;
+  port?: number;
+  /** A request log line per request: true for console.log, or a function. */
+  log?: boolean | ((line: string) => void);
+  /** The small-file cache (false: off, as for the driver comparison benchmark). */
+  cache?: Partial<SmallFileCacheOptions> | false;
+  /** Body buffers from DMA memory: { alloc: (n) => vsock.allocBuffer(n), free: (b) => vsock.freeBuffer(b) }. */
+  bufferAllocator?: BufferAllocator;
+  /** Anything else WebServer takes. */
+  server?: Omit<WebServerOptions, 'files' | 'log' | 'cache' | 'bufferAllocator'>;
+}
+
+export interface RunningWebserver {
+  readonly server: WebServer;
+  readonly port: number;
+  /** Stops listening and closes every connection. */
+  close(): Promise<void>;
+}
+
+export async function runWebserver(opts: RunWebserverOptions): Promise<RunningWebserver> {
+  const port = opts.port ?? DEFAULT_WEBSERVER_PORT;
+  const log = opts.log === true ? (line: string) => console.log(`[webserver] ${line}`) : opts.log === false ? undefined : opts.log;
+  const server = new WebServer({
+    ...opts.server,
+    files: opts.files,
+    cache: opts.cache,
+    bufferAllocator: opts.bufferAllocator,
+    log,
+  });
+  const handle = await opts.listen(port, server.handleConnection);
+  log?.(`listening on port ${port}`);
+  return {
+    server,
+    port,
+    async close() {
+      await handle.close();
+      server.close();
+    },
+  };
+}
