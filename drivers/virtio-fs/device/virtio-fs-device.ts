@@ -72,6 +72,8 @@ export interface VirtioFsDeviceStats {
   unanswerable: number;
   forgets: number;
   forgottenLookups: number;
+  /** Lookups granted since start (LOOKUP replies and READDIRPLUS entries). */
+  lookupsGranted: number;
   nodes: number;
   lookups: number;
   openHandles: number;
@@ -109,7 +111,7 @@ export class VirtioFsDevice implements VirtioDeviceModel {
   private readonly inDv = new DataView(this.inBuf.buffer, this.inBuf.byteOffset, this.inBuf.byteLength);
   private readonly outBuf = Buffer.alloc(FUSE_OUT_HEADER_SIZE + MAX_DIR_REPLY_BYTES + 4096);
   private readonly outDv = new DataView(this.outBuf.buffer, this.outBuf.byteOffset, this.outBuf.byteLength);
-  private readonly counters = { requests: 0, errorReplies: 0, unanswerable: 0, forgets: 0, forgottenLookups: 0, lookups: 0 };
+  private readonly counters = { requests: 0, errorReplies: 0, unanswerable: 0, forgets: 0, forgottenLookups: 0, lookupsGranted: 0 };
 
   constructor(opts: VirtioFsDeviceOptions) {
     this.name = `virtio-fs ${opts.tag}`;
@@ -150,14 +152,14 @@ export class VirtioFsDevice implements VirtioDeviceModel {
     if (!q) return;
     for (;;) {
       let chain: DescriptorChain | null;
-      while ((chain = q.take()) !== null) q.push(chain, this.handle(index, chain));
+      while ((chain = q.take()) !== null) q.push(chain, this.serve(index, chain));
       if (q.flush()) this.ctx?.interrupt(index);
       if (!q.enableNotifications()) break;
     }
   }
 
   /** Serves one chain; returns the bytes written into its writable part. */
-  private handle(queueIndex: number, chain: DescriptorChain): number {
+  serve(queueIndex: number, chain: DescriptorChain): number {
     this.counters.requests++;
     const readable = chain.readableLength;
     if (readable < FUSE_IN_HEADER_SIZE) {
@@ -235,6 +237,7 @@ export class VirtioFsDevice implements VirtioDeviceModel {
       case Op.LOOKUP: {
         const name = decodeName(this.inBuf, A, bodyLen);
         const { node, attr } = this.host.lookup(nodeid, name);
+        this.counters.lookupsGranted++;
         return encodeEntryOut(dv, B, this.entry(node.nodeid, attr));
       }
       case Op.GETATTR: {
@@ -366,6 +369,7 @@ export class VirtioFsDevice implements VirtioDeviceModel {
         } else {
           try {
             const found = this.host.lookup(node.nodeid, utf8Decoder.decode(e.name));
+            this.counters.lookupsGranted++;
             entry = this.entry(found.node.nodeid, found.attr);
           } catch {
             continue; // removed since OPENDIR
