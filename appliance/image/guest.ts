@@ -33,7 +33,6 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
   'panic=-1',
   'oops=panic',
   'mitigations=off',
-  'nokaslr',
   'no_timer_check',
   'tsc=reliable',
   '8250.nr_uarts=1',
@@ -44,9 +43,17 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
   'random.trust_cpu=on',
 ];
 
+/** Marks where the caller's arguments start in init's argv (see initArgs). */
+export const INIT_ARGS_SENTINEL = '--tsvirtio-args';
+
+/** Shell lines that drop init's arguments up to and including INIT_ARGS_SENTINEL. */
+export const SKIP_TO_INIT_ARGS = `while [ $# -gt 0 ] && [ "$1" != "${INIT_ARGS_SENTINEL}" ]; do shift; done
+[ $# -gt 0 ] && shift`;
+
 /**
- * Arguments for the guest's /init, appended after "--" (the kernel hands everything after
- * it to init as argv). The kernel command line has no escaping: an argument may hold
+ * Arguments for the guest's /init, appended after "-- --tsvirtio-args" (the kernel hands
+ * everything after "--" to init as argv, but also any parameter it does not know, so
+ * init skips to the sentinel). The kernel command line has no escaping: an argument may hold
  * spaces (it is then double-quoted) but no double quote, newline or NUL, and the whole
  * line must stay under 2048 bytes.
  */
@@ -56,7 +63,7 @@ export function initArgs(args: readonly string[]): string {
     if (/["\n\r\0]/.test(a)) throw new ImageBuildError('ERR_SPEC', `argument cannot be passed on the kernel command line: ${JSON.stringify(a)}`);
     return a === '' || /\s/.test(a) ? `"${a}"` : a;
   });
-  return `-- ${parts.join(' ')}`;
+  return `-- ${INIT_ARGS_SENTINEL} ${parts.join(' ')}`;
 }
 
 /** Joins kernel parameters and checks the x86 command line limit (2048 bytes with the NUL). */

@@ -28,9 +28,11 @@ export interface LinuxGuestOptions {
 /**
  * The init script. The shell is non-interactive and reads commands through a pipe
  * from the console, with the tty's echo off: no prompt, no line editing, no echo, so
- * the console carries only what commands print. A command line with a syntax error
+ * the console carries only what commands print. The pipe is fed by `dd`, not `cat`:
+ * busybox cat copies with sendfile(), and from a tty that delivered each line only when
+ * the next one arrived. A command line with a syntax error
  * would end a non-interactive shell, so GuestShell runs each command in its own
- * `sh -c`. `poweroff -f` ends the guest; after "exit" the pipe's `cat` waits for one
+ * `sh -c`. `poweroff -f` ends the guest; after "exit" the pipe's `dd` waits for one
  * more line before the guest powers off.
  */
 function linuxInit(modules: readonly { name: string; guest: string }[]): string {
@@ -42,7 +44,7 @@ hostname tsvirtio-linux
 stty -echo -onlcr 2>/dev/null
 cd /root
 echo "${LINUX_GUEST_READY}"
-cat /dev/console | sh
+dd if=/dev/console bs=4096 2>/dev/null | sh
 echo "tsvirtio-shell-exit"
 poweroff -f
 `;

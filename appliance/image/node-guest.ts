@@ -7,7 +7,7 @@
 
 import { basename } from 'node:path';
 import { fetchDebianKernel } from './debian.js';
-import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
+import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, SKIP_TO_INIT_ARGS, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
 
 /** The marker line the node guest prints last: `tsvirtio-exit: <status>`. */
@@ -40,6 +40,7 @@ function nodeInit(modules: readonly { name: string; guest: string }[], nodeOptio
   for (const o of nodeOptions) if (!/^[A-Za-z0-9_=.,:/+-]+$/.test(o)) throw new Error(`unsupported node option: ${o}`);
   return `#!/bin/busybox sh
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
+${SKIP_TO_INIT_ARGS}
 ${MOUNT_SCRIPT}
 mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
