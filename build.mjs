@@ -115,6 +115,7 @@ function findNodeGyp() {
     // [entry, output name]
     ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
     ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
+    ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;

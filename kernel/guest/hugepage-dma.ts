@@ -6,6 +6,7 @@
 import { closeSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { DmaArena } from '../memory/dma.js';
+import { GuestMemory, makeRegion } from '../memory/guest-memory.js';
 import { addressOf, mlock, mmap, munmap } from '../native/index.js';
 import { SMALL_PAGE_SIZE, readPageFrames } from './pagemap.js';
 
@@ -35,6 +36,8 @@ export interface HugepageDma {
   arena: DmaArena;
   /** Physical address of each 2 MiB page. */
   physAddrs: readonly number[];
+  /** The same pages as guest memory (physical address -> bytes), one region per page. */
+  memory: GuestMemory;
   /** Virtual address of byte 0 (diagnostics). */
   virtAddr: bigint;
   /** Unmaps the pages: every view over them becomes empty. Reset devices first. */
@@ -101,7 +104,8 @@ export function allocateHugepageDma(opts: HugepageDmaOptions): HugepageDma {
     const virtAddr = addressOf(buffer);
     const physAddrs = hugepagePhysicalAddresses(virtAddr, pages);
     const arena = new DmaArena(buffer, { pageSize: HUGEPAGE_SIZE, pageAddrs: physAddrs, name: opts.name ?? 'hugepage dma' });
-    return { arena, physAddrs, virtAddr, release: () => void munmap(buffer) };
+    const memory = new GuestMemory(physAddrs.map((phys, i) => makeRegion(`hugepage ${i}`, phys, buffer, i * HUGEPAGE_SIZE, HUGEPAGE_SIZE)));
+    return { arena, physAddrs, memory, virtAddr, release: () => void munmap(buffer) };
   } catch (e) {
     munmap(buffer);
     throw e;
