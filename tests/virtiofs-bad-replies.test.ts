@@ -1,0 +1,195 @@
+// The driver against a device that breaks the FUSE protocol on purpose: the request it
+// answers badly fails with a FuseCodecError naming its opcode and unique, and the next
+// request works. INIT with a version the driver cannot speak is refused at start.
+import test from 'ava';
+import * as fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InProcessTransport } from '../kernel/transport/inprocess.js';
+import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
+import type { DescriptorChain, VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
+import { VirtioFsDevice } from '../drivers/virtio-fs/device/virtio-fs-device.js';
+import { FuseCodecError, VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
+import { FuseOpcode } from '../drivers/virtio-fs/fuse-protocol.js';
+import { readU64, writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
+
+type FaultKind = 'length' | 'unique' | 'errno-range' | 'errno-positive' | 'short' | 'body' | 'error-with-body' | 'init-major' | 'init-minor';
+
+/** Wraps the real device and corrupts the next reply to `opcode`. */
+class FaultyFsDevice implements VirtioDeviceModel {
+  readonly inner: VirtioFsDevice;
+  readonly name = 'faulty virtio-fs';
+  readonly deviceId: number;
+  readonly features: bigint;
+  readonly numQueues: number;
+  readonly maxQueueSize: number;
+  fault: { opcode: number; kind: FaultKind } | null = null;
+  private ctx: DeviceContext | null = null;
+  private readonly queues: (VirtqueueDevice | null)[] = [null, null];
+
+  constructor(root: string) {
+    this.inner = new VirtioFsDevice({ root, tag: 'faulty' });
+    this.deviceId = this.inner.deviceId;
+    this.features = this.inner.features;
+    this.numQueues = this.inner.numQueues;
+    this.maxQueueSize = this.inner.maxQueueSize;
+  }
+  config(): Uint8Array {
+    return this.inner.config();
+  }
+  activate(ctx: DeviceContext): void {
+    this.ctx = ctx;
+  }
+  queueReady(index: number, q: VirtqueueDevice): void {
+    this.queues[index] = q;
+  }
+  queueStopped(index: number): void {
+    this.queues[index] = null;
+  }
+  reset(): void {
+    this.queues[0] = this.queues[1] = null;
+    this.inner.reset();
+  }
+  kick(index: number): void {
+    const q = this.queues[index];
+    if (!q) return;
+    for (;;) {
+      let chain: DescriptorChain | null;
+      while ((chain = q.take()) !== null) {
+        const opcode = readOpcode(chain);
+        let n = this.inner.serve(index, chain);
+        if (this.fault && this.fault.opcode === opcode) {
+          n = corrupt(chain, n, this.fault.kind);
+          this.fault = null;
+        }
+        q.push(chain, n);
+      }
+      if (q.flush()) this.ctx?.interrupt(index);
+      if (!q.enableNotifications()) break;
+    }
+  }
+}
+
+function readOpcode(chain: DescriptorChain): number {
+  const b = Buffer.alloc(8);
+  chain.read(0, b, 0, 8);
+  return b.readUInt32LE(4);
+}
+
+function corrupt(chain: DescriptorChain, n: number, kind: FaultKind): number {
+  const seg = chain.segment(chain.readableCount); // out header + fixed reply
+  const dv = new DataView(seg.buffer, seg.byteOffset, seg.byteLength);
+  switch (kind) {
+    case 'length':
+      dv.setUint32(0, n + 8, true);
+      return n;
+    case 'unique':
+      writeU64(dv, 8, readU64(dv, 8) + 12345);
+      return n;
+    case 'errno-range':
+      dv.setUint32(0, 16, true);
+      dv.setInt32(4, -600, true);
+      return 16;
+    case 'errno-positive':
+      dv.setUint32(0, 16, true);
+      dv.setInt32(4, 5, true);
+      return 16;
+    case 'short':
+      return 8;
+    case 'body':
+      dv.setUint32(0, n - 8, true);
+      return n - 8;
+    case 'error-with-body':
+      dv.setInt32(4, -2, true);
+      return n;
+    case 'init-major':
+      dv.setUint32(16, 8, true);
+      return n;
+    case 'init-minor':
+      dv.setUint32(20, 20, true);
+      return n;
+  }
+}
+
+let root = '';
+test.before(() => {
+  root = fs.mkdtempSync(join(tmpdir(), 'virtiofs-bad-'));
+  fs.writeFileSync(join(root, 'one.bin'), 'x');
+  fs.writeFileSync(join(root, 'data.bin'), randomBytes(50000));
+  fs.mkdirSync(join(root, 'dir'));
+});
+test.after.always(() => {
+  if (root) fs.rmSync(root, { recursive: true, force: true });
+});
+
+async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ dev: FaultyFsDevice; vfs: VirtioFsDriver }> {
+  const dev = new FaultyFsDevice(root);
+  const transport = InProcessTransport.sameThread(dev, { memoryBytes: 16 << 20 });
+  let vfs: VirtioFsDriver | null = null;
+  t.teardown(async () => {
+    try {
+      await vfs?.close();
+    } finally {
+      await transport.close();
+    }
+  });
+  vfs = await VirtioFsDriver.start(transport);
+  return { dev, vfs };
+}
+
+const CASES: Array<[FaultKind, string, RegExp]> = [
+  ['length', 'ERR_FUSE_LENGTH', /fuse_out_header\.len/],
+  ['unique', 'ERR_FUSE_UNIQUE', /unique/],
+  ['errno-range', 'ERR_FUSE_ERRNO_RANGE', /-600/],
+  ['errno-positive', 'ERR_FUSE_ERRNO_RANGE', /error 5/],
+  ['short', 'ERR_FUSE_SHORT', /shorter than fuse_out_header/],
+  ['body', 'ERR_FUSE_LENGTH', /fuse_entry_out is 128 bytes, got 120/],
+  ['error-with-body', 'ERR_FUSE_LENGTH', /error reply/],
+];
+
+for (const [kind, code, message] of CASES) {
+  test(`a LOOKUP reply with a bad ${kind} fails that request only`, async (t) => {
+    const { dev, vfs } = await setup(t);
+    dev.fault = { opcode: FuseOpcode.LOOKUP, kind };
+    const err = await t.throwsAsync(vfs.stat('one.bin'));
+    t.true(err instanceof FuseCodecError);
+    t.is<string>((err as FuseCodecError).code, code);
+    t.is((err as FuseCodecError).opcode, FuseOpcode.LOOKUP);
+    t.true((err as FuseCodecError).unique > 0);
+    t.regex(err!.message, /^FUSE LOOKUP \(unique \d+\): /);
+    t.regex(err!.message, message);
+    t.is(vfs.stats.badReplies, 1);
+    // The next request works.
+    t.is((await vfs.stat('one.bin')).size, 1);
+    t.deepEqual((await vfs.readdir('/')).sort(), ['data.bin', 'dir', 'one.bin']);
+  });
+}
+
+test('a bad READ reply fails that readFile; the handle is released; the next read works', async (t) => {
+  const { dev, vfs } = await setup(t);
+  dev.fault = { opcode: FuseOpcode.READ, kind: 'unique' };
+  await t.throwsAsync(vfs.readFile('data.bin'), { instanceOf: FuseCodecError, code: 'ERR_FUSE_UNIQUE' });
+  t.true((await vfs.readFile('data.bin')).equals(fs.readFileSync(join(root, 'data.bin'))));
+  t.is(dev.inner.stats.openHandles, 0);
+});
+
+test('a bad GETATTR body fails stat of the root, then stat works', async (t) => {
+  const { dev, vfs } = await setup(t);
+  dev.fault = { opcode: FuseOpcode.GETATTR, kind: 'body' };
+  await t.throwsAsync(vfs.stat('/'), { instanceOf: FuseCodecError, code: 'ERR_FUSE_LENGTH', message: /FUSE GETATTR/ });
+  t.true((await vfs.stat('/')).isDirectory());
+});
+
+for (const kind of ['init-major', 'init-minor'] as const) {
+  test(`INIT: a device speaking an unusable version (${kind}) is refused with a clear error`, async (t) => {
+    const dev = new FaultyFsDevice(root);
+    const transport = InProcessTransport.sameThread(dev, { memoryBytes: 16 << 20 });
+    t.teardown(() => transport.close());
+    dev.fault = { opcode: FuseOpcode.INIT, kind };
+    const freeBefore = transport.dma.freeBytes;
+    const err = await t.throwsAsync(VirtioFsDriver.start(transport), { code: 'ERR_VIRTIO_FS_INIT' });
+    t.regex(err!.message, kind === 'init-major' ? /FUSE 8\.31; this driver speaks only major 7/ : /FUSE 7\.20; this driver needs at least 7\.23/);
+    t.is(transport.dma.freeBytes, freeBefore, 'DMA memory given back');
+  });
+}
