@@ -154,7 +154,7 @@ for (const [kind, code, message] of CASES) {
     dev.fault = { opcode: FuseOpcode.LOOKUP, kind };
     const err = await t.throwsAsync(vfs.stat('one.bin'));
     t.true(err instanceof FuseCodecError);
-    t.is<string>((err as FuseCodecError).code, code);
+    t.is((err as FuseCodecError).code as string, code);
     t.is((err as FuseCodecError).opcode, FuseOpcode.LOOKUP);
     t.true((err as FuseCodecError).unique > 0);
     t.regex(err!.message, /^FUSE LOOKUP \(unique \d+\): /);
