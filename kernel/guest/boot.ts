@@ -117,6 +117,9 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
         if (info === undefined) {
           throw new PciError('ERR_PCI_NO_DEVICE', `no virtio device ${virtioDeviceId} (PCI ${pciIdString(VIRTIO_PCI_VENDOR, pciId)}) #${o.index ?? 0}: ${found.length} found`);
         }
+        if (transports.some((x) => x.fn.address === info.address)) {
+          throw new PciError('ERR_PCI_BIND', `${info.address} is already open: one transport per device`);
+        }
         const uio = bindToUioPciGeneric(info);
         const fn = new PciFunction(info, uio);
         const mode = o.interrupts ?? 'uio';
