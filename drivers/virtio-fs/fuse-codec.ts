@@ -190,7 +190,7 @@ export function decodeOutHeader(dv: DataView, off: number, written: number, opco
   if (out.error !== 0 && out.len !== FUSE_OUT_HEADER_SIZE) {
     throw new FuseCodecError('ERR_FUSE_LENGTH', `error reply (${out.error}) carries ${out.len - FUSE_OUT_HEADER_SIZE} bytes of body`, opcode, unique);
   }
-  return -out.error;
+  return out.error === 0 ? 0 : -out.error;
 }
 
 // ---- INIT
@@ -428,9 +428,9 @@ export function encodeName(u8: Uint8Array, off: number, room: number, name: stri
 
 /** The device's view: a name component, NUL-terminated, within `len` bytes. */
 export function decodeName(u8: Uint8Array, off: number, len: number): string {
-  const end = u8.indexOf(0, off);
-  if (end < 0 || end >= off + len) throw new FuseCodecError('ERR_FUSE_FIELD', 'name is not NUL-terminated');
-  const n = end - off;
+  const n = u8.subarray(off, off + Math.max(0, len)).indexOf(0);
+  if (n < 0) throw new FuseCodecError('ERR_FUSE_FIELD', 'name is not NUL-terminated');
+  const end = off + n;
   if (n === 0 || n > FUSE_NAME_MAX) throw new FuseCodecError('ERR_FUSE_FIELD', `name of ${n} bytes (must be 1..${FUSE_NAME_MAX})`);
   const name = utf8Decoder.decode(u8.subarray(off, end));
   if (name === '.' || name === '..' || name.includes('/')) {
