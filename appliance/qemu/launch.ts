@@ -47,9 +47,9 @@ export interface QemuOptions {
   virtiofs?: { socket: string; tag: string; queueSize?: number };
   /** More QEMU arguments, appended last. */
   extraArgs?: string[];
-  /** Called with every console chunk (text, \r removed). */
+  /** Called with every console chunk as it arrives (\r removed, terminal escapes kept). */
   onConsole?: (chunk: string) => void;
-  /** Called with every complete console line (without the newline). */
+  /** Called with every complete console line (without the newline; terminal escape sequences such as SeaBIOS's screen clearing removed). */
   onLine?: (line: string) => void;
   /**
    * Copy the console to stderr, each line prefixed: true uses "[qemu <pid>] ", a string
@@ -91,7 +91,7 @@ export interface QemuInstance {
   readonly exited: Promise<QemuExit>;
   /** True until QEMU has exited. */
   readonly running: boolean;
-  /** Console output so far (bounded by consoleLimit). */
+  /** Console output so far, as lines (escape sequences removed; bounded by consoleLimit). */
   console(): string;
   /** Milliseconds since spawn. */
   elapsedMs(): number;
@@ -106,6 +106,11 @@ export interface QemuInstance {
   onLine(fn: (line: string) => void): () => void;
   /** Ends QEMU: SIGTERM, then SIGKILL after graceMs (default 3000). Resolves when it is gone. */
   stop(graceMs?: number): Promise<QemuExit>;
+}
+
+/** Removes terminal control sequences (CSI "ESC [ ... letter" and two-byte "ESC x") from a line. */
+export function stripTerminalEscapes(s: string): string {
+  return s.includes('\x1b') ? s.replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b[@-Z\\-_a-z]/g, '') : s;
 }
 
 /** Every QEMU still running, killed when this process exits so none is left behind. */
@@ -218,14 +223,14 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
 
   const onChunk = (raw: string): void => {
     const chunk = raw.replace(/\r/g, '');
-    consoleText += chunk;
-    if (consoleText.length > limit) consoleText = consoleText.slice(consoleText.length - limit);
     opts.onConsole?.(chunk);
     partial += chunk;
     let nl: number;
     while ((nl = partial.indexOf('\n')) >= 0) {
-      const line = partial.slice(0, nl);
+      const line = stripTerminalEscapes(partial.slice(0, nl));
       partial = partial.slice(nl + 1);
+      consoleText += line + '\n';
+      if (consoleText.length > limit) consoleText = consoleText.slice(consoleText.length - limit);
       lines.push(line);
       if (lines.length > 10000) lines.splice(0, lines.length - 10000);
       const at = line.indexOf(marker);
@@ -287,7 +292,7 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
     get running() {
       return running;
     },
-    console: () => consoleText,
+    console: () => consoleText + stripTerminalEscapes(partial),
     elapsedMs: () => Date.now() - started,
     write(data) {
       if (running) child.stdin!.write(data);
