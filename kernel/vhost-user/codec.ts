@@ -80,6 +80,8 @@ export const MAX_PAYLOAD_SIZE = 4096;
 
 type SizeRule = { exact: number } | { min: number; max: number; step?: number; base?: number };
 
+// The payload's kind is told by which of these objects a request maps to (u64 and vring
+// state are both 8 bytes).
 const empty: SizeRule = { exact: 0 };
 const u64: SizeRule = { exact: U64_SIZE };
 const state: SizeRule = { exact: VRING_STATE_SIZE };
@@ -252,9 +254,9 @@ export function decodePayload(h: MessageHeader, body: Uint8Array, fds: number[])
       break;
   }
   expectFds(request, fds, 0, 'none for this request');
-  if ('exact' in rule && rule.exact === 0) return msg({ type: 'empty' });
-  if ('exact' in rule && rule.exact === U64_SIZE) return msg({ type: 'u64', value: v.getBigUint64(0, true) });
-  if ('exact' in rule && rule.exact === VRING_STATE_SIZE) return msg({ type: 'vring-state', index: v.getUint32(0, true), num: v.getUint32(4, true) });
+  if (rule === empty) return msg({ type: 'empty' });
+  if (rule === u64) return msg({ type: 'u64', value: v.getBigUint64(0, true) });
+  if (rule === state) return msg({ type: 'vring-state', index: v.getUint32(0, true), num: v.getUint32(4, true) });
   if (request === Request.SET_VRING_ADDR) {
     return msg({
       type: 'vring-addr',

@@ -1,0 +1,512 @@
+// The vhost-user back-end server against a fake QEMU: the test is the front-end (sends
+// what QEMU 7.2 sends to a vhost-user-vsock backend) and the guest driver (writes
+// descriptors into a memfd "guest RAM" with VirtqueueDriver, kicks through an eventfd,
+// waits for the call eventfd). Guest RAM has two regions around a hole at
+// 0xa0000-0xc0000, the second at a non-zero mmap offset, as QEMU's q35 table does.
+import test, { type ExecutionContext } from 'ava';
+import { once } from 'node:events';
+import { ftruncateSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { EventFd } from '../kernel/native/fd-watch.js';
+import * as n from '../kernel/native/index.js';
+import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
+import type { VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
+import { VirtqueueDriver } from '../kernel/virtqueue/driver-queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../kernel/virtqueue/layout.js';
+import type { MemoryRegionDescription } from '../kernel/vhost-user/codec.js';
+import { encodeMemTable, encodeMessage, encodeU64, encodeVringAddr, encodeVringFile, encodeVringState } from '../kernel/vhost-user/codec.js';
+import type { VhostUserError, VhostUserErrorCode } from '../kernel/vhost-user/errors.js';
+import { VhostUserFrontend } from '../kernel/vhost-user/frontend-client.js';
+import { Request, VHOST_USER_F_PROTOCOL_FEATURES } from '../kernel/vhost-user/protocol.js';
+import { type VhostUserServer, startVhostUserServer } from '../kernel/vhost-user/server.js';
+import { EchoDevice } from './support/echo-device.js';
+
+const RAM_SIZE = 0x400000; // 4 MiB of "guest RAM"
+const HOLE_START = 0xa0000;
+const HOLE_END = 0xc0000;
+// QEMU's own virtual addresses of the two regions: unrelated to guest-physical ones.
+const USER_BASE_0 = 0x7f5a00000000;
+const USER_BASE_1 = 0x7f5b00040000;
+const RING_SIZE = 128;
+const DESC_GPA = 0x100000;
+const AVAIL_GPA = 0x101000;
+const USED_GPA = 0x102000;
+const CID = 3;
+
+/** QEMU's table for one memfd: [0, 0xa0000) at offset 0 and [0xc0000, end) at offset 0xc0000. */
+function qemuRegions(size = RAM_SIZE): MemoryRegionDescription[] {
+  return [
+    { guestPhysAddr: 0, memorySize: HOLE_START, userspaceAddr: USER_BASE_0, mmapOffset: 0 },
+    { guestPhysAddr: HOLE_END, memorySize: size - HOLE_END, userspaceAddr: USER_BASE_1, mmapOffset: HOLE_END },
+  ];
+}
+
+/** Guest-physical -> QEMU user address, for ring addresses (SET_VRING_ADDR). */
+function userAddr(gpa: number): number {
+  return gpa < HOLE_START ? USER_BASE_0 + gpa : USER_BASE_1 + (gpa - HOLE_END);
+}
+
+/** EchoDevice with a vsock-like config (le64 guest CID) that records what the server calls. */
+class RecordingEcho implements VirtioDeviceModel {
+  readonly inner = new EchoDevice(256);
+  readonly name = 'echo';
+  readonly deviceId = this.inner.deviceId;
+  readonly features = this.inner.features;
+  readonly numQueues = 1;
+  readonly maxQueueSize = 256;
+  calls: string[] = [];
+  ctx: DeviceContext | null = null;
+  config(): Uint8Array {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(CID));
+    return b;
+  }
+  activate(ctx: DeviceContext, features: bigint): void {
+    this.calls.push(`activate 0x${features.toString(16)}`);
+    this.ctx = ctx;
+    this.inner.activate(ctx);
+  }
+  queueReady(index: number, q: VirtqueueDevice): void {
+    this.calls.push(`queueReady ${index} size ${q.size}`);
+    this.inner.queueReady(index, q);
+  }
+  queueStopped(index: number): void {
+    this.calls.push(`queueStopped ${index}`);
+    this.inner.queueStopped();
+  }
+  kick(index: number): void {
+    this.inner.kick();
+    void index;
+  }
+  reset(): void {
+    this.calls.push('reset');
+    this.inner.reset();
+  }
+}
+
+interface Fixture {
+  dir: string;
+  path: string;
+  server: VhostUserServer;
+  model: RecordingEcho;
+  logs: string[];
+  cleanups: (() => void)[];
+}
+
+async function fixture(t: ExecutionContext): Promise<Fixture> {
+  const dir = mkdtempSync(join(tmpdir(), 'tsvirtio-vhost-'));
+  const path = join(dir, 'vhost.sock');
+  const model = new RecordingEcho();
+  const logs: string[] = [];
+  const server = await startVhostUserServer({ socketPath: path, model, log: (level, msg) => logs.push(`${level}: ${msg}`) });
+  const f: Fixture = { dir, path, server, model, logs, cleanups: [] };
+  t.teardown(async () => {
+    for (const c of f.cleanups.reverse()) {
+      try {
+        c();
+      } catch {
+        // keep cleaning
+      }
+    }
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+    if (!t.passed) t.log(logs.join('\n'));
+  });
+  return f;
+}
+
+/** Guest RAM: a memfd, mapped by the "guest" (shared, or private to simulate share=off). */
+function guestRam(f: Fixture, size = RAM_SIZE, shared = true): { fd: number; bytes: Uint8Array } {
+  const fd = n.memfdCreate('guest-ram');
+  ftruncateSync(fd, size);
+  const map = n.mmap(fd, size, 0, true, shared);
+  f.cleanups.push(() => n.close(fd), () => n.munmap(map));
+  return { fd, bytes: new Uint8Array(map) };
+}
+
+function connect(f: Fixture): VhostUserFrontend {
+  const c = VhostUserFrontend.connect(f.path);
+  f.cleanups.push(() => c.close());
+  return c;
+}
+
+function eventFd(f: Fixture): EventFd {
+  const e = new EventFd();
+  f.cleanups.push(() => e.close());
+  return e;
+}
+
+/** The driver half over the guest RAM at the fixed ring addresses. */
+function driverQueue(ram: Uint8Array): VirtqueueDriver<number> {
+  const part = (gpa: number, bytes: number) => ({ bytes: ram.subarray(gpa, gpa + bytes), addr: gpa });
+  return new VirtqueueDriver<number>({
+    name: 'test driver q0',
+    index: 0,
+    size: RING_SIZE,
+    eventIdx: true,
+    desc: part(DESC_GPA, 16 * RING_SIZE),
+    avail: part(AVAIL_GPA, 6 + 2 * RING_SIZE),
+    used: part(USED_GPA, 6 + 8 * RING_SIZE),
+  });
+}
+
+const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | (1n << VHOST_USER_F_PROTOCOL_FEATURES);
+
+/** What QEMU 7.2 sends when vhost-user-vsock realizes (before the guest driver runs). */
+async function handshake(c: VhostUserFrontend, call: EventFd): Promise<{ features: bigint; protocol: bigint; config: Buffer }> {
+  const features = await c.getFeatures();
+  const protocol = await c.getProtocolFeatures();
+  await c.setProtocolFeatures(protocol);
+  c.ackEveryRequest = true; // REPLY_ACK negotiated: every request is acked
+  await c.setOwner();
+  await c.getFeatures();
+  await c.setVringCall(0, call.fd);
+  const config = await c.getConfig(0, 8);
+  return { features, protocol, config };
+}
+
+/** What QEMU sends at DRIVER_OK (vhost_dev_start), in its order. */
+async function startDevice(c: VhostUserFrontend, ramFd: number, kick: EventFd, call: EventFd, base = 0): Promise<void> {
+  await c.setFeatures(FEATURES);
+  await c.setMemTable(qemuRegions(), [ramFd, ramFd]);
+  await c.setVringNum(0, RING_SIZE);
+  await c.setVringBase(0, base);
+  await c.setVringAddr(0, userAddr(DESC_GPA), userAddr(USED_GPA), userAddr(AVAIL_GPA));
+  await c.setVringKick(0, kick.fd);
+  await c.setVringCall(0, call.fd);
+  await c.setVringEnable(0, true);
+}
+
+function nextCall(call: EventFd): Promise<number> {
+  return new Promise((resolve) => {
+    call.onReadable((count) => {
+      call.stopWatching();
+      resolve(count);
+    });
+  });
+}
+
+/**
+ * Echo round trips: `count` chains [request in region 0 (below the hole) | response in
+ * region 1], kick, wait for the interrupt, check the used ring and the echoed bytes.
+ */
+async function echo(t: ExecutionContext, ram: Uint8Array, q: VirtqueueDriver<number>, kick: EventFd, call: EventFd, count: number, seed: number): Promise<void> {
+  const REQ = 0x10000; // region 0
+  const RESP = 0x200000; // region 1
+  for (let i = 0; i < count; i++) {
+    ram.fill((seed + i) & 0xff, REQ + i * 64, REQ + i * 64 + 64);
+    ram.fill(0, RESP + i * 64, RESP + i * 64 + 64);
+    q.add(i, [[REQ + i * 64, 64]], [[RESP + i * 64, 64]]);
+  }
+  const interrupted = nextCall(call);
+  if (q.publish()) kick.write(1);
+  await interrupted;
+  const got: [number, number][] = [];
+  q.drainUsed((token, len) => got.push([token, len]));
+  t.deepEqual(got, Array.from({ length: count }, (_, i) => [i, 64]));
+  for (let i = 0; i < count; i++) t.is(ram[RESP + i * 64 + 63], (seed + i) & 0xff);
+}
+
+test('full QEMU-like session: handshake, echo through the rings, reboot with a new table, disconnect, second client', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const connected = once(f.server, 'client-connected');
+  const c = connect(f);
+  const [firstId] = await connected;
+
+  const hs = await handshake(c, call);
+  t.is(hs.features, f.model.features | (1n << 30n));
+  t.is(hs.protocol, (1n << 3n) | (1n << 9n)); // REPLY_ACK | CONFIG
+  t.is(hs.config.readBigUInt64LE(0), BigInt(CID));
+  t.is(await c.getQueueNum(), 1);
+
+  const ram = guestRam(f);
+  const started = once(f.server, 'ring-started');
+  await startDevice(c, ram.fd, kick, call);
+  t.deepEqual(await started, [firstId, 0]);
+  t.deepEqual(f.model.calls, [`activate 0x${(FEATURES & ~(1n << 30n)).toString(16)}`, `queueReady 0 size ${RING_SIZE}`]);
+  t.truthy(f.server.currentClient);
+
+  let q = driverQueue(ram.bytes);
+  await echo(t, ram.bytes, q, kick, call, 5, 1);
+  await echo(t, ram.bytes, q, kick, call, 3, 50);
+
+  // Guest reboot: QEMU 7.2 disables the ring, stops it (GET_VRING_BASE), and later starts
+  // again with a fresh SET_MEM_TABLE and no SET_OWNER.
+  await c.setVringEnable(0, false);
+  t.is(await c.getVringBase(0), 8);
+  t.deepEqual(f.model.calls.slice(2), ['queueStopped 0', 'reset']);
+
+  const ram2 = guestRam(f); // new guest RAM: the old mapping must not be used any more
+  const kick2 = eventFd(f);
+  const restarted = once(f.server, 'ring-started');
+  await startDevice(c, ram2.fd, kick2, call, 0);
+  await restarted;
+  t.deepEqual(f.model.calls.slice(4), [`activate 0x${(FEATURES & ~(1n << 30n)).toString(16)}`, `queueReady 0 size ${RING_SIZE}`]);
+  q = driverQueue(ram2.bytes);
+  await echo(t, ram2.bytes, q, kick2, call, 4, 100);
+  t.is(f.model.inner.echoed, 12);
+
+  // QEMU goes away: everything is stopped and reset; the same path takes the next QEMU.
+  const gone = once(f.server, 'client-disconnected');
+  c.close();
+  const [goneId, end] = await gone;
+  t.is(goneId, firstId);
+  t.is(end.reason, 'eof');
+  t.deepEqual(f.model.calls.slice(6), ['queueStopped 0', 'reset']);
+  t.is(f.server.currentClient, null);
+
+  const connected2 = once(f.server, 'client-connected');
+  const c2 = connect(f);
+  const [secondId] = await connected2;
+  t.not(secondId, firstId);
+  const call2 = eventFd(f);
+  const kick3 = eventFd(f);
+  await handshake(c2, call2);
+  const ram3 = guestRam(f);
+  await startDevice(c2, ram3.fd, kick3, call2);
+  await echo(t, ram3.bytes, driverQueue(ram3.bytes), kick3, call2, 2, 7);
+  t.is(f.model.inner.echoed, 14);
+});
+
+test('a second QEMU that connects while one is served waits, and is served when the first leaves', async (t) => {
+  const f = await fixture(t);
+  const c1 = connect(f);
+  await once(f.server, 'client-connected');
+  t.is((await c1.getFeatures()) & (1n << 30n), 1n << 30n);
+  const c2 = connect(f);
+  // c2 is queued: its request is answered only after c1 leaves.
+  const features2 = c2.getFeatures();
+  await c1.getFeatures(); // the server has seen c2's connection by now or soon; c1 still served
+  const next = once(f.server, 'client-connected');
+  c1.close();
+  await next;
+  t.is((await features2) & (1n << 30n), 1n << 30n);
+});
+
+test('ring addresses are translated from QEMU user addresses; memory table replaced while running restarts the ring', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  const ram = guestRam(f);
+  await startDevice(c, ram.fd, kick, call);
+  const q = driverQueue(ram.bytes);
+  await echo(t, ram.bytes, q, kick, call, 2, 9);
+  // Memory hot-plug style: a new table while the ring runs (same RAM, mapped anew).
+  const stopped = once(f.server, 'ring-stopped');
+  const started = once(f.server, 'ring-started');
+  await c.setMemTable(qemuRegions(), [ram.fd, ram.fd]);
+  await stopped;
+  await started;
+  await echo(t, ram.bytes, q, kick, call, 3, 20);
+  t.is(await c.getVringBase(0), 5);
+});
+
+test('a kick fd with the no-fd flag means polling', async (t) => {
+  const f = await fixture(t);
+  const call = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  const ram = guestRam(f);
+  await c.setFeatures(FEATURES);
+  await c.setMemTable(qemuRegions(), [ram.fd, ram.fd]);
+  await c.setVringNum(0, RING_SIZE);
+  await c.setVringBase(0, 0);
+  await c.setVringAddr(0, userAddr(DESC_GPA), userAddr(USED_GPA), userAddr(AVAIL_GPA));
+  await c.setVringKick(0, -1);
+  await c.setVringEnable(0, true);
+  const q = driverQueue(ram.bytes);
+  q.add(1, [[0x1000, 8]], [[0x300000, 8]]);
+  const interrupted = nextCall(call);
+  q.publish(); // no kick: the server polls
+  await interrupted;
+  let len = -1;
+  q.drainUsed((_token, l) => (len = l));
+  t.is(len, 8);
+});
+
+test('without PROTOCOL_FEATURES acked, a ring runs as soon as it has its kick fd', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  const ram = guestRam(f);
+  await c.getFeatures();
+  const started = once(f.server, 'ring-started');
+  // No protocol features: no acks either; GET_VRING_BASE at the end orders everything.
+  await c.setFeatures(FEATURES & ~(1n << 30n));
+  await c.setMemTable(qemuRegions(), [ram.fd, ram.fd]);
+  await c.setVringNum(0, RING_SIZE);
+  await c.setVringAddr(0, userAddr(DESC_GPA), userAddr(USED_GPA), userAddr(AVAIL_GPA));
+  await c.setVringCall(0, call.fd);
+  await c.setVringKick(0, kick.fd);
+  await started;
+  await echo(t, ram.bytes, driverQueue(ram.bytes), kick, call, 3, 3);
+  t.is(await c.getVringBase(0), 3);
+});
+
+// ---- refused messages: the client is dropped, the server keeps serving ----------------------
+
+async function expectDropped(t: ExecutionContext, f: Fixture, code: VhostUserErrorCode, send: (c: VhostUserFrontend) => void | Promise<void>, closeAfter = false): Promise<VhostUserError> {
+  const c = connect(f);
+  await once(f.server, 'client-connected');
+  const refused = once(f.server, 'protocol-error');
+  const disconnected = once(f.server, 'client-disconnected');
+  await send(c);
+  if (closeAfter) c.close();
+  const [err] = (await refused) as [VhostUserError];
+  t.is(err.code, code, err.message);
+  const [, end] = await disconnected;
+  t.is(end.reason, 'error');
+  if (!closeAfter) {
+    // The server closed the connection: end of stream, or a reset when it left bytes unread.
+    const closed = await c.socket.readExactly(1).then(
+      (r) => r === null,
+      (e: { code?: string }) => e.code === 'ECONNRESET',
+    );
+    t.true(closed);
+  }
+  c.close();
+  // ... and the next client is served.
+  const c2 = connect(f);
+  t.is((await c2.getFeatures()) & (1n << 30n), 1n << 30n);
+  c2.close();
+  await once(f.server, 'client-disconnected');
+  t.true(f.logs.some((l) => l.includes(err.message)), 'the reason is logged');
+  return err;
+}
+
+test('refused: payload of the wrong size', async (t) => {
+  const f = await fixture(t);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_SIZE', (c) => c.sendRaw(encodeMessage(Request.SET_FEATURES, 1, Buffer.alloc(4))));
+  t.regex(err.message, /SET_FEATURES \(2\): payload of 4 bytes, expected 8/);
+});
+
+test('refused: unknown request', async (t) => {
+  const f = await fixture(t);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_UNKNOWN_REQUEST', (c) => c.sendRaw(encodeMessage(99, 1)));
+  t.regex(err.message, /unknown request 99/);
+});
+
+test('refused: wrong version bits', async (t) => {
+  const f = await fixture(t);
+  await expectDropped(t, f, 'ERR_VHOST_USER_VERSION', (c) => c.sendRaw(encodeMessage(Request.GET_FEATURES, 2)));
+});
+
+test('refused: SET_VRING_KICK without an fd and without the no-fd flag', async (t) => {
+  const f = await fixture(t);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_FDS', (c) => c.sendRaw(encodeMessage(Request.SET_VRING_KICK, 1, encodeVringFile(0, false))));
+  t.regex(err.message, /ring 0: no fd came with the message/);
+});
+
+test('refused: a region that does not fit its fd', async (t) => {
+  const f = await fixture(t);
+  const small = guestRam(f, 0x100000); // 1 MiB memfd, table claims 4 MiB
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_MEMORY', (c) => c.sendRaw(encodeMessage(Request.SET_MEM_TABLE, 1, encodeMemTable(qemuRegions())), [small.fd, small.fd]));
+  t.regex(err.message, /region 1 .* does not fit its fd/);
+});
+
+test('refused: a region whose size overflows', async (t) => {
+  const f = await fixture(t);
+  const ram = guestRam(f);
+  const regions = [{ guestPhysAddr: 2 ** 52, memorySize: 2 ** 52, userspaceAddr: 0x1000, mmapOffset: 0 }];
+  await expectDropped(t, f, 'ERR_VHOST_USER_MEMORY', (c) => c.sendRaw(encodeMessage(Request.SET_MEM_TABLE, 1, encodeMemTable(regions)), [ram.fd]));
+});
+
+test('refused: too many regions', async (t) => {
+  const f = await fixture(t);
+  const table = encodeMemTable(qemuRegions().slice(0, 1));
+  table.writeUInt32LE(9, 0); // claims 9 regions in a 1-region payload
+  await expectDropped(t, f, 'ERR_VHOST_USER_PAYLOAD', (c) => c.sendRaw(encodeMessage(Request.SET_MEM_TABLE, 1, table)));
+});
+
+test('refused: SET_MEM_TABLE with fewer fds than regions', async (t) => {
+  const f = await fixture(t);
+  const ram = guestRam(f);
+  await expectDropped(t, f, 'ERR_VHOST_USER_FDS', (c) => c.sendRaw(encodeMessage(Request.SET_MEM_TABLE, 1, encodeMemTable(qemuRegions())), [ram.fd]));
+});
+
+test('refused: a memory table without fds says guest RAM is not shared', async (t) => {
+  const f = await fixture(t);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_MEMORY_NOT_SHARED', (c) => c.sendRaw(encodeMessage(Request.SET_MEM_TABLE, 1, Buffer.alloc(8))));
+  t.regex(err.message, /share=on/);
+});
+
+test('refused: truncated header', async (t) => {
+  const f = await fixture(t);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_TRUNCATED', (c) => c.sendRaw(encodeMessage(Request.GET_FEATURES, 1).subarray(0, 6)), true);
+  t.regex(err.message, /6 of 12 bytes/);
+});
+
+test('refused: truncated payload', async (t) => {
+  const f = await fixture(t);
+  await expectDropped(t, f, 'ERR_VHOST_USER_TRUNCATED', (c) => c.sendRaw(encodeMessage(Request.SET_FEATURES, 1, encodeU64(1)).subarray(0, 16)), true);
+});
+
+test('refused: ring addresses outside the memory table (in the hole)', async (t) => {
+  const f = await fixture(t);
+  const ram = guestRam(f);
+  const kick = eventFd(f);
+  const err = await expectDropped(t, f, 'ERR_VHOST_USER_RING', async (c) => {
+    c.send(Request.SET_FEATURES, encodeU64(FEATURES));
+    c.send(Request.SET_MEM_TABLE, encodeMemTable(qemuRegions()), [ram.fd, ram.fd]);
+    c.send(Request.SET_VRING_NUM, encodeVringState(0, RING_SIZE));
+    c.send(Request.SET_VRING_ADDR, encodeVringAddr({ index: 0, desc: USER_BASE_0 + HOLE_START, used: userAddr(USED_GPA), avail: userAddr(AVAIL_GPA) }));
+    c.send(Request.SET_VRING_KICK, encodeVringFile(0), [kick.fd]);
+    c.send(Request.SET_VRING_ENABLE, encodeVringState(0, 1));
+  });
+  t.regex(err.message, /descriptor table at user address/);
+});
+
+test('refused: features that were not offered; a failed request with NEED_REPLY is nacked first', async (t) => {
+  const f = await fixture(t);
+  await expectDropped(t, f, 'ERR_VHOST_USER_FEATURES', async (c) => {
+    c.send(Request.SET_FEATURES, encodeU64(1n << 60n), [], 1 | 8);
+    const r = await c.readReply();
+    t.is(r.payload.readBigUInt64LE(0), 1n);
+  });
+});
+
+test('refused: a ring index the device does not have', async (t) => {
+  const f = await fixture(t);
+  await expectDropped(t, f, 'ERR_VHOST_USER_PAYLOAD', (c) => c.sendRaw(encodeMessage(Request.SET_VRING_NUM, 1, encodeVringState(5, 128))));
+});
+
+test('refused: log and inflight requests (not offered)', async (t) => {
+  const f = await fixture(t);
+  await expectDropped(t, f, 'ERR_VHOST_USER_UNSUPPORTED', (c) => c.sendRaw(encodeMessage(Request.GET_INFLIGHT_FD, 1, Buffer.alloc(20))));
+  await expectDropped(t, f, 'ERR_VHOST_USER_UNSUPPORTED', (c) => c.sendRaw(encodeMessage(Request.SET_LOG_BASE, 1, Buffer.alloc(16))));
+});
+
+test('guest RAM that is not shared is reported (kicks while the available ring never changes)', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  const fd = n.memfdCreate('private-ram');
+  ftruncateSync(fd, RAM_SIZE);
+  const priv = n.mmap(fd, RAM_SIZE, 0, true, false); // what QEMU does without share=on
+  f.cleanups.push(() => n.close(fd), () => n.munmap(priv));
+  await startDevice(c, fd, kick, call);
+  let warning: VhostUserError | null = null;
+  f.server.on('warning', (err: VhostUserError) => (warning = err));
+  const q = driverQueue(new Uint8Array(priv));
+  // Kicks may coalesce in the eventfd: kick until the server has seen enough of them.
+  for (let i = 0; i < 20 && warning === null; i++) {
+    q.add(i, [[0x1000, 8]], [[0x300000, 8]]);
+    q.publish();
+    kick.write(1);
+    await c.getFeatures(); // a round trip: the server's loop ran
+    await new Promise((r) => setImmediate(r));
+  }
+  const err = warning as VhostUserError | null;
+  t.is(err?.code, 'ERR_VHOST_USER_MEMORY_NOT_SHARED');
+  t.regex(err?.message ?? '', /share=on/);
+  t.is(f.server.currentClient !== null, true); // a warning, not a drop
+});
