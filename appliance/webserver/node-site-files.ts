@@ -1,19 +1,20 @@
 // SiteFiles over node:fs/promises: the host-side implementation (tests, the host
 // webserver, the guest with the Linux kernel's own virtiofs driver).
-import { lstat, open } from 'node:fs/promises';
+import { constants, realpathSync } from 'node:fs';
+import { lstat, open, realpath } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import type { SiteFileHandle, SiteFileStat, SiteFiles } from './site-files.js';
+import type { SiteEntryKind, SiteFileHandle, SiteFileStat, SiteFiles } from './site-files.js';
 
 export class NodeSiteFiles implements SiteFiles {
   readonly root: string;
 
   /**
-   * `root` is the site's folder. Symbolic links are not followed (they show as kind
-   * 'other', which the webserver answers with 404), so nothing outside `root` is
-   * reachable through one.
+   * `root` is the site's folder. Symbolic links below it are not followed, neither as
+   * the last component nor in the middle of a path: such paths show as kind 'other'
+   * (the webserver answers 404), so nothing outside `root` is reachable through one.
    */
   constructor(root: string) {
-    this.root = resolve(root);
+    this.root = realpathSync(resolve(root));
   }
 
   /** The host path of a site path; throws when it would leave the root. */
@@ -26,8 +27,11 @@ export class NodeSiteFiles implements SiteFiles {
 
   async stat(path: string): Promise<SiteFileStat | null> {
     try {
-      const st = await lstat(this.hostPath(path));
-      const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
+      const full = this.hostPath(path);
+      const st = await lstat(full);
+      let kind: SiteEntryKind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
+      // A symlinked folder in the middle of the path: the real path differs.
+      if (kind !== 'other' && full !== this.root && (await realpath(full)) !== full) kind = 'other';
       return { kind, size: st.size, mtimeMs: st.mtimeMs };
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -37,7 +41,8 @@ export class NodeSiteFiles implements SiteFiles {
   }
 
   async open(path: string): Promise<SiteFileHandle> {
-    const fh = await open(this.hostPath(path), 'r');
+    // O_NOFOLLOW: a symlink swapped in after stat is not followed either.
+    const fh = await open(this.hostPath(path), constants.O_RDONLY | constants.O_NOFOLLOW);
     return {
       async read(into, offset, length, position) {
         const { bytesRead } = await fh.read(into, offset, length, position);
