@@ -332,6 +332,22 @@ export class VirtqueueDriver<T = unknown> {
     return this.hasUsed();
   }
 
+  /**
+   * Like enableInterrupts, but with EVENT_IDX asks for the interrupt only once about
+   * 3/4 of the chains now outstanding have been used (Linux virtqueue_enable_cb_delayed):
+   * for completions that are not urgent one by one (transmit buffers). Returns true
+   * when that many were used already: the caller must drain again. Without EVENT_IDX
+   * this is enableInterrupts().
+   */
+  enableInterruptsDelayed(): boolean {
+    if (!this.eventIdx) return this.enableInterrupts();
+    this.interruptsDisabled = false;
+    // Chains (not descriptors) published and not yet used.
+    const bufs = (((this.publishedIdx - this.lastUsedIdx) & 0xffff) * 3) >> 2;
+    Atomics.store(this.availU16, 2 + this.size, (this.lastUsedIdx + bufs) & 0xffff);
+    return ((Atomics.load(this.usedU16, 1) - this.lastUsedIdx) & 0xffff) > bufs;
+  }
+
   /** The token of an outstanding chain (for diagnostics and tests). */
   tokenOf(head: number): T | undefined {
     return this.tokens[head];
