@@ -248,6 +248,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     if (conn.waitingForTx) return;
     conn.waitingForTx = true;
     this.txWaiters.push(conn);
+    this.scheduleFlush(); // arms tx interrupts
   }
 
   removeConnection(conn: VsockConnection): void {
@@ -320,26 +321,56 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   /** Publishes what was added to the tx queue; one notification per batch. */
   flush(): void {
     if (this.closed) return;
+    this.reapTx();
     this.kickIfNeeded(this.txq, VSOCK_TX_QUEUE);
+    this.armTxInterrupts();
   }
 
   /**
-   * The interrupt handler: each queue is drained with the disable / drain / enable /
-   * re-check pattern (Linux virtqueue_enable_cb) so no used buffer is left behind
-   * without an interrupt to come. Tx first (it frees slots for the answers rx
-   * produces), then events, then rx; one kick per queue at the end.
+   * The interrupt handler: the event and rx queues are drained with the disable /
+   * drain / enable / re-check pattern (Linux virtqueue_enable_cb) so no used buffer is
+   * left behind without an interrupt to come; tx is reaped first (it frees slots for
+   * the answers rx produces). One kick per queue at the end.
    */
   private onInterrupt(): void {
     if (this.closed) return;
     this.stats.interrupts++;
-    drainQueue(this.txq, this.onTxUsed);
-    this.serviceTxWaiters();
+    this.reapTx();
     drainQueue(this.evq, this.onEventUsed);
     drainQueue(this.rxq, this.onRxUsed);
     if (this.closed) return;
     this.kickIfNeeded(this.rxq, VSOCK_RX_QUEUE);
     this.kickIfNeeded(this.evq, VSOCK_EVENT_QUEUE);
     this.flush();
+  }
+
+  /** Collects transmitted chains (frees slots, completes zero-copy writes). */
+  private reapTx(): void {
+    if (!this.txq.hasUsed()) return;
+    this.txq.drainUsed(this.onTxUsed);
+    this.serviceTxWaiters();
+  }
+
+  /**
+   * Tx interrupts only when someone waits for a tx completion: a zero-copy write, a
+   * connection out of slots, an RST backlog. Otherwise used tx chains are reaped when
+   * the next batch is flushed or an rx interrupt comes: a stream in a copy mode costs
+   * the device no interrupt per packet. When they are needed, they are delayed to 3/4
+   * of the outstanding chains (virtqueue_enable_cb_delayed): fewer, bigger batches.
+   */
+  private armTxInterrupts(): void {
+    const q = this.txq;
+    for (;;) {
+      const needed = this.tx.zeroCopyOutstanding > 0 || this.txWaiters.length > 0 || this.rstBacklog.length > 0;
+      if (!needed) {
+        q.disableInterrupts();
+        return;
+      }
+      if (!q.enableInterruptsDelayed()) return;
+      q.disableInterrupts();
+      q.drainUsed(this.onTxUsed);
+      this.serviceTxWaiters();
+    }
   }
 
   /** Lets connections blocked on tx slots continue, oldest first. */
@@ -461,7 +492,10 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
 
   private rstUnknown(h: VsockHeader): void {
     if (this.tx.sendRstTo(h.dstPort, h.srcCid, h.srcPort)) this.scheduleFlush();
-    else if (this.rstBacklog.length < 3 * 1024) this.rstBacklog.push(h.dstPort, h.srcCid, h.srcPort);
+    else if (this.rstBacklog.length < 3 * 1024) {
+      this.rstBacklog.push(h.dstPort, h.srcCid, h.srcPort);
+      this.scheduleFlush(); // arms tx interrupts
+    }
   }
 }
 

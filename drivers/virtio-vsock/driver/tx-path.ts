@@ -49,6 +49,8 @@ export interface TxPathOptions {
 export class TxPath {
   /** Our CID (re-read after TRANSPORT_RESET). */
   localCid = 0;
+  /** Zero-copy packets the device has not returned yet (their owners wait for them). */
+  zeroCopyOutstanding = 0;
   private readonly dataPool: BufferPool;
   private readonly headerPool: BufferPool;
   /** Byte offset of each slot in the arena (for the arena-wide DataView). */
@@ -185,6 +187,7 @@ export class TxPath {
     c.onHeaderSent();
     encodeHeader(this.hdr, this.arenaView, this.headerOffsets[slot]!);
     this.zcOwner[slot] = owner;
+    this.zeroCopyOutstanding++;
     q.chainCommit(this.dataPool.count + slot);
     c.onSent(len);
     const stats = this.stats;
@@ -207,6 +210,7 @@ export class TxPath {
     const owner = this.zcOwner[slot];
     if (owner) {
       this.zcOwner[slot] = null;
+      this.zeroCopyOutstanding--;
       owner.onZeroCopyComplete();
     }
   }
