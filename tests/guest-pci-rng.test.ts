@@ -25,6 +25,8 @@ interface ProbeResult {
   interruptRoundTripUs: { p50: number; p99: number; n: number };
   pollRoundTripUs: { p50: number; p99: number; n: number };
   interrupts: number;
+  costsNs: Record<string, number>;
+  afterResetNoEventIdx: number;
 }
 
 let run: Promise<{ exit: QemuExit; console: string; result: ProbeResult | null }> | null = null;
@@ -99,4 +101,11 @@ guestTest('interrupts arrive through uio for every round trip; busy polling work
   // 8 buffers in one batch (at least one interrupt) + 200 single round trips.
   t.true(result.interrupts >= 201, `${result.interrupts} interrupts`);
   t.log(`round trips under this machine's QEMU (TCG): interrupt p50 ${result.interruptRoundTripUs.p50} us p99 ${result.interruptRoundTripUs.p99} us; busy poll p50 ${result.pollRoundTripUs.p50} us p99 ${result.pollRoundTripUs.p99} us`);
+});
+
+guestTest('after a reset the device is initialized again without EVENT_IDX and still interrupts', async (t) => {
+  const { result } = await bootOnce();
+  if (result === null) return t.fail('no result');
+  t.is(result.afterResetNoEventIdx, 50);
+  t.log(`costs under TCG (ns per call): ${JSON.stringify(result.costsNs)}`);
 });

@@ -101,6 +101,27 @@ boot('rng-probe', async (ctx) => {
   };
   ctx.log(`costs (ns per call): ${JSON.stringify(costsNs)}`);
 
+  // Phase 5: reset and initialize again without EVENT_IDX (interrupt suppression by the
+  // avail ring's NO_INTERRUPT flag instead, 2.7.7), on fresh rings; interrupts again.
+  t.reset();
+  t.negotiate(featureBit(VIRTIO_F_VERSION_1));
+  const q2 = setupDriverQueue<number>(t, 0, 'rng requestq (no EVENT_IDX)', 64, false);
+  t.driverOk();
+  t.onInterrupt(() => {
+    do q2.drainUsed((slot, len) => onUsed(slot, len));
+    while (q2.enableInterrupts());
+  });
+  let afterReset = 0;
+  for (let i = 0; i < 50; i++) {
+    const len = await new Promise<number>((resolve) => {
+      onUsed = (_slot, n) => resolve(n);
+      q2.add(0, [], [[oneAddr, 16]]);
+      if (q2.publish()) t.notify(0);
+    });
+    if (len === 16) afterReset++;
+  }
+  ctx.log(`after reset, without EVENT_IDX: ${afterReset} of 50 requests filled, status 0x${t.status().toString(16)}`);
+
   const result = {
     features: '0x' + offered.toString(16),
     eventIdx,
@@ -115,8 +136,9 @@ boot('rng-probe', async (ctx) => {
     pollRoundTripUs: { p50: percentile(pollUs, 50), p99: percentile(pollUs, 99), n: pollUs.length },
     interrupts: t.interruptCount,
     costsNs,
+    afterResetNoEventIdx: afterReset,
   };
   process.stdout.write(`rng-probe-result: ${JSON.stringify(result)}\n`);
-  const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16;
+  const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16 && afterReset === 50;
   return ok ? 0 : 1;
 });

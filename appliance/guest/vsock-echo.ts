@@ -10,6 +10,7 @@
 // Prints `vsock-echo: listening on cid <cid> port <port>` when ready, and
 // `vsock-echo-result: {json}` before it exits.
 import { boot } from '../../kernel/guest/boot.js';
+import { UioIntxInterrupts } from '../../kernel/guest/interrupts.js';
 import { VsockDriver } from '../../drivers/virtio-vsock/driver/driver.js';
 
 const VIRTIO_ID_VSOCK = 19;
@@ -50,7 +51,7 @@ boot(
       server.on('error', reject);
       server.listen(port, () => ctx.log(`listening on cid ${driver.localCid} port ${port}`));
     });
-    process.stdout.write(`vsock-echo-result: ${JSON.stringify({ connections: closed, echoedBytes: echoed, cid: driver.localCid, interrupts: t.interruptCount })}\n`);
+    process.stdout.write(`vsock-echo-result: ${JSON.stringify({ connections: closed, echoedBytes: echoed, cid: driver.localCid, interrupts: t.interruptCount, uioEvents: t.interrupts instanceof UioIntxInterrupts ? t.interrupts.events : 0, uioSpurious: t.interrupts instanceof UioIntxInterrupts ? t.interrupts.spurious : 0 })}\n`);
     driver.close();
     return 0;
   },

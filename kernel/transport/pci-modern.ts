@@ -93,7 +93,8 @@ export class PciModernTransport implements VirtioTransport {
 
   private constructor(
     readonly fn: PciFunction,
-    private readonly interrupts: InterruptSource | null,
+    /** Where interrupts come from (null: none). */
+    readonly interrupts: InterruptSource | null,
     dma: DmaArena,
   ) {
     this.dma = dma;
