@@ -752,11 +752,28 @@ export class VirtioFsDriver implements FileHandleOwner {
     const len = Math.min(length, this.maxRead);
     if (len === 0) return 0;
     if (this.transport.dma.addressOf(target) >= 0) {
-      const n = await this.dataRequest(Op.READ, h.nodeid, h.fh, position, target, offset, len);
-      if (n < 0) throw this.fsError(-n, 'read', h.path);
-      this.counters.zeroCopyReads++;
-      this.counters.zeroCopyBytes += n;
-      return n;
+      // Zero copy. A buffer crossing more DMA pages than a chain may carry takes several
+      // READs; a short one means end of file.
+      let done = 0;
+      while (done < len) {
+        const r = await this.requests.acquire();
+        let n: number;
+        let covered: number;
+        try {
+          r.begin(Op.READ, this.nextUnique(), h.nodeid);
+          covered = r.setDmaData(this.transport.dma, target, offset + done, len - done, this.requests.maxDataSegments);
+          r.setArgs(encodeReadIn(r.dv, FUSE_IN_HEADER_SIZE, h.fh, position + done, covered), 0);
+          n = await this.send(r);
+        } finally {
+          this.requests.release(r);
+        }
+        if (n < 0) throw this.fsError(-n, 'read', h.path);
+        this.counters.zeroCopyReads++;
+        this.counters.zeroCopyBytes += n;
+        done += n;
+        if (n < covered) break;
+      }
+      return done;
     }
     let slot = this.chunks.tryAcquire();
     if (slot < 0) slot = (await this.chunks.acquire(1))[0]!;
