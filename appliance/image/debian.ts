@@ -9,7 +9,7 @@
 // and unpacking go to private temporary folders that are renamed into place.
 
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, chmodSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -163,8 +163,58 @@ async function fetchUncached(name: string): Promise<DebianPackage> {
   return { name, root };
 }
 
+/**
+ * apt-cache answers are cached in .cache/apt-depends.json while the apt lists stay the
+ * same: each apt-cache call costs 1-2 s here (the container keeps no pkgcache.bin).
+ */
+const DEPENDS_CACHE_FILE = 'apt-depends.json';
+
+function aptListsStamp(): string {
+  const dir = '/var/lib/apt/lists';
+  try {
+    let newest = statSync(dir).mtimeMs;
+    for (const f of readdirSync(dir)) if (f.endsWith('_Packages') || f.endsWith('Release')) newest = Math.max(newest, statSync(join(dir, f)).mtimeMs);
+    return String(newest);
+  } catch {
+    return 'none';
+  }
+}
+
+interface DependsCache {
+  stamp: string;
+  depends: Record<string, string[]>;
+}
+
+function readDependsCache(): DependsCache {
+  const stamp = aptListsStamp();
+  try {
+    const c = JSON.parse(readFileSync(join(cacheDir(), DEPENDS_CACHE_FILE), 'utf8')) as DependsCache;
+    if (c.stamp === stamp && c.depends && typeof c.depends === 'object') return c;
+  } catch {
+    /* missing or damaged: start over */
+  }
+  return { stamp, depends: {} };
+}
+
+function rememberDepends(name: string, deps: string[]): void {
+  const c = readDependsCache();
+  c.depends[name] = deps;
+  const file = join(cacheDir(), DEPENDS_CACHE_FILE);
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(c));
+  renameSync(tmp, file);
+}
+
 /** The packages `name` depends on (Depends and Pre-Depends; first choice of alternatives; no virtual ones). */
 export async function packageDepends(name: string): Promise<string[]> {
+  const cached = readDependsCache().depends[name];
+  if (Array.isArray(cached)) return cached;
+  const deps = await packageDependsUncached(name);
+  rememberDepends(name, deps);
+  return deps;
+}
+
+async function packageDependsUncached(name: string): Promise<string[]> {
   const { stdout } = await withAptRetry(`apt-cache depends ${name}`, () =>
     run('apt-cache', ['depends', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', name], { hint: APT_HINT }),
   );
