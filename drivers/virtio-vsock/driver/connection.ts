@@ -89,6 +89,9 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   localShutdown = 0;
   /** Queued in the driver's tx waiters. */
   waitingForTx = false;
+  /** The open single-copy packet (TxPath's bookkeeping, see PacketEnds). */
+  txOpenSlot = -1;
+  txOpenLen = 0;
   private pendingControl = 0;
   private pendingShutdownFlags = 0;
   private blockedOnCredit = false;

@@ -322,6 +322,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   flush(): void {
     if (this.closed) return;
     this.reapTx();
+    this.tx.flushOpen();
     this.kickIfNeeded(this.txq, VSOCK_TX_QUEUE);
     this.armTxInterrupts();
   }

@@ -4,7 +4,9 @@
 //  two-copy     user bytes -> a fresh packet Buffer (header + payload) -> DMA slot.
 //               Toro's driver before 2023; kept so the benchmark shows the cost.
 //  single-copy  user bytes -> DMA slot from a preallocated pool, header written in
-//               place in front: one descriptor per packet.
+//               place in front: one descriptor per packet. Writes of one connection
+//               made before the batch is flushed fill the same packet (up to 64 KiB):
+//               a burst of small writes costs one packet, not one per write.
 //  zero-copy    the user's buffer is DMA memory: a header slot descriptor, then
 //               descriptors pointing at the user's bytes (split where the arena is not
 //               contiguous). The owner is told when the device returns the chain: only
@@ -27,6 +29,10 @@ export interface PacketEnds {
   readonly remoteCid: number;
   readonly remotePort: number;
   readonly credit: CreditState;
+  /** Data slot of this connection's open (not yet committed) single-copy packet, -1 if none. */
+  txOpenSlot: number;
+  /** Payload bytes in that packet so far. */
+  txOpenLen: number;
 }
 
 /** Told when a zero-copy packet's descriptors came back from the device. */
@@ -60,6 +66,8 @@ export class TxPath {
   private readonly arenaView: DataView;
   private readonly arenaBytes: Uint8Array;
   private readonly hdr = new VsockHeader();
+  /** Connections with an open single-copy packet; each holds one descriptor in reserve. */
+  private readonly open: PacketEnds[] = [];
 
   constructor(
     private readonly queue: VirtqueueDriver<number>,
@@ -76,18 +84,24 @@ export class TxPath {
     this.arenaBytes = arena.bytes;
   }
 
+  /** Descriptors free beyond those reserved for open packets. */
+  private freeDescriptors(): number {
+    return this.queue.numFree - this.open.length;
+  }
+
   /** True when a header-only packet can be queued now. */
   canSendControl(): boolean {
-    return this.headerPool.available > 0 && this.queue.numFree > 0;
+    return this.headerPool.available > 0 && this.freeDescriptors() > 0;
   }
 
   /** True when a data packet can probably be queued now (a slot and descriptors). */
   canSendData(): boolean {
-    return this.queue.numFree >= 2 && this.dataPool.available > 0 && this.headerPool.available > 0;
+    return this.freeDescriptors() >= 2 && this.dataPool.available > 0 && this.headerPool.available > 0;
   }
 
   /** Queues a header-only packet of a connection. Returns false when out of slots. */
   sendControl(ends: PacketEnds, op: number, flags: number): boolean {
+    if (ends.txOpenSlot >= 0) this.commitOpen(ends); // data before what follows it
     if (!this.canSendControl()) return false;
     const c = ends.credit;
     this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, op, 0, flags, c.bufAlloc, c.fwdCnt);
@@ -116,33 +130,99 @@ export class TxPath {
   }
 
   /**
-   * Queues one RW packet of up to `maxLen` bytes copied from the cursor (one copy, or
-   * two with `viaPacketObject`). Returns the payload bytes sent, 0 when out of slots.
+   * Sends up to `maxLen` bytes copied from the cursor: once, into a DMA slot, appended
+   * to the connection's open packet when it has room; or twice (`viaPacketObject`), as
+   * a packet of its own. Returns the payload bytes taken, 0 when out of slots.
    */
   sendCopy(ends: PacketEnds, cur: WriteCursor, maxLen: number, viaPacketObject: boolean): number {
-    if (this.queue.numFree === 0) return 0;
+    if (viaPacketObject) return this.sendViaPacketObject(ends, cur, maxLen);
+    const c = ends.credit;
+    const stats = this.stats;
+    if (ends.txOpenSlot >= 0) {
+      const room = VSOCK_MAX_PKT_PAYLOAD - ends.txOpenLen;
+      if (room > 0) {
+        const n = Math.min(maxLen, cur.remaining, room);
+        gather(cur, this.arenaBytes, this.dataOffsets[ends.txOpenSlot]! + VSOCK_HEADER_SIZE + ends.txOpenLen, n, stats);
+        ends.txOpenLen += n;
+        c.onSent(n);
+        stats.txBytes += n;
+        return n;
+      }
+      this.commitOpen(ends);
+    }
+    if (this.freeDescriptors() <= 0) return 0;
+    const slot = this.dataPool.alloc();
+    if (slot < 0) return 0;
+    const n = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
+    gather(cur, this.arenaBytes, this.dataOffsets[slot]! + VSOCK_HEADER_SIZE, n, stats);
+    ends.txOpenSlot = slot;
+    ends.txOpenLen = n;
+    this.open.push(ends);
+    c.onSent(n);
+    stats.txBytes += n;
+    return n;
+  }
+
+  /** Puts a connection's open packet on the ring (header written now, with the latest fwd_cnt). */
+  private commitOpen(ends: PacketEnds): void {
+    const slot = ends.txOpenSlot;
+    const len = ends.txOpenLen;
+    ends.txOpenSlot = -1;
+    ends.txOpenLen = 0;
+    const i = this.open.indexOf(ends);
+    if (i >= 0) {
+      // Swap-remove: order between connections does not matter.
+      this.open[i] = this.open[this.open.length - 1]!;
+      this.open.pop();
+    }
+    this.commitDataSlot(ends, slot, len);
+  }
+
+  /** Commits every open packet (before the batch is published). */
+  flushOpen(): void {
+    const open = this.open;
+    for (let i = 0; i < open.length; i++) {
+      const ends = open[i]!;
+      const slot = ends.txOpenSlot;
+      const len = ends.txOpenLen;
+      ends.txOpenSlot = -1;
+      ends.txOpenLen = 0;
+      this.commitDataSlot(ends, slot, len);
+    }
+    open.length = 0;
+  }
+
+  private commitDataSlot(ends: PacketEnds, slot: number, len: number): void {
+    const c = ends.credit;
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    c.onHeaderSent();
+    encodeHeader(this.hdr, this.arenaView, this.dataOffsets[slot]!);
+    const q = this.queue;
+    q.chainBegin();
+    q.chainAdd(this.dataPool.addrs[slot]!, VSOCK_HEADER_SIZE + len, false);
+    q.chainCommit(slot);
+    this.stats.txPackets++;
+  }
+
+  /** Two copies: the bytes into a packet object of their own (a network stack's packet type), that into a DMA slot. */
+  private sendViaPacketObject(ends: PacketEnds, cur: WriteCursor, maxLen: number): number {
+    if (this.freeDescriptors() <= 0) return 0;
     const slot = this.dataPool.alloc();
     if (slot < 0) return 0;
     const len = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
     const c = ends.credit;
     this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
     c.onHeaderSent();
-    const slotOff = this.dataOffsets[slot]!;
     const stats = this.stats;
-    if (viaPacketObject) {
-      // Copy 1: into a packet object of its own, as a network stack's packet type.
-      const packet = Buffer.allocUnsafe(VSOCK_HEADER_SIZE + len);
-      encodeHeader(this.hdr, new DataView(packet.buffer, packet.byteOffset, packet.byteLength), 0);
-      gather(cur, packet, VSOCK_HEADER_SIZE, len, stats);
-      // Copy 2: the packet into the DMA slot.
-      copyBytes(packet, 0, this.arenaBytes, slotOff, VSOCK_HEADER_SIZE + len);
-      stats.txCopies++;
-      stats.txCopiedBytes += len;
-      stats.txPacketObjects++;
-    } else {
-      encodeHeader(this.hdr, this.arenaView, slotOff);
-      gather(cur, this.arenaBytes, slotOff + VSOCK_HEADER_SIZE, len, stats);
-    }
+    // Copy 1: into the packet object.
+    const packet = Buffer.allocUnsafe(VSOCK_HEADER_SIZE + len);
+    encodeHeader(this.hdr, new DataView(packet.buffer, packet.byteOffset, packet.byteLength), 0);
+    gather(cur, packet, VSOCK_HEADER_SIZE, len, stats);
+    // Copy 2: the packet into the DMA slot.
+    copyBytes(packet, 0, this.arenaBytes, this.dataOffsets[slot]!, VSOCK_HEADER_SIZE + len);
+    stats.txCopies++;
+    stats.txCopiedBytes += len;
+    stats.txPacketObjects++;
     const q = this.queue;
     q.chainBegin();
     q.chainAdd(this.dataPool.addrs[slot]!, VSOCK_HEADER_SIZE + len, false);
@@ -161,11 +241,12 @@ export class TxPath {
    */
   sendZeroCopy(ends: PacketEnds, cur: WriteCursor, maxLen: number, owner: ZeroCopyOwner): number {
     const q = this.queue;
-    if (q.numFree < 2) return 0;
+    if (ends.txOpenSlot >= 0) this.commitOpen(ends); // keep the byte order
+    if (this.freeDescriptors() < 2) return 0;
     const slot = this.headerPool.alloc();
     if (slot < 0) return 0;
     const limit = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
-    const maxSegs = Math.min(MAX_ZC_SEGMENTS, q.numFree - 1);
+    const maxSegs = Math.min(MAX_ZC_SEGMENTS, this.freeDescriptors() - 1);
     q.chainBegin();
     q.chainAdd(this.headerPool.addrs[slot]!, VSOCK_HEADER_SIZE, false);
     let len = 0;
