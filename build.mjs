@@ -116,6 +116,7 @@ function findNodeGyp() {
     ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
     ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
     ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
+    ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;
