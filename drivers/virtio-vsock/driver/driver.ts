@@ -259,7 +259,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     if (this.closed) throw new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver is closed', 'listen');
     if (port === 0) port = this.ports.allocate((p) => this.listeners.has(p) || this.conns.hasLocalPort(p));
     if (!Number.isInteger(port) || port < 0 || port > 0xfffffffe) throw new RangeError(`vsock listen: bad port ${port}`);
-    if (this.listeners.has(port)) throw new VsockError('EADDRINUSE', `listen EADDRINUSE: port ${port} is already in use`, 'listen');
+    if (this.listeners.has(port) || this.conns.hasLocalPort(port)) throw new VsockError('EADDRINUSE', `listen EADDRINUSE: port ${port} is already in use`, 'listen');
     this.listeners.set(port, server);
     return port;
   }
@@ -321,6 +321,14 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   /** Publishes what was added to the tx queue; one notification per batch. */
   flush(): void {
     if (this.closed) return;
+    try {
+      this.flushTx();
+    } catch (e) {
+      this.failBroken(e as Error);
+    }
+  }
+
+  private flushTx(): void {
     this.reapTx();
     this.tx.flushOpen();
     this.kickIfNeeded(this.txq, VSOCK_TX_QUEUE);
@@ -335,6 +343,32 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
    */
   private onInterrupt(): void {
     if (this.closed) return;
+    try {
+      this.serviceInterrupt();
+    } catch (e) {
+      this.failBroken(e as Error);
+    }
+  }
+
+  /**
+   * A queue is broken (the device returned an impossible used entry: the kernel's
+   * VirtqueueError) or the handler failed: every connection fails, the driver stops.
+   * The device would need a reset to be trusted again (virtio 1.2, 2.1.2).
+   */
+  private failBroken(cause: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.brokenBy = cause;
+    this.transport.onInterrupt(() => {});
+    const err = (): VsockError => Object.assign(new VsockError('ERR_VSOCK_DEVICE_BROKEN', `vsock device failed: ${cause.message}`, 'read'), { cause });
+    for (const conn of this.conns.all()) conn.close(err());
+    for (const server of [...this.listeners.values()]) server.close();
+  }
+
+  /** Why the driver stopped on its own (a broken queue), or null. */
+  brokenBy: Error | null = null;
+
+  private serviceInterrupt(): void {
     this.stats.interrupts++;
     this.reapTx();
     drainQueue(this.evq, this.onEventUsed);

@@ -12,6 +12,7 @@ export type VsockErrorCode =
   | 'ERR_VSOCK_NO_DEVICE' // the device lacks something the driver needs (VERSION_1, queues)
   | 'ERR_VSOCK_PROTOCOL' // the peer broke the protocol (credit overrun, bad header)
   | 'ERR_VSOCK_DRIVER_CLOSED' // the driver was closed under the socket
+  | 'ERR_VSOCK_DEVICE_BROKEN' // the device broke a virtqueue (bad used id/len/index): every connection fails
   | 'ERR_VSOCK_NOT_LISTENING'; // server.close() on a server that is not listening
 
 export class VsockError extends Error {
