@@ -81,6 +81,8 @@ export interface QemuExit {
   stopped: boolean;
   /** Milliseconds from spawn to exit. */
   elapsedMs: number;
+  /** QEMU's own stderr (its error messages), last 64 KiB. */
+  stderr: string;
 }
 
 export interface QemuInstance {
@@ -277,6 +279,7 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
         timedOut,
         stopped,
         elapsedMs: Date.now() - started,
+        stderr: stderrText,
       });
       for (const fn of [...lineListeners]) lineListeners.delete(fn);
     });
