@@ -18,6 +18,10 @@ export class EchoService {
 
   /** Echoes one connection until the client ends it. */
   readonly handleConnection = (socket: Duplex): void => {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
     this.stats.connections++;
     this.stats.open++;
     this.sockets.add(socket);
@@ -38,8 +42,11 @@ export class EchoService {
     });
   };
 
-  /** Destroys every open connection. */
+  private closed = false;
+
+  /** Destroys every open connection; later ones are refused. */
   close(): void {
+    this.closed = true;
     for (const s of [...this.sockets]) s.destroy();
   }
 }
@@ -63,8 +70,9 @@ export async function runPingPong(opts: { listen: ListenFunction; port?: number;
     service,
     port,
     async close() {
-      await handle.close();
+      // Connections first: a listener's close may wait for its connections to end.
       service.close();
+      await handle.close();
     },
   };
 }

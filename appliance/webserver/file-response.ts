@@ -7,7 +7,8 @@
 //           buffer returns to the pool in its write callback.
 //  loaned   SiteFileHandle.readLoaned gives file bytes in the file system's own DMA
 //           buffers; they go to socket.write as they are and are released in the write
-//           callback (file to socket without a copy).
+//           callback (file to socket without a copy). The head goes in front, in a small
+//           buffer from the body buffers' allocator, in the same gathered write.
 //
 // At most ctx.maxChunksInFlight chunks of one response are in flight; write() false
 // waits for 'drain'.
@@ -144,10 +145,17 @@ async function sendLoaned(ctx: ServerContext, out: SocketOutput, handle: SiteFil
     };
     let ok: boolean;
     if (first) {
-      // The head (heap bytes, copied by the socket) and the first loan in one gathered write.
+      // The head, in a buffer from the same allocator as the body buffers (DMA memory
+      // with the vsock driver), and the first loan in one gathered write: one packet.
       const s = out.socket;
       s.cork();
-      out.write(Buffer.from(head, 'latin1'));
+      if (head.length <= ctx.headPool.bufferSize) {
+        const hb = ctx.headPool.take();
+        hb.write(head, 0, 'latin1');
+        out.write(hb.subarray(0, head.length), () => ctx.headPool.give(hb));
+      } else {
+        out.write(Buffer.from(head, 'latin1'));
+      }
       ok = out.write(loan.bytes, release);
       s.uncork();
       first = false;

@@ -59,8 +59,9 @@ export async function runWebserver(opts: RunWebserverOptions): Promise<RunningWe
     server,
     port,
     async close() {
-      await handle.close();
+      // Connections first: a listener's close may wait for its connections to end.
       server.close();
+      await handle.close();
     },
   };
 }

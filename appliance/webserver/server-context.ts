@@ -27,6 +27,8 @@ export interface ServerContext {
   readonly limits: HttpLimits;
   readonly cache: SmallFileCache | null;
   readonly pool: BodyBufferPool;
+  /** Small buffers (headReserve bytes) from the same allocator, for heads sent in front of loaned bytes. */
+  readonly headPool: BodyBufferPool;
   /** Bytes reserved in front of the first body buffer for the response head. */
   readonly headReserve: number;
   /** Most file chunks one response has in flight (written, callback not yet fired). */

@@ -58,6 +58,7 @@ export class WebServer {
       limits,
       cache: opts.cache === false ? null : new SmallFileCache({ ...DEFAULT_CACHE_OPTIONS, ...opts.cache }),
       pool: new BodyBufferPool(opts.bufferAllocator ?? heapAllocator, chunkBytes, opts.maxIdleBuffers ?? 64),
+      headPool: new BodyBufferPool(opts.bufferAllocator ?? heapAllocator, HEAD_RESERVE_BYTES, opts.maxIdleBuffers ?? 64),
       headReserve: HEAD_RESERVE_BYTES,
       maxChunksInFlight: Math.max(1, opts.maxChunksInFlight ?? 4),
       loanMinBytes: opts.loanMinBytes ?? 16 * 1024,
@@ -114,6 +115,7 @@ export class WebServer {
     for (const c of [...this.connections]) c.destroy();
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.ctx.pool.drain();
+    this.ctx.headPool.drain();
   }
 
   private sweepIdle(idleMs: number): void {

@@ -1,0 +1,28 @@
+// Glue between our vsock driver and the appliance's services: a ListenFunction over
+// the driver's servers, and a BufferAllocator over its DMA memory (so file bytes go to
+// the device without a copy). Used by the guest boot code and the in-process tests.
+import type { Duplex } from 'node:stream';
+import type { VsockDriver } from '../../drivers/virtio-vsock/index.js';
+import type { BufferAllocator } from './body-buffer-pool.js';
+import type { ListenHandle } from './main-guest.js';
+
+/** Listens on a vsock port of `driver`; sockets are half-open capable. */
+export function vsockListen(driver: VsockDriver): (port: number, onSocket: (socket: Duplex) => void) => Promise<ListenHandle> {
+  return (port, onSocket) =>
+    new Promise((resolve, reject) => {
+      const server = driver.createServer({ allowHalfOpen: true }, onSocket);
+      server.once('error', reject);
+      server.listen(port, () => {
+        server.off('error', reject);
+        resolve({ close: () => new Promise<void>((r) => server.close(() => r())) });
+      });
+    });
+}
+
+/** Body buffers in the driver's DMA memory. */
+export function vsockBufferAllocator(driver: VsockDriver): BufferAllocator {
+  return {
+    alloc: (size) => driver.allocBuffer(size),
+    free: (buf) => driver.freeBuffer(buf),
+  };
+}
