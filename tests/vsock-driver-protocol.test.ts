@@ -446,3 +446,24 @@ test('listen on a port taken by a connection fails with EADDRINUSE; listen(0) pi
     await stop();
   }
 });
+
+test('zero copy: destroying the socket does not release a buffer the device still holds', async (t) => {
+  const { driver, peer, stop } = await setup({ txMode: 'auto' });
+  try {
+    const s = await connected(peer, driver, 92);
+    s.on('error', () => {});
+    peer.holdTx = true;
+    const buf = driver.allocBuffer(8192);
+    let calledWith: unknown = 'not called';
+    s.write(buf, (err) => (calledWith = err ?? null));
+    await until(() => ops(peer, VSOCK_OP_RW).length === 1, 'packet');
+    s.destroy();
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    t.is(calledWith, 'not called', 'the device still holds the descriptor');
+    peer.releaseTx();
+    await until(() => calledWith !== 'not called', 'callback once the device returned it');
+    driver.freeBuffer(buf);
+  } finally {
+    await stop();
+  }
+});
