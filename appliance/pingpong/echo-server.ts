@@ -52,7 +52,13 @@ export class EchoService {
 }
 
 /** Starts listening on `port`, calling onSocket per connection (see webserver's ListenFunction). */
-export type ListenFunction = (port: number, onSocket: (socket: Duplex) => void) => { close(): void | Promise<void> } | Promise<{ close(): void | Promise<void> }>;
+export type ListenFunction = (port: number, onSocket: (socket: Duplex) => void) => ListenHandle | Promise<ListenHandle>;
+
+export interface ListenHandle {
+  close(): void | Promise<void>;
+  /** The port actually bound, when it differs from the one asked (port 0). */
+  readonly port?: number;
+}
 
 export interface RunningPingPong {
   readonly service: EchoService;
@@ -65,10 +71,11 @@ export async function runPingPong(opts: { listen: ListenFunction; port?: number;
   const port = opts.port ?? DEFAULT_PINGPONG_PORT;
   const service = new EchoService();
   const handle = await opts.listen(port, service.handleConnection);
-  opts.log?.(`ping-pong: echoing on port ${port}`);
+  const bound = handle.port ?? port;
+  opts.log?.(`ping-pong: echoing on port ${bound}`);
   return {
     service,
-    port,
+    port: bound,
     async close() {
       // Connections first: a listener's close may wait for its connections to end.
       service.close();

@@ -13,6 +13,8 @@ export const DEFAULT_WEBSERVER_PORT = 8080;
 /** Something that stops listening. */
 export interface ListenHandle {
   close(): void | Promise<void>;
+  /** The port actually bound, when it differs from the one asked (port 0). */
+  readonly port?: number;
 }
 
 /**
@@ -54,10 +56,11 @@ export async function runWebserver(opts: RunWebserverOptions): Promise<RunningWe
     log,
   });
   const handle = await opts.listen(port, server.handleConnection);
-  log?.(`listening on port ${port}`);
+  const bound = handle.port ?? port;
+  log?.(`listening on port ${bound}`);
   return {
     server,
-    port,
+    port: bound,
     async close() {
       // Connections first: a listener's close may wait for its connections to end.
       server.close();
