@@ -95,12 +95,12 @@ interface Fixture {
   cleanups: (() => void)[];
 }
 
-async function fixture(t: ExecutionContext): Promise<Fixture> {
+async function fixture(t: ExecutionContext, opts: { memoryTableTimeoutMs?: number } = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'tsvirtio-vhost-'));
   const path = join(dir, 'vhost.sock');
   const model = new RecordingEcho();
   const logs: string[] = [];
-  const server = await startVhostUserServer({ socketPath: path, model, log: (level, msg) => logs.push(`${level}: ${msg}`) });
+  const server = await startVhostUserServer({ socketPath: path, model, log: (level, msg) => logs.push(`${level}: ${msg}`), ...opts });
   const f: Fixture = { dir, path, server, model, logs, cleanups: [] };
   t.teardown(async () => {
     for (const c of f.cleanups.reverse()) {
@@ -509,4 +509,17 @@ test('guest RAM that is not shared is reported (kicks while the available ring n
   t.is(err?.code, 'ERR_VHOST_USER_MEMORY_NOT_SHARED');
   t.regex(err?.message ?? '', /share=on/);
   t.is(f.server.currentClient !== null, true); // a warning, not a drop
+});
+
+test('a device start without a memory table (QEMU without shareable RAM) is reported', async (t) => {
+  const f = await fixture(t, { memoryTableTimeoutMs: 1 });
+  const c = connect(f);
+  const call = eventFd(f);
+  await handshake(c, call);
+  const warned = once(f.server, 'warning');
+  // What QEMU 7.2 sends when its RAM has no fd: SET_FEATURES, then it gives up.
+  await c.setFeatures(FEATURES);
+  const [err] = (await warned) as [VhostUserError];
+  t.is(err.code, 'ERR_VHOST_USER_MEMORY_NOT_SHARED');
+  t.regex(err.message, /no memory table.*share=on/);
 });

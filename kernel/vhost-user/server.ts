@@ -16,6 +16,8 @@
 //   options.log          (level, message) => void; default: info and above to stderr.
 //   options.protocolFeatures  offered protocol features (default REPLY_ACK | CONFIG).
 //   options.pollIntervalMs    kick polling for rings without a kick fd (default 1).
+//   options.memoryTableTimeoutMs  warn (ERR_VHOST_USER_MEMORY_NOT_SHARED) when no SET_MEM_TABLE
+//                        follows SET_FEATURES within this time (default 3000).
 //   options.maxWaitingClients front-ends queued while one is served (default 4; more are closed).
 //
 // One front-end (QEMU) is served at a time. Others that connect meanwhile wait, unread,
@@ -47,6 +49,7 @@ export interface VhostUserServerOptions {
   log?: VhostUserLogger;
   protocolFeatures?: bigint;
   pollIntervalMs?: number;
+  memoryTableTimeoutMs?: number;
   maxWaitingClients?: number;
 }
 
@@ -61,6 +64,7 @@ export class VhostUserServer extends EventEmitter {
   readonly #log: VhostUserLogger;
   readonly #protocolFeatures: bigint;
   readonly #pollIntervalMs: number;
+  readonly #memoryTableTimeoutMs: number;
   readonly #maxWaiting: number;
   readonly #waiting: UnixFdSocket[] = [];
   #current: { session: VhostUserSession; done: Promise<void> } | null = null;
@@ -76,6 +80,7 @@ export class VhostUserServer extends EventEmitter {
     this.#log = opts.log ?? defaultLog;
     this.#protocolFeatures = opts.protocolFeatures ?? DEFAULT_PROTOCOL_FEATURES;
     this.#pollIntervalMs = opts.pollIntervalMs ?? 1;
+    this.#memoryTableTimeoutMs = opts.memoryTableTimeoutMs ?? 3000;
     this.#maxWaiting = opts.maxWaitingClients ?? 4;
     listener.on('connection', (sock: UnixFdSocket) => this.#onConnection(sock));
     listener.on('error', (err: Error) => {
@@ -154,7 +159,7 @@ export class VhostUserServer extends EventEmitter {
         },
         deviceError: (err) => this.emit('device-error', err, id),
       },
-      { protocolFeatures: this.#protocolFeatures, pollIntervalMs: this.#pollIntervalMs },
+      { protocolFeatures: this.#protocolFeatures, pollIntervalMs: this.#pollIntervalMs, memoryTableTimeoutMs: this.#memoryTableTimeoutMs },
     );
     this.#log('info', `${this.socketPath}: client ${id} connected`);
     const done = session.run().then((end) => this.#onSessionEnd(id, end));

@@ -34,8 +34,14 @@ export type VhostUserLogger = (level: LogLevel, message: string) => void;
 /** Protocol features offered by default: REPLY_ACK and CONFIG (QEMU 7.2's vhost-user-vsock requires CONFIG). */
 export const DEFAULT_PROTOCOL_FEATURES = (1n << ProtocolFeature.REPLY_ACK) | (1n << ProtocolFeature.CONFIG);
 
-/** Kicks on a ring whose avail.idx never moved before we warn that memory is not shared. */
-const KICKS_BEFORE_NOT_SHARED_WARNING = 3;
+/**
+ * Kicks on a ring whose avail.idx never moved (in our mapping) before we warn that guest
+ * memory is not shared. A guest kicks only after publishing entries; QEMU 7.2 adds one
+ * kick of its own per ring when it starts the device (observed), hence 2.
+ */
+const KICKS_BEFORE_NOT_SHARED_WARNING = 2;
+
+const NOT_SHARED_HINT = 'start QEMU with -object memory-backend-memfd,id=mem,size=<RAM>,share=on -machine memory-backend=mem';
 
 export interface SessionHooks {
   log: VhostUserLogger;
@@ -52,6 +58,11 @@ export interface SessionOptions {
   protocolFeatures: bigint;
   /** Interval of the kick poll for rings set up with the no-fd flag. */
   pollIntervalMs: number;
+  /**
+   * After SET_FEATURES starts the device, how long to wait for SET_MEM_TABLE before
+   * warning that guest RAM is not shared (QEMU then fails its start and sends nothing).
+   */
+  memoryTableTimeoutMs: number;
 }
 
 /** How a session ended. */
@@ -76,6 +87,7 @@ export class VhostUserSession {
   #ackedProtocolFeatures = 0n;
   #activated = false;
   #closing = false;
+  #memoryTableTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly id: number,
@@ -172,6 +184,7 @@ export class VhostUserSession {
         const extra = p.value & ~this.offeredFeatures;
         if (extra !== 0n) throw new VhostUserError('ERR_VHOST_USER_FEATURES', `SET_FEATURES: 0x${p.value.toString(16)} acks bits 0x${extra.toString(16)} that were not offered (offered 0x${this.offeredFeatures.toString(16)})`, r);
         this.#ackedFeatures = p.value;
+        this.#armMemoryTableTimer();
         return null;
       }
       case Request.GET_PROTOCOL_FEATURES:
@@ -307,7 +320,36 @@ export class VhostUserSession {
 
   // ---- memory ----------------------------------------------------------------------------
 
+  /**
+   * QEMU starts a device (vhost_dev_start) with SET_FEATURES then SET_MEM_TABLE. When its
+   * guest RAM has no fd (no memory-backend with share=on) it gives up between the two and
+   * only logs "Failed initializing vhost-user memory map" on its own stderr: we would wait
+   * forever, so say so after a while.
+   */
+  #armMemoryTableTimer(): void {
+    if (this.#table !== null || this.#memoryTableTimer !== null) return;
+    const since = Date.now();
+    this.#memoryTableTimer = setTimeout(() => {
+      this.#memoryTableTimer = null;
+      if (this.#table !== null || this.#closing) return;
+      this.#hooks.warning(
+        new VhostUserError(
+          'ERR_VHOST_USER_MEMORY_NOT_SHARED',
+          `the front-end set features ${Date.now() - since} ms ago but sent no memory table: it probably cannot share guest RAM ` +
+            `(QEMU then logs "Failed initializing vhost-user memory map"); ${NOT_SHARED_HINT}`,
+        ),
+      );
+    }, this.#opts.memoryTableTimeoutMs);
+    this.#memoryTableTimer.unref();
+  }
+
+  #clearMemoryTableTimer(): void {
+    if (this.#memoryTableTimer) clearTimeout(this.#memoryTableTimer);
+    this.#memoryTableTimer = null;
+  }
+
   #setMemTable(regions: Parameters<typeof VhostMemoryTable.map>[0], fds: number[]): void {
+    this.#clearMemoryTableTimer();
     const table = VhostMemoryTable.map(regions, fds); // closes the fds
     // Rings running over the old table pause (keeping their avail index) and restart
     // over the new one: their addresses are translated again.
@@ -334,7 +376,10 @@ export class VhostUserSession {
   #tryStart(ring: Vring): void {
     if (ring.running || !ring.started || !ring.enabled) return;
     if (this.#table === null || ring.num === 0 || ring.addresses === null) {
-      this.#hooks.log('debug', `session ${this.id}: ring ${ring.index} started and enabled but not configured yet (memory table, SET_VRING_NUM, SET_VRING_ADDR)`);
+      const missing = [this.#table === null ? 'no memory table since the device last stopped' : '', ring.num === 0 ? 'no SET_VRING_NUM' : '', ring.addresses === null ? 'no SET_VRING_ADDR' : '']
+        .filter((x) => x !== '')
+        .join(', ');
+      this.#hooks.log('warn', `session ${this.id}: ring ${ring.index} is started and enabled but cannot run yet: ${missing}`);
       return;
     }
     const n = ring.num;
@@ -403,24 +448,35 @@ export class VhostUserSession {
   #stopRing(ring: Vring): void {
     this.#pauseRing(ring);
     ring.resetToStopped();
-    if (this.#activated && this.#rings.every((x) => !x.started)) {
+    if (this.#rings.every((x) => !x.started)) this.#deviceStopped();
+  }
+
+  /**
+   * No ring is started any more (QEMU's vhost_dev_stop: guest reset or reboot, VM stop):
+   * the model is reset and the memory unmapped. The next start sends a fresh table.
+   */
+  #deviceStopped(): void {
+    if (this.#activated) {
       this.#activated = false;
       this.#hooks.log('info', `session ${this.id}: every ring stopped: device reset`);
       this.#deviceCall('reset', () => this.#model.reset());
+    }
+    if (this.#table) {
+      this.#table.unmap();
+      this.#table = null;
+      this.#hooks.log('info', `session ${this.id}: memory table unmapped`);
     }
   }
 
   #stopAllRings(): void {
     for (const ring of this.#rings) this.#pauseRing(ring);
     for (const ring of this.#rings) ring.resetToStopped();
-    if (this.#activated) {
-      this.#activated = false;
-      this.#deviceCall('reset', () => this.#model.reset());
-    }
+    this.#deviceStopped();
   }
 
   #onKick(ring: Vring): void {
     const c = ring.availCheck;
+    this.#hooks.log('debug', `session ${this.id}: kick on ring ${ring.index}${c && c.view.byteLength > 0 ? ` (avail.idx ${c.view.getUint16(c.offset, true)}, ${c.atStart} at start)` : ''}`);
     if (c !== null && !c.done) {
       // Shared-memory check: a guest kicks after publishing avail entries. If kicks keep
       // coming while avail.idx in our mapping never moves, the guest's writes do not reach
@@ -431,8 +487,8 @@ export class VhostUserSession {
         this.#hooks.warning(
           new VhostUserError(
             'ERR_VHOST_USER_MEMORY_NOT_SHARED',
-            `ring ${ring.index}: ${c.kicksWithoutChange} kicks but its available ring never changed in the mapped memory: guest RAM is probably not shared ` +
-              '(start QEMU with -object memory-backend-memfd,id=mem,size=...,share=on -machine memory-backend=mem)',
+            `ring ${ring.index}: ${c.kicksWithoutChange} kicks but its available ring never changed in the mapped memory: ` +
+              `the guest's writes do not reach us, guest RAM is probably mapped privately by the front-end; ${NOT_SHARED_HINT}`,
           ),
         );
       }
@@ -488,6 +544,7 @@ export class VhostUserSession {
   }
 
   #cleanup(): void {
+    this.#clearMemoryTableTimer();
     for (const ring of this.#rings) this.#pauseRing(ring);
     for (const ring of this.#rings) ring.closeAll();
     this.#activated = false;
