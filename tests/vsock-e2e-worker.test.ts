@@ -360,3 +360,64 @@ test('host-initiated connections: a source sends to a guest server, the guest ch
     await g.stop();
   }
 });
+
+test('tiny rings and pools: 50 connections share 4 tx slots and 16 descriptors, nothing lost', async (t) => {
+  const g = await startGuest({ txMode: 'single-copy', txSlots: 4, queueSize: 16, rxBuffers: 8 });
+  try {
+    const n = 50;
+    const size = 200 * 1024;
+    const ok = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const data = Buffer.allocUnsafe(size);
+        fillPattern(data, 0, 7000 + i);
+        const sock = g.driver.connect({ cid: 2, port: ECHO });
+        const parts: Buffer[] = [];
+        sock.on('data', (d: Buffer) => parts.push(d));
+        const closed = once(sock, 'close');
+        sock.end(data);
+        await closed;
+        return Buffer.concat(parts).equals(data);
+      }),
+    );
+    t.is(ok.filter(Boolean).length, n);
+    t.true(g.driver.stats.txRingStalls > 0, 'connections waited for tx slots');
+  } finally {
+    await g.stop();
+  }
+});
+
+test('zero copy with DMA buffers split across many small writes and mixed with plain buffers (auto)', async (t) => {
+  const g = await startGuest({ txMode: 'auto' });
+  try {
+    const sock = await connect(g.driver, ECHO);
+    const back = hashReadable(sock);
+    const sent = createHash('sha256');
+    const dma = g.driver.allocBuffer(1 << 20);
+    fillPattern(dma, 0, 99);
+    const plain = Buffer.allocUnsafe(1 << 20);
+    fillPattern(plain, 1 << 20, 99);
+    // Odd-sized slices, alternating DMA and plain memory.
+    const pieces: Buffer[] = [];
+    for (let off = 0, k = 1; off < 1 << 20; k++) {
+      const n = Math.min(((k * 7919) % 30000) + 1, (1 << 20) - off);
+      pieces.push(dma.subarray(off, off + n), plain.subarray(off, off + n));
+      off += n;
+    }
+    await new Promise<void>((resolve, reject) => {
+      let left = pieces.length;
+      for (const p of pieces) {
+        sent.update(p);
+        sock.write(p, (err) => (err ? reject(err) : --left === 0 && resolve()));
+      }
+    });
+    sock.end();
+    const got = await back;
+    t.is(got.bytes, 2 << 20);
+    t.is(got.sha, sent.digest('hex'));
+    t.is(g.driver.stats.txZeroCopyBytes, 1 << 20);
+    t.is(g.driver.stats.txCopiedBytes, 1 << 20);
+    g.driver.freeBuffer(dma);
+  } finally {
+    await g.stop();
+  }
+});

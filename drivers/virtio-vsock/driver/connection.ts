@@ -264,7 +264,10 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
         host.stats.txCreditStalls++;
         break;
       }
-      const n = zeroCopyAllowed && cur.currentIsDma() ? this.sendZeroCopy(cur, credit) : host.tx.sendCopy(this, cur, credit, twoCopy);
+      let n: number;
+      if (!zeroCopyAllowed) n = host.tx.sendCopy(this, cur, credit, twoCopy);
+      else if (cur.currentIsDma()) n = this.sendZeroCopy(cur, credit);
+      else n = host.tx.sendCopy(this, cur, cur.plainRun(credit), false); // copy up to the next DMA chunk only
       if (n === 0) {
         host.stats.txRingStalls++;
         host.waitForTx(this);

@@ -56,6 +56,13 @@ export class WriteCursor {
     return this.addrs[this.index]! >= 0;
   }
 
+  /** Bytes from here up to the next DMA chunk (or the end), counting at most `limit`. */
+  plainRun(limit: number): number {
+    let n = this.chunks[this.index]!.byteLength - this.offset;
+    for (let i = this.index + 1; n < limit && i < this.count && this.addrs[i]! < 0; i++) n += this.chunks[i]!.byteLength;
+    return n < limit ? n : limit;
+  }
+
   /** Device address of the current position (current chunk must be DMA). */
   currentAddr(): number {
     return this.addrs[this.index]! + this.offset;
