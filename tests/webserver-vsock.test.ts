@@ -10,7 +10,9 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver, type VsockDriverOptions } from '../drivers/virtio-vsock/index.js';
+import { TcpForward } from '../drivers/virtio-vsock/host/tcp-forward.js';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
+import http from 'node:http';
 import { runPingPong } from '../appliance/pingpong/echo-server.js';
 import { measurePingPong } from '../appliance/pingpong/ping-pong-client.js';
 import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
@@ -185,4 +187,34 @@ test('ping-pong service on a vsock server, measured from the host side', async (
   );
   for (const r of results) t.true(r.p50Us > 0 && r.p50Us <= r.p99Us && r.p99Us <= r.maxUs);
   t.is(pp.service.stats.bytesEchoed, 55 * (8192 + 16384));
+});
+
+test('the whole host path without QEMU: Node http client -> TCP forward -> device -> driver -> webserver', async (t) => {
+  const { device, driver } = await setup(t);
+  const web = await runWebserver({ listen: vsockListen(driver), files: new NodeSiteFiles(SITE), port: PORT, bufferAllocator: vsockBufferAllocator(driver) });
+  t.teardown(() => web.close());
+  const fwd = new TcpForward({ host: device.host, listenHost: '127.0.0.1', listenPort: 0, guestPort: PORT });
+  const addr = await fwd.listen();
+  t.teardown(() => fwd.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  t.teardown(() => agent.destroy());
+  const fetchOne = (path: string) =>
+    new Promise<{ status: number; type: string | undefined; body: Buffer }>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: addr.port, path, agent }, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body: Buffer.concat(parts) }));
+          res.on('error', reject);
+        })
+        .on('error', reject);
+    });
+  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => fetchOne(i % 2 ? '/big.html' : '/')));
+  results.forEach((r, i) => {
+    t.is(r.status, 200);
+    t.true(r.body.equals(i % 2 ? BIG : INDEX));
+    t.is(r.type, 'text/html; charset=utf-8');
+  });
+  t.is((await fetchOne('/missing')).status, 404);
+  t.true(web.server.stats.connectionsAccepted <= 4, 'the agent kept its connections alive');
 });
