@@ -117,6 +117,7 @@ function findNodeGyp() {
     ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
     ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
     ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
+    ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;
