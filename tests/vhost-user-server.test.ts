@@ -523,3 +523,35 @@ test('a device start without a memory table (QEMU without shareable RAM) is repo
   t.is(err.code, 'ERR_VHOST_USER_MEMORY_NOT_SHARED');
   t.regex(err.message, /no memory table.*share=on/);
 });
+
+test('SET_CONFIG is refused without dropping the front-end; GET_CONFIG outside the space gets an empty reply', async (t) => {
+  const f = await fixture(t);
+  const c = connect(f);
+  const call = eventFd(f);
+  await handshake(c, call);
+  const nack = await t.throwsAsync(c.post(Request.SET_CONFIG, Buffer.concat([encodeVringState(0, 8), Buffer.alloc(4), Buffer.alloc(8)])));
+  t.regex(nack!.message, /answered 1/);
+  t.deepEqual([...(await c.getConfig(4, 8))], []);
+  t.is((await c.getConfig(0, 8)).readBigUInt64LE(0), BigInt(CID)); // still served
+});
+
+test('a device model that throws is reported and the session goes on', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  const ram = guestRam(f);
+  await startDevice(c, ram.fd, kick, call);
+  const original = f.model.kick.bind(f.model);
+  f.model.kick = () => {
+    throw new Error('model bug');
+  };
+  const reported = once(f.server, 'device-error');
+  kick.write(1);
+  const [err] = (await reported) as [VhostUserError];
+  t.is(err.code, 'ERR_VHOST_USER_DEVICE');
+  t.regex(err.message, /kick threw: Error: model bug/);
+  f.model.kick = original;
+  await echo(t, ram.bytes, driverQueue(ram.bytes), kick, call, 2, 4);
+});

@@ -72,6 +72,12 @@ export interface SessionEnd {
   error: VhostUserError | null;
 }
 
+/** A request refused without dropping the front-end (acked with 1 under REPLY_ACK). */
+const REFUSED = Symbol('refused');
+
+/** Guest-triggered reports (refused chains, model exceptions) logged per session before going quiet. */
+const NOISY_LOG_LIMIT = 20;
+
 /** Requests whose reply carries a body of its own (vhost-user.rst "Communication"). */
 const HAS_REPLY = new Set<number>([Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_VRING_BASE, Request.GET_QUEUE_NUM, Request.GET_CONFIG]);
 
@@ -88,6 +94,7 @@ export class VhostUserSession {
   #activated = false;
   #closing = false;
   #memoryTableTimer: NodeJS.Timeout | null = null;
+  #noisyCount = 0;
 
   constructor(
     readonly id: number,
@@ -160,7 +167,7 @@ export class VhostUserSession {
   // ---- dispatch -------------------------------------------------------------------------
 
   #dispatch(msg: VhostUserMessage): void {
-    let reply: Uint8Array | null;
+    let reply: Uint8Array | null | typeof REFUSED;
     try {
       reply = this.#handle(msg);
     } catch (err) {
@@ -168,12 +175,17 @@ export class VhostUserSession {
       if (msg.needReply && !HAS_REPLY.has(msg.request)) this.#trySend(encodeReply(msg.request, encodeU64(1)));
       throw err;
     }
-    if (reply !== null) this.#send(encodeReply(msg.request, reply));
+    if (reply === REFUSED) {
+      if (msg.needReply) this.#send(encodeReply(msg.request, encodeU64(1)));
+    } else if (reply !== null) this.#send(encodeReply(msg.request, reply));
     else if (msg.needReply) this.#send(encodeReply(msg.request, encodeU64(0)));
   }
 
-  /** Applies one message; returns the reply payload for requests that have one, else null. */
-  #handle(msg: VhostUserMessage): Uint8Array | null {
+  /**
+   * Applies one message; returns the reply payload for requests that have one, null when
+   * done, REFUSED when refused without dropping the front-end. Throws to drop it.
+   */
+  #handle(msg: VhostUserMessage): Uint8Array | null | typeof REFUSED {
     const p = msg.payload;
     const r = msg.request;
     switch (r) {
@@ -296,11 +308,7 @@ export class VhostUserSession {
         // The model's config space is read-only; "back-ends MUST NOT accept SET_CONFIG for
         // read-only configuration space fields". Refused, but the front-end stays.
         this.#hooks.log('warn', `session ${this.id}: SET_CONFIG of ${p.size} bytes at offset ${p.offset} refused: the device config space is read-only`);
-        if (msg.needReply) {
-          this.#send(encodeReply(r, encodeU64(1)));
-          msg.needReply = false;
-        }
-        return null;
+        return REFUSED;
       }
       default:
         throw new VhostUserError('ERR_VHOST_USER_UNSUPPORTED', `${requestName(r)} is not supported by this back-end (its feature was not offered)`, r);
@@ -476,8 +484,8 @@ export class VhostUserSession {
 
   #onKick(ring: Vring): void {
     const c = ring.availCheck;
-    this.#hooks.log('debug', `session ${this.id}: kick on ring ${ring.index}${c && c.view.byteLength > 0 ? ` (avail.idx ${c.view.getUint16(c.offset, true)}, ${c.atStart} at start)` : ''}`);
     if (c !== null && !c.done) {
+      if (c.view.byteLength > 0) this.#hooks.log('debug', `session ${this.id}: kick on ring ${ring.index} (avail.idx ${c.view.getUint16(c.offset, true)}, ${c.atStart} at start)`);
       // Shared-memory check: a guest kicks after publishing avail entries. If kicks keep
       // coming while avail.idx in our mapping never moves, the guest's writes do not reach
       // us: QEMU maps guest RAM privately (memory-backend without share=on).
@@ -500,8 +508,15 @@ export class VhostUserSession {
     if (ring.queue) this.#deviceCall('kick', () => this.#model.kick(ring.index));
   }
 
+  /** Logs guest-triggered problems, at most NOISY_LOG_LIMIT per session, then a count every 1000. */
+  #noisy(level: LogLevel, message: string): void {
+    const n = ++this.#noisyCount;
+    if (n <= NOISY_LOG_LIMIT) this.#hooks.log(level, `session ${this.id}: ${message}${n === NOISY_LOG_LIMIT ? ' (further reports counted only)' : ''}`);
+    else if (n % 1000 === 0) this.#hooks.log(level, `session ${this.id}: ${n} guest-triggered problems so far; latest: ${message}`);
+  }
+
   #onQueueError(ring: Vring, err: VirtqueueError): void {
-    this.#hooks.log('warn', `session ${this.id}: ${err.message}`);
+    this.#noisy('warn', err.message);
     // A broken ring (impossible avail.idx) is what SET_VRING_ERR's eventfd is for.
     if (ring.queue?.broken && ring.errFd >= 0) this.#signal(ring.errFd, `error fd of ring ${ring.index}`);
   }
@@ -524,7 +539,7 @@ export class VhostUserSession {
       f();
     } catch (err) {
       const e = new VhostUserError('ERR_VHOST_USER_DEVICE', `device ${this.#model.name}: ${what} threw: ${(err as Error).stack ?? String(err)}`);
-      this.#hooks.log('error', `session ${this.id}: ${e.message}`);
+      this.#noisy('error', e.message);
       this.#hooks.deviceError(e);
     }
   }
