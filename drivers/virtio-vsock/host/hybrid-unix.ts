@@ -1,0 +1,143 @@
+// The Firecracker "hybrid vsock" host end (Firecracker docs/vsock.md):
+//  - host -> guest: a program connects to the Unix socket at `udsPath`, writes
+//    "CONNECT <port>\n", and after "OK <host_port>\n" has a byte stream to the guest's
+//    <port>. A bad first line (not CONNECT, a bad port, too long, no newline within
+//    FIRST_LINE_MAX_BYTES) gets "ERR <reason>\n" and a close; a refused or timed-out
+//    connection gets "ERR <code>\n". Bytes written right after the CONNECT line (even in
+//    the same write) are kept and delivered after the connection opens.
+//  - guest -> host: a guest connecting to CID 2, port P reaches the Unix socket
+//    listening at `<udsPath>_P`; when nothing listens there, the guest gets RST at once.
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import type { VsockHost, VsockListenHandle } from '../device/host-api.js';
+import { spliceStreams } from './splice.js';
+
+/** "CONNECT 4294967295\n" is 19 bytes; allow some whitespace. */
+export const FIRST_LINE_MAX_BYTES = 64;
+export const FIRST_LINE_TIMEOUT_MS_DEFAULT = 10_000;
+
+export interface HybridVsockOptions {
+  host: VsockHost;
+  udsPath: string;
+  /** Timeout of the guest connect behind a CONNECT line (default 10 s, as device.host.connect). */
+  connectTimeoutMs?: number;
+  /** Close a client that sends no complete first line within this time (default 10 s). */
+  firstLineTimeoutMs?: number;
+  log?: (message: string) => void;
+}
+
+/** Parses the hybrid handshake line (without its newline): the port, or an error reason. */
+export function parseConnectLine(line: string): { port: number } | { error: string } {
+  const words = line.trim().split(/\s+/);
+  if (words.length === 0 || words[0]!.toUpperCase() !== 'CONNECT') return { error: 'expected CONNECT <port>' };
+  if (words.length !== 2) return { error: 'expected CONNECT <port>' };
+  const p = words[1]!;
+  if (!/^\d{1,10}$/.test(p)) return { error: `bad port ${JSON.stringify(p.slice(0, 16))}` };
+  const port = Number(p);
+  if (port > 0xffffffff) return { error: `port ${p} out of range` };
+  return { port };
+}
+
+export class HybridVsockBackend {
+  private server: Server | null = null;
+  private anyHandle: VsockListenHandle | null = null;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly opts: HybridVsockOptions) {}
+
+  /** Starts listening at udsPath (which must not exist) and accepting guest connects. */
+  async listen(): Promise<void> {
+    const server = createServer({ allowHalfOpen: true }, (s) => this.onClient(s));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.udsPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.anyHandle = this.opts.host.listenAny((req) => {
+      const path = `${this.opts.udsPath}_${req.port}`;
+      const c = netConnect({ path, allowHalfOpen: true });
+      this.track(c);
+      c.once('error', (e) => {
+        this.opts.log?.(`hybrid vsock: guest port ${req.peerPort} -> ${path}: ${e.message}`);
+        req.refuse();
+      });
+      c.once('connect', () => {
+        const vs = req.accept();
+        if (vs === null) {
+          c.destroy();
+          return;
+        }
+        spliceStreams(vs, c);
+      });
+    });
+  }
+
+  private track(s: Socket): void {
+    this.sockets.add(s);
+    s.once('close', () => this.sockets.delete(s));
+  }
+
+  private onClient(s: Socket): void {
+    this.track(s);
+    s.on('error', () => {});
+    let head: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => fail('no CONNECT line in time'), this.opts.firstLineTimeoutMs ?? FIRST_LINE_TIMEOUT_MS_DEFAULT);
+    const fail = (why: string): void => {
+      clearTimeout(timer);
+      s.off('data', onData);
+      s.end(`ERR ${why}\n`);
+      s.destroySoon();
+    };
+    const onData = (chunk: Buffer): void => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const nl = head.indexOf(0x0a);
+      if (nl < 0) {
+        if (head.length >= FIRST_LINE_MAX_BYTES) fail(`no newline within ${FIRST_LINE_MAX_BYTES} bytes`);
+        return;
+      }
+      if (nl >= FIRST_LINE_MAX_BYTES) return fail(`first line longer than ${FIRST_LINE_MAX_BYTES} bytes`);
+      clearTimeout(timer);
+      s.off('data', onData);
+      s.pause();
+      const parsed = parseConnectLine(head.subarray(0, nl).toString('latin1'));
+      if ('error' in parsed) return fail(parsed.error);
+      const early = head.subarray(nl + 1);
+      this.connectGuest(s, parsed.port, early);
+    };
+    s.on('data', onData);
+    s.once('end', () => {
+      if (s.listenerCount('data') > 0 && head.indexOf(0x0a) < 0) fail('end of stream before the CONNECT line');
+    });
+  }
+
+  private connectGuest(s: Socket, port: number, early: Buffer): void {
+    this.opts.host.connect(port, { timeoutMs: this.opts.connectTimeoutMs }).then(
+      (vs) => {
+        if (s.destroyed) {
+          vs.destroy();
+          return;
+        }
+        s.write(`OK ${vs.localPort}\n`);
+        if (early.length > 0) vs.write(early);
+        spliceStreams(s, vs);
+      },
+      (e: NodeJS.ErrnoException) => {
+        if (!s.destroyed) {
+          s.end(`ERR ${e.code ?? 'EIO'}\n`);
+          s.destroySoon();
+        }
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    this.anyHandle?.close();
+    this.anyHandle = null;
+    const server = this.server;
+    this.server = null;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
