@@ -467,3 +467,31 @@ test('zero copy: destroying the socket does not release a buffer the device stil
     await stop();
   }
 });
+
+test('net.Socket surface: address, readyState, setTimeout, setNoDelay, setKeepAlive, destroySoon', async (t) => {
+  const { driver, peer, stop } = await setup();
+  try {
+    const s = await connected(peer, driver, 93);
+    t.deepEqual(s.address(), { cid: GUEST_CID, port: s.localPort, family: 'vsock' });
+    t.is(s.remoteAddress, 'vsock:2');
+    t.is(s.remoteFamily, 'vsock');
+    t.is(s.readyState, 'open');
+    t.is(s.setNoDelay(true), s);
+    t.is(s.setKeepAlive(true, 1000), s);
+    // The idle timer is unref'd, as net.Socket's: keep the loop alive meanwhile.
+    const keepAlive = setInterval(() => {}, 1000);
+    await new Promise<void>((resolve) => s.setTimeout(5, resolve)); // idle: 'timeout' fires
+    clearInterval(keepAlive);
+    t.is(s.timeout, 5);
+    s.setTimeout(0);
+    const events: string[] = [];
+    for (const e of ['finish', 'close']) s.on(e, () => events.push(e));
+    s.destroySoon();
+    await until(() => events.includes('close'), 'closed');
+    t.deepEqual(events, ['finish', 'close']);
+    await until(() => ops(peer, VSOCK_OP_SHUTDOWN).length === 2, 'SEND from end(), then RCV|SEND from destroy()');
+    t.deepEqual(ops(peer, VSOCK_OP_SHUTDOWN).map((p) => p.hdr.flags), [VSOCK_SHUTDOWN_SEND, VSOCK_SHUTDOWN_SEND | VSOCK_SHUTDOWN_RCV]);
+  } finally {
+    await stop();
+  }
+});
