@@ -504,8 +504,14 @@ export class VhostUserSession {
     this.#kickModel(ring);
   }
 
+  /** The per-kick path: no allocation unless the model throws. */
   #kickModel(ring: Vring): void {
-    if (ring.queue) this.#deviceCall('kick', () => this.#model.kick(ring.index));
+    if (!ring.queue) return;
+    try {
+      this.#model.kick(ring.index);
+    } catch (err) {
+      this.#reportDeviceError('kick', err);
+    }
   }
 
   /** Logs guest-triggered problems, at most NOISY_LOG_LIMIT per session, then a count every 1000. */
@@ -538,10 +544,14 @@ export class VhostUserSession {
     try {
       f();
     } catch (err) {
-      const e = new VhostUserError('ERR_VHOST_USER_DEVICE', `device ${this.#model.name}: ${what} threw: ${(err as Error).stack ?? String(err)}`);
-      this.#noisy('error', e.message);
-      this.#hooks.deviceError(e);
+      this.#reportDeviceError(what, err);
     }
+  }
+
+  #reportDeviceError(what: string, err: unknown): void {
+    const e = new VhostUserError('ERR_VHOST_USER_DEVICE', `device ${this.#model.name}: ${what} threw: ${(err as Error).stack ?? String(err)}`);
+    this.#noisy('error', e.message);
+    this.#hooks.deviceError(e);
   }
 
   // ---- output and cleanup ------------------------------------------------------------------
