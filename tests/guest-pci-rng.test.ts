@@ -65,6 +65,9 @@ guestTest('the guest program exits 0 after binding virtio-rng and reading from i
   t.is(exit.guestStatus, 0, text.slice(-3000));
   t.regex(text, /1af4:1044 -> \/dev\/uio\d+, virtio device 4, interrupts: uio\d+ INTx/);
   t.notRegex(text, /PANIC/);
+  const started = /node started ([\d.]+) s after the kernel/.exec(text);
+  const ready = /virtio device 4, interrupts: .* \((\d+) ms after node started\)/.exec(text);
+  t.log(`QEMU start to guest exit ${exit.elapsedMs} ms; node started ${started?.[1]} s after the kernel; device ready ${ready?.[1]} ms after node started`);
 });
 
 guestTest('every posted buffer came back full of varied random bytes', async (t) => {
