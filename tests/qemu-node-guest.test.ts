@@ -50,6 +50,7 @@ test.serial('node runs as the guest program; its exit status comes back through 
   t.is(r.exit.guestStatus, 3);
   t.is(r.exit.qemuCode, 0, 'the guest powered off');
   t.false(r.exit.timedOut);
+  t.false(r.exit.kernelPanic);
   const line = (p: string): string => r.console.split('\n').find((l) => l.startsWith(p)) ?? '';
   t.is(line('node-version: '), `node-version: ${process.version}`, 'the host node binary');
   const devices = JSON.parse(line('pci-devices: ').slice('pci-devices: '.length)) as string[];

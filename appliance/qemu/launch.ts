@@ -67,7 +67,11 @@ export interface QemuOptions {
 }
 
 export interface QemuExit {
-  /** The guest program's status from the exit marker, else QEMU's exit code; null after a signal with no marker. */
+  /**
+   * The guest program's status from the exit marker; without a marker QEMU's exit code,
+   * except null when QEMU died of a signal or the guest kernel panicked (a panic reboots,
+   * and with -no-reboot QEMU then exits 0, which must not read as success).
+   */
   status: number | null;
   /** The status printed in the exit marker, or null when there was no marker. */
   guestStatus: number | null;
@@ -75,6 +79,8 @@ export interface QemuExit {
   qemuCode: number | null;
   /** The signal that ended QEMU, if any. */
   signal: NodeJS.Signals | null;
+  /** True when the console showed "Kernel panic - not syncing". */
+  kernelPanic: boolean;
   /** True when the launcher killed QEMU because timeoutMs passed. */
   timedOut: boolean;
   /** True when stop() ended it. */
@@ -218,6 +224,7 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   let stderrText = '';
   let timedOut = false;
   let stopped = false;
+  let kernelPanic = false;
   let running = true;
   const lines: string[] = []; // recent complete lines, for waitForLine on past output
   const lineListeners = new Set<(line: string) => void>();
@@ -235,6 +242,7 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
       if (consoleText.length > limit) consoleText = consoleText.slice(consoleText.length - limit);
       lines.push(line);
       if (lines.length > 10000) lines.splice(0, lines.length - 10000);
+      if (line.includes('Kernel panic - not syncing')) kernelPanic = true;
       const at = line.indexOf(marker);
       if (at >= 0) {
         const m = /^\s*(-?\d+)/.exec(line.slice(at + marker.length));
@@ -272,8 +280,9 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
       if (timer) clearTimeout(timer);
       if (partial) onChunk('\n');
       resolveExit({
-        status: guestStatus ?? code,
+        status: guestStatus ?? (kernelPanic ? null : code),
         guestStatus,
+        kernelPanic,
         qemuCode: code,
         signal,
         timedOut,
