@@ -103,7 +103,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
 
   const start = async (): Promise<number> => {
     const mainLoaded = performance.now();
-    log(`node started ${kernelUptimeSeconds().toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
+    log(`node started ${(kernelUptimeSeconds() - mainLoaded / 1000).toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
     log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} (${performance.now().toFixed(0)} ms after node started)`);
     const dmaRef = dma;
