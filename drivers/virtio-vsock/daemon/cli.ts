@@ -1,0 +1,64 @@
+// vhost-user-vsock: the daemon's command line. main(argv) parses, starts the daemon and
+// runs until SIGINT or SIGTERM. Exit status: 0 (done or --help), 1 (could not start),
+// 2 (bad flags, reported with the flag and why).
+import { CliUsageError, HELP_TEXT, parseArgs } from './config.js';
+import { startDaemon, type DaemonDeps } from './daemon.js';
+
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+const processIo: CliIo = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+};
+
+/**
+ * Runs the CLI; resolves with the exit status. A started daemon runs until the promise
+ * from `until` settles (default: SIGINT or SIGTERM).
+ */
+export async function main(
+  argv: readonly string[],
+  io: CliIo = processIo,
+  deps: DaemonDeps = {},
+  until: () => Promise<unknown> = signalled,
+): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof CliUsageError) {
+      io.stderr(`vhost-user-vsock: ${e.message}\nTry 'vhost-user-vsock --help'.\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (parsed.help) {
+    io.stdout(HELP_TEXT);
+    return 0;
+  }
+  let daemon;
+  try {
+    daemon = await startDaemon(parsed.config, { log: (m) => io.stderr(`${m}\n`), ...deps });
+  } catch (e) {
+    io.stderr(`vhost-user-vsock: cannot start: ${(e as Error).message}\n`);
+    return 1;
+  }
+  io.stderr('vhost-user-vsock: running (SIGINT or SIGTERM stops)\n');
+  await until();
+  await daemon.close();
+  return 0;
+}
+
+function signalled(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string): void => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
