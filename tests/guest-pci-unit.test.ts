@@ -3,6 +3,7 @@
 // register layout against a fake sysfs device whose BAR is a plain file (mmap of a
 // regular file stands in for resource4: registers then read back what was written).
 import test from 'ava';
+import fc from 'fast-check';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +128,43 @@ test('parseVirtioCaps finds the four register blocks', (t) => {
   t.throws(() => parseVirtioCaps(noNotify, walkCapabilities(noNotify)), { message: /no virtio notification capability/ });
   const odd = virtioConfig({ notifyMultiplier: 3 });
   t.throws(() => parseVirtioCaps(odd, walkCapabilities(odd)), { message: /not even/ });
+});
+
+test('random config spaces: the capability walk and the virtio parser return or throw PciError, never loop or crash', (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 256, maxLength: 256 }), fc.boolean(), (bytes, capList) => {
+      const cfg = Buffer.from(bytes);
+      if (capList) cfg[6] = cfg[6]! | 0x10;
+      try {
+        const caps = walkCapabilities(cfg);
+        if (caps.length > 48) return false;
+        for (const c of caps) if (c.offset < 0x40 || c.offset > 0xfc || c.offset % 4 !== 0) return false;
+        const layout = parseVirtioCaps(cfg, caps);
+        return layout.notify.offset % 2 === 0 && layout.common.length >= 0x38;
+      } catch (e) {
+        return e instanceof PciError;
+      }
+    }),
+    { numRuns: 2000 },
+  );
+  t.pass();
+});
+
+test('random sysfs text: parsers return or throw PciError', (t) => {
+  fc.assert(
+    fc.property(fc.string({ maxLength: 200 }), (text) => {
+      for (const parse of [() => parseHexId(text, 4, 'vendor'), () => parsePciAddress(text), () => parseResourceFile(text), () => parseUioName(text)]) {
+        try {
+          parse();
+        } catch (e) {
+          if (!(e instanceof PciError)) return false;
+        }
+      }
+      return true;
+    }),
+    { numRuns: 2000 },
+  );
+  t.pass();
 });
 
 // ---- pagemap
