@@ -1,7 +1,7 @@
 // The ping-pong service on the host, over node:net (for trying the client):
 //   node dist/appliance/pingpong/main-host.js [--port N]
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { listenNet } from '../webserver/net-listen.js';
 import { DEFAULT_PINGPONG_PORT, runPingPong } from './echo-server.js';
 
 async function main(): Promise<void> {
@@ -17,12 +17,7 @@ async function main(): Promise<void> {
   await runPingPong({
     port,
     log: (l) => console.log(l),
-    listen: (p, onSocket) =>
-      new Promise((resolve, reject) => {
-        const server = createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
-        server.once('error', reject);
-        server.listen(p, '127.0.0.1', () => resolve({ close: () => void server.close() }));
-      }),
+    listen: (p, onSocket) => listenNet(p, onSocket),
   });
 }
 

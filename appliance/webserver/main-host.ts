@@ -1,9 +1,9 @@
 // The webserver on the host: node:net on 127.0.0.1 and files from a folder.
 //   node dist/appliance/webserver/main-host.js [--root DIR] [--port N] [--host ADDR] [--no-cache] [--log]
 // Bad flags: a message naming the flag, exit status 2.
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { runWebserver } from './main-guest.js';
+import { listenNet } from './net-listen.js';
 import { NodeSiteFiles } from './node-site-files.js';
 
 export interface HostWebserverArgs {
@@ -69,16 +69,11 @@ async function main(): Promise<void> {
     files: new NodeSiteFiles(args.root),
     cache: args.cache ? undefined : false,
     log: args.log,
-    listen: (port, onSocket) =>
-      new Promise((resolve, reject) => {
-        const server = createServer({ allowHalfOpen: true }, onSocket);
-        server.once('error', reject);
-        server.listen(port, args.host, () => {
-          const addr = server.address();
-          console.log(`webserver: http://${args.host}:${typeof addr === 'object' && addr ? addr.port : port}/ serving ${args.root}`);
-          resolve({ close: () => void server.close() });
-        });
-      }),
+    listen: async (port, onSocket) => {
+      const h = await listenNet(port, onSocket, args.host);
+      console.log(`webserver: http://${args.host}:${h.port}/ serving ${args.root}`);
+      return h;
+    },
   });
   const stop = () => {
     void running.close().then(() => process.exit(0));

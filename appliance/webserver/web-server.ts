@@ -78,6 +78,9 @@ export class WebServer {
       socket.destroy();
       return;
     }
+    // Responses go out in several writes (head and first chunk, then further chunks):
+    // Nagle's algorithm would hold the last one for the peer's delayed ACK.
+    (socket as Duplex & { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true);
     this.stats.connectionsAccepted++;
     this.stats.connectionsOpen++;
     const conn = new HttpConnection(socket, this.ctx, (c) => {
