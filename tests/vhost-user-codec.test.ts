@@ -52,7 +52,9 @@ test('payloads round-trip', (t) => {
     avail: 0x7f0000002000,
     log: 0,
   });
-  t.deepEqual(decode(encodeMessage(Request.SET_VRING_KICK, 1, encodeVringFile(1)), [42]).payload, { type: 'vring-file', index: 1, noFd: false, fd: 42 });
+  const kick = decode(encodeMessage(Request.SET_VRING_KICK, 1, encodeVringFile(1)), [42]);
+  t.deepEqual(kick.payload, { type: 'vring-file', index: 1, noFd: false, fd: 42 });
+  t.deepEqual(kick.fds, [42], 'the fd stays in fds until a handler claims it');
   t.deepEqual(decode(encodeMessage(Request.SET_VRING_CALL, 1, encodeVringFile(0, true))).payload, { type: 'vring-file', index: 0, noFd: true, fd: -1 });
   const regions = [
     { guestPhysAddr: 0, memorySize: 0xa0000, userspaceAddr: 0x7f0000000000, mmapOffset: 0 },
@@ -146,10 +148,10 @@ test('property: framing reads a message whole, with its fds, however the stream 
           t.deepEqual(m1?.payload, { type: 'mem-table', regions });
           t.is(m2?.request, Request.SET_VRING_KICK);
           t.like(m2?.payload, { type: 'vring-file', index: 1, noFd: false });
-          t.is(m2?.fds.length, 0);
+          t.is(m2?.fds.length, 1);
         } finally {
           closeFds(m1?.fds ?? []);
-          if (m2?.payload.type === 'vring-file') closeFds([m2.payload.fd]);
+          closeFds(m2?.fds ?? []);
         }
         n.close(a);
         t.is(await readMessage(reader), null); // clean end of stream between messages

@@ -54,7 +54,10 @@ export type Payload =
   | { type: 'u64'; value: bigint }
   | { type: 'vring-state'; index: number; num: number }
   | { type: 'vring-addr'; index: number; flags: number; desc: number; used: number; avail: number; log: number }
-  /** SET_VRING_KICK/CALL/ERR: ring index, and whether the "no fd" bit is set (then fd is -1). */
+  /**
+   * SET_VRING_KICK/CALL/ERR: ring index, and whether the "no fd" bit is set (then fd is
+   * -1). The fd also stays in the message's `fds` until a handler claims it.
+   */
   | { type: 'vring-file'; index: number; noFd: boolean; fd: number }
   | { type: 'mem-table'; regions: MemoryRegionDescription[] }
   | { type: 'mem-region'; region: MemoryRegionDescription }
@@ -68,9 +71,9 @@ export interface VhostUserMessage {
   needReply: boolean;
   payload: Payload;
   /**
-   * Fds that came with the message, not yet claimed by a payload field (for 'vring-file'
-   * the fd is in the payload; for 'mem-table' and 'mem-region' these are the regions' fds
-   * in order). Whoever handles the message owns them all.
+   * Fds that came with the message (for 'vring-file' the one eventfd, also named in the
+   * payload; for 'mem-table' and 'mem-region' the regions' fds in order). Whoever handles
+   * the message owns them: it takes out those it keeps and closes the rest.
    */
   fds: number[];
 }
@@ -204,7 +207,7 @@ export function decodePayload(h: MessageHeader, body: Uint8Array, fds: number[])
       // vhost-user.rst SET_VRING_KICK: "It is passed in the ancillary data" unless bit 8.
       if (fds.length === 0) throw perr('ERR_VHOST_USER_FDS', request, `ring ${index}: no fd came with the message and the no-fd flag (0x100) is not set`);
       expectFds(request, fds, 1, `one eventfd for ring ${index}`);
-      return msg({ type: 'vring-file', index, noFd, fd: fds[0]! }, []);
+      return msg({ type: 'vring-file', index, noFd, fd: fds[0]! });
     }
     case Request.SET_MEM_TABLE: {
       const n = v.getUint32(0, true);

@@ -81,6 +81,11 @@ const NOISY_LOG_LIMIT = 20;
 /** Requests whose reply carries a body of its own (vhost-user.rst "Communication"). */
 const HAS_REPLY = new Set<number>([Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_VRING_BASE, Request.GET_QUEUE_NUM, Request.GET_CONFIG]);
 
+/** Takes a SET_VRING_KICK/CALL/ERR message's eventfd out of its fds (-1 with the no-fd flag). */
+function takeFd(msg: VhostUserMessage): number {
+  return msg.payload.type === 'vring-file' && !msg.payload.noFd ? (msg.fds.shift() ?? -1) : -1;
+}
+
 export class VhostUserSession {
   readonly #socket: UnixFdSocket;
   readonly #model: VirtioDeviceModel;
@@ -267,7 +272,7 @@ export class VhostUserSession {
         if (p.type !== 'vring-file') break;
         const ring = this.#ring(r, p.index);
         if (ring.running) this.#pauseRing(ring);
-        ring.replaceKick(p.fd);
+        ring.replaceKick(takeFd(msg));
         ring.started = true;
         // "If VHOST_USER_F_PROTOCOL_FEATURES has not been negotiated, the ring starts directly in the enabled state."
         if (!this.#protocolFeaturesNegotiated) ring.enabled = true;
@@ -276,12 +281,12 @@ export class VhostUserSession {
       }
       case Request.SET_VRING_CALL: {
         if (p.type !== 'vring-file') break;
-        this.#ring(r, p.index).replaceCall(p.fd);
+        this.#ring(r, p.index).replaceCall(takeFd(msg));
         return null;
       }
       case Request.SET_VRING_ERR: {
         if (p.type !== 'vring-file') break;
-        this.#ring(r, p.index).replaceErr(p.fd);
+        this.#ring(r, p.index).replaceErr(takeFd(msg));
         return null;
       }
       case Request.SET_VRING_ENABLE: {
