@@ -555,3 +555,25 @@ test('a device model that throws is reported and the session goes on', async (t)
   f.model.kick = original;
   await echo(t, ram.bytes, driverQueue(ram.bytes), kick, call, 2, 4);
 });
+
+test('a stale socket file is replaced; a path with a live listener is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tsvirtio-vhost-stale-'));
+  const path = join(dir, 'stale.sock');
+  const model = new RecordingEcho();
+  try {
+    n.close(n.unixListen(path, 1)); // a socket file nobody listens on any more
+    const server = await startVhostUserServer({ socketPath: path, model, log: () => {} });
+    try {
+      const err = await t.throwsAsync(startVhostUserServer({ socketPath: path, model, log: () => {} }));
+      t.is((err as VhostUserError).code, 'ERR_VHOST_USER_SOCKET');
+      t.regex(err!.message, /another back-end is listening/);
+      const c = VhostUserFrontend.connect(path);
+      t.true((await c.getFeatures()) !== 0n);
+      c.close();
+    } finally {
+      await server.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
