@@ -93,8 +93,9 @@ interface ConnectWaiter {
 export class VsockConnection {
   state: ConnState;
   readonly pending = new PendingRxSet();
-  /** True while the connection sits in the muxer's list of connections with work. */
-  queued = false;
+  /** True while the connection sits in the muxer's urgent / normal list of connections with work. */
+  inUrgentList = false;
+  inNormalList = false;
   socket: VsockHostSocket | null = null;
 
   // Guest -> host. rxCnt: payload bytes received from the guest; fwdCnt: bytes handed
@@ -431,6 +432,11 @@ export class VsockConnection {
 
   private canSendData(): boolean {
     return this.state === CONN_ESTABLISHED && !this.toGuest.isEmpty && this.peerCredit() > 0;
+  }
+
+  /** True when the next packet opens the connection or carries credit the guest may wait for. */
+  hasUrgentWork(): boolean {
+    return (this.pending.bits & (PENDING_REQUEST | PENDING_RESPONSE | PENDING_CREDIT_UPDATE | PENDING_CREDIT_REQUEST)) !== 0;
   }
 
   /** True when emitPacket() would write a packet now. */

@@ -39,6 +39,7 @@ import {
   type HeaderScratch,
   VsockConnection,
 } from './connection.js';
+import { ConnectionFifo } from './conn-fifo.js';
 import { VsockError } from './errors.js';
 import type { VsockHostSocket } from './host-socket.js';
 import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-api.js';
@@ -72,9 +73,13 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private anyListener: ((req: VsockIncomingRequest) => void) | null = null;
   private nextEphemeral = 0;
 
-  /** Connections with work for the guest, FIFO (head index, compacted lazily). */
-  private pendingConns: VsockConnection[] = [];
-  private pendingHead = 0;
+  /**
+   * Connections with work for the guest. Those whose next packet opens the connection
+   * or carries credit wait in `urgent` and go first: a new connection's RESPONSE or a
+   * blocked sender's CREDIT_UPDATE should not queue behind every busy connection's data.
+   */
+  private readonly urgent = new ConnectionFifo();
+  private readonly normal = new ConnectionFifo();
 
   /** RSTs with no connection behind them: ring of (src cid, src port, dst port). */
   private readonly strayRst = new Uint32Array(3 * STRAY_RST_QUEUE_ENTRIES);
@@ -166,9 +171,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
 
   // ConnectionOwner
   schedule(conn: VsockConnection): void {
-    if (conn.queued || conn.state === CONN_CLOSED) return;
-    conn.queued = true;
-    this.pendingConns.push(conn);
+    if (conn.state === CONN_CLOSED) return;
+    if (conn.hasUrgentWork()) {
+      if (conn.inUrgentList) return;
+      conn.inUrgentList = true;
+      this.urgent.push(conn);
+    } else {
+      if (conn.inUrgentList || conn.inNormalList) return;
+      conn.inNormalList = true;
+      this.normal.push(conn);
+    }
     this.wake();
   }
 
@@ -204,8 +216,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     for (const m of this.conns.values()) for (const c of m.values()) all.push(c);
     for (const c of all) c.reset(why);
     this.strayCount = 0;
-    this.pendingConns = [];
-    this.pendingHead = 0;
+    this.urgent.clear();
+    this.normal.clear();
   }
 
   // ---- Guest -> host ------------------------------------------------------------------
@@ -314,8 +326,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   /** True when some packet waits for a guest rx buffer. */
   hasRxWork(): boolean {
     if (this.strayCount > 0) return true;
-    for (let i = this.pendingHead; i < this.pendingConns.length; i++) if (this.pendingConns[i]!.hasRxWork()) return true;
-    return false;
+    const hasWork = (c: VsockConnection): boolean => c.hasRxWork();
+    return this.urgent.some(hasWork) || this.normal.some(hasWork);
   }
 
   /**
@@ -328,15 +340,13 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.starved = false;
     for (;;) {
       let conn: VsockConnection | null = null;
+      let fifo: ConnectionFifo | null = null;
       if (this.strayCount === 0) {
-        while (this.pendingHead < this.pendingConns.length) {
-          const c = this.pendingConns[this.pendingHead]!;
-          if (c.hasRxWork()) {
-            conn = c;
-            break;
-          }
-          c.queued = false;
-          this.pendingHead++;
+        conn = this.firstWithWork(this.urgent);
+        fifo = this.urgent;
+        if (conn === null) {
+          conn = this.firstWithWork(this.normal);
+          fifo = this.normal;
         }
         if (conn === null) break;
       }
@@ -357,22 +367,29 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
         pushed++;
         continue;
       }
-      this.pendingHead++;
-      conn.queued = false;
+      this.unlist(fifo!);
       const n = conn.emitPacket(chain, this.scratch);
       rxq.push(chain, n);
       pushed++;
       if (n > 0) this.stats.rxPackets++;
       if (conn.hasRxWork()) this.schedule(conn); // to the back: round-robin
     }
-    if (this.pendingHead === this.pendingConns.length) {
-      this.pendingConns.length = 0;
-      this.pendingHead = 0;
-    } else if (this.pendingHead > 1024) {
-      this.pendingConns = this.pendingConns.slice(this.pendingHead);
-      this.pendingHead = 0;
-    }
     return pushed;
+  }
+
+  private unlist(fifo: ConnectionFifo): void {
+    const c = fifo.shift()!;
+    if (fifo === this.urgent) c.inUrgentList = false;
+    else c.inNormalList = false;
+  }
+
+  /** The first connection of `fifo` that has work now; drops those without. */
+  private firstWithWork(fifo: ConnectionFifo): VsockConnection | null {
+    for (let c = fifo.peek(); c !== undefined; c = fifo.peek()) {
+      if (c.hasRxWork()) return c;
+      this.unlist(fifo);
+    }
+    return null;
   }
 
   /** Set by fillRx() when packets wait for rx buffers the guest has not given. */
