@@ -1,42 +1,70 @@
-// Boots the QEMU guest once with a vhost-user-vsock device served by our own emulator
-// (VsockDevice behind the vhost-user server, in this test process) and runs
+// Boots the QEMU guest once with a vhost-user-vsock device served by our emulator
+// daemon (the vhost-user-vsock command, a separate process) and runs
 // appliance/guest/vsock-echo.ts in it: the TypeScript vsock driver, unchanged, on the
-// virtio modern PCI transport, hugepage DMA memory and uio interrupts. The host side
-// connects to guest port 1234 through the emulator's host API and checks the echo.
+// virtio modern PCI transport, hugepage DMA memory and uio interrupts. Host programs
+// reach the guest's echo on vsock port 1234 the two ways the daemon offers: the hybrid
+// Unix socket ("CONNECT 1234\n", Firecracker's convention) and a TCP forward.
 import test from 'ava';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildNodeGuest } from '../appliance/image/node-guest.js';
 import { type QemuExit, type QemuInstance, launchQemu, qemuAvailable } from '../appliance/qemu/launch.js';
-import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
-import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
-import { type VhostUserServer, startVhostUserServer } from '../kernel/vhost-user/server.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/vsock-echo.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
+const daemonBin = `${root}drivers/virtio-vsock/daemon/vhost-user-vsock.mjs`;
 const GUEST_CID = 3;
 const PORT = 1234;
 const CONNECTIONS = 3;
 
 interface Guest {
   qemu: QemuInstance;
-  device: VsockDevice;
-  server: VhostUserServer;
-  dir: string;
+  uds: string;
+  tcpPort: number;
 }
 
+const started: { qemu?: QemuInstance; daemon?: ChildProcess; dir?: string } = {};
 let guest: Promise<Guest> | null = null;
+
+async function freeTcpPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
 
 function startGuest(): Promise<Guest> {
   guest ??= (async () => {
     const dir = mkdtempSync(join(tmpdir(), 'guest-vsock-'));
-    const socketPath = join(dir, 'vsock.sock');
-    const device = new VsockDevice({ guestCid: GUEST_CID });
-    const server = await startVhostUserServer({ socketPath, model: device, log: () => {} });
+    started.dir = dir;
+    const socket = join(dir, 'vhost.sock');
+    const uds = join(dir, 'vsock.uds');
+    const tcpPort = await freeTcpPort();
+    const daemon = spawn(process.execPath, [daemonBin, '--vm', `guest-cid=${GUEST_CID},socket=${socket},uds-path=${uds}`, '--forward', `127.0.0.1:${tcpPort}=${GUEST_CID}:${PORT}`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    started.daemon = daemon;
+    let daemonErr = '';
+    daemon.stderr!.on('data', (d: Buffer) => (daemonErr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const poll = setInterval(() => {
+        if (existsSync(socket) && daemonErr.includes('running')) {
+          clearInterval(poll);
+          resolve();
+        }
+      }, 20);
+      daemon.once('exit', (code) => {
+        clearInterval(poll);
+        reject(new Error(`vhost-user-vsock exited (${code}) before it was ready: ${daemonErr}`));
+      });
+    });
     const image = await buildNodeGuest({
       main: bundle,
       files: [{ guest: '/app/tsvirtio.node', host: addon }],
@@ -46,61 +74,82 @@ function startGuest(): Promise<Guest> {
       kernel: image.kernel,
       initrd: image.initrd,
       append: image.append,
-      vhostUserVsock: { socket: socketPath },
+      vhostUserVsock: { socket },
       timeoutMs: 5 * 60 * 1000, // safety net against a hung guest, not an assertion
     });
-    return { qemu, device, server, dir };
+    started.qemu = qemu;
+    await qemu.waitForLine(`listening on cid ${GUEST_CID} port ${PORT}`, 4 * 60 * 1000);
+    return { qemu, uds, tcpPort };
   })();
   return guest;
 }
 
 test.after.always(async () => {
-  if (guest === null) return;
-  const g = await guest.catch(() => null);
-  if (g === null) return;
-  if (g.qemu.running) await g.qemu.stop();
-  await g.server.close();
-  rmSync(g.dir, { recursive: true, force: true });
+  if (started.qemu?.running) await started.qemu.stop();
+  const d = started.daemon;
+  if (d && d.exitCode === null && d.signalCode === null) {
+    const gone = new Promise((resolve) => d.once('exit', resolve));
+    d.kill('SIGTERM');
+    await gone;
+  }
+  if (started.dir) rmSync(started.dir, { recursive: true, force: true });
 });
 
-/** Sends `data`, ends the stream, and collects everything echoed until the guest ends it. */
-async function echo(s: VsockHostSocket, data: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  s.on('data', (d: Buffer) => chunks.push(d));
-  const ended = new Promise<void>((resolve, reject) => {
-    s.once('end', resolve);
+function connected(s: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    s.once('connect', resolve);
     s.once('error', reject);
   });
-  s.end(data);
-  await ended;
-  return Buffer.concat(chunks);
 }
 
-async function connectWhenListening(): Promise<{ g: Guest; s: VsockHostSocket }> {
-  const g = await startGuest();
-  await g.qemu.waitForLine(`listening on cid ${GUEST_CID} port ${PORT}`, 4 * 60 * 1000);
-  return { g, s: await g.device.host.connect(PORT) };
+/** Collects everything until the peer ends the stream. */
+function readAll(s: Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  s.on('data', (d: Buffer) => chunks.push(d));
+  return new Promise((resolve, reject) => {
+    s.once('end', () => resolve(Buffer.concat(chunks)));
+    s.once('error', reject);
+  });
 }
 
-const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon);
+const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon) && existsSync(daemonBin);
 const guestTest = ready ? test.serial : test.skip;
 if (!ready) console.warn('guest-vsock-echo: skipped (needs qemu-system-x86_64, `node build.mjs` output and the native addon)');
 
 guestTest('the guest binds 1af4:1053 and its vsock driver listens on port 1234', async (t) => {
   const g = await startGuest();
-  const line = await g.qemu.waitForLine(/listening on cid \d+ port \d+/, 4 * 60 * 1000);
-  t.true(line.includes(`listening on cid ${GUEST_CID} port ${PORT}`), line);
   t.regex(g.qemu.console(), /1af4:1053 -> \/dev\/uio\d+, virtio device 19, interrupts: uio\d+ INTx/);
 });
 
-guestTest('a short message comes back', async (t) => {
-  const { s } = await connectWhenListening();
-  const got = await echo(s, Buffer.from('hello from the host\n'));
-  t.is(got.toString(), 'hello from the host\n');
+guestTest('hybrid Unix socket: CONNECT 1234, then the echo', async (t) => {
+  const g = await startGuest();
+  const s = connect(g.uds);
+  await connected(s);
+  s.write(`CONNECT ${PORT}\n`);
+  const all = readAll(s);
+  // The guest echoes whatever follows the daemon's "OK <port>\n" line.
+  await new Promise<void>((resolve) => {
+    let seen = '';
+    const onData = (d: Buffer): void => {
+      seen += d.toString();
+      if (seen.includes('\n')) {
+        s.off('data', onData);
+        resolve();
+      }
+    };
+    s.on('data', onData);
+  });
+  s.end('hello over the hybrid socket\n');
+  const text = (await all).toString();
+  t.regex(text, /^OK \d+\n/);
+  t.is(text.replace(/^OK \d+\n/, ''), 'hello over the hybrid socket\n');
 });
 
-guestTest('ping-pong of small messages, then 1 MiB echoed intact', async (t) => {
-  const { s } = await connectWhenListening();
+guestTest('TCP forward: 64-byte ping-pong, then 1 MiB echoed intact', async (t) => {
+  const g = await startGuest();
+  const s = connect(g.tcpPort, '127.0.0.1');
+  s.setNoDelay(true);
+  await connected(s);
   const chunks: Buffer[] = [];
   let want = 0;
   let have = 0;
@@ -113,6 +162,10 @@ guestTest('ping-pong of small messages, then 1 MiB echoed intact', async (t) => 
       wake = null;
       w();
     }
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    s.once('end', resolve);
+    s.once('error', reject);
   });
   const times: number[] = [];
   const msg = Buffer.alloc(64, 0x61);
@@ -128,11 +181,6 @@ guestTest('ping-pong of small messages, then 1 MiB echoed intact', async (t) => 
   times.sort((a, b) => a - b);
   const big = Buffer.alloc(1 << 20);
   for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
-  want += big.length;
-  const ended = new Promise<void>((resolve, reject) => {
-    s.once('end', resolve);
-    s.once('error', reject);
-  });
   const t0 = process.hrtime.bigint();
   s.end(big);
   await ended;
@@ -142,19 +190,23 @@ guestTest('ping-pong of small messages, then 1 MiB echoed intact', async (t) => 
   t.is(all.subarray(0, 50 * 64).toString(), 'a'.repeat(50 * 64));
   const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
   t.is(digest(all.subarray(50 * 64)), digest(big));
-  t.log(`64-byte ping-pong host -> guest -> host: p50 ${times[25]!.toFixed(0)} us, max ${times[49]!.toFixed(0)} us; 1 MiB echo ${ms.toFixed(0)} ms (TCG)`);
+  t.log(`64-byte ping-pong over TCP -> daemon -> guest and back: p50 ${times[25]!.toFixed(0)} us, max ${times[49]!.toFixed(0)} us; 1 MiB echo ${ms.toFixed(0)} ms (TCG)`);
 });
 
 guestTest('after its last connection the guest program exits 0', async (t) => {
-  const { g, s } = await connectWhenListening();
-  t.is((await echo(s, Buffer.from('bye'))).toString(), 'bye');
+  const g = await startGuest();
+  const s = connect(g.tcpPort, '127.0.0.1');
+  await connected(s);
+  const all = readAll(s);
+  s.end('bye');
+  t.is((await all).toString(), 'bye');
   const exit: QemuExit = await g.qemu.exited;
   t.is(exit.guestStatus, 0, g.qemu.console().slice(-3000));
   const line = g.qemu.console().split('\n').find((l) => l.startsWith('vsock-echo-result: '));
-  t.truthy(line);
-  const result = JSON.parse(line!.slice('vsock-echo-result: '.length)) as { connections: number; echoedBytes: number; interrupts: number };
+  if (line === undefined) return t.fail('no result line');
+  const result = JSON.parse(line.slice('vsock-echo-result: '.length)) as { connections: number; echoedBytes: number; interrupts: number };
   t.is(result.connections, CONNECTIONS);
-  t.is(result.echoedBytes, 20 + 50 * 64 + (1 << 20) + 3);
+  t.is(result.echoedBytes, 'hello over the hybrid socket\n'.length + 50 * 64 + (1 << 20) + 3);
   t.true(result.interrupts > 0);
   t.notRegex(g.qemu.console(), /PANIC/);
 });
