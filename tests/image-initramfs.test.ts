@@ -1,10 +1,23 @@
 // Builds the stock-Linux guest image (downloads Debian packages on first use) and checks
 // what went into it, by reading the cpio back; and that a second build is a cache hit.
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 import { S_IFCHR, S_IFLNK, S_IFMT, parseCpio, type CpioEntry } from '../appliance/image/cpio.js';
 import { buildLinuxGuest } from '../appliance/image/linux-guest.js';
 import { readModinfo, resolveModules } from '../appliance/image/initramfs.js';
+import { cacheDir, type DebianKernel } from '../appliance/image/debian.js';
+
+const hasXz = ((): boolean => {
+  try {
+    execFileSync('xz', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 
 test('the stock-Linux image holds busybox, socat with its libraries and loader, modules with modules.dep, and an init', async (t) => {
   const first = await buildLinuxGuest();
@@ -43,4 +56,30 @@ test('module dependencies resolve in load order from the modules themselves', as
   const info = readModinfo(readFileSync(mods.at(-1)!.host));
   t.deepEqual(info.get('vermagic')?.[0]?.split(' ')[0], debianKernel.version);
   await t.throwsAsync(resolveModules(debianKernel, ['no_such_module']), { message: /has no module no_such_module/ });
+});
+
+(hasXz ? test : test.skip)('compressed modules (.ko.xz) are decompressed on the host, in the same order', async (t) => {
+  const { debianKernel: real } = await buildLinuxGuest();
+  const plain = await resolveModules(real, ['vmw_vsock_virtio_transport']);
+  const version = `fake-${process.pid}`;
+  const root = mkdtempSync(join(tmpdir(), 'tsv-kmod-'));
+  const modulesDir = join(root, 'lib', 'modules', version);
+  t.teardown(() => {
+    rmSync(root, { recursive: true, force: true });
+    rmSync(cacheDir('modules', version), { recursive: true, force: true });
+  });
+  for (const m of plain) {
+    const rel = relative(real.modulesDir, m.host);
+    const dest = join(modulesDir, rel);
+    mkdirSync(dirname(dest), { recursive: true });
+    copyFileSync(m.host, dest);
+    execFileSync('xz', ['-z', '-T1', dest]);
+  }
+  const fake: DebianKernel = { ...real, version, modulesDir, root };
+  const resolved = await resolveModules(fake, ['vmw-vsock-virtio-transport']);
+  t.deepEqual(resolved.map((m) => m.name), plain.map((m) => m.name));
+  for (const [i, m] of resolved.entries()) {
+    t.true(m.host.endsWith('.ko') && m.guest.endsWith('.ko'), m.host);
+    t.true(readFileSync(m.host).equals(readFileSync(plain[i]!.host)), `${m.name} decompressed intact`);
+  }
 });
