@@ -200,7 +200,7 @@ function rememberDepends(name: string, deps: string[]): void {
   const c = readDependsCache();
   c.depends[name] = deps;
   const file = join(cacheDir(), DEPENDS_CACHE_FILE);
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   writeFileSync(tmp, JSON.stringify(c));
   renameSync(tmp, file);
 }

@@ -11,7 +11,7 @@
 // Uncompressed on purpose: under TCG the kernel's decompressor is the slow part of
 // unpacking, and the kernel accepts a plain cpio.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -202,7 +202,7 @@ async function plainModule(kernel: DebianKernel, rel: string): Promise<{ host: s
   const out = join(cacheDir('modules', kernel.version), plainRel);
   if (!existsSync(out)) {
     cacheDir('modules', kernel.version, relative('.', join(plainRel, '..')));
-    const tmp = `${out}.${process.pid}.tmp`;
+    const tmp = `${out}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     const tool = m[2] === 'xz' ? ['xz', 'xz-utils'] : m[2] === 'zst' ? ['zstd', 'zstd'] : ['gzip', 'gzip'];
     // `sh -c` only for the redirection; the paths are ours.
     await run('sh', ['-c', `${tool[0]} -dc "$1" > "$2"`, 'sh', src, tmp], {
@@ -481,7 +481,7 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
     return { path, size: statSync(path).size, key, cached: true, buildMs: Date.now() - t0, modules };
   }
 
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   const w = new CpioWriter(tmp);
   try {
     // Directories first (sorted so parents come before children), then everything else.
@@ -518,9 +518,9 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
   return { path, size: statSync(path).size, key, cached: false, buildMs: Date.now() - t0, modules };
 }
 
-/** Deletes older images of the same name (not touched for PRUNE_AGE_MS) so the cache does not grow forever. */
+/** Deletes older images of the same name, and leftovers of interrupted builds, not touched for PRUNE_AGE_MS, so the cache does not grow forever. */
 function pruneStale(outDir: string, name: string, keep: string): void {
-  const re = new RegExp(`^${name.replace(/[.]/g, '\\.')}-[0-9a-f]{16}\\.cpio$`);
+  const re = new RegExp(`^${name.replace(/[.]/g, '\\.')}-[0-9a-f]{16}\\.cpio(\\.[0-9]+\\.[0-9a-f]+\\.tmp)?$`);
   for (const f of readdirSync(outDir)) {
     const p = join(outDir, f);
     if (p === keep || !re.test(f)) continue;
