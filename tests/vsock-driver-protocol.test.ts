@@ -495,3 +495,20 @@ test('net.Socket surface: address, readyState, setTimeout, setNoDelay, setKeepAl
     await stop();
   }
 });
+
+test('server.maxConnections: connections beyond it are refused with RST', async (t) => {
+  const { driver, peer, stop } = await setup();
+  try {
+    const server = driver.createServer();
+    server.maxConnections = 2;
+    let accepted = 0;
+    server.on('connection', () => accepted++);
+    await new Promise<void>((resolve) => server.listen(3000, resolve));
+    for (let i = 0; i < 4; i++) peer.inject({ op: VSOCK_OP_REQUEST, srcPort: 100 + i, dstPort: 3000 });
+    await until(() => ops(peer, VSOCK_OP_RESPONSE).length + ops(peer, VSOCK_OP_RST).length === 4, 'answers');
+    t.is(accepted, 2);
+    t.deepEqual(ops(peer, VSOCK_OP_RST).map((p) => p.hdr.dstPort), [102, 103]);
+  } finally {
+    await stop();
+  }
+});

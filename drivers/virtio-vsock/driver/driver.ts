@@ -513,7 +513,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
 
   private accept(h: VsockHeader): void {
     const server = this.listeners.get(h.dstPort);
-    if (!server) {
+    if (!server || !server.acceptsMore) {
       this.rstUnknown(h);
       return;
     }

@@ -16,6 +16,8 @@ export interface ListenerHost {
 
 export class VsockServer extends EventEmitter {
   listening = false;
+  /** Refuse (RST) connections beyond this many open ones, as net.Server.maxConnections. */
+  maxConnections = Infinity;
   private port = -1;
   private readonly sockets = new Set<VsockSocket>();
   private closeCallbacks: Array<(err?: Error) => void> = [];
@@ -81,6 +83,11 @@ export class VsockServer extends EventEmitter {
   }
   unref(): this {
     return this;
+  }
+
+  /** @internal True when another connection may be accepted. */
+  get acceptsMore(): boolean {
+    return this.listening && this.sockets.size < this.maxConnections;
   }
 
   /** @internal An accepted connection. */
