@@ -36,8 +36,13 @@ type ThroughputRow = {
   mode: string;
   size: number;
   MBps: number;
-  /** CPU time of both threads per MB moved (less sensitive to a busy machine than MB/s). */
+  /** CPU time of both threads per MB moved. */
   cpu_us_per_MB: number;
+  /** Per MB: packets, kicks (driver -> device notifications), interrupts; bytes copied per byte sent. */
+  pkts_per_MB: number;
+  kicks_per_MB: number;
+  irqs_per_MB: number;
+  copies_per_byte: number;
 };
 type PingpongRow = {
   mode: string;
@@ -105,10 +110,21 @@ function sinkDone(t: InProcessTransport): Promise<{ received: number }> {
  * Streams `total` bytes in writes of `size` to the sink; returns MB/s until the sink saw
  * them all, and the CPU time of the whole process (both threads) per MB.
  */
-async function streamToSink(g: Guest, mode: TxMode, size: number, total: number): Promise<{ MBps: number; cpuUsPerMB: number }> {
+interface StreamResult {
+  MBps: number;
+  cpuUsPerMB: number;
+  /** Driver events per MB (counts, not times: they do not depend on how busy the machine is). */
+  packetsPerMB: number;
+  kicksPerMB: number;
+  interruptsPerMB: number;
+  copiedBytesPerByte: number;
+}
+
+async function streamToSink(g: Guest, mode: TxMode, size: number, total: number): Promise<StreamResult> {
   const ring = makeRing(g.driver, mode, size);
   const sock = await connect(g.driver, SINK_PORT);
   const done = sinkDone(g.transport);
+  const before = { ...g.driver.stats };
   const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   let sent = 0;
@@ -134,7 +150,16 @@ async function streamToSink(g: Guest, mode: TxMode, size: number, total: number)
   sock.destroy();
   freeRing(g.driver, mode, ring);
   if (received !== total) throw new Error(`sink received ${received} bytes of ${total}`);
-  return { MBps: total / seconds / 1e6, cpuUsPerMB: (cpu.user + cpu.system) / (total / 1e6) };
+  const st = g.driver.stats;
+  const mb = total / 1e6;
+  return {
+    MBps: total / seconds / 1e6,
+    cpuUsPerMB: (cpu.user + cpu.system) / mb,
+    packetsPerMB: (st.txPackets - before.txPackets) / mb,
+    kicksPerMB: (st.kicks - before.kicks) / mb,
+    interruptsPerMB: (st.interrupts - before.interrupts) / mb,
+    copiedBytesPerByte: (st.txCopiedBytes - before.txCopiedBytes) / total,
+  };
 }
 
 
@@ -242,7 +267,7 @@ export default async function level1(args: string[]): Promise<void> {
       guests.set(mode, g);
       await streamToSink(g, mode, 65536, 16 << 20); // warm-up
     }
-    const best = new Map<string, { MBps: number; cpuUsPerMB: number }>();
+    const best = new Map<string, StreamResult>();
     for (let round = 0; round < runs; round++) {
       for (const size of sizes) {
         for (const mode of modes) {
@@ -260,7 +285,16 @@ export default async function level1(args: string[]): Promise<void> {
     for (const mode of modes) {
       for (const size of sizes) {
         const r = best.get(`${mode}/${size}`)!;
-        throughput.push({ mode, size, MBps: Math.round(r.MBps), cpu_us_per_MB: Math.round(r.cpuUsPerMB) });
+        throughput.push({
+          mode,
+          size,
+          MBps: Math.round(r.MBps),
+          cpu_us_per_MB: Math.round(r.cpuUsPerMB),
+          pkts_per_MB: round1(r.packetsPerMB),
+          kicks_per_MB: round1(r.kicksPerMB),
+          irqs_per_MB: round1(r.interruptsPerMB),
+          copies_per_byte: round2(r.copiedBytesPerByte),
+        });
       }
     }
     for (const mode of modes) {
