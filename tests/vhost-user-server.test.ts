@@ -577,3 +577,67 @@ test('a stale socket file is replaced; a path with a live listener is refused', 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('guest RAM above 4 GiB: a 5 GiB region is mapped in chunks; rings and buffers there work', async (t) => {
+  const f = await fixture(t);
+  const GiB = 2 ** 30;
+  const fd = n.memfdCreate('big-guest-ram'); // sparse: only touched pages use memory
+  ftruncateSync(fd, 7 * GiB);
+  f.cleanups.push(() => n.close(fd));
+  const U2 = 0x7f2000000000;
+  const regions: MemoryRegionDescription[] = [
+    ...qemuRegions(2 * GiB),
+    { guestPhysAddr: 4 * GiB, memorySize: 5 * GiB, userspaceAddr: U2, mmapOffset: 2 * GiB },
+  ];
+  const fileOffset = (gpa: number): number => (gpa >= 4 * GiB ? gpa - 2 * GiB : gpa);
+  /** The "guest" maps a 64 KiB window of its RAM at a guest-physical address. */
+  const window = (gpa: number): Uint8Array => {
+    const m = n.mmap(fd, 0x10000, fileOffset(gpa));
+    f.cleanups.push(() => n.munmap(m));
+    return new Uint8Array(m);
+  };
+  const DESC = 6 * GiB - 0x10000; // last 64 KiB before the 6 GiB chunk boundary
+  const RINGS = 6 * GiB; // avail and used in the next chunk
+  const REQ = 8 * GiB + 0x1000; // third chunk
+  const RESP = 0x10000; // region 0
+  const descWin = window(DESC);
+  const ringWin = window(RINGS);
+  const reqWin = window(8 * GiB);
+  const low = n.mmap(fd, 0x20000, 0);
+  f.cleanups.push(() => n.munmap(low));
+  const lowBytes = new Uint8Array(low);
+
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  const mapped = once(f.server, 'memory-mapped');
+  await c.setFeatures(FEATURES);
+  await c.setMemTable(regions, [fd, fd, fd]);
+  await mapped;
+  await c.setVringNum(0, RING_SIZE);
+  await c.setVringBase(0, 0);
+  const u2 = (gpa: number): number => U2 + (gpa - 4 * GiB);
+  await c.setVringAddr(0, u2(DESC), u2(RINGS + 0x1000), u2(RINGS));
+  await c.setVringKick(0, kick.fd);
+  await c.setVringEnable(0, true);
+
+  const q = new VirtqueueDriver<number>({
+    name: 'high driver q0',
+    index: 0,
+    size: RING_SIZE,
+    eventIdx: true,
+    desc: { bytes: descWin.subarray(0, 16 * RING_SIZE), addr: DESC },
+    avail: { bytes: ringWin.subarray(0, 6 + 2 * RING_SIZE), addr: RINGS },
+    used: { bytes: ringWin.subarray(0x1000, 0x1000 + 6 + 8 * RING_SIZE), addr: RINGS + 0x1000 },
+  });
+  reqWin.fill(0x5a, 0x1000, 0x1040);
+  q.add(1, [[REQ, 64]], [[RESP, 64]]);
+  const interrupted = nextCall(call);
+  if (q.publish()) kick.write(1);
+  await interrupted;
+  const got: [number, number][] = [];
+  q.drainUsed((token, len) => got.push([token, len]));
+  t.deepEqual(got, [[1, 64]]);
+  t.is(lowBytes[RESP + 63], 0x5a);
+});

@@ -18,10 +18,36 @@ import { Request } from './protocol.js';
 const hex = (n: number): string => '0x' + n.toString(16);
 const MAX = Number.MAX_SAFE_INTEGER;
 
-interface MappedRegion {
-  readonly desc: MemoryRegionDescription;
+/**
+ * Node's largest ArrayBuffer is 4 GiB: a bigger region is mapped as several chunks cut at
+ * 2 GiB guest-physical boundaries (each its own MemoryRegion). Guest buffers are
+ * naturally aligned page blocks, so none crosses such a boundary in practice; one that
+ * does is refused by GuestMemory like any range crossing regions.
+ */
+const MAX_MAPPING = 2 ** 32;
+const CHUNK = 2 ** 31;
+
+interface Chunk {
   readonly mapping: ArrayBuffer;
   readonly region: MemoryRegion;
+}
+
+interface MappedRegion {
+  readonly desc: MemoryRegionDescription;
+  readonly chunks: Chunk[];
+}
+
+/** Guest ranges to map separately for one region: [guest address, size] pairs. */
+function chunkRanges(d: MemoryRegionDescription): [number, number][] {
+  if (d.memorySize <= MAX_MAPPING - 0x10000) return [[d.guestPhysAddr, d.memorySize]];
+  const out: [number, number][] = [];
+  const end = d.guestPhysAddr + d.memorySize;
+  for (let g = d.guestPhysAddr; g < end; ) {
+    const next = Math.min(end, (Math.floor(g / CHUNK) + 1) * CHUNK);
+    out.push([g, next - g]);
+    g = next;
+  }
+  return out;
 }
 
 const memErr = (msg: string): VhostUserError => new VhostUserError('ERR_VHOST_USER_MEMORY', `SET_MEM_TABLE: ${msg}`, Request.SET_MEM_TABLE);
@@ -39,7 +65,7 @@ export class VhostMemoryTable {
 
   private constructor(mapped: MappedRegion[]) {
     this.#mapped = mapped;
-    this.memory = new GuestMemory(mapped.map((m) => m.region));
+    this.memory = new GuestMemory(mapped.flatMap((m) => m.chunks.map((c) => c.region)));
     this.#byUser = [...mapped].sort((a, b) => a.desc.userspaceAddr - b.desc.userspaceAddr);
   }
 
@@ -68,20 +94,27 @@ export class VhostMemoryTable {
         if (d.mmapOffset + d.memorySize > fdSize) {
           throw memErr(`${what} does not fit its fd: it needs bytes up to ${hex(d.mmapOffset + d.memorySize)}, the fd has ${hex(fdSize)}`);
         }
-        // mmap needs a page-aligned file offset: map from the page holding mmap_offset.
-        const mapOffset = Math.floor(d.mmapOffset / ps) * ps;
-        const delta = d.mmapOffset - mapOffset;
-        let mapping: ArrayBuffer;
-        try {
-          mapping = mmap(fds[i]!, delta + d.memorySize, mapOffset, true, true);
-        } catch (err) {
-          throw memErr(`${what}: mmap of ${hex(delta + d.memorySize)} bytes at file offset ${hex(mapOffset)} failed: ${(err as Error).message}`);
-        }
-        try {
-          mapped.push({ desc: d, mapping, region: makeRegion(`qemu region ${i}`, d.guestPhysAddr, mapping, delta, d.memorySize) });
-        } catch (err) {
-          munmap(mapping);
-          throw memErr(`${what}: ${(err as Error).message}`);
+        const m: MappedRegion = { desc: d, chunks: [] };
+        mapped.push(m);
+        const ranges = chunkRanges(d);
+        for (const [gpa, size] of ranges) {
+          // mmap needs a page-aligned file offset: map from the page holding the start.
+          const fileOffset = d.mmapOffset + (gpa - d.guestPhysAddr);
+          const mapOffset = Math.floor(fileOffset / ps) * ps;
+          const delta = fileOffset - mapOffset;
+          let mapping: ArrayBuffer;
+          try {
+            mapping = mmap(fds[i]!, delta + size, mapOffset, true, true);
+          } catch (err) {
+            throw memErr(`${what}: mmap of ${hex(delta + size)} bytes at file offset ${hex(mapOffset)} failed: ${(err as Error).message}`);
+          }
+          const name = ranges.length === 1 ? `qemu region ${i}` : `qemu region ${i} part ${m.chunks.length}`;
+          try {
+            m.chunks.push({ mapping, region: makeRegion(name, gpa, mapping, delta, size) });
+          } catch (err) {
+            munmap(mapping);
+            throw memErr(`${what}: ${(err as Error).message}`);
+          }
         }
       });
       const byUser = [...mapped].sort((a, b) => a.desc.userspaceAddr - b.desc.userspaceAddr);
@@ -96,7 +129,7 @@ export class VhostMemoryTable {
         throw memErr((err as Error).message); // guest ranges overlap
       }
     } catch (err) {
-      for (const m of mapped) munmap(m.mapping);
+      for (const m of mapped) for (const c of m.chunks) munmap(c.mapping);
       throw err;
     } finally {
       closeFds(fds);
@@ -128,6 +161,6 @@ export class VhostMemoryTable {
   unmap(): void {
     if (this.#unmapped) return;
     this.#unmapped = true;
-    for (const m of this.#mapped) munmap(m.mapping);
+    for (const m of this.#mapped) for (const c of m.chunks) munmap(c.mapping);
   }
 }
