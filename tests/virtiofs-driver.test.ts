@@ -104,6 +104,22 @@ test('readFileDma: file bytes land in DMA chunks, no copy', async (t) => {
   }
 });
 
+test('readFileDma: concurrent large files wait for DMA memory instead of failing', async (t) => {
+  const { fs: vfs } = await withFs(t, {}, 48 << 20); // room for two 16 MiB files at a time
+  const want = sha256(fs.readFileSync(join(root, 'big16m.bin')));
+  const got = await Promise.all(
+    Array.from({ length: 5 }, async () => {
+      const f = await vfs.readFileDma('big16m.bin');
+      const h = createHash('sha256');
+      for (const c of f.chunks) h.update(c);
+      await new Promise((r) => setImmediate(r)); // hold it a little, like a socket would
+      f.release();
+      return h.digest('hex');
+    }),
+  );
+  for (const h of got) t.is(h, want);
+});
+
 test('readdir equals the host listing', async (t) => {
   const { fs: vfs } = await withFs(t);
   for (const dir of ['/', 'a', 'a/b', 'a/b/c', 'emptydir', 'link-to-dir']) {

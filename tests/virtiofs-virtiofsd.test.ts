@@ -51,42 +51,59 @@ const share = (rel: string): string => join(root, 'share', rel);
 
 let socketSeq = 0;
 
-async function withVirtiofsd(t: { teardown(fn: () => unknown): void }, opts: VirtioFsDriverOptions = {}): Promise<VirtioFsDriver> {
+/**
+ * Starts virtiofsd on the share, connects a driver and runs `body` with it. If virtiofsd
+ * dies first, the test fails with its exit status and stderr (instead of waiting on
+ * requests nobody will answer).
+ */
+async function withVirtiofsd(t: { teardown(fn: () => unknown): void }, opts: VirtioFsDriverOptions, body: (vfs: VirtioFsDriver) => Promise<void>): Promise<void> {
   const sock = join(root, `vfsd-${process.pid}-${socketSeq++}.sock`);
   const child: ChildProcess = spawn(VIRTIOFSD, [`--socket-path=${sock}`, '-o', `source=${join(root, 'share')}`, '-o', 'sandbox=chroot', '-o', 'cache=auto'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let stopping = false;
+  let dead = false;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => {
+    dead = true;
+    resolve();
+  }));
+  const died = exited.then(() => {
+    if (!stopping) throw new Error(`virtiofsd exited unexpectedly (${child.exitCode ?? child.signalCode}): ${stderr.trim().split('\n').slice(-8).join(' | ')}`);
+  });
+  died.catch(() => {});
   let transport: VhostUserFrontendTransport | null = null;
   let driver: VirtioFsDriver | null = null;
   t.teardown(async () => {
     try {
-      await driver?.close();
+      if (!dead) await driver?.close(); // a dead back-end would never answer the FORGETs
     } finally {
+      stopping = true;
       await transport?.close();
       child.kill('SIGTERM');
       await exited;
       fs.rmSync(sock, { force: true });
     }
   });
-  // Wait for the socket (no deadline of our own: ava's timeout bounds the test).
-  while (!fs.existsSync(sock)) {
-    if (child.exitCode !== null) throw new Error(`virtiofsd exited (${child.exitCode}): ${stderr}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  transport = await VhostUserFrontendTransport.connect(sock, {
-    deviceId: VIRTIO_ID_FS,
-    config: encodeVirtioFsConfig({ tag: 'hostfs', numRequestQueues: 1 }),
-    numQueues: 2,
-    maxQueueSize: 128,
-    memoryBytes: 64 << 20,
-  });
-  driver = await VirtioFsDriver.start(transport, opts);
-  return driver;
+  const run = async (): Promise<void> => {
+    // Wait for the socket (no deadline of our own: ava's timeout bounds the test).
+    while (!fs.existsSync(sock)) {
+      if (dead) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    transport = await VhostUserFrontendTransport.connect(sock, {
+      deviceId: VIRTIO_ID_FS,
+      config: encodeVirtioFsConfig({ tag: 'hostfs', numRequestQueues: 1 }),
+      numQueues: 2,
+      maxQueueSize: 128,
+      memoryBytes: 64 << 20,
+    });
+    driver = await VirtioFsDriver.start(transport, opts);
+    await body(driver);
+  };
+  await Promise.race([run(), died]);
 }
 
-maybe('virtiofsd: INIT, readFile of every file (SHA-256), readFileDma', async (t) => {
-  const vfs = await withVirtiofsd(t);
+maybe('virtiofsd: INIT, readFile of every file (SHA-256), readFileDma', (t) => withVirtiofsd(t, {}, async (vfs) => {
   t.true(vfs.protocolMinor >= 23);
   t.log(`FUSE 7.${vfs.protocolMinor}, max read ${vfs.maxRead}, init flags 0x${vfs.init!.flags.toString(16)}`);
   for (const rel of Object.keys(FILES)) {
@@ -104,10 +121,9 @@ maybe('virtiofsd: INIT, readFile of every file (SHA-256), readFileDma', async (t
     }
   }
   t.is(vfs.stats.badReplies, 0);
-});
+}));
 
-maybe('virtiofsd: readdir, stat, symlinks, errors', async (t) => {
-  const vfs = await withVirtiofsd(t);
+maybe('virtiofsd: readdir, stat, symlinks, errors', (t) => withVirtiofsd(t, {}, async (vfs) => {
   for (const dir of ['/', 'a', 'a/b', 'emptydir']) t.deepEqual((await vfs.readdir(dir)).sort(), fs.readdirSync(share(dir)).sort(), dir);
   const typed = await vfs.readdir('/', { withFileTypes: true });
   t.true(typed.find((d) => d.name === 'a')!.isDirectory());
@@ -122,10 +138,9 @@ maybe('virtiofsd: readdir, stat, symlinks, errors', async (t) => {
   await t.throwsAsync(vfs.stat('one.bin/x'), { code: 'ENOTDIR' });
   await t.throwsAsync(vfs.readFile('a'), { code: 'EISDIR' });
   t.true((await vfs.statfs()).bsize > 0);
-});
+}));
 
-maybe('virtiofsd: 64 concurrent reads through a small queue; FORGET on eviction', async (t) => {
-  const vfs = await withVirtiofsd(t, { queueSize: 8, chunkSize: 32 * 1024, chunkCount: 8, cacheEntries: 3 });
+maybe('virtiofsd: 64 concurrent reads through a small queue; FORGET on eviction', (t) => withVirtiofsd(t, { queueSize: 8, chunkSize: 32 * 1024, chunkCount: 8, cacheEntries: 3 }, async (vfs) => {
   const names = ['one.bin', 'f4095.bin', 'f4096.bin', 'f4097.bin', 'page133k.html', 'a/b/c/deep.txt', 'a/x.txt'];
   const want = new Map(names.map((n) => [n, sha256(fs.readFileSync(share(n)))]));
   const jobs = Array.from({ length: 64 }, (_, i) => names[i % names.length]!);
@@ -143,4 +158,4 @@ maybe('virtiofsd: 64 concurrent reads through a small queue; FORGET on eviction'
   } finally {
     await h.close();
   }
-});
+}));

@@ -44,6 +44,10 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   private handler: () => void = () => {};
   private protocolFeatures = false;
   private closed = false;
+  private setupApplied = true;
+  private barrierSeq = 0;
+  private readonly pendingKicks = new Set<number>();
+  private replies: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly frontend: VhostUserFrontend,
@@ -84,7 +88,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     // Stop every running ring (GET_VRING_BASE); its replies are read in the background.
     for (const [index, q] of this.queues) {
       this.frontend.send(11 /* GET_VRING_BASE */, vringState(index, 0));
-      void this.frontend.readReply().catch(() => {});
+      this.readOneReply(() => {});
       q.watcher.stop();
       native.close(q.kick);
       native.close(q.call);
@@ -117,9 +121,12 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     void fe.setVringNum(index, size);
     void fe.setVringAddr(index, descAddr, usedAddr, availAddr);
     void fe.setVringBase(index, 0);
-    void fe.setVringKick(index, kick);
+    // The call fd before the kick fd: SET_VRING_KICK starts the back-end's queue thread,
+    // and libvhost-user panics signalling a call fd it does not have yet.
     void fe.setVringCall(index, call);
+    void fe.setVringKick(index, kick);
     if (this.protocolFeatures) void fe.setVringEnable(index, true);
+    this.barrier();
     const watcher = native.watchFd(call, () => {
       native.eventfdRead(call);
       if (!this.closed) this.handler();
@@ -130,8 +137,35 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   driverOk(): void {}
 
   notify(index: number): void {
+    if (!this.setupApplied) {
+      this.pendingKicks.add(index);
+      return;
+    }
     const q = this.queues.get(index);
     if (q) native.eventfdWrite(q.kick, 1);
+  }
+
+  /**
+   * The set-up messages are sent without waiting (this interface is synchronous): a
+   * request with a reply (GET_FEATURES) sent after them returns once the back-end has
+   * applied them all, and kicks wait until then (a kick racing ahead of SET_VRING_CALL
+   * makes the back-end signal a call fd it does not have yet).
+   */
+  private barrier(): void {
+    this.setupApplied = false;
+    const seq = ++this.barrierSeq;
+    this.frontend.send(1 /* GET_FEATURES */);
+    this.readOneReply(() => {
+      if (seq !== this.barrierSeq || this.closed) return;
+      this.setupApplied = true;
+      for (const i of this.pendingKicks) this.notify(i);
+      this.pendingKicks.clear();
+    });
+  }
+
+  /** Replies are read one at a time, in the order their requests were sent. */
+  private readOneReply(then: () => void): void {
+    this.replies = this.replies.then(() => this.frontend.readReply()).then(then, () => {});
   }
 
   readConfig(offset: number, length: number): Uint8Array {

@@ -167,6 +167,8 @@ export class VirtioFsDriver implements FileHandleOwner {
   private unique = 0;
   private closing: Promise<void> | null = null;
   private readonly readAhead: number;
+  private largeOutstanding = 0;
+  private largeWaiters: Array<() => void> = [];
   private readonly counters = { zeroCopyReads: 0, zeroCopyBytes: 0, copiedReads: 0, copiedBytes: 0, lookups: 0, cacheHits: 0, forgetsSent: 0, forgottenLookups: 0 };
 
   private constructor(
@@ -679,12 +681,16 @@ export class VirtioFsDriver implements FileHandleOwner {
         }
       } else {
         // Large files: one arena allocation, split into READ-sized pieces.
-        const mem = this.transport.dma.allocate(size, FUSE_PAGE_SIZE);
+        const mem = await this.allocateLarge(size);
         let released = false;
         release = () => {
           if (released) return;
           released = true;
           this.transport.dma.free(mem);
+          this.largeOutstanding--;
+          const w = this.largeWaiters;
+          this.largeWaiters = [];
+          for (const f of w) f();
         };
         const got = await this.parallelPieces(count, async (i) => this.readAt(h, mem, i * piece, Math.min(piece, size - i * piece), i * piece));
         chunks = [];
@@ -700,6 +706,24 @@ export class VirtioFsDriver implements FileHandleOwner {
       throw e;
     } finally {
       await h.close();
+    }
+  }
+
+  /**
+   * DMA memory for a large readFileDma. When the arena is full while other large files
+   * of ours are held, waits for one of them to be released and tries again; with none
+   * held, the arena is simply too small and ERR_DMA_EXHAUSTED is thrown.
+   */
+  private async allocateLarge(size: number): Promise<Uint8Array> {
+    for (;;) {
+      try {
+        const mem = this.transport.dma.allocate(size, FUSE_PAGE_SIZE);
+        this.largeOutstanding++;
+        return mem;
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ERR_DMA_EXHAUSTED' || this.largeOutstanding === 0) throw e;
+        await new Promise<void>((resolve) => this.largeWaiters.push(resolve));
+      }
     }
   }
 
