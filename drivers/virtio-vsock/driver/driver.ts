@@ -87,6 +87,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   /** Our CID, from the device configuration (le64 guest_cid at offset 0, 5.10.4). */
   localCid: number;
   readonly eventIdx: boolean;
+  /** The transport's DMA memory (rings, pools, and user buffers from allocBuffer). */
+  readonly dma: VirtioTransport['dma'];
 
   private readonly rxq: VirtqueueDriver<number>;
   private readonly txq: VirtqueueDriver<number>;
@@ -148,8 +150,6 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     this.arenaView = new DataView(dma.buffer as ArrayBuffer);
     this.arenaBytes = dma.bytes;
   }
-
-  readonly dma: VirtioTransport['dma'];
 
   /**
    * Initializes the device (virtio 1.2, 3.1.1): reset, negotiate VERSION_1, EVENT_IDX
