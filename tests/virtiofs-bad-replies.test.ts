@@ -6,15 +6,16 @@ import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import type { DescriptorChain, VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
 import { VirtioFsDevice } from '../drivers/virtio-fs/device/virtio-fs-device.js';
-import { FuseCodecError, VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
+import { FsError, FuseCodecError, VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
 import { FuseOpcode } from '../drivers/virtio-fs/fuse-protocol.js';
 import { readU64, writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
 
-type FaultKind = 'length' | 'unique' | 'errno-range' | 'errno-positive' | 'short' | 'body' | 'error-with-body' | 'init-major' | 'init-minor';
+type FaultKind = 'length' | 'unique' | 'errno-range' | 'errno-positive' | 'short' | 'body' | 'error-with-body' | 'init-major' | 'init-minor' | 'random';
 
 /** Wraps the real device and corrupts the next reply to `opcode`. */
 class FaultyFsDevice implements VirtioDeviceModel {
@@ -24,7 +25,7 @@ class FaultyFsDevice implements VirtioDeviceModel {
   readonly features: bigint;
   readonly numQueues: number;
   readonly maxQueueSize: number;
-  fault: { opcode: number; kind: FaultKind } | null = null;
+  fault: { opcode: number; kind: FaultKind; noise?: Uint8Array; written?: number } | null = null;
   private ctx: DeviceContext | null = null;
   private readonly queues: (VirtqueueDevice | null)[] = [null, null];
 
@@ -60,7 +61,7 @@ class FaultyFsDevice implements VirtioDeviceModel {
         const opcode = readOpcode(chain);
         let n = this.inner.serve(index, chain);
         if (this.fault && this.fault.opcode === opcode) {
-          n = corrupt(chain, n, this.fault.kind);
+          n = this.fault.kind === 'random' ? scramble(chain, n, this.fault.noise!, this.fault.written!) : corrupt(chain, n, this.fault.kind);
           this.fault = null;
         }
         q.push(chain, n);
@@ -75,6 +76,13 @@ function readOpcode(chain: DescriptorChain): number {
   const b = Buffer.alloc(8);
   chain.read(0, b, 0, 8);
   return b.readUInt32LE(4);
+}
+
+/** XORs noise into the reply and claims a random written length (at most what was written). */
+function scramble(chain: DescriptorChain, n: number, noise: Uint8Array, writtenFraction: number): number {
+  const seg = chain.segment(chain.readableCount);
+  for (let i = 0; i < Math.min(seg.length, noise.length); i++) seg[i]! ^= noise[i]!;
+  return Math.floor(n * writtenFraction);
 }
 
 function corrupt(chain: DescriptorChain, n: number, kind: FaultKind): number {
@@ -108,6 +116,8 @@ function corrupt(chain: DescriptorChain, n: number, kind: FaultKind): number {
       return n;
     case 'init-minor':
       dv.setUint32(20, 20, true);
+      return n;
+    case 'random':
       return n;
   }
 }
@@ -193,3 +203,44 @@ for (const kind of ['init-major', 'init-minor'] as const) {
     t.is(transport.dma.freeBytes, freeBefore, 'DMA memory given back');
   });
 }
+
+test('property: any corruption of one reply fails at most that operation with FsError or FuseCodecError', async (t) => {
+  const { dev, vfs } = await setup(t);
+  const opcodes = [FuseOpcode.LOOKUP, FuseOpcode.GETATTR, FuseOpcode.OPEN, FuseOpcode.READ, FuseOpcode.RELEASE, FuseOpcode.OPENDIR, FuseOpcode.READDIR, FuseOpcode.RELEASEDIR, FuseOpcode.STATFS];
+  const want = fs.readFileSync(join(root, 'data.bin'));
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...opcodes), fc.uint8Array({ minLength: 1, maxLength: 160 }), fc.double({ min: 0, max: 1, noNaN: true }), async (opcode, noise, written) => {
+      run++;
+      dev.fault = { opcode, kind: 'random', noise, written };
+      const ops: Array<() => Promise<unknown>> = [
+        () => vfs.stat(`dir/../one.bin`),
+        () => vfs.readFile('data.bin'),
+        () => vfs.readdir('/'),
+        () => vfs.statfs(),
+      ];
+      for (const op of ops) {
+        try {
+          await op();
+        } catch (e) {
+          if (!(e instanceof FsError) && !(e instanceof FuseCodecError)) throw e;
+        }
+      }
+      dev.fault = null;
+      // Unpoisoned requests work: the file system answers and reads are right.
+      t.true((await vfs.statfs()).bsize > 0);
+      const h = await vfs.open('data.bin').catch(() => null);
+      if (h !== null) {
+        const b = Buffer.alloc(1000);
+        try {
+          const r = await h.read(b, 0, 1000, 100).catch(() => null);
+          if (r !== null && r.bytesRead === 1000) t.true(b.equals(want.subarray(100, 1100)), `run ${run}`);
+        } finally {
+          await h.close().catch(() => {});
+        }
+      }
+    }),
+    { numRuns: 150 },
+  );
+  t.true(vfs.stats.badReplies > 0);
+});
