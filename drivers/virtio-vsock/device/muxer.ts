@@ -261,8 +261,10 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       return;
     }
     if (h.op === VSOCK_OP_RST) {
+      // Counted, not logged: a Linux guest answers our closing SHUTDOWN(RCV|SEND) with an
+      // RST after we forgot the connection, so this is routine.
       this.stats.rstReceived++;
-      countDrop(this.stats, this.log, 'rstUnknownIgnored', `${h}`);
+      this.stats.dropped.rstUnknownIgnored++;
       return;
     }
     if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);
