@@ -256,9 +256,12 @@ test('FORGET: evictions from a bounded cache and close forget every lookup', asy
   t.is(dev.forgets, vfs.stats.forgetsSent);
   t.is(dev.forgottenLookups, vfs.stats.forgottenLookups);
   t.true(dev.nodes <= 1 + 2, `device keeps ${dev.nodes} nodes`);
+  const before = vfs.stats;
   await vfs.close();
   dev = await deviceStats(transport);
   t.is(dev.forgottenLookups, dev.lookupsGranted, 'every lookup granted was forgotten');
+  t.is(dev.forgets, vfs.stats.forgetsSent);
+  t.true(vfs.stats.forgetRequests - before.forgetRequests < vfs.stats.forgetsSent - before.forgetsSent, 'close batches its forgets (BATCH_FORGET)');
   t.is(dev.openHandles, 0);
   await t.throwsAsync(vfs.stat('one.bin'), { code: 'ERR_VIRTIO_FS_CLOSED' });
 });
