@@ -52,8 +52,8 @@ async function setup(t: ExecutionContext): Promise<Setup> {
   return s;
 }
 
-async function boot(s: Setup, extraArgs: string[] = []): Promise<LinuxGuest> {
-  const g = await startLinuxGuest({ launch: { vhostUserVsock: { socket: s.path }, extraArgs, timeoutMs: SAFETY_TIMEOUT_MS } });
+async function boot(s: Setup, extraArgs: string[] = [], memoryMiB?: number): Promise<LinuxGuest> {
+  const g = await startLinuxGuest({ launch: { vhostUserVsock: { socket: s.path }, extraArgs, memoryMiB, timeoutMs: SAFETY_TIMEOUT_MS } });
   s.guests.push(g);
   return g;
 }
@@ -116,5 +116,15 @@ test.serial('guest RAM without an fd (QEMU cannot send a memory table) is report
   await warned;
   t.is(s.warnings[0]?.code, 'ERR_VHOST_USER_MEMORY_NOT_SHARED');
   t.regex(s.warnings[0]?.message ?? '', /no memory table/);
+  await g.shell.poweroff();
+});
+
+test.serial('a 6 GiB guest: RAM above 4 GiB (a 4 GiB region, mapped in chunks) carries the rings', async (t) => {
+  const s = await setup(t);
+  const mapped: string[] = [];
+  s.server.on('memory-mapped', (_id: number, d: string) => mapped.push(d));
+  const g = await boot(s, [], 6144);
+  t.deepEqual(await g.shell.run(connectCmd('high'), { timeoutMs: 30000 }), { output: 'echo:high', status: 0 });
+  t.regex(mapped[0] ?? '', /guest 0x100000000\.\.0x200000000/);
   await g.shell.poweroff();
 });

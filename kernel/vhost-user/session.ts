@@ -81,6 +81,14 @@ const NOISY_LOG_LIMIT = 20;
 /** Requests whose reply carries a body of its own (vhost-user.rst "Communication"). */
 const HAS_REPLY = new Set<number>([Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_VRING_BASE, Request.GET_QUEUE_NUM, Request.GET_CONFIG]);
 
+/** A system call failure (it has `syscall`) is a socket error; anything else is our bug. */
+function asVhostUserError(err: unknown): VhostUserError {
+  if (err instanceof VhostUserError) return err;
+  const e = err as Error & { syscall?: string; code?: string };
+  if (typeof e.syscall === 'string') return new VhostUserError('ERR_VHOST_USER_SOCKET', `${e.syscall}: ${e.message}`);
+  return new VhostUserError('ERR_VHOST_USER_INTERNAL', `internal error: ${e.stack ?? String(err)}`);
+}
+
 /** Takes a SET_VRING_KICK/CALL/ERR message's eventfd out of its fds (-1 with the no-fd flag). */
 function takeFd(msg: VhostUserMessage): number {
   return msg.payload.type === 'vring-file' && !msg.payload.noFd ? (msg.fds.shift() ?? -1) : -1;
@@ -156,7 +164,7 @@ export class VhostUserSession {
     } catch (err) {
       end = this.#closing
         ? { reason: 'closed', error: null }
-        : { reason: 'error', error: err instanceof VhostUserError ? err : new VhostUserError('ERR_VHOST_USER_SOCKET', (err as Error).message) };
+        : { reason: 'error', error: asVhostUserError(err) };
     } finally {
       this.#cleanup();
     }
@@ -573,15 +581,23 @@ export class VhostUserSession {
     }
   }
 
+  /** Releases everything; each step runs even if an earlier one failed. */
   #cleanup(): void {
-    this.#clearMemoryTableTimer();
-    for (const ring of this.#rings) this.#pauseRing(ring);
-    for (const ring of this.#rings) ring.closeAll();
+    const step = (what: string, f: () => void): void => {
+      try {
+        f();
+      } catch (err) {
+        this.#hooks.log('error', `session ${this.id}: cleanup: ${what} failed: ${(err as Error).message}`);
+      }
+    };
+    step('timer', () => this.#clearMemoryTableTimer());
+    for (const ring of this.#rings) step(`pause ring ${ring.index}`, () => this.#pauseRing(ring));
+    for (const ring of this.#rings) step(`close ring ${ring.index} fds`, () => ring.closeAll());
     this.#activated = false;
     this.#deviceCall('reset', () => this.#model.reset());
-    this.#table?.unmap();
+    step('unmap', () => this.#table?.unmap());
     this.#table = null;
-    this.#socket.close();
+    step('socket close', () => this.#socket.close());
   }
 
   /** Negotiated protocol features (for diagnostics). */
