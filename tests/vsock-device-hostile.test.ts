@@ -281,6 +281,30 @@ test('descriptors outside guest memory: the chain is refused by the queue and co
   }
 });
 
+test('REQUESTs beyond maxConnections get RST; a freed slot can be used again', async (t) => {
+  const dev = new VsockDevice({ guestCid: GUEST_CID, maxConnections: 3 });
+  const drv = VsockRawDriver.sameThread(dev);
+  const sockets: VsockHostSocket[] = [];
+  const l = dev.host.listen(400, (s) => {
+    s.on('error', () => {});
+    sockets.push(s);
+  });
+  try {
+    for (let i = 0; i < 4; i++) drv.send({ srcPort: 800 + i, dstPort: 400, op: VSOCK_OP_REQUEST });
+    const ops = [];
+    for (let i = 0; i < 4; i++) ops.push((await drv.nextOn(800 + i, 400)).header.op);
+    t.deepEqual(ops, [VSOCK_OP_RESPONSE, VSOCK_OP_RESPONSE, VSOCK_OP_RESPONSE, VSOCK_OP_RST]);
+    t.is(dev.stats.dropped.tooManyConnections, 1);
+    sockets[0]!.destroy();
+    t.is((await drv.nextOn(800, 400)).header.op, VSOCK_OP_RST);
+    drv.send({ srcPort: 804, dstPort: 400, op: VSOCK_OP_REQUEST });
+    t.is((await drv.nextOn(804, 400)).header.op, VSOCK_OP_RESPONSE);
+  } finally {
+    l.close();
+    await drv.close();
+  }
+});
+
 test('a listener that throws does not break kick()', async (t) => {
   const f = await fixture();
   const l = f.dev.host.listen(400, (s) => {

@@ -43,6 +43,8 @@ import {
   CONN_CREDIT_UPDATE_THRESHOLD_BYTES,
   HOST_TO_GUEST_QUEUE_LIMIT_BYTES,
   MAX_PKT_PAYLOAD_BYTES,
+  SMALL_PAYLOAD_MAX_BYTES,
+  STAGING_BUFFER_BYTES,
 } from './constants.js';
 import { VsockError } from './errors.js';
 import { VsockHostSocket } from './host-socket.js';
@@ -101,6 +103,10 @@ export class VsockConnection {
   // Guest -> host. rxCnt: payload bytes received from the guest; fwdCnt: bytes handed
   // to the host reader; lastFwdCntSent: the fwd_cnt the guest was last told.
   private readonly toHost = new ChunkQueue();
+  /** Small payloads not yet in toHost: staging[stagingStart, stagingEnd). */
+  private staging: Buffer | null = null;
+  private stagingStart = 0;
+  private stagingEnd = 0;
   private rxCnt = 0;
   private fwdCnt = 0;
   private lastFwdCntSent = 0;
@@ -250,11 +256,30 @@ export class VsockConnection {
       return;
     }
     // The one copy out of guest memory: the guest buffer goes back to the guest now, the
-    // chunk becomes the host reader's.
-    const buf = Buffer.allocUnsafe(len);
-    chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
-    this.toHost.push(buf);
+    // bytes become the host reader's.
+    if (len <= SMALL_PAYLOAD_MAX_BYTES) {
+      if (this.staging === null || STAGING_BUFFER_BYTES - this.stagingEnd < len) {
+        this.flushStaging();
+        this.staging = Buffer.allocUnsafe(STAGING_BUFFER_BYTES);
+        this.stagingStart = this.stagingEnd = 0;
+      }
+      chain.read(VSOCK_HEADER_SIZE, this.staging, this.stagingEnd, len);
+      this.stagingEnd += len;
+    } else {
+      this.flushStaging();
+      const buf = Buffer.allocUnsafe(len);
+      chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
+      this.toHost.push(buf);
+    }
     this.deliverToHost();
+  }
+
+  /** Moves staged small payloads into toHost as one chunk (keeps byte order). */
+  private flushStaging(): void {
+    if (this.stagingEnd > this.stagingStart) {
+      this.toHost.push(this.staging!.subarray(this.stagingStart, this.stagingEnd));
+      this.stagingStart = this.stagingEnd;
+    }
   }
 
   private onGuestShutdown(flags: number): void {
@@ -315,6 +340,8 @@ export class VsockConnection {
     this.releaseHeldWrite();
     this.toGuest.clear();
     this.toHost.clear();
+    this.staging = null;
+    this.stagingStart = this.stagingEnd = 0;
     const s = this.socket;
     this.socket = null;
     if (s !== null) s.detach();
@@ -333,12 +360,18 @@ export class VsockConnection {
     if (s === null) return;
     this.delivering = true;
     try {
-      while (this.hostWantsData && !this.toHost.isEmpty && this.socket === s) {
+      while (this.hostWantsData && this.socket === s) {
+        if (this.toHost.isEmpty) {
+          // Staged bytes go out only when everything before them has: while the reader
+          // is slow they keep coalescing.
+          if (this.stagingEnd === this.stagingStart) break;
+          this.flushStaging();
+        }
         const c = this.toHost.shift();
         this.fwdCnt = (this.fwdCnt + c.byteLength) >>> 0;
         this.hostWantsData = s.push(c);
       }
-      if (this.socket === s && this.toHost.isEmpty && (this.peerShutdown & VSOCK_SHUTDOWN_SEND) !== 0 && !this.eofPushed) {
+      if (this.socket === s && this.toHost.isEmpty && this.stagingEnd === this.stagingStart && (this.peerShutdown & VSOCK_SHUTDOWN_SEND) !== 0 && !this.eofPushed) {
         this.eofPushed = true;
         s.push(null);
       }
@@ -510,7 +543,7 @@ export class VsockConnection {
 
   /** Guest bytes held on the host side plus host bytes waiting for the guest. */
   get bufferedBytes(): number {
-    return this.toHost.length + this.toGuest.length + (this.socket?.readableLength ?? 0) + (this.socket?.writableLength ?? 0);
+    return this.toHost.length + (this.stagingEnd - this.stagingStart) + this.toGuest.length + (this.socket?.readableLength ?? 0) + (this.socket?.writableLength ?? 0);
   }
 
   describe(): string {

@@ -25,6 +25,20 @@ export const MAX_PKT_PAYLOAD_BYTES = 64 * 1024;
  */
 export const HOST_TO_GUEST_QUEUE_LIMIT_BYTES = 256 * 1024;
 
+/**
+ * Guest payloads up to this size are copied into a shared staging buffer instead of a
+ * chunk of their own, so a slow reader facing many tiny packets holds bytes, not
+ * per-packet objects (its window of 256 KiB could otherwise be 256 Ki one-byte chunks).
+ */
+export const SMALL_PAYLOAD_MAX_BYTES = 1024;
+export const STAGING_BUFFER_BYTES = 16 * 1024;
+
+/**
+ * Connections per device (any state). A guest REQUEST beyond it gets RST
+ * (tooManyConnections): each connection costs host memory the guest does not pay for.
+ */
+export const MAX_CONNECTIONS = 4096;
+
 /** highWaterMark of VsockHostSocket in both directions. */
 export const HOST_SOCKET_HIGH_WATER_MARK_BYTES = 64 * 1024;
 

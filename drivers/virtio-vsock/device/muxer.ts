@@ -29,6 +29,7 @@ import {
   CONNECT_TIMEOUT_MS_DEFAULT,
   EPHEMERAL_PORT_COUNT,
   EPHEMERAL_PORT_FIRST,
+  MAX_CONNECTIONS,
   STRAY_RST_QUEUE_ENTRIES,
 } from './constants.js';
 import {
@@ -59,6 +60,8 @@ export interface MuxerOptions {
   log: VsockLog | undefined;
   /** Asks the device to fill rx buffers soon (host-side work appeared). */
   wake: () => void;
+  /** Guest REQUESTs beyond this many open connections get RST (default MAX_CONNECTIONS). */
+  maxConnections?: number;
 }
 
 export class VsockMuxer implements ConnectionOwner, VsockHost {
@@ -66,6 +69,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   readonly stats: VsockDeviceStats;
   readonly log: VsockLog | undefined;
   private readonly wake: () => void;
+  private readonly maxConnections: number;
 
   private readonly conns = new Map<number, Map<number, VsockConnection>>();
   private connectionCount = 0;
@@ -96,6 +100,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.stats = opts.stats;
     this.log = opts.log;
     this.wake = opts.wake;
+    this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
     const bytes = Buffer.alloc(VSOCK_HEADER_SIZE);
     this.scratch = { header: new VsockHeader(), bytes, view: new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE) };
   }
@@ -284,6 +289,9 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     const listener = this.listeners.get(h.dstPort);
     const any = this.anyListener;
     if (listener === undefined && any === null) return this.refuse(h, 'refused', `REQUEST to host port ${h.dstPort}: nobody listens`);
+    if (this.connectionCount >= this.maxConnections) {
+      return this.refuse(h, 'tooManyConnections', `REQUEST to host port ${h.dstPort}: ${this.maxConnections} connections open`);
+    }
     const conn = new VsockConnection(this, VSOCK_CID_HOST, h.dstPort, this.guestCid, h.srcPort, CONN_PEER_INIT);
     this.insert(conn);
     conn.setPeerCredit(h.bufAlloc, h.fwdCnt);

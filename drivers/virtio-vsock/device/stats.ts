@@ -13,6 +13,7 @@ export const DROP_REASONS = [
   'badHeader', // len on a non-RW op, unknown SHUTDOWN flags: RST
   'unknownConnection', // packet (not REQUEST, not RST) for no connection: RST
   'refused', // REQUEST to a port nobody listens on: RST
+  'tooManyConnections', // REQUEST beyond MAX_CONNECTIONS: RST
   'rstUnknownIgnored', // RST for no connection: dropped (never answer RST with RST)
   'creditViolation', // RW beyond the buf_alloc we advertised: RST
   'protocolViolation', // op not allowed in the connection's state: RST

@@ -34,6 +34,8 @@ export interface VsockDeviceOptions {
   log?: VsockLog;
   /** Largest queue size offered (default 256). */
   maxQueueSize?: number;
+  /** Open connections allowed before guest REQUESTs get RST (default 4096). */
+  maxConnections?: number;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -62,7 +64,7 @@ export class VsockDevice implements VirtioDeviceModel {
     }
     this.log = opts.log;
     this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
-    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx() });
+    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections });
     this.host = this.muxer;
   }
 
