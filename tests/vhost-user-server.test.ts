@@ -641,3 +641,20 @@ test('guest RAM above 4 GiB: a 5 GiB region is mapped in chunks; rings and buffe
   t.deepEqual(got, [[1, 64]]);
   t.is(lowBytes[RESP + 63], 0x5a);
 });
+
+test('a ring broken by the guest (impossible avail.idx) signals its SET_VRING_ERR eventfd', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const err = eventFd(f);
+  const c = connect(f);
+  await handshake(c, call);
+  await c.post(Request.SET_VRING_ERR, encodeVringFile(0), [err.fd]);
+  const ram = guestRam(f);
+  await startDevice(c, ram.fd, kick, call);
+  const signalled = nextCall(err);
+  new DataView(ram.bytes.buffer).setUint16(AVAIL_GPA + 2, 1000, true); // 1000 entries ahead of 0, ring of 128
+  kick.write(1);
+  t.true((await signalled) >= 1);
+  t.true(f.logs.some((l) => /avail\.idx 1000 is 1000 entries ahead/.test(l)));
+});
