@@ -280,3 +280,18 @@ test('open handles pin their inode; close releases handles', async (t) => {
   t.is(dev.openHandles, 0);
   t.is(dev.forgottenLookups, dev.lookupsGranted);
 });
+
+test('close() during reads: waits for them, then forgets everything; later calls are refused', async (t) => {
+  const { fs: vfs, transport } = await withFs(t, { queueSize: 8, chunkCount: 4 });
+  const reads = Array.from({ length: 12 }, (_, i) => vfs.readFile(i % 2 ? 'page133k.html' : 'a/b/sibling.txt'));
+  const closed = vfs.close();
+  const results = await Promise.allSettled(reads);
+  await closed;
+  for (const r of results) {
+    if (r.status === 'rejected') t.true(['ERR_VIRTIO_FS_CLOSED', 'EBADF'].includes((r.reason as { code?: string }).code ?? ''), String(r.reason));
+  }
+  await t.throwsAsync(vfs.readdir('/'), { code: 'ERR_VIRTIO_FS_CLOSED' });
+  const dev = await deviceStats(transport);
+  t.is(dev.openHandles, 0);
+  t.is(dev.forgottenLookups, dev.lookupsGranted);
+});

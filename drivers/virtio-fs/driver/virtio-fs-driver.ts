@@ -176,6 +176,8 @@ export class VirtioFsDriver implements FileHandleOwner {
   private closing: Promise<void> | null = null;
   private readonly readAhead: number;
   private largeOutstanding = 0;
+  private activeOps = 0;
+  private opsIdle: Array<() => void> = [];
   private largeWaiters: Array<() => void> = [];
   private readonly counters = { zeroCopyReads: 0, zeroCopyBytes: 0, copiedReads: 0, copiedBytes: 0, lookups: 0, cacheHits: 0, forgetsSent: 0, forgetRequests: 0, forgottenLookups: 0 };
 
@@ -261,6 +263,21 @@ export class VirtioFsDriver implements FileHandleOwner {
   private nextUnique(): number {
     this.unique = this.unique >= Number.MAX_SAFE_INTEGER ? 1 : this.unique + 1;
     return this.unique;
+  }
+
+  /** Runs one public operation; close() waits for those in progress. */
+  private async track<T>(fn: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    this.activeOps++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.activeOps === 0) {
+        const w = this.opsIdle;
+        this.opsIdle = [];
+        for (const f of w) f();
+      }
+    }
   }
 
   private checkOpen(): void {
@@ -556,123 +573,137 @@ export class VirtioFsDriver implements FileHandleOwner {
   // ---- node:fs/promises-like API
 
   async stat(path: string): Promise<FsStats> {
-    const c = await this.resolve(path, 'stat', true);
-    try {
-      return new FsStats(await this.freshAttr(c, -1, 'stat', path));
-    } finally {
-      this.cache.unpin(c);
-    }
+    return this.track(async () => {
+      const c = await this.resolve(path, 'stat', true);
+      try {
+        return new FsStats(await this.freshAttr(c, -1, 'stat', path));
+      } finally {
+        this.cache.unpin(c);
+      }
+    });
   }
 
   async lstat(path: string): Promise<FsStats> {
-    const c = await this.resolve(path, 'lstat', false);
-    try {
-      return new FsStats(await this.freshAttr(c, -1, 'lstat', path));
-    } finally {
-      this.cache.unpin(c);
-    }
+    return this.track(async () => {
+      const c = await this.resolve(path, 'lstat', false);
+      try {
+        return new FsStats(await this.freshAttr(c, -1, 'lstat', path));
+      } finally {
+        this.cache.unpin(c);
+      }
+    });
   }
 
   async readlink(path: string): Promise<string> {
-    const c = await this.resolve(path, 'readlink', false);
-    try {
-      if (!isLink(c.attr)) throw this.fsError(E('EINVAL'), 'readlink', path);
-      return await this.linkTarget(c, 'readlink', path);
-    } finally {
-      this.cache.unpin(c);
-    }
+    return this.track(async () => {
+      const c = await this.resolve(path, 'readlink', false);
+      try {
+        if (!isLink(c.attr)) throw this.fsError(E('EINVAL'), 'readlink', path);
+        return await this.linkTarget(c, 'readlink', path);
+      } finally {
+        this.cache.unpin(c);
+      }
+    });
   }
 
   async statfs(_path = '/'): Promise<FsStatFs> {
-    this.checkOpen();
-    const r = await this.requests.acquire();
-    try {
-      r.begin(Op.STATFS, this.nextUnique(), FUSE_ROOT_ID);
-      r.setArgs(0, FUSE_STATFS_OUT_SIZE);
-      const len = await this.send(r);
-      if (len < 0) throw this.fsError(-len, 'statfs', _path);
-      return statFsFrom(this.decode(r, () => decodeStatfsOut(r.dv, REPLY_OFFSET + FUSE_OUT_HEADER_SIZE, len)));
-    } finally {
-      this.requests.release(r);
-    }
+    return this.track(async () => {
+      this.checkOpen();
+      const r = await this.requests.acquire();
+      try {
+        r.begin(Op.STATFS, this.nextUnique(), FUSE_ROOT_ID);
+        r.setArgs(0, FUSE_STATFS_OUT_SIZE);
+        const len = await this.send(r);
+        if (len < 0) throw this.fsError(-len, 'statfs', _path);
+        return statFsFrom(this.decode(r, () => decodeStatfsOut(r.dv, REPLY_OFFSET + FUSE_OUT_HEADER_SIZE, len)));
+      } finally {
+        this.requests.release(r);
+      }
+    });
   }
 
   readdir(path: string, options: ReaddirOptions & { withFileTypes: true }): Promise<FsDirent[]>;
   readdir(path: string, options?: ReaddirOptions): Promise<string[]>;
   async readdir(path: string, options: ReaddirOptions = {}): Promise<string[] | FsDirent[]> {
-    const c = await this.resolve(path, 'scandir', true);
-    try {
-      if (!isDir(c.attr)) throw this.fsError(E('ENOTDIR'), 'scandir', path);
-      const fh = await this.openRaw(Op.OPENDIR, c.nodeid, O_RDONLY | O_DIRECTORY);
-      if (fh < 0) throw this.fsError(-fh, 'scandir', path);
-      const names: string[] = [];
-      const dirents: FsDirent[] = [];
-      const [slot] = await this.chunks.acquire(1);
+    return this.track(async () => {
+      const c = await this.resolve(path, 'scandir', true);
       try {
-        const chunk = this.chunks.view(slot!);
-        const dv = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        let offset = 0;
-        for (;;) {
-          const n = await this.dataRequest(Op.READDIR, c.nodeid, fh, offset, chunk, 0, chunk.length);
-          if (n < 0) throw this.fsError(-n, 'scandir', path);
-          if (n === 0) break;
-          const entries = decodeDirents(chunk, dv, 0, n);
-          const next = entries[entries.length - 1]!.off;
-          if (next === offset) throw new FuseCodecError('ERR_FUSE_FIELD', `READDIR at offset ${offset} made no progress`, Op.READDIR, -1);
-          offset = next;
-          for (const d of entries) {
-            if (d.name === '.' || d.name === '..') continue;
-            if (options.withFileTypes) dirents.push(new FsDirent(d.name, path, d.type));
-            else names.push(d.name);
+        if (!isDir(c.attr)) throw this.fsError(E('ENOTDIR'), 'scandir', path);
+        const fh = await this.openRaw(Op.OPENDIR, c.nodeid, O_RDONLY | O_DIRECTORY);
+        if (fh < 0) throw this.fsError(-fh, 'scandir', path);
+        const names: string[] = [];
+        const dirents: FsDirent[] = [];
+        const [slot] = await this.chunks.acquire(1);
+        try {
+          const chunk = this.chunks.view(slot!);
+          const dv = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          let offset = 0;
+          for (;;) {
+            const n = await this.dataRequest(Op.READDIR, c.nodeid, fh, offset, chunk, 0, chunk.length);
+            if (n < 0) throw this.fsError(-n, 'scandir', path);
+            if (n === 0) break;
+            const entries = decodeDirents(chunk, dv, 0, n);
+            const next = entries[entries.length - 1]!.off;
+            if (next === offset) throw new FuseCodecError('ERR_FUSE_FIELD', `READDIR at offset ${offset} made no progress`, Op.READDIR, -1);
+            offset = next;
+            for (const d of entries) {
+              if (d.name === '.' || d.name === '..') continue;
+              if (options.withFileTypes) dirents.push(new FsDirent(d.name, path, d.type));
+              else names.push(d.name);
+            }
           }
+        } finally {
+          this.chunks.release(slot!);
+          await this.releaseRaw(Op.RELEASEDIR, c.nodeid, fh, 0);
         }
+        return options.withFileTypes ? dirents : names;
       } finally {
-        this.chunks.release(slot!);
-        await this.releaseRaw(Op.RELEASEDIR, c.nodeid, fh, 0);
+        this.cache.unpin(c);
       }
-      return options.withFileTypes ? dirents : names;
-    } finally {
-      this.cache.unpin(c);
-    }
+    });
   }
 
   /** Opens a file for reading (flags other than 'r' are refused: the driver is read-only). */
   async open(path: string, flags: string | number = 'r'): Promise<VirtioFsFileHandle> {
-    if (flags !== 'r' && flags !== O_RDONLY) throw this.fsError(E('EROFS'), 'open', path);
-    const c = await this.resolve(path, 'open', true);
-    try {
-      if (isDir(c.attr)) throw this.fsError(E('EISDIR'), 'open', path);
-      const fh = await this.openRaw(Op.OPEN, c.nodeid, O_RDONLY);
-      if (fh < 0) throw this.fsError(-fh, 'open', path);
-      const h = new VirtioFsFileHandle(this, fh, c, path);
-      this.handles.add(h);
-      return h; // c stays pinned until the handle closes
-    } catch (e) {
-      this.cache.unpin(c);
-      throw e;
-    }
+    return this.track(async () => {
+      if (flags !== 'r' && flags !== O_RDONLY) throw this.fsError(E('EROFS'), 'open', path);
+      const c = await this.resolve(path, 'open', true);
+      try {
+        if (isDir(c.attr)) throw this.fsError(E('EISDIR'), 'open', path);
+        const fh = await this.openRaw(Op.OPEN, c.nodeid, O_RDONLY);
+        if (fh < 0) throw this.fsError(-fh, 'open', path);
+        const h = new VirtioFsFileHandle(this, fh, c, path);
+        this.handles.add(h);
+        return h; // c stays pinned until the handle closes
+      } catch (e) {
+        this.cache.unpin(c);
+        throw e;
+      }
+    });
   }
 
   /** The whole file as a Buffer (one copy per chunk, from DMA pool chunks), or a string. */
   readFile(path: string, options?: { encoding?: null }): Promise<Buffer>;
   readFile(path: string, options: { encoding: BufferEncoding } | BufferEncoding): Promise<string>;
   async readFile(path: string, options?: { encoding?: BufferEncoding | null } | BufferEncoding): Promise<Buffer | string> {
-    const encoding = typeof options === 'string' ? options : options?.encoding;
-    const h = await this.open(path);
-    try {
-      const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
-      let buf: Buffer;
-      if (size > 0) {
-        buf = Buffer.allocUnsafe(size);
-        const n = await this.readRange(h, buf, size);
-        if (n < size) buf = buf.subarray(0, n);
-      } else {
-        buf = await this.readUntilEof(h);
+    return this.track(async () => {
+      const encoding = typeof options === 'string' ? options : options?.encoding;
+      const h = await this.open(path);
+      try {
+        const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
+        let buf: Buffer;
+        if (size > 0) {
+          buf = Buffer.allocUnsafe(size);
+          const n = await this.readRange(h, buf, size);
+          if (n < size) buf = buf.subarray(0, n);
+        } else {
+          buf = await this.readUntilEof(h);
+        }
+        return encoding ? buf.toString(encoding) : buf;
+      } finally {
+        await h.close();
       }
-      return encoding ? buf.toString(encoding) : buf;
-    } finally {
-      await h.close();
-    }
+    });
   }
 
   /**
@@ -681,59 +712,61 @@ export class VirtioFsDriver implements FileHandleOwner {
    * release() when done with them.
    */
   async readFileDma(path: string): Promise<DmaFile> {
-    const h = await this.open(path);
-    let release: () => void = () => {};
-    try {
-      const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
-      const piece = this.maxRead;
-      const count = Math.max(1, Math.ceil(size / piece));
-      let chunks: Uint8Array[];
-      let total = 0;
-      if (count <= this.chunks.count >> 1) {
-        // Small files: pool chunks, taken all at once (no deadlock between callers).
-        const slots = await this.chunks.acquire(count);
-        let released = false;
-        release = () => {
-          if (released) return;
-          released = true;
-          for (const s of slots) this.chunks.release(s);
-        };
-        const views = slots.map((s) => this.chunks.view(s));
-        const got = await this.parallelPieces(count, async (i) => this.readAt(h, views[i]!, 0, Math.min(piece, size - i * piece), i * piece));
-        chunks = [];
-        for (let i = 0; i < count; i++) {
-          if (got[i]! > 0) chunks.push(views[i]!.subarray(0, got[i]!));
-          total += got[i]!;
-          if (got[i]! < Math.min(piece, size - i * piece)) break;
+    return this.track(async () => {
+      const h = await this.open(path);
+      let release: () => void = () => {};
+      try {
+        const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
+        const piece = this.maxRead;
+        const count = Math.max(1, Math.ceil(size / piece));
+        let chunks: Uint8Array[];
+        let total = 0;
+        if (count <= this.chunks.count >> 1) {
+          // Small files: pool chunks, taken all at once (no deadlock between callers).
+          const slots = await this.chunks.acquire(count);
+          let released = false;
+          release = () => {
+            if (released) return;
+            released = true;
+            for (const s of slots) this.chunks.release(s);
+          };
+          const views = slots.map((s) => this.chunks.view(s));
+          const got = await this.parallelPieces(count, async (i) => this.readAt(h, views[i]!, 0, Math.min(piece, size - i * piece), i * piece));
+          chunks = [];
+          for (let i = 0; i < count; i++) {
+            if (got[i]! > 0) chunks.push(views[i]!.subarray(0, got[i]!));
+            total += got[i]!;
+            if (got[i]! < Math.min(piece, size - i * piece)) break;
+          }
+        } else {
+          // Large files: one arena allocation, split into READ-sized pieces.
+          const mem = await this.allocateLarge(size);
+          let released = false;
+          release = () => {
+            if (released) return;
+            released = true;
+            this.transport.dma.free(mem);
+            this.largeOutstanding--;
+            const w = this.largeWaiters;
+            this.largeWaiters = [];
+            for (const f of w) f();
+          };
+          const got = await this.parallelPieces(count, async (i) => this.readAt(h, mem, i * piece, Math.min(piece, size - i * piece), i * piece));
+          chunks = [];
+          for (let i = 0; i < count; i++) {
+            if (got[i]! > 0) chunks.push(mem.subarray(i * piece, i * piece + got[i]!));
+            total += got[i]!;
+            if (got[i]! < Math.min(piece, size - i * piece)) break;
+          }
         }
-      } else {
-        // Large files: one arena allocation, split into READ-sized pieces.
-        const mem = await this.allocateLarge(size);
-        let released = false;
-        release = () => {
-          if (released) return;
-          released = true;
-          this.transport.dma.free(mem);
-          this.largeOutstanding--;
-          const w = this.largeWaiters;
-          this.largeWaiters = [];
-          for (const f of w) f();
-        };
-        const got = await this.parallelPieces(count, async (i) => this.readAt(h, mem, i * piece, Math.min(piece, size - i * piece), i * piece));
-        chunks = [];
-        for (let i = 0; i < count; i++) {
-          if (got[i]! > 0) chunks.push(mem.subarray(i * piece, i * piece + got[i]!));
-          total += got[i]!;
-          if (got[i]! < Math.min(piece, size - i * piece)) break;
-        }
+        return { chunks, size: total, release };
+      } catch (e) {
+        release();
+        throw e;
+      } finally {
+        await h.close();
       }
-      return { chunks, size: total, release };
-    } catch (e) {
-      release();
-      throw e;
-    } finally {
-      await h.close();
-    }
+    });
   }
 
   /**
@@ -799,50 +832,54 @@ export class VirtioFsDriver implements FileHandleOwner {
 
   /** One READ into target[offset, offset+length) at file position `position`. */
   async readAt(h: VirtioFsFileHandle, target: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    this.checkOpen();
-    const len = Math.min(length, this.maxRead);
-    if (len === 0) return 0;
-    if (this.transport.dma.addressOf(target) >= 0) {
-      // Zero copy. A buffer crossing more DMA pages than a chain may carry takes several
-      // READs; a short one means end of file.
-      let done = 0;
-      while (done < len) {
-        const r = await this.requests.acquire();
-        let n: number;
-        let covered: number;
-        try {
-          r.begin(Op.READ, this.nextUnique(), h.nodeid);
-          covered = r.setDmaData(this.transport.dma, target, offset + done, len - done, this.requests.maxDataSegments);
-          r.setArgs(encodeReadIn(r.dv, FUSE_IN_HEADER_SIZE, h.fh, position + done, covered), 0);
-          n = await this.send(r);
-        } finally {
-          this.requests.release(r);
+    return this.track(async () => {
+      this.checkOpen();
+      const len = Math.min(length, this.maxRead);
+      if (len === 0) return 0;
+      if (this.transport.dma.addressOf(target) >= 0) {
+        // Zero copy. A buffer crossing more DMA pages than a chain may carry takes several
+        // READs; a short one means end of file.
+        let done = 0;
+        while (done < len) {
+          const r = await this.requests.acquire();
+          let n: number;
+          let covered: number;
+          try {
+            r.begin(Op.READ, this.nextUnique(), h.nodeid);
+            covered = r.setDmaData(this.transport.dma, target, offset + done, len - done, this.requests.maxDataSegments);
+            r.setArgs(encodeReadIn(r.dv, FUSE_IN_HEADER_SIZE, h.fh, position + done, covered), 0);
+            n = await this.send(r);
+          } finally {
+            this.requests.release(r);
+          }
+          if (n < 0) throw this.fsError(-n, 'read', h.path);
+          this.counters.zeroCopyReads++;
+          this.counters.zeroCopyBytes += n;
+          done += n;
+          if (n < covered) break;
         }
-        if (n < 0) throw this.fsError(-n, 'read', h.path);
-        this.counters.zeroCopyReads++;
-        this.counters.zeroCopyBytes += n;
-        done += n;
-        if (n < covered) break;
+        return done;
       }
-      return done;
-    }
-    let slot = this.chunks.tryAcquire();
-    if (slot < 0) slot = (await this.chunks.acquire(1))[0]!;
-    try {
-      const chunk = this.chunks.view(slot);
-      const n = await this.dataRequest(Op.READ, h.nodeid, h.fh, position, chunk, 0, len);
-      if (n < 0) throw this.fsError(-n, 'read', h.path);
-      copyBytes(chunk, 0, target, offset, n); // the one copy of a non-DMA read
-      this.counters.copiedReads++;
-      this.counters.copiedBytes += n;
-      return n;
-    } finally {
-      this.chunks.release(slot);
-    }
+      let slot = this.chunks.tryAcquire();
+      if (slot < 0) slot = (await this.chunks.acquire(1))[0]!;
+      try {
+        const chunk = this.chunks.view(slot);
+        const n = await this.dataRequest(Op.READ, h.nodeid, h.fh, position, chunk, 0, len);
+        if (n < 0) throw this.fsError(-n, 'read', h.path);
+        copyBytes(chunk, 0, target, offset, n); // the one copy of a non-DMA read
+        this.counters.copiedReads++;
+        this.counters.copiedBytes += n;
+        return n;
+      } finally {
+        this.chunks.release(slot);
+      }
+    });
   }
 
   async statHandle(h: VirtioFsFileHandle): Promise<FsStats> {
-    return new FsStats(await this.freshAttr(h.inode, h.fh, 'fstat', h.path));
+    return this.track(async () => {
+      return new FsStats(await this.freshAttr(h.inode, h.fh, 'fstat', h.path));
+    });
   }
 
   async releaseHandle(h: VirtioFsFileHandle): Promise<void> {
@@ -869,6 +906,7 @@ export class VirtioFsDriver implements FileHandleOwner {
 
   private async shutdown(): Promise<void> {
     await Promise.allSettled([...this.handles].map((h) => h.close()));
+    while (this.activeOps > 0) await new Promise<void>((resolve) => this.opsIdle.push(resolve));
     await this.requests.whenIdle();
     this.cache.clear();
     while (this.forgetPumping) await this.forgetPump;
