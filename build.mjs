@@ -54,7 +54,8 @@ if (!args.has('--no-typecheck')) {
 {
   const t0 = Date.now();
   const entryPoints = SOURCE_DIRS.flatMap((d) => walk(join(root, d), []));
-  rmSync(join(root, 'dist'), { recursive: true, force: true });
+  // dist/ is not wiped first (a test run in progress keeps its files): outputs are
+  // overwritten, and outputs whose source is gone are pruned after the build.
   await esbuild.build({
     entryPoints,
     outdir: join(root, 'dist'),
@@ -65,7 +66,27 @@ if (!args.has('--no-typecheck')) {
     sourcemap: 'linked',
     logLevel: 'error',
   });
-  log(`transpiled ${entryPoints.length} files (${Date.now() - t0} ms)`);
+  const expected = new Set(entryPoints.map((e) => join(root, 'dist', relative(root, e)).replace(/\.ts$/, '.js')));
+  let pruned = 0;
+  for (const d of SOURCE_DIRS) {
+    for (const out of walkOutputs(join(root, 'dist', d), [])) {
+      if (!expected.has(out.replace(/\.map$/, ''))) {
+        rmSync(out, { force: true });
+        pruned++;
+      }
+    }
+  }
+  log(`transpiled ${entryPoints.length} files (${Date.now() - t0} ms)${pruned ? `, pruned ${pruned} stale outputs` : ''}`);
+}
+
+function walkOutputs(dir, out) {
+  if (!existsSync(dir)) return out;
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) walkOutputs(path, out);
+    else if (name.endsWith('.js') || name.endsWith('.js.map')) out.push(path);
+  }
+  return out;
 }
 
 // 3. The native addon (node-gyp, from binding.gyp), rebuilt only when its sources changed.
