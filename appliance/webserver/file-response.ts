@@ -10,13 +10,14 @@
 //           callback (file to socket without a copy). The head goes in front, in a small
 //           buffer from the body buffers' allocator, in the same gathered write.
 //
-// At most ctx.maxChunksInFlight chunks of one response are in flight; write() false
-// waits for 'drain'.
+// At most ctx.maxChunksInFlight chunks of one response are being read or written at
+// once (reads run ahead of writes, in parallel); write() false waits for 'drain'.
 import { contentTypeOf } from './content-types.js';
 import type { HttpRequest } from './http-request.js';
 import { responseHead } from './response-head.js';
 import type { ServerContext } from './server-context.js';
 import type { SiteFileHandle, SiteFileStat } from './site-files.js';
+import { type ReadyChunk, sendChunksInOrder } from './ordered-chunk-sender.js';
 import type { SocketOutput } from './socket-output.js';
 
 /** The file's size changed between stat and read: the response cannot be completed. */
@@ -70,85 +71,65 @@ export async function sendFile(ctx: ServerContext, out: SocketOutput, req: HttpR
 async function sendPooled(ctx: ServerContext, out: SocketOutput, handle: SiteFileHandle, path: string, size: number, head: string): Promise<void> {
   const pool = ctx.pool;
   const stats = ctx.stats;
-  let inFlight = 0;
-  const done = (buf: Buffer) => () => {
-    inFlight--;
-    pool.give(buf);
-    out.wake();
-  };
-  let pos = 0;
-  let first = true;
-  while (pos < size) {
-    while (inFlight >= ctx.maxChunksInFlight) {
-      out.check();
-      await out.waitEvent();
-    }
-    out.check();
+  const bufSize = pool.bufferSize;
+  // Chunk 0 carries the head in front of the file bytes when it fits the reserve.
+  const headInFront = head.length <= ctx.headReserve;
+  const firstStart = headInFront ? ctx.headReserve : 0;
+  const firstLen = Math.min(size, bufSize - firstStart);
+  const count = 1 + Math.ceil((size - firstLen) / bufSize);
+  const startRead = async (i: number): Promise<ReadyChunk> => {
+    const pos = i === 0 ? 0 : firstLen + (i - 1) * bufSize;
+    const len = i === 0 ? firstLen : Math.min(bufSize, size - pos);
+    const dataStart = i === 0 ? firstStart : 0;
     const buf = pool.take();
-    let dataStart = 0;
-    let start = 0;
-    if (first) {
-      if (head.length <= ctx.headReserve) {
-        dataStart = ctx.headReserve;
-        start = dataStart - head.length;
-        buf.write(head, start, 'latin1');
-      } else {
-        out.write(Buffer.from(head, 'latin1'));
-      }
-    }
-    const want = Math.min(size - pos, buf.length - dataStart);
     let n: number;
     try {
-      n = await readFully(handle, buf, dataStart, want, pos);
-      if (n !== want) throw new FileChangedError(path);
-      out.check();
+      n = await readFully(handle, buf, dataStart, len, pos);
     } catch (err) {
       pool.give(buf);
       throw err;
     }
-    inFlight++;
+    if (n !== len) {
+      pool.give(buf);
+      throw new FileChangedError(path);
+    }
+    let start = dataStart;
+    if (i === 0 && headInFront) {
+      start = dataStart - head.length;
+      buf.write(head, start, 'latin1');
+    }
+    return { bytes: buf.subarray(start, dataStart + n), release: () => pool.give(buf) };
+  };
+  await sendChunksInOrder(out, count, ctx.maxChunksInFlight, startRead, (i, chunk, done) => {
     stats.pooledChunks++;
-    const ok = out.write(buf.subarray(start, dataStart + n), done(buf));
-    pos += n;
-    first = false;
-    if (!ok) await out.waitDrain();
-  }
+    if (i === 0 && !headInFront) out.write(Buffer.from(head, 'latin1'));
+    return out.write(chunk.bytes, done);
+  });
 }
 
 async function sendLoaned(ctx: ServerContext, out: SocketOutput, handle: SiteFileHandle, path: string, size: number, head: string): Promise<void> {
-  const chunk = ctx.pool.bufferSize;
+  const chunkBytes = ctx.pool.bufferSize;
   const stats = ctx.stats;
   const readLoaned = handle.readLoaned!.bind(handle);
-  let inFlight = 0;
-  let pos = 0;
-  let first = true;
-  while (pos < size) {
-    while (inFlight >= ctx.maxChunksInFlight) {
-      out.check();
-      await out.waitEvent();
-    }
-    out.check();
-    const want = Math.min(chunk, size - pos);
-    const loan = await readLoaned(pos, want);
-    const n = loan.bytes.byteLength;
-    if (n === 0 || n > want || out.closed) {
+  const count = Math.ceil(size / chunkBytes);
+  const startRead = async (i: number): Promise<ReadyChunk> => {
+    const pos = i * chunkBytes;
+    const len = Math.min(chunkBytes, size - pos);
+    const loan = await readLoaned(pos, len);
+    if (loan.bytes.byteLength !== len) {
       loan.release();
-      if (out.closed) out.check();
       throw new FileChangedError(path);
     }
-    inFlight++;
+    return loan;
+  };
+  await sendChunksInOrder(out, count, ctx.maxChunksInFlight, startRead, (i, chunk, done) => {
     stats.loanedChunks++;
-    const release = () => {
-      inFlight--;
-      loan.release();
-      out.wake();
-    };
-    let ok: boolean;
-    if (first) {
-      // The head, in a buffer from the same allocator as the body buffers (DMA memory
-      // with the vsock driver), and the first loan in one gathered write: one packet.
-      const s = out.socket;
-      s.cork();
+    if (i !== 0) return out.write(chunk.bytes, done);
+    // The head, in a buffer from the same allocator as the body buffers (DMA memory
+    // with the vsock driver), and the first loan in one gathered write: one packet.
+    const s = out.socket;
+    s.cork();
+    try {
       if (head.length <= ctx.headPool.bufferSize) {
         const hb = ctx.headPool.take();
         hb.write(head, 0, 'latin1');
@@ -156,15 +137,11 @@ async function sendLoaned(ctx: ServerContext, out: SocketOutput, handle: SiteFil
       } else {
         out.write(Buffer.from(head, 'latin1'));
       }
-      ok = out.write(loan.bytes, release);
+      return out.write(chunk.bytes, done);
+    } finally {
       s.uncork();
-      first = false;
-    } else {
-      ok = out.write(loan.bytes, release);
     }
-    pos += n;
-    if (!ok) await out.waitDrain();
-  }
+  });
 }
 
 /** Reads until `length` bytes are in or the file ends; returns the count. */

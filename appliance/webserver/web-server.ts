@@ -110,6 +110,11 @@ export class WebServer {
     return this.ctx.pool.allocated;
   }
 
+  /** Body buffers back in the pool; equal to buffersAllocated when none is in use (up to maxIdleBuffers). */
+  get buffersIdle(): number {
+    return this.ctx.pool.idleCount;
+  }
+
   /** Stops taking connections from attached sources and destroys the open ones. */
   close(): void {
     if (this.closed) return;
