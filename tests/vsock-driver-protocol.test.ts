@@ -22,7 +22,7 @@ const GUEST_CID = 3;
 async function setup(opts: VsockDriverOptions = {}): Promise<{ peer: ScriptedVsockPeer; tr: InProcessTransport; driver: VsockDriver; stop: () => Promise<void> }> {
   const peer = new ScriptedVsockPeer(GUEST_CID);
   const tr = InProcessTransport.sameThread(peer, { memoryBytes: 32 << 20 });
-  const driver = await VsockDriver.start(tr, { rxBuffers: 16, txSlots: 16, ...opts });
+  const driver = await VsockDriver.start(tr, { rxBuffers: 16, txSlots: 16, connectTimeoutMs: 300_000, ...opts });
   return {
     peer,
     tr,

@@ -14,7 +14,7 @@ const GUEST_CID = 7;
 async function setup(opts: VsockDriverOptions = {}): Promise<{ device: VsockDevice; driver: VsockDriver; stop: () => Promise<void> }> {
   const device = new VsockDevice({ guestCid: GUEST_CID });
   const tr = InProcessTransport.sameThread(device, { memoryBytes: 48 << 20 });
-  const driver = await VsockDriver.start(tr, opts);
+  const driver = await VsockDriver.start(tr, { connectTimeoutMs: 300_000, ...opts });
   return {
     device,
     driver,
@@ -83,7 +83,7 @@ test('host connects to a guest server; both directions, SHA-256 equal', async (t
       s.end(toHost);
     });
     await new Promise<void>((resolve) => server.listen(6000, resolve));
-    const host = await device.host.connect(6000);
+    const host = await device.host.connect(6000, { timeoutMs: 300_000 });
     const hostGot = collect(host);
     host.end(toGuest);
     t.is(createHash('sha256').update(await hostGot).digest('hex'), createHash('sha256').update(toHost).digest('hex'));
@@ -229,7 +229,7 @@ test("Node's http.Server answers a request over a vsock socket", async (t) => {
   try {
     const server = driver.createServer((s) => httpServer.emit('connection', s));
     await new Promise<void>((resolve) => server.listen(80, resolve));
-    const host = await device.host.connect(80);
+    const host = await device.host.connect(80, { timeoutMs: 300_000 });
     const response = collect(host);
     const body = 'a'.repeat(5000);
     host.write(`POST /upload HTTP/1.1\r\nHost: guest\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
@@ -252,7 +252,7 @@ test('keep-alive: two requests on one vsock connection', async (t) => {
   try {
     const server = driver.createServer((s) => httpServer.emit('connection', s));
     await new Promise<void>((resolve) => server.listen(81, resolve));
-    const host = await device.host.connect(81);
+    const host = await device.host.connect(81, { timeoutMs: 300_000 });
     let text = '';
     host.on('data', (d: Buffer) => (text += d.toString()));
     host.write('GET /a HTTP/1.1\r\nHost: g\r\n\r\n');
