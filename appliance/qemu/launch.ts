@@ -4,7 +4,7 @@
 //     -object memory-backend-memfd,id=mem,size=<mem>,share=on -machine q35,memory-backend=mem
 //     -kernel <vmlinuz> -initrd <cpio> -append <cmdline>
 //     -nographic -nodefaults -no-reboot -serial chardev:console (stdio)
-//     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-pci,chardev=vsock0,guest-cid=<cid>]
+//     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-pci,chardev=vsock0]
 //     [-chardev socket,id=fs0,path=<S> -device vhost-user-fs-pci,chardev=fs0,tag=<tag>]
 //
 // Guest memory is always a shared memfd: vhost-user back ends map it, and without
@@ -42,7 +42,8 @@ export interface QemuOptions {
   /** vCPUs (default 1; under TCG more vCPUs are more host threads). */
   cpus?: number;
   /** A vhost-user-vsock back end's Unix socket (it must be listening before the launch). */
-  vhostUserVsock?: { socket: string; guestCid?: number };
+  /** The guest CID is not a QEMU option here: the backend reports it (GET_CONFIG). */
+  vhostUserVsock?: { socket: string };
   /** A virtiofsd (vhost-user-fs) socket and the tag the guest mounts. */
   virtiofs?: { socket: string; tag: string; queueSize?: number };
   /** More QEMU arguments, appended last. */
@@ -176,7 +177,7 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.vhostUserVsock) {
     const v = opts.vhostUserVsock;
     args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
-    args.push('-device', `vhost-user-vsock-pci,chardev=vsock0${v.guestCid !== undefined ? `,guest-cid=${v.guestCid}` : ''}`);
+    args.push('-device', 'vhost-user-vsock-pci,chardev=vsock0');
   }
   if (opts.virtiofs) {
     const f = opts.virtiofs;
