@@ -367,8 +367,8 @@ test('host-initiated connections: a source sends to a guest server, the guest ch
   }
 });
 
-test('tiny rings and pools: 50 connections share 4 tx slots and 16 descriptors, nothing lost', async (t) => {
-  const g = await startGuest({ txMode: 'single-copy', txSlots: 4, queueSize: 16, rxBuffers: 8 });
+test('tiny rings and pools: 50 connections share 2 tx slots and 16 descriptors, nothing lost', async (t) => {
+  const g = await startGuest({ txMode: 'single-copy', txSlots: 2, queueSize: 16, rxBuffers: 8 });
   try {
     const n = 50;
     const size = 200 * 1024;
