@@ -78,6 +78,27 @@ test('worker device: echo app returns every byte, reports digests', async (t) =>
   }
 });
 
+test('worker device: 2000 sequential ping-pongs (no kick or interrupt lost across threads)', async (t) => {
+  const h = await harness([{ kind: 'echo', port: 7 }]);
+  try {
+    const g = new RawStream(h.drv, 1500, 7);
+    await g.connect();
+    let expected = 0;
+    for (let i = 0; i < 2000; i++) {
+      const msg = Buffer.from(`ping ${i} `.padEnd(100, '.'));
+      await g.write(msg);
+      expected += msg.length;
+      await h.drv.until(() => g.rxCnt >= expected);
+    }
+    t.is(g.rxCnt, expected);
+    t.is(g.windowViolations, 0);
+    g.end();
+    await g.readAll();
+  } finally {
+    await h.close();
+  }
+});
+
 test('worker device: source app writes N pseudorandom bytes then ends', async (t) => {
   const h = await harness([{ kind: 'source', port: 19, bytes: 700_000 }]);
   try {
