@@ -272,11 +272,15 @@ export class VirtioFsDriver implements FileHandleOwner {
     try {
       return await fn();
     } finally {
-      if (--this.activeOps === 0) {
-        const w = this.opsIdle;
-        this.opsIdle = [];
-        for (const f of w) f();
-      }
+      this.opDone();
+    }
+  }
+
+  private opDone(): void {
+    if (--this.activeOps === 0 && this.opsIdle.length > 0) {
+      const w = this.opsIdle;
+      this.opsIdle = [];
+      for (const f of w) f();
     }
   }
 
@@ -832,8 +836,10 @@ export class VirtioFsDriver implements FileHandleOwner {
 
   /** One READ into target[offset, offset+length) at file position `position`. */
   async readAt(h: VirtioFsFileHandle, target: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return this.track(async () => {
-      this.checkOpen();
+    // The hot path: tracked inline, without the closure track() would allocate.
+    this.checkOpen();
+    this.activeOps++;
+    try {
       const len = Math.min(length, this.maxRead);
       if (len === 0) return 0;
       if (this.transport.dma.addressOf(target) >= 0) {
@@ -873,7 +879,9 @@ export class VirtioFsDriver implements FileHandleOwner {
       } finally {
         this.chunks.release(slot);
       }
-    });
+    } finally {
+      this.opDone();
+    }
   }
 
   async statHandle(h: VirtioFsFileHandle): Promise<FsStats> {
