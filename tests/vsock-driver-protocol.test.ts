@@ -512,3 +512,23 @@ test('server.maxConnections: connections beyond it are refused with RST', async 
     await stop();
   }
 });
+
+test('driver.close(): zero-copy writes still out complete once the device is reset', async (t) => {
+  const { driver, peer, tr } = await setup({ txMode: 'auto' });
+  try {
+    const s = await connected(peer, driver, 94);
+    s.on('error', () => {});
+    peer.holdTx = true;
+    const buf = driver.allocBuffer(4096);
+    let done = false;
+    s.write(buf, () => (done = true));
+    await until(() => ops(peer, VSOCK_OP_RW).length === 1, 'packet');
+    t.false(done);
+    driver.close(); // resets the device: it lets go of every buffer
+    await until(() => done, 'callback after reset');
+    t.pass();
+  } finally {
+    driver.close();
+    await tr.close();
+  }
+});

@@ -234,6 +234,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     for (const conn of this.conns.all()) conn.abandon();
     for (const server of [...this.listeners.values()]) server.close();
     this.transport.reset();
+    this.tx.releaseAllZeroCopy();
   }
 
   // ---- ConnectionHost / ListenerHost

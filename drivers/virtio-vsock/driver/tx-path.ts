@@ -279,6 +279,21 @@ export class TxPath {
     return len;
   }
 
+  /**
+   * After a device reset the device no longer touches any buffer (virtio 1.2, 2.1.2):
+   * every zero-copy packet still out counts as returned, so its writer gets its buffer
+   * back (with the error the connection already carries).
+   */
+  releaseAllZeroCopy(): void {
+    for (let slot = 0; slot < this.zcOwner.length; slot++) {
+      const owner = this.zcOwner[slot];
+      if (!owner) continue;
+      this.zcOwner[slot] = null;
+      this.zeroCopyOutstanding--;
+      owner.onZeroCopyComplete();
+    }
+  }
+
   /** A used tx chain came back: free its slot, complete a zero-copy packet. */
   onUsed(token: number): void {
     const dataCount = this.dataPool.count;
