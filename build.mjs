@@ -139,6 +139,7 @@ function findNodeGyp() {
     ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
     ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
     ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],
+    ['appliance/run/guest-entry.ts', 'appliance.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;

@@ -1,0 +1,139 @@
+// The guest program of `npm start` and of the appliance benchmark (bundled to
+// dist/bundles/appliance.js, booted as /app/main.js). The same webserver and ping-pong
+// code on one of two stacks:
+//   --drivers=ours    our TypeScript vsock + virtio-fs drivers on the PCI transport
+//                     (one DMA arena: file bytes read by FUSE_READ go out as vsock
+//                     transmit descriptors), with --tx-mode=auto|two-copy|single-copy|zero-copy;
+//   --drivers=kernel  the Linux kernel's own drivers: AF_VSOCK sockets through the addon
+//                     and the virtiofs share mounted at /mnt, read with node:fs.
+// Other flags: --port=N (vsock port of the webserver, default 80), --pingpong-port=N
+// (default 5000), --tag=TAG (virtiofs tag, default site), --no-cache, --log.
+// Prints "appliance-ready: ..." once both services listen; runs until SIGTERM/SIGINT.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { VirtioFsDriver } from '../../drivers/virtio-fs/driver/index.js';
+import { VsockDriver } from '../../drivers/virtio-vsock/index.js';
+import type { TxMode } from '../../drivers/virtio-vsock/driver/connection.js';
+import { boot } from '../../kernel/guest/boot.js';
+import { runPingPong } from '../pingpong/echo-server.js';
+import { runWebserver } from '../webserver/main-guest.js';
+import { NodeSiteFiles } from '../webserver/node-site-files.js';
+import { VirtioFsSiteFiles } from '../webserver/virtio-fs-site-files.js';
+import { vsockBufferAllocator, vsockListen } from '../webserver/vsock-adapters.js';
+import { kernelVsockListen } from './kernel-vsock.js';
+
+export const READY_MARKER = 'appliance-ready:';
+const VIRTIO_ID_VSOCK = 19;
+const VIRTIO_ID_FS = 26;
+const TX_MODES: readonly TxMode[] = ['auto', 'two-copy', 'single-copy', 'zero-copy'];
+
+interface EntryArgs {
+  drivers: 'ours' | 'kernel';
+  txMode: TxMode;
+  port: number;
+  pingPongPort: number;
+  tag: string;
+  cache: boolean;
+  log: boolean;
+}
+
+function parse(argv: readonly string[]): EntryArgs {
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, log: false };
+  for (const arg of argv) {
+    const eq = arg.indexOf('=');
+    const flag = eq < 0 ? arg : arg.slice(0, eq);
+    const v = eq < 0 ? '' : arg.slice(eq + 1);
+    switch (flag) {
+      case '--drivers':
+        if (v !== 'ours' && v !== 'kernel') throw new Error(`--drivers: expected ours or kernel, got ${JSON.stringify(v)}`);
+        a.drivers = v;
+        break;
+      case '--tx-mode':
+        if (!(TX_MODES as readonly string[]).includes(v)) throw new Error(`--tx-mode: expected one of ${TX_MODES.join(', ')}, got ${JSON.stringify(v)}`);
+        a.txMode = v as TxMode;
+        break;
+      case '--port':
+      case '--pingpong-port': {
+        if (!/^\d{1,10}$/.test(v) || Number(v) > 0xfffffffe) throw new Error(`${flag}: expected a vsock port, got ${JSON.stringify(v)}`);
+        if (flag === '--port') a.port = Number(v);
+        else a.pingPongPort = Number(v);
+        break;
+      }
+      case '--tag':
+        if (!/^[A-Za-z0-9_.-]+$/.test(v)) throw new Error(`--tag: bad tag ${JSON.stringify(v)}`);
+        a.tag = v;
+        break;
+      case '--no-cache':
+        a.cache = false;
+        break;
+      case '--log':
+        a.log = true;
+        break;
+      default:
+        throw new Error(`unknown flag ${JSON.stringify(flag)}`);
+    }
+  }
+  return a;
+}
+
+let early: EntryArgs | null = null;
+let earlyError: Error | null = null;
+try {
+  early = parse(process.argv.slice(2));
+} catch (e) {
+  earlyError = e as Error;
+}
+
+boot(
+  'appliance',
+  async (ctx) => {
+    if (earlyError || early === null) {
+      ctx.log(earlyError?.message ?? 'no arguments');
+      return 2;
+    }
+    const args = early;
+    const log = args.log ? (line: string) => ctx.log(line) : undefined;
+    const closers: Array<() => Promise<void> | void> = [];
+    if (args.drivers === 'ours') {
+      const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS));
+      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK), { txMode: args.txMode });
+      const listen = vsockListen(vsock);
+      const web = await runWebserver({
+        listen,
+        files: new VirtioFsSiteFiles(fs, { root: '/' }),
+        port: args.port,
+        cache: args.cache ? undefined : false,
+        bufferAllocator: vsockBufferAllocator(vsock),
+        log,
+      });
+      const pp = await runPingPong({ listen, port: args.pingPongPort });
+      closers.push(
+        () => web.close(),
+        () => pp.close(),
+        () => vsock.close(),
+        () => fs.close(),
+        () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}`),
+      );
+      ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
+    } else {
+      mkdirSync('/mnt', { recursive: true });
+      execFileSync('mount', ['-t', 'virtiofs', args.tag, '/mnt'], { stdio: 'inherit' });
+      const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
+      const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache: args.cache ? undefined : false, log });
+      const pp = await runPingPong({ listen, port: args.pingPongPort });
+      closers.push(
+        () => web.close(),
+        () => pp.close(),
+      );
+      ctx.log(`${READY_MARKER} drivers=kernel cid=3 web=${web.port} pingpong=${pp.port}`);
+    }
+    await new Promise<void>((resolve) => {
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
+    });
+    for (const c of closers) await c();
+    return 0;
+  },
+  { dmaPages: early?.drivers === 'kernel' ? 1 : 24 },
+);
