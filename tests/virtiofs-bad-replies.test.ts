@@ -26,6 +26,8 @@ class FaultyFsDevice implements VirtioDeviceModel {
   readonly numQueues: number;
   readonly maxQueueSize: number;
   fault: { opcode: number; kind: FaultKind; noise?: Uint8Array; written?: number } | null = null;
+  /** Next kick on the request queue: publish an impossible used.idx instead of serving. */
+  breakRing = false;
   private ctx: DeviceContext | null = null;
   private readonly queues: (VirtqueueDevice | null)[] = [null, null];
 
@@ -55,6 +57,13 @@ class FaultyFsDevice implements VirtioDeviceModel {
   kick(index: number): void {
     const q = this.queues[index];
     if (!q) return;
+    if (this.breakRing && index === 1) {
+      // Scribble on the used ring as a buggy device would: used.idx far ahead.
+      const used = (q as unknown as { usedU16: Uint16Array }).usedU16;
+      Atomics.add(used, 1, 1000);
+      this.ctx?.interrupt(index);
+      return;
+    }
     for (;;) {
       let chain: DescriptorChain | null;
       while ((chain = q.take()) !== null) {
@@ -243,4 +252,15 @@ test('property: any corruption of one reply fails at most that operation with Fs
     { numRuns: 150 },
   );
   t.true(vfs.stats.badReplies > 0);
+});
+
+test('a device that breaks the ring fails requests with ERR_VIRTIO_FS_QUEUE_BROKEN instead of hanging', async (t) => {
+  const { dev, vfs } = await setup(t);
+  t.is((await vfs.stat('one.bin')).size, 1);
+  dev.breakRing = true;
+  const err = await t.throwsAsync(vfs.stat('data.bin'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
+  t.regex(err!.message, /used\.idx/);
+  await t.throwsAsync(vfs.readdir('/'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
+  await vfs.close(); // does not wait for answers that will never come
+  t.pass();
 });
