@@ -52,7 +52,7 @@ export async function sendFile(ctx: ServerContext, out: SocketOutput, req: HttpR
       try {
         if ((await readFully(handle, body, 0, size, 0)) !== size) throw new FileChangedError(path);
       } finally {
-        await closeQuietly(handle);
+        closeInBackground(handle);
       }
       cache.set(path, body, st.mtimeMs);
     }
@@ -64,7 +64,9 @@ export async function sendFile(ctx: ServerContext, out: SocketOutput, req: HttpR
     if (handle.readLoaned !== undefined && size >= ctx.loanMinBytes) await sendLoaned(ctx, out, handle, path, size, head);
     else await sendPooled(ctx, out, handle, path, size, head);
   } finally {
-    await closeQuietly(handle);
+    // Every read has settled here (the chunk sender waits for reads still running
+    // when it fails): RELEASE can go while the next request is served.
+    closeInBackground(handle);
   }
 }
 
@@ -155,10 +157,8 @@ async function readFully(handle: SiteFileHandle, into: Uint8Array, offset: numbe
   return done;
 }
 
-async function closeQuietly(handle: SiteFileHandle): Promise<void> {
-  try {
-    await handle.close();
-  } catch {
+function closeInBackground(handle: SiteFileHandle): void {
+  handle.close().catch(() => {
     // A failed close loses nothing we still need.
-  }
+  });
 }
