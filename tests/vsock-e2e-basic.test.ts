@@ -267,3 +267,25 @@ test('keep-alive: two requests on one vsock connection', async (t) => {
     await stop();
   }
 });
+
+test('without EVENT_IDX (notification flags only) streams and zero-copy completions still flow', async (t) => {
+  const { device, driver, stop } = await setup({ eventIdx: false, txMode: 'auto' });
+  const handle = device.host.listen(5005, (s) => echo(s));
+  try {
+    t.false(driver.eventIdx);
+    const sock = driver.connect({ cid: 2, port: 5005 });
+    const back = collect(sock);
+    const dma = driver.allocBuffer(1 << 20);
+    dma.set(pattern(1 << 20, 9));
+    const plain = pattern(1 << 20, 10);
+    await new Promise<void>((resolve) => sock.write(dma, () => resolve())); // zero copy: completes on the used ring
+    sock.end(plain);
+    const got = await back;
+    t.true(got.equals(Buffer.concat([dma, plain])));
+    t.is(driver.stats.txZeroCopyBytes, 1 << 20);
+    driver.freeBuffer(dma);
+  } finally {
+    handle.close();
+    await stop();
+  }
+});

@@ -427,3 +427,21 @@ test('zero copy with DMA buffers split across many small writes and mixed with p
     await g.stop();
   }
 });
+
+test('without EVENT_IDX (flags only) across threads: 16 MiB each way, zero copy, SHA-256 equal', async (t) => {
+  const g = await startGuest({ txMode: 'zero-copy', eventIdx: false });
+  try {
+    t.false(g.driver.eventIdx);
+    const total = 16 << 20;
+    const sock = await connect(g.driver, ECHO);
+    const back = hashReadable(sock);
+    const sentSha = await writeStream(g.driver, sock, 'zero-copy', total, 40_000, 16, 21);
+    sock.end();
+    const got = await back;
+    t.is(got.bytes, total);
+    t.is(got.sha, sentSha);
+    t.is((await g.report('echo', ECHO)).sha256Received, sentSha);
+  } finally {
+    await g.stop();
+  }
+});

@@ -68,6 +68,8 @@ export interface VsockDriverOptions {
   ephemeralPorts?: [number, number];
   /** Defaults for sockets (high-water marks, allowHalfOpen). */
   socket?: VsockSocketOptions;
+  /** Negotiate VIRTIO_F_EVENT_IDX when offered (default true; false uses the flags of 2.7.7 / 2.7.10). */
+  eventIdx?: boolean;
 }
 
 export interface ConnectOptions extends VsockSocketOptions {
@@ -161,7 +163,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     const offered = transport.deviceFeatures();
     if (!hasFeature(offered, VIRTIO_F_VERSION_1)) throw new VsockError('ERR_VSOCK_NO_DEVICE', 'the device does not offer VIRTIO_F_VERSION_1');
     let features = featureBit(VIRTIO_F_VERSION_1);
-    if (hasFeature(offered, VIRTIO_F_EVENT_IDX)) features |= featureBit(VIRTIO_F_EVENT_IDX);
+    if (hasFeature(offered, VIRTIO_F_EVENT_IDX) && opts.eventIdx !== false) features |= featureBit(VIRTIO_F_EVENT_IDX);
     // STREAM is implied when no socket-type bit is offered (5.10.3, legacy devices).
     if (hasFeature(offered, VIRTIO_VSOCK_F_STREAM)) features |= featureBit(VIRTIO_VSOCK_F_STREAM);
     transport.negotiate(features);
