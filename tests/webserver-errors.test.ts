@@ -3,6 +3,7 @@
 // large, 505 for other HTTP versions. Fatal errors close the connection after the
 // answer; the server keeps serving others.
 import test from 'ava';
+import fc from 'fast-check';
 import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -241,4 +242,30 @@ test('after every kind of refusal the server still serves new connections', asyn
   const { r } = await exchange(srv, 'GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n');
   t.is(r.status, 200);
   t.is(srv.server.stats.responses[400], 5);
+});
+
+test('random bytes on many connections: each gets at most a 4xx/5xx and a close, the server keeps serving', async (t) => {
+  const srv = await server(t);
+  const inputs = fc.sample(
+    fc.oneof(
+      fc.uint8Array({ minLength: 1, maxLength: 300 }).map((u) => Buffer.from(u)),
+      fc.array(fc.constantFrom('GET ', '/', ' HTTP/1.1', '\r\n', '\n', 'Host: x', ':', '%2e', '..', 'Content-Length: 3', 'Transfer-Encoding: chunked', '\r\n\r\n'), { minLength: 1, maxLength: 12 }).map((a) => Buffer.from(a.join(''))),
+    ),
+    { numRuns: 60, seed: 7 },
+  );
+  for (const input of inputs) {
+    const socket = createConnection({ host: '127.0.0.1', port: srv.port });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    const got: Buffer[] = [];
+    socket.on('data', (d: Buffer) => got.push(d));
+    socket.on('error', () => {});
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.end(input); // the client finishes: the server answers what it can, then closes
+    await closed;
+    const text = Buffer.concat(got).toString('latin1');
+    for (const m of text.matchAll(/HTTP\/1\.1 (\d{3})/g)) t.true(Number(m[1]) >= 200, text.slice(0, 80));
+  }
+  const ok = await exchange(srv, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.is(ok.r.status, 200);
+  t.is(srv.server.stats.aborted, 0, 'no internal error');
 });

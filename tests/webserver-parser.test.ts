@@ -238,3 +238,28 @@ test('content types by extension, case-insensitive, octet-stream otherwise', (t)
   t.is(contentTypeOf('/.htaccess'), 'application/octet-stream');
   t.is(contentTypeOf('/dir.d/file'), 'application/octet-stream');
 });
+
+test('property: arbitrary bytes give a head, "incomplete" or an HttpError, never another exception', (t) => {
+  const fragment = fc.oneof(
+    fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u).toString('latin1')),
+    fc.constantFrom('GET ', 'HEAD ', '/', ' HTTP/1.1', ' HTTP/1.0', '\r\n', '\n', '\r', ':', 'Host: x', 'Content-Length: ', 'Transfer-Encoding: chunked', '%', ' ', '\t', '\0'),
+  );
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 30 }), (parts) => {
+      const buf = Buffer.from(parts.join(''), 'latin1');
+      try {
+        const r = parseRequestHead(buf, 0, L);
+        if (r.kind === 'head') {
+          const req = interpretRequest(r.head, L);
+          decodeRequestPath(req.rawPath);
+          if (req.body.kind !== 'none') new RequestBodySkipper(req.body, L.maxBodyBytes).feed(buf, r.end);
+        }
+        return true;
+      } catch (e) {
+        return e instanceof HttpError && e.status >= 400 && e.status < 600;
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  t.pass();
+});

@@ -61,7 +61,7 @@ export class HttpConnection {
     const data = typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk;
     this.out.lastActivityMs = Date.now();
     this.input = this.input === null ? data : Buffer.concat([this.input, data]);
-    if (!this.pumping) void this.pump();
+    if (!this.pumping) this.startPump();
     else if (this.input.length > PAUSE_INPUT_BYTES) this.socket.pause();
   };
 
@@ -69,6 +69,15 @@ export class HttpConnection {
     this.readEnded = true;
     if (!this.pumping) this.stop();
   };
+
+  /** Runs pump(); a bug in it closes this connection, never the process (no unhandled rejection). */
+  private startPump(): void {
+    this.pump().catch((err: unknown) => {
+      this.ctx.stats.aborted++;
+      this.ctx.log?.(`internal error, connection closed: ${(err as Error)?.stack ?? String(err)}`);
+      this.destroy();
+    });
+  }
 
   /** Parses and answers what the input holds, in order, until it needs more bytes. */
   private async pump(): Promise<void> {
