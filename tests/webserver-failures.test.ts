@@ -109,3 +109,29 @@ test('a client that leaves while reads are in flight: the reads finish, every bu
   await until(() => srv.server.buffersIdle === 4);
   t.is(files.reads, 4, 'no read started after the client left');
 });
+
+test('when the buffer allocator runs out (DMA memory exhausted), heap buffers stand in and responses stay correct', async (t) => {
+  const files = new FakeFiles();
+  files.files.set('/a.bin', { data: big(400_000) });
+  let allowed = 2;
+  const freed: Uint8Array[] = [];
+  const bufferAllocator = {
+    alloc: (n: number) => {
+      if (allowed-- <= 0) throw new Error('ERR_DMA_EXHAUSTED');
+      return new Uint8Array(n);
+    },
+    free: (b: Uint8Array) => void freed.push(b),
+  };
+  const srv = await startHostWebServer('/nonexistent', { files, cache: false, bufferAllocator, maxIdleBuffers: 2 });
+  t.teardown(() => srv.close());
+  const { socket, reader } = await connect(srv.port);
+  t.teardown(() => socket.destroy());
+  for (let i = 0; i < 3; i++) {
+    socket.write(get('/a.bin'));
+    t.true((await reader.next()).body.equals(big(400_000)));
+  }
+  t.true(srv.server.bufferFallbacks > 0);
+  await until(() => srv.server.buffersIdle === srv.server.buffersAllocated);
+  t.is(srv.server.buffersAllocated, 2, 'the stand-ins were dropped, the two allocator buffers kept');
+  t.is(freed.length, 0, 'a heap stand-in is never handed to the allocator');
+});

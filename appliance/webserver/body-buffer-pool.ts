@@ -15,8 +15,11 @@ export const heapAllocator: BufferAllocator = { alloc: (size) => Buffer.allocUns
 
 export class BodyBufferPool {
   private readonly idle: Buffer[] = [];
-  /** Buffers made since the start (pool growth). */
+  /** Buffers in existence (idle or in use). */
   allocated = 0;
+  /** Times the allocator failed and a heap buffer stood in. */
+  heapFallbacks = 0;
+  private readonly fallbackBuffers = new WeakSet<Buffer>();
 
   constructor(
     private readonly allocator: BufferAllocator,
@@ -29,20 +32,41 @@ export class BodyBufferPool {
     const b = this.idle.pop();
     if (b !== undefined) return b;
     this.allocated++;
-    const u8 = this.allocator.alloc(this.bufferSize);
+    let u8: Uint8Array;
+    try {
+      u8 = this.allocator.alloc(this.bufferSize);
+    } catch {
+      // DMA memory ran out (many connections at once): plain memory still works, the
+      // socket copies it once. Such buffers are dropped, not kept, when they come back.
+      this.heapFallbacks++;
+      const h = Buffer.allocUnsafeSlow(this.bufferSize);
+      this.fallbackBuffers.add(h);
+      return h;
+    }
     if (u8.byteLength < this.bufferSize) throw new RangeError(`buffer allocator gave ${u8.byteLength} bytes, wanted ${this.bufferSize}`);
     // A Buffer view of the same memory (no copy), for latin1Write and subarray.
     return Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, this.bufferSize);
   }
 
   give(b: Buffer): void {
+    if (this.fallbackBuffers.has(b)) {
+      this.fallbackBuffers.delete(b);
+      this.allocated--;
+      return;
+    }
     if (this.idle.length < this.maxIdle) this.idle.push(b);
-    else this.allocator.free?.(b);
+    else {
+      this.allocated--;
+      this.allocator.free?.(b);
+    }
   }
 
   /** Frees every idle buffer (server shutdown). */
   drain(): void {
-    for (const b of this.idle.splice(0)) this.allocator.free?.(b);
+    for (const b of this.idle.splice(0)) {
+      this.allocated--;
+      this.allocator.free?.(b);
+    }
   }
 
   get idleCount(): number {

@@ -110,6 +110,11 @@ export class WebServer {
     return this.ctx.pool.allocated;
   }
 
+  /** Times the buffer allocator failed (DMA memory exhausted) and heap memory stood in. */
+  get bufferFallbacks(): number {
+    return this.ctx.pool.heapFallbacks;
+  }
+
   /** Body buffers back in the pool; equal to buffersAllocated when none is in use (up to maxIdleBuffers). */
   get buffersIdle(): number {
     return this.ctx.pool.idleCount;
