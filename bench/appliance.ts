@@ -1,0 +1,238 @@
+// Level 2: the whole appliance in QEMU (TCG here), Toro's measurement and ours in one run.
+//   npm run bench -- appliance [--requests N] [--iterations N] [--modes auto,two-copy,...] [--no-kernel]
+// For each guest: the webserver's 133 KB page with ab (-c 1 -n N, as Toro measured, and
+// -c 8), through the daemon's TCP forward; ping-pong p50/p99 at 8192 and 16384 bytes.
+// Guests: our drivers (ab with the default transmit mode "auto"; ping-pong once per
+// transmit mode, the mode passed to the guest as an argument) and the same appliance
+// code on the Linux kernel's own drivers (AF_VSOCK + mounted virtiofs) on the same
+// daemon code and virtiofsd, reported as ratios. Writes bench/results/appliance.json and
+// bench/results/appliance.svg (a bar chart).
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseClientArgs } from '../appliance/pingpong/client-args.js';
+import { runClient } from '../appliance/pingpong/client.js';
+import { type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
+import { printTable, writeResults } from './report.js';
+import { barChartSvg } from '../appliance/run/svg-chart.js';
+
+type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
+
+interface AbResult {
+  concurrency: number;
+  requests: number;
+  failed: number;
+  non2xx: number;
+  requestsPerSecond: number;
+  meanMsPerRequest: number;
+}
+
+interface PingPongRow {
+  sizeBytes: number;
+  p50Us: number;
+  p99Us: number;
+  meanUs: number;
+}
+
+interface GuestResult {
+  drivers: 'ours' | 'kernel';
+  txMode: TxMode | null;
+  bootMs: number;
+  ab: AbResult[];
+  pingPong: PingPongRow[];
+}
+
+export const TORO = {
+  machine: "Toro's own (2023 blog post, another machine, KVM, socat in front for ab)",
+  abC1: { requestsPerSecond: 2.27, meanMsPerRequest: 441 },
+  pingPongMs: { 8192: 1138, 16384: 1169 },
+  tcgHereNote: 'Toro under TCG on this kind of machine serves the 133 KB page at about 470 req/s at concurrency 1 (2.1 ms per request): the figure to beat.',
+  tcgHere: { requestsPerSecond: 470, meanMsPerRequest: 2.1 },
+};
+
+const PAGE = '/big.html';
+
+function runAb(url: string, concurrency: number, requests: number): Promise<AbResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ab', ['-q', '-c', String(concurrency), '-n', String(requests), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const num = (re: RegExp): number => {
+        const m = re.exec(out);
+        return m ? Number(m[1]) : NaN;
+      };
+      if (code !== 0) return reject(new Error(`ab exited ${code}: ${out.slice(-1000)}`));
+      resolve({
+        concurrency,
+        requests: num(/Complete requests:\s+(\d+)/),
+        failed: num(/Failed requests:\s+(\d+)/),
+        non2xx: Number.isNaN(num(/Non-2xx responses:\s+(\d+)/)) ? 0 : num(/Non-2xx responses:\s+(\d+)/),
+        requestsPerSecond: num(/Requests per second:\s+([\d.]+)/),
+        meanMsPerRequest: num(/Time per request:\s+([\d.]+) \[ms\] \(mean\)\n/),
+      });
+    });
+  });
+}
+
+async function pingPong(port: number, iterations: number): Promise<PingPongRow[]> {
+  const text = await runClient(parseClientArgs(['--connect', `127.0.0.1:${port}`, '--sizes', '8192,16384', '--iterations', String(iterations), '--warmup', '10', '--json']));
+  const r = JSON.parse(text) as { results: PingPongRow[] };
+  return r.results.map((x) => ({ sizeBytes: x.sizeBytes, p50Us: x.p50Us, p99Us: x.p99Us, meanUs: x.meanUs }));
+}
+
+async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>): Promise<T> {
+  const label = drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`;
+  const app = await startAppliance({ port: 0, pingPongPort: 0, drivers, txMode, progress: (l) => console.log(`  [${label}] ${l}`) });
+  const onSignal = (): void => {
+    void app.stop().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  try {
+    return await fn(app);
+  } finally {
+    process.off('SIGINT', onSignal);
+    await app.stop();
+  }
+}
+
+function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean } {
+  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a}: needs a value`);
+      return v;
+    };
+    if (a === '--requests') o.requests = Number(value());
+    else if (a === '--iterations') o.iterations = Number(value());
+    else if (a === '--modes') o.modes = value().split(',') as TxMode[];
+    else if (a === '--no-kernel') o.kernel = false;
+    else if (a === '--ab-all-modes') o.abAllModes = true;
+    else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-all-modes)`);
+  }
+  if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
+  if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
+  for (const m of o.modes) if (!['auto', 'two-copy', 'single-copy', 'zero-copy'].includes(m)) throw new Error(`--modes: unknown mode ${m}`);
+  return o;
+}
+
+const r1 = (v: number): number => Math.round(v * 10) / 10;
+const r2 = (v: number): number => Math.round(v * 100) / 100;
+
+export default async function appliance(argv: string[]): Promise<void> {
+  let o;
+  try {
+    o = parseArgs(argv);
+  } catch (e) {
+    console.error(`bench appliance: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  if (spawnSync('ab', ['-V']).error) {
+    console.error('bench appliance: ab not found (apt-get install -y apache2-utils)');
+    process.exit(1);
+  }
+  const guests: GuestResult[] = [];
+  const modes = o.modes.includes('auto') ? o.modes : ['auto' as TxMode, ...o.modes];
+  for (const mode of modes) {
+    console.log(`\nour drivers, tx-mode ${mode}`);
+    guests.push(
+      await withGuest('ours', mode, async (app) => {
+        const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
+        const ab: AbResult[] = [];
+        if (mode === 'auto' || o.abAllModes) {
+          await runAb(url, 1, 20); // warm-up: caches, JIT
+          ab.push(await runAb(url, 1, o.requests));
+          ab.push(await runAb(url, 8, o.requests));
+        }
+        const pp = await pingPong(app.pingPongPort, o.iterations);
+        return { drivers: 'ours' as const, txMode: mode, bootMs: Math.round(app.bootMs), ab, pingPong: pp };
+      }),
+    );
+  }
+  if (o.kernel) {
+    console.log('\nkernel drivers (vmw_vsock_virtio_transport + virtiofs)');
+    guests.push(
+      await withGuest('kernel', undefined, async (app) => {
+        const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
+        await runAb(url, 1, 20);
+        const ab = [await runAb(url, 1, o.requests), await runAb(url, 8, o.requests)];
+        const pp = await pingPong(app.pingPongPort, o.iterations);
+        return { drivers: 'kernel' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, pingPong: pp };
+      }),
+    );
+  }
+
+  const name = (g: GuestResult): string => (g.drivers === 'kernel' ? 'linux drivers' : `ours ${g.txMode}`);
+  const ours = guests.find((g) => g.drivers === 'ours' && g.txMode === 'auto')!;
+  const kernel = guests.find((g) => g.drivers === 'kernel');
+
+  const abRows: Array<Record<string, string | number>> = [];
+  for (const g of guests) {
+    for (const a of g.ab) {
+      const k = kernel?.ab.find((x) => x.concurrency === a.concurrency);
+      abRows.push({
+        guest: name(g),
+        c: a.concurrency,
+        n: a.requests,
+        failed: a.failed + a.non2xx,
+        'req/s': r1(a.requestsPerSecond),
+        'ms/req': r2(a.meanMsPerRequest),
+        'req/s vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(a.requestsPerSecond / k.requestsPerSecond)}x`,
+        'vs toro tcg 470': a.concurrency === 1 ? `${r2(a.requestsPerSecond / TORO.tcgHere.requestsPerSecond)}x` : '',
+      });
+    }
+  }
+  abRows.push({ guest: 'toro (blog, other machine)', c: 1, n: 1000, failed: '', 'req/s': TORO.abC1.requestsPerSecond, 'ms/req': TORO.abC1.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });
+  abRows.push({ guest: 'toro (TCG, this kind of machine)', c: 1, n: '', failed: '', 'req/s': TORO.tcgHere.requestsPerSecond, 'ms/req': TORO.tcgHere.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });
+  printTable(`webserver, ${PAGE} (133 KB), ab through the daemon's TCP forward (QEMU TCG, loaded 2-core machine)`, abRows);
+
+  const ppRows: Array<Record<string, string | number>> = [];
+  for (const g of guests) {
+    for (const p of g.pingPong) {
+      const k = kernel?.pingPong.find((x) => x.sizeBytes === p.sizeBytes);
+      ppRows.push({
+        guest: name(g),
+        bytes: p.sizeBytes,
+        'p50 us': r1(p.p50Us),
+        'p99 us': r1(p.p99Us),
+        'mean us': r1(p.meanUs),
+        'p50 vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(p.p50Us / k.p50Us)}x`,
+        'p99 vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(p.p99Us / k.p99Us)}x`,
+      });
+    }
+  }
+  printTable(`ping-pong over the TCP forward, ${o.iterations} round trips per size`, ppRows);
+  console.log(`  toro (blog, another machine): 8192 B: ${TORO.pingPongMs[8192]} ms, 16384 B: ${TORO.pingPongMs[16384]} ms (the "time" its ping-pong test printed; the post does not say per what)`);
+  console.log(`\n* Toro's figures are from ${TORO.machine}.`);
+  console.log(`  ${TORO.tcgHereNote}`);
+
+  const path = writeResults('appliance', {
+    command: `npm run bench -- appliance ${argv.join(' ')}`.trim(),
+    page: PAGE,
+    requests: o.requests,
+    iterations: o.iterations,
+    guests,
+    ratiosVsLinux: kernel
+      ? {
+          abC1RequestsPerSecond: r2(ours.ab[0]!.requestsPerSecond / kernel.ab[0]!.requestsPerSecond),
+          abC8RequestsPerSecond: r2(ours.ab[1]!.requestsPerSecond / kernel.ab[1]!.requestsPerSecond),
+          pingPongP50: Object.fromEntries(ours.pingPong.map((p) => [p.sizeBytes, r2(p.p50Us / kernel.pingPong.find((x) => x.sizeBytes === p.sizeBytes)!.p50Us)])),
+        }
+      : null,
+    toro: TORO,
+  });
+  const svgPath = join(path, '..', 'appliance.svg');
+  const bars = [
+    ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: req/s`, label: name(g), value: a.requestsPerSecond }))),
+    { group: 'ab -c 1: req/s', label: 'toro TCG (est.)', value: TORO.tcgHere.requestsPerSecond },
+    ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: ms per request`, label: name(g), value: a.meanMsPerRequest }))),
+    { group: 'ab -c 1: ms per request', label: 'toro TCG (est.)', value: TORO.tcgHere.meanMsPerRequest },
+    ...guests.flatMap((g) => g.pingPong.map((p) => ({ group: `ping-pong ${p.sizeBytes} B: p50 us`, label: name(g), value: p.p50Us }))),
+  ];
+  writeFileSync(svgPath, barChartSvg(`appliance, QEMU TCG, one run (${new Date().toISOString().slice(0, 16)}Z)`, bars));
+  console.log(`\nresults: ${path}\nchart: ${svgPath}`);
+}
