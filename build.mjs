@@ -140,6 +140,8 @@ function findNodeGyp() {
     ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
     ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],
     ['appliance/run/guest-entry.ts', 'appliance.js'],
+    ['appliance/guest/fs-tree.ts', 'fs-tree.js'],
+    ['appliance/guest/fs-bench.ts', 'fs-bench.js'],
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;
