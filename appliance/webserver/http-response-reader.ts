@@ -15,13 +15,19 @@ export interface RawHttpResponse {
 
 export class HttpResponseReader {
   private buf: Buffer = Buffer.alloc(0);
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the response being read needs in buf before it is complete (0: unknown yet). */
+  private need = 0;
   private ended = false;
   private error: Error | null = null;
   private wake: (() => void) | null = null;
 
   constructor(readonly socket: Duplex) {
     socket.on('data', (chunk: Buffer) => {
-      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      // Chunks are joined only when a response is complete (or its head is split).
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
       this.notify();
     });
     socket.on('end', () => {
@@ -44,7 +50,7 @@ export class HttpResponseReader {
       const r = this.tryParse(opts.head === true);
       if (r !== null) return r;
       if (this.error) throw this.error;
-      if (this.ended) throw new Error(`connection ended with ${this.buf.length} bytes of an incomplete response`);
+      if (this.ended) throw new Error(`connection ended with ${this.buf.length + this.pendingBytes} bytes of an incomplete response`);
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
@@ -52,6 +58,7 @@ export class HttpResponseReader {
   /** Resolves when the peer has closed (after the responses read so far), with the bytes left over. */
   async closed(): Promise<Buffer> {
     while (!this.ended) await new Promise<void>((resolve) => (this.wake = resolve));
+    this.gather();
     return this.buf;
   }
 
@@ -61,7 +68,18 @@ export class HttpResponseReader {
     w?.();
   }
 
+  /** Moves pending chunks into buf (one concat). */
+  private gather(): void {
+    if (this.pending.length === 0) return;
+    const parts = this.buf.length > 0 ? [this.buf, ...this.pending] : this.pending;
+    this.buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.buf.length + this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
   private tryParse(isHead: boolean): RawHttpResponse | null {
+    if (this.need > 0 && this.buf.length + this.pendingBytes < this.need) return null;
+    this.gather();
     const end = this.buf.indexOf('\r\n\r\n');
     if (end < 0) return null;
     const headText = this.buf.toString('latin1', 0, end + 4);
@@ -76,8 +94,12 @@ export class HttpResponseReader {
     }
     const length = isHead ? 0 : Number(headers['content-length'] ?? '0');
     if (!Number.isSafeInteger(length) || length < 0) throw new Error(`bad Content-Length ${headers['content-length']}`);
-    if (this.buf.length < end + 4 + length) return null;
-    const body = Buffer.from(this.buf.subarray(end + 4, end + 4 + length));
+    if (this.buf.length < end + 4 + length) {
+      this.need = end + 4 + length;
+      return null;
+    }
+    this.need = 0;
+    const body = this.buf.subarray(end + 4, end + 4 + length);
     this.buf = this.buf.subarray(end + 4 + length);
     return { status: Number(m[1]), reason: m[2]!, headers, headText, body };
   }
