@@ -40,6 +40,9 @@ export class TcpForward {
   }
 
   private onClient(s: Socket): void {
+    // Without TCP_NODELAY, Nagle plus the client's delayed ACK holds the tail of each
+    // keep-alive response for ~40 ms: the guest writes responses whole, so send at once.
+    s.setNoDelay(true);
     this.sockets.add(s);
     s.once('close', () => this.sockets.delete(s));
     s.on('error', () => {});
