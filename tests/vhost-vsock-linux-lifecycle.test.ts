@@ -138,6 +138,8 @@ test.serial('QEMU killed mid-transfer: the daemon stays up, host sockets of that
   const [o, i, w, f] = await Promise.all([outClosed, inbound!, writer, tcpClosed]);
   t.log(`host->guest hybrid socket: ${o.how} after ${o.bytes} bytes read; writer ${w}; guest->host <uds>_P socket: ${i.how} after ${i.bytes} bytes; TCP forward socket: ${f.how}`);
   t.regex(w, /^failed: /);
+  // TCP has a reset: the forward's client must not read an orderly end of a stream that was cut.
+  t.is(f.how, 'ECONNRESET');
   t.true(i.bytes >= 2 * 1024 * 1024);
   t.is(dev.connections, 0);
 
