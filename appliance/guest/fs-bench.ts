@@ -12,7 +12,8 @@
 // Each workload runs once unmeasured (warm-up: JIT, lookups), then --passes=N times.
 // For the kernel the page cache is dropped (echo 1 > /proc/sys/vm/drop_caches) before
 // every measured pass so that each pass reads through the device, as ours does (our
-// driver has no data cache); the `warm` rows show the kernel's page cache as a bound.
+// driver has no data cache); the `warm` rows skip that (with virtiofsd cache=auto the
+// kernel drops a file's pages at open anyway: they keep dentries and attributes only).
 // Args: --drivers=ours|kernel --tag=TAG --big=PATH --small=DIR --passes=N
 import { execFileSync } from 'node:child_process';
 import * as nodeFs from 'node:fs';
