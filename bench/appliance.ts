@@ -39,6 +39,8 @@ interface GuestResult {
   txMode: TxMode | null;
   bootMs: number;
   ab: AbResult[];
+  /** ab -c 1 on the small, cached index page: the per-connection cost without the 133 KB. */
+  abSmall: AbResult | null;
   pingPong: PingPongRow[];
 }
 
@@ -51,6 +53,7 @@ export const TORO = {
 };
 
 const PAGE = '/big.html';
+const SMALL_PAGE = '/index.html';
 
 function runAb(url: string, concurrency: number, requests: number): Promise<AbResult> {
   return new Promise((resolve, reject) => {
@@ -148,8 +151,9 @@ export default async function appliance(argv: string[]): Promise<void> {
           ab.push(await runAb(url, 1, o.requests));
           ab.push(await runAb(url, 8, o.requests));
         }
+        const abSmall = mode === 'auto' || o.abAllModes ? await runAb(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests) : null;
         const pp = await pingPong(app.pingPongPort, o.iterations);
-        return { drivers: 'ours' as const, txMode: mode, bootMs: Math.round(app.bootMs), ab, pingPong: pp };
+        return { drivers: 'ours' as const, txMode: mode, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
       }),
     );
   }
@@ -160,8 +164,9 @@ export default async function appliance(argv: string[]): Promise<void> {
         const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
         await runAb(url, 1, 20);
         const ab = [await runAb(url, 1, o.requests), await runAb(url, 8, o.requests)];
+        const abSmall = await runAb(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests);
         const pp = await pingPong(app.pingPongPort, o.iterations);
-        return { drivers: 'kernel' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, pingPong: pp };
+        return { drivers: 'kernel' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
       }),
     );
   }
@@ -185,6 +190,11 @@ export default async function appliance(argv: string[]): Promise<void> {
         'vs toro tcg 470': a.concurrency === 1 ? `${r2(a.requestsPerSecond / TORO.tcgHere.requestsPerSecond)}x` : '',
       });
     }
+  }
+  for (const g of guests) {
+    if (!g.abSmall) continue;
+    const k = kernel?.abSmall;
+    abRows.push({ guest: `${name(g)}, ${SMALL_PAGE} (1.7 KB)`, c: 1, n: g.abSmall.requests, failed: g.abSmall.failed + g.abSmall.non2xx, 'req/s': r1(g.abSmall.requestsPerSecond), 'ms/req': r2(g.abSmall.meanMsPerRequest), 'req/s vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(g.abSmall.requestsPerSecond / k.requestsPerSecond)}x`, 'vs toro tcg 470': '' });
   }
   abRows.push({ guest: 'toro (blog, other machine)', c: 1, n: 1000, failed: '', 'req/s': TORO.abC1.requestsPerSecond, 'ms/req': TORO.abC1.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });
   abRows.push({ guest: 'toro (TCG, this kind of machine)', c: 1, n: '', failed: '', 'req/s': TORO.tcgHere.requestsPerSecond, 'ms/req': TORO.tcgHere.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });

@@ -21,7 +21,12 @@ import { runWebserver } from '../webserver/main-guest.js';
 import { NodeSiteFiles } from '../webserver/node-site-files.js';
 import { VirtioFsSiteFiles } from '../webserver/virtio-fs-site-files.js';
 import { vsockBufferAllocator, vsockListen } from '../webserver/vsock-adapters.js';
+import { runBulkServices } from './bulk-services.js';
 import { kernelVsockListen } from './kernel-vsock.js';
+
+/** Throughput services for bench/guest.ts: sink (host -> guest) and source (guest -> host). */
+export const BULK_SINK_PORT = 6000;
+export const BULK_SOURCE_PORT = 6001;
 
 export const READY_MARKER = 'appliance-ready:';
 const VIRTIO_ID_VSOCK = 19;
@@ -108,6 +113,7 @@ boot(
         log,
       });
       const pp = await runPingPong({ listen, port: args.pingPongPort });
+      await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT, alloc: (n) => vsock.allocBuffer(n) });
       closers.push(
         () => web.close(),
         () => pp.close(),
@@ -122,6 +128,7 @@ boot(
       const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
       const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache: args.cache ? undefined : false, log });
       const pp = await runPingPong({ listen, port: args.pingPongPort });
+      await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT });
       closers.push(
         () => web.close(),
         () => pp.close(),
