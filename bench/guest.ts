@@ -23,8 +23,9 @@ interface GuestRow {
   pingPong: Array<{ sizeBytes: number; p50Us: number; p99Us: number }>;
 }
 
-async function hostToGuest(uds: string, bytes: number): Promise<number> {
-  const s = await connectHybridVsock(uds, SINK_PORT);
+/** MB/s writing `bytes` in 64 KiB writes to a sink that answers the byte count and ends. */
+export async function hostToGuest(uds: string, bytes: number, port = SINK_PORT): Promise<number> {
+  const s = await connectHybridVsock(uds, port);
   try {
     const buf = Buffer.alloc(CHUNK, 0x5a);
     const t0 = process.hrtime.bigint();
@@ -47,8 +48,9 @@ async function hostToGuest(uds: string, bytes: number): Promise<number> {
   }
 }
 
-async function guestToHost(uds: string, bytes: number): Promise<number> {
-  const s: Socket = await connectHybridVsock(uds, SOURCE_PORT);
+/** MB/s reading `bytes` from a source asked with "<bytes> <chunk>\n". */
+export async function guestToHost(uds: string, bytes: number, port = SOURCE_PORT): Promise<number> {
+  const s: Socket = await connectHybridVsock(uds, port);
   try {
     let got = 0;
     const t0 = process.hrtime.bigint();
