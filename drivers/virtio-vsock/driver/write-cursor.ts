@@ -13,10 +13,13 @@ export class WriteCursor {
   offset = 0;
   /** Bytes not yet consumed. */
   remaining = 0;
+  /** The arena the DMA chunks belong to (addresses are per page, not per chunk). */
+  private arena: DmaArena | null = null;
 
   /** Starts a write of `chunks` (the array is copied, not kept). */
   reset(chunks: readonly Uint8Array[], dma: DmaArena): void {
     const n = chunks.length;
+    this.arena = dma;
     if (this.addrs.length < n) this.addrs = new Float64Array(Math.max(n, this.addrs.length * 2));
     this.chunks.length = n;
     let total = 0;
@@ -35,6 +38,7 @@ export class WriteCursor {
 
   /** Same as reset([chunk]) without an array. */
   resetOne(chunk: Uint8Array, dma: DmaArena): void {
+    this.arena = dma;
     this.chunks.length = 1;
     this.chunks[0] = chunk;
     this.addrs[0] = dma.addressOf(chunk);
@@ -65,7 +69,9 @@ export class WriteCursor {
 
   /** Device address of the current position (current chunk must be DMA). */
   currentAddr(): number {
-    return this.addrs[this.index]! + this.offset;
+    // Translate through the arena: a chunk may span pages that are not contiguous in
+    // device address space (hugepages), so chunk address + offset is wrong past a page.
+    return this.arena!.addrOfOffset(this.chunks[this.index]!.byteOffset + this.offset);
   }
 
   /** Bytes left in the current chunk. */
