@@ -67,7 +67,10 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
   let next = 0;
   let total = 0;
   const worker = async (): Promise<void> => {
-    while (next < items.length) total += await fn(items[next++]!);
+    while (next < items.length) {
+      const n = await fn(items[next++]!); // not `total += await ...`: that reads total before the await
+      total += n;
+    }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
   return total;
