@@ -55,6 +55,12 @@ export interface ConnectionHost {
   readonly txMode: TxMode;
   readonly dma: DmaArena;
   readonly closeTimeoutMs: number;
+  /**
+   * Connections whose write is all on the ring and waits only for zero-copy chains to
+   * come back: only these need tx interrupts (a write still waiting for credit cannot
+   * complete before the peer's CREDIT_UPDATE, whose rx interrupt reaps tx too).
+   */
+  zeroCopyAwaiting: number;
   /** Publish and notify the tx queue soon (once per batch). */
   scheduleFlush(): void;
   /** Call conn.onTxSpace() when tx slots or descriptors come back. */
@@ -99,6 +105,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   private readonly cursor = new WriteCursor();
   private writeCb: WriteCallback | null = null;
   private zcOutstanding = 0;
+  /** Counted in host.zeroCopyAwaiting. */
+  private awaitingCompletion = false;
   private writeError: VsockError | null = null;
   private finalCb: WriteCallback | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -276,7 +284,18 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
       sent = true;
     }
     if (sent) host.scheduleFlush();
-    if (cur.remaining === 0 && this.zcOutstanding === 0) this.completeWrite();
+    if (cur.remaining === 0) {
+      if (this.zcOutstanding === 0) this.completeWrite();
+      else this.awaitCompletion();
+    }
+  }
+
+  /** The write is all on the ring; only zero-copy completions are missing. */
+  private awaitCompletion(): void {
+    if (this.awaitingCompletion || this.writeCb === null) return;
+    this.awaitingCompletion = true;
+    this.host.zeroCopyAwaiting++;
+    this.host.scheduleFlush(); // arms tx interrupts
   }
 
   private sendZeroCopy(cur: WriteCursor, credit: number): number {
@@ -297,6 +316,10 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   }
 
   private completeWrite(): void {
+    if (this.awaitingCompletion) {
+      this.awaitingCompletion = false;
+      this.host.zeroCopyAwaiting--;
+    }
     const cb = this.writeCb;
     if (cb === null) return;
     const err = this.writeError;
@@ -312,6 +335,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     this.writeError = err;
     this.cursor.clear();
     if (this.zcOutstanding === 0) this.completeWrite();
+    else this.awaitCompletion();
   }
 
   /** Half-close of our sending side (Node's _final): SHUTDOWN SEND once the data is queued. */

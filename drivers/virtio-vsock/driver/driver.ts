@@ -86,6 +86,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   readonly txMode: TxMode;
   readonly closeTimeoutMs: number;
   readonly tx: TxPath;
+  zeroCopyAwaiting = 0;
   /** Our CID, from the device configuration (le64 guest_cid at offset 0, 5.10.4). */
   localCid: number;
   readonly eventIdx: boolean;
@@ -390,16 +391,18 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   }
 
   /**
-   * Tx interrupts only when someone waits for a tx completion: a zero-copy write, a
-   * connection out of slots, an RST backlog. Otherwise used tx chains are reaped when
-   * the next batch is flushed or an rx interrupt comes: a stream in a copy mode costs
-   * the device no interrupt per packet. When they are needed, they are delayed to 3/4
-   * of the outstanding chains (virtqueue_enable_cb_delayed): fewer, bigger batches.
+   * Tx interrupts only when someone waits for a tx completion and nothing else will
+   * come first: a zero-copy write that is all on the ring (one still waiting for credit
+   * cannot complete before the peer's CREDIT_UPDATE, and that rx interrupt reaps tx
+   * too), a connection out of slots, an RST backlog. Otherwise used tx chains are
+   * reaped when the next batch is flushed or an rx interrupt comes: a stream costs the
+   * device no interrupt per packet. When needed, they are delayed to 3/4 of the
+   * outstanding chains (virtqueue_enable_cb_delayed): fewer, bigger batches.
    */
   private armTxInterrupts(): void {
     const q = this.txq;
     for (;;) {
-      const needed = this.tx.zeroCopyOutstanding > 0 || this.txWaiters.length > 0 || this.rstBacklog.length > 0;
+      const needed = this.zeroCopyAwaiting > 0 || this.txWaiters.length > 0 || this.rstBacklog.length > 0;
       if (!needed) {
         q.disableInterrupts();
         return;
