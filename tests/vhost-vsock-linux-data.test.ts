@@ -121,6 +121,8 @@ test.serial('64 MiB host -> guest through the hybrid socket, SHA-256 equal (the 
   t.timeout(40 * 60_000);
   const g = await bootGuest();
   const port = 7001;
+  const dev = fx!.daemon.devices.get(GUEST_CID)!;
+  const before = { bytes: dev.stats.rxBytes, packets: dev.stats.rxPackets };
   const inGuest = g.shell.run(`socat -u -b 65536 VSOCK-LISTEN:${port} - | tee /tmp/big | sha256sum`, { timeoutMs: 35 * 60_000 });
   const s = await hybridConnectRetry(fx!.uds, port);
   const peer = collect(s);
@@ -131,13 +133,18 @@ test.serial('64 MiB host -> guest through the hybrid socket, SHA-256 equal (the 
   t.is(r.output.split(/\s+/)[0], sent.sha256);
   t.is(sent.sha256, deterministicSha256(SEED, BIG));
   t.is((await peer).bytes, 0);
-  t.log(`hybrid host->guest: ${BIG} bytes, sha256 ${sent.sha256}`);
+  // Every payload byte went to the guest exactly once (rx = device -> guest).
+  t.is(dev.stats.rxBytes - before.bytes, BIG);
+  const packets = dev.stats.rxPackets - before.packets;
+  t.log(`hybrid host->guest: ${BIG} bytes in ${packets} rx packets (${Math.round(BIG / packets)} bytes each on average: Linux posts small rx buffers), sha256 ${sent.sha256}`);
 });
 
 test.serial('64 MiB guest -> host through <uds>_P, SHA-256 equal', async (t) => {
   t.timeout(40 * 60_000);
   const g = await bootGuest();
   const port = 7002;
+  const dev = fx!.daemon.devices.get(GUEST_CID)!;
+  const before = { bytes: dev.stats.txBytes, packets: dev.stats.txPackets };
   let got: Promise<Collected> | null = null;
   const accepted = new Promise<void>((resolve) =>
     void hostListen(port, (s) => {
@@ -154,6 +161,9 @@ test.serial('64 MiB guest -> host through <uds>_P, SHA-256 equal', async (t) => 
   t.is(c.bytes, BIG);
   t.is(c.sha256, deterministicSha256(SEED, BIG));
   t.true(r.output.includes(c.sha256), 'the guest hashed the same bytes');
+  t.is(dev.stats.txBytes - before.bytes, BIG);
+  const packets = dev.stats.txPackets - before.packets;
+  t.log(`guest->host: ${BIG} bytes in ${packets} tx packets (control packets included)`);
 });
 
 test.serial('64 MiB host -> guest through a TCP forward, SHA-256 equal', async (t) => {
