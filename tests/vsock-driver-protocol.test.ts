@@ -532,3 +532,30 @@ test('driver.close(): zero-copy writes still out complete once the device is res
     await tr.close();
   }
 });
+
+test('zero copy beyond the credit: completes after the CREDIT_UPDATEs, with nothing else from the peer', async (t) => {
+  const { driver, peer, stop } = await setup({ txMode: 'zero-copy', bufAlloc: 1 << 20 });
+  try {
+    const s = await connected(peer, driver, 95, 100_000);
+    const buf = driver.allocBuffer(250_000);
+    buf.fill(0x33);
+    let done = false;
+    s.write(buf, () => (done = true));
+    const sent = (): number => ops(peer, VSOCK_OP_RW).reduce((n, p) => n + p.payload.length, 0);
+    await until(() => sent() === 100_000, 'first window');
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    t.false(done, 'most of the write still waits for credit');
+    peer.inject({ op: VSOCK_OP_CREDIT_UPDATE, srcPort: 95, dstPort: s.localPort, bufAlloc: 100_000, fwdCnt: 100_000 });
+    await until(() => sent() === 200_000, 'second window');
+    peer.inject({ op: VSOCK_OP_CREDIT_UPDATE, srcPort: 95, dstPort: s.localPort, bufAlloc: 100_000, fwdCnt: 200_000 });
+    // The last chains come back with no further packet from the peer: a tx interrupt must.
+    await until(() => done, 'callback');
+    t.is(sent(), 250_000);
+    t.is(driver.stats.txZeroCopyBytes, 250_000);
+    s.destroy();
+    await until(() => s.destroyed, 'destroyed');
+    driver.freeBuffer(buf);
+  } finally {
+    await stop();
+  }
+});
