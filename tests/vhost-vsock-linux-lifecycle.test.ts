@@ -4,12 +4,15 @@
 //     stays up, that VM's host sockets see an error or a close, and
 //   - a second QEMU on the same vhost-user socket path works (both directions);
 //   - the guest's driver restarts (rmmod + insmod vmw_vsock_virtio_transport: device
-//     reset, rings stopped and started again) and connections work after it.
-// Two boots: the second is the point of the kill test (the launcher keeps -no-reboot,
-// so the guest reboot is the driver restart).
+//     reset, rings stopped and started again) and connections work after it;
+//   - the guest reboots (reboot -f: machine reset under the same QEMU and vhost-user
+//     connection, a new kernel's driver) and connections work after it.
+// Two boots: the second is the point of the kill test; it runs with -action
+// reboot=reset (overriding the launcher's -no-reboot) so that the guest can reboot.
 import test from 'ava';
 import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { GuestShell, LINUX_GUEST_READY_MARKER } from '../appliance/qemu/guest-shell.js';
 import { startLinuxGuest, type LinuxGuest } from '../appliance/qemu/start.js';
 import {
   GUEST_CID,
@@ -49,8 +52,10 @@ test.after.always(async (t) => {
   t.log(`daemon log (last 40 lines):\n${fx?.logs.slice(-40).join('\n')}`);
 });
 
-async function boot(): Promise<LinuxGuest> {
-  const g = await startLinuxGuest({ launch: { vhostUserVsock: { socket: fx!.socket }, timeoutMs: SAFETY_TIMEOUT_MS } });
+/** Boots a guest on the daemon; `rebootable`: a guest reboot resets the machine instead of ending QEMU (the launcher passes -no-reboot; a later -action overrides it). */
+async function boot(rebootable = false): Promise<LinuxGuest> {
+  const extraArgs = rebootable ? ['-action', 'reboot=reset'] : [];
+  const g = await startLinuxGuest({ launch: { vhostUserVsock: { socket: fx!.socket }, timeoutMs: SAFETY_TIMEOUT_MS, extraArgs } });
   guests.push(g);
   return g;
 }
@@ -151,7 +156,7 @@ test.serial('QEMU killed mid-transfer: the daemon stays up, host sockets of that
   t.true(err instanceof HybridRefused, String(err));
 
   // A second QEMU on the same socket path.
-  const g2 = await boot();
+  const g2 = await boot(true);
   await g2.shell.runBackground('socat -t 600 -b 65536 VSOCK-LISTEN:7300,reuseaddr,fork EXEC:cat');
   await waitGuestListening(fx!.uds, 7300);
   t.true(await echoOnce(7300, 'second qemu'));
@@ -176,5 +181,38 @@ test.serial('guest driver restart (rmmod/insmod vmw_vsock_virtio_transport) rese
   await waitGuestListening(fx!.uds, 7301);
   t.true(await echoOnce(7301, 'after driver restart'));
   t.is(await guestToHost(g, 7200, 'restarted'), '0:host:restarted');
-  await g.shell.poweroff();
+});
+
+test.serial('guest reboot (reboot -f, machine reset, same QEMU and vhost-user connection): connections work after it', async (t) => {
+  t.timeout(30 * 60_000);
+  const g = guests[guests.length - 1]!;
+  t.true(g.qemu.running);
+  // An open connection across the reboot: the host side must settle.
+  const held = await hybridConnect(fx!.uds, 7301);
+  const heldClosed = collect(held, false);
+  const before = fx!.logs.length;
+  const readyAgain = new Promise<'ready'>((resolve) => {
+    const off = g.qemu.onLine((l) => {
+      if (l.includes(LINUX_GUEST_READY_MARKER)) {
+        off();
+        resolve('ready');
+      }
+    });
+  });
+  g.qemu.write('reboot -f\n');
+  const first = await Promise.race([readyAgain, g.qemu.exited.then(() => 'exited' as const)]);
+  t.is(first, 'ready', 'the guest came back (QEMU did not exit)');
+  t.log(`held connection across the reboot: ${(await heldClosed).how}`);
+  t.log(`daemon log during the reboot:\n${fx!.logs.slice(before).join('\n')}`);
+  const shell = new GuestShell(g.qemu);
+  await shell.runBackground('socat -t 600 -b 65536 VSOCK-LISTEN:7302,reuseaddr,fork EXEC:cat');
+  await waitGuestListening(fx!.uds, 7302);
+  t.true(await echoOnce(7302, 'after reboot'));
+  const r = await shell.run('echo rebooted | socat -t 60 - VSOCK-CONNECT:2:7200', { timeoutMs: 120_000 });
+  t.deepEqual(r, { output: 'host:rebooted', status: 0 });
+  const dev = fx!.daemon.devices.get(GUEST_CID)!;
+  t.is(dev.stats.dropped.creditViolation, 0);
+  t.is(dev.stats.dropped.protocolViolation, 0);
+  t.is(dev.stats.dropped.internalError, 0);
+  await shell.poweroff();
 });
