@@ -5,13 +5,14 @@
 //   - the bound: node:fs/promises readFile of the same host file.
 // Files: a 133 KiB page (the webserver's case; concurrency 1 and 16) and a 16 MiB file
 // (concurrency 1 and 4).
-// QEMU section (level 2, after the in-process rows): the same kind of guest booted twice
-// on one virtiofsd share, once with our driver (appliance/guest/fs-bench.ts on the PCI
-// transport) and once with the Linux kernel's virtiofs driver (virtio_pci, fuse,
-// virtiofs; mount -t virtiofs, node:fs): a 16 MiB file read with 128 KiB reads (MB/s)
-// and 1000 small files (files/s), timed inside the guest, as ratios ours/kernel.
+// QEMU section (level 2, after the in-process rows): one node guest with two virtio-fs
+// devices on the same folder (two virtiofsd): our driver on one (appliance/guest/
+// fs-bench.ts on the PCI transport), the Linux kernel's virtiofs driver on the other
+// (virtio_pci, fuse, virtiofs; mount -t virtiofs, node:fs), passes interleaved: a 16 MiB
+// file read with 128 KiB reads (MB/s) and 1000 small files (files/s), timed inside the
+// guest, as ratios ours/kernel.
 // Usage: npm run bench -- fs [--ms=1000] [--no-virtiofsd] [--no-qemu | --qemu-only]
-//        [--passes=3] [--rounds=1] (rounds: boots per driver, alternating)
+//        [--passes=3] [--rounds=1] (rounds: boots, each swapping the two devices)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -212,32 +213,50 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** One boot: virtiofsd on the share, the guest with `drivers`, its result line. */
-async function bootBenchGuest(drivers: 'ours' | 'kernel', shareDir: string, dir: string, passes: number): Promise<{ result: GuestBenchResult; elapsedMs: number }> {
+/**
+ * One boot with two virtio-fs devices, each served by its own virtiofsd on the same
+ * folder (tags bench-a, bench-b): the kernel (virtio_pci, fuse, virtiofs) binds both, the
+ * guest program takes device #oursIndex for our driver and mounts the other one's tag,
+ * and interleaves the two drivers' passes (same load on both sides).
+ */
+async function bootBenchGuest(oursIndex: 0 | 1, shareDir: string, dir: string, passes: number): Promise<{ result: GuestBenchResult; elapsedMs: number }> {
+  const tags = ['bench-a', 'bench-b'] as const;
   const image = await buildNodeGuest({
     main: GUEST_BUNDLE,
-    name: drivers === 'ours' ? 'node-guest-fs-bench' : 'node-guest-fs-bench-kernel',
-    args: [`--drivers=${drivers}`, '--tag=bench', `--big=/${QEMU_BIG.name}`, `--small=/${QEMU_SMALL.dir}`, `--passes=${passes}`],
+    name: 'node-guest-fs-bench',
+    args: ['--drivers=both', `--ours-index=${oursIndex}`, `--tag=${tags[1 - oursIndex]}`, `--big=/${QEMU_BIG.name}`, `--small=/${QEMU_SMALL.dir}`, `--passes=${passes}`],
     files: [{ guest: '/app/tsvirtio.node', host: GUEST_ADDON }],
-    modules: drivers === 'kernel' ? KERNEL_FS_MODULES : [],
+    modules: KERNEL_FS_MODULES,
   });
-  const sock = join(dir, `virtiofsd-${drivers}.sock`);
-  fs.rmSync(sock, { force: true });
-  const d = await startVirtiofsd(shareDir, sock);
+  const socks = tags.map((t) => join(dir, `virtiofsd-${t}.sock`));
+  const daemons: Array<Awaited<ReturnType<typeof startVirtiofsd>>> = [];
   let qemu: QemuInstance | null = null;
   try {
-    qemu = launchQemu({ kernel: image.kernel, initrd: image.initrd, append: image.append, virtiofs: { socket: sock, tag: 'bench' }, timeoutMs: 30 * 60_000 });
-    console.log(`[fs bench] QEMU pid ${qemu.pid}: guest with ${drivers === 'ours' ? 'our virtio-fs driver' : "the kernel's virtiofs driver"}`);
+    for (const s of socks) {
+      fs.rmSync(s, { force: true });
+      daemons.push(await startVirtiofsd(shareDir, s));
+    }
+    qemu = launchQemu({
+      kernel: image.kernel,
+      initrd: image.initrd,
+      append: image.append,
+      virtiofs: { socket: socks[0]!, tag: tags[0] },
+      extraArgs: ['-chardev', `socket,id=fs1,path=${socks[1]!.replace(/,/g, ',,')}`, '-device', `vhost-user-fs-pci,chardev=fs1,tag=${tags[1]}`],
+      timeoutMs: 30 * 60_000, // safety net, not a measurement
+    });
+    console.log(`[fs bench] QEMU pid ${qemu.pid}: our driver on device #${oursIndex} (${tags[oursIndex]}), the kernel's on ${tags[1 - oursIndex]}`);
     const exit = await qemu.exited;
     const text = qemu.console();
     const line = text.split('\n').find((l) => l.startsWith(GUEST_RESULT_MARKER));
-    if (exit.guestStatus !== 0 || line === undefined) throw new Error(`fs-bench guest (${drivers}) failed: status ${exit.status}${exit.timedOut ? ' (timed out)' : ''}\n${text.slice(-3000)}\n${exit.stderr}`);
+    if (exit.guestStatus !== 0 || line === undefined) throw new Error(`fs-bench guest failed: status ${exit.status}${exit.timedOut ? ' (timed out)' : ''}\n${text.slice(-3000)}\n${exit.stderr}`);
     return { result: JSON.parse(line.slice(GUEST_RESULT_MARKER.length)) as GuestBenchResult, elapsedMs: exit.elapsedMs };
   } finally {
     if (qemu?.running) await qemu.stop();
-    if (d.child.exitCode === null && d.child.signalCode === null) {
-      d.child.kill('SIGTERM');
-      await d.exited;
+    for (const d of daemons) {
+      if (d.child.exitCode === null && d.child.signalCode === null) {
+        d.child.kill('SIGTERM');
+        await d.exited;
+      }
     }
   }
 }
@@ -262,22 +281,18 @@ async function qemuSection(passes: number, rounds: number): Promise<QemuSection 
   /** workload + method -> passes (ms) over every round, and bytes/files per pass. */
   const acc = new Map<string, { workload: string; method: string; bytes: number; files: number; ms: number[] }>();
   try {
-    // Rounds alternate the order (ours first, then kernel first...) so that a load
-    // change on the shared machine does not always hit the same side.
+    // Each round is one boot; rounds swap which device (and virtiofsd) each driver gets.
     for (let r = 0; r < rounds; r++) {
-      const order: Array<'ours' | 'kernel'> = r % 2 === 0 ? ['ours', 'kernel'] : ['kernel', 'ours'];
-      for (const drivers of order) {
-        const { result, elapsedMs } = await bootBenchGuest(drivers, shareDir, dir, passes);
-        const passesMs: Record<string, number[]> = {};
-        for (const row of result.rows) {
-          const key = `${row.workload}\0${row.method}`;
-          const a = acc.get(key) ?? { workload: row.workload, method: row.method, bytes: row.bytes, files: row.files, ms: [] };
-          a.ms.push(...row.passesMs);
-          acc.set(key, a);
-          passesMs[`${row.workload} / ${row.method}`] = row.passesMs.map((x) => Math.round(x * 10) / 10);
-        }
-        guests.push({ drivers, elapsedMs, info: result.info, passesMs });
+      const { result, elapsedMs } = await bootBenchGuest(r % 2 === 0 ? 1 : 0, shareDir, dir, passes);
+      const passesMs: Record<string, number[]> = {};
+      for (const row of result.rows) {
+        const key = `${row.workload}\0${row.method}`;
+        const a = acc.get(key) ?? { workload: row.workload, method: row.method, bytes: row.bytes, files: row.files, ms: [] };
+        a.ms.push(...row.passesMs);
+        acc.set(key, a);
+        passesMs[`${row.workload} / ${row.method}`] = row.passesMs.map((x) => Math.round(x * 10) / 10);
       }
+      guests.push({ drivers: result.drivers, elapsedMs, info: result.info, passesMs });
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -302,7 +317,7 @@ async function qemuSection(passes: number, rounds: number): Promise<QemuSection 
     ratios,
     guests,
     notes: [
-      'TCG (no KVM) on a shared 2-core machine; each guest boots separately, so load may differ between the two sides: compare with rounds >= 2.',
+      'TCG (no KVM) on a shared 2-core machine, heavily loaded by others: passes vary by 2-10x; both drivers run in the same boot, their passes interleaved, so a load change hits both sides alike.',
       'kernel rows drop the page cache (echo 1 > /proc/sys/vm/drop_caches) before every measured pass; "warm" rows do not. With virtiofsd cache=auto the kernel still drops a file\'s cached pages at each open (virtiofsd sets keep_cache only with cache=always), so "warm" keeps dentries and attributes, not data.',
       'virtiofsd: -o sandbox=chroot -o cache=auto, fresh per boot; timing with performance.now() inside the guest, warm-up pass not counted.',
     ],
