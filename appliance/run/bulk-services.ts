@@ -17,6 +17,8 @@ export interface BulkOptions {
 }
 
 const MAX_CHUNK = 1024 * 1024;
+/** Writes in flight at once on the source. */
+const WINDOW = 8;
 
 export async function runBulkServices(o: BulkOptions): Promise<void> {
   await o.listen(o.sinkPort, (s) => {
@@ -44,24 +46,36 @@ export async function runBulkServices(o: BulkOptions): Promise<void> {
       }
       const total = Number(m[1]);
       const chunk = Number(m[2]);
-      // Two buffers in turn: one may still be with the device while the other is filled.
-      const bufs = [o.alloc ? o.alloc(chunk) : Buffer.alloc(chunk), o.alloc ? o.alloc(chunk) : Buffer.alloc(chunk)];
-      bufs[0]!.fill(0x61);
-      bufs[1]!.fill(0x62);
+      // A window of buffers in flight, refilled from each write's completion callback
+      // (with zero copy a write completes only when the device has returned the buffer,
+      // so waiting for 'drain' would leave one buffer in flight at a time). The bytes
+      // never change, so a buffer may go out again while still in flight.
+      const bufs = Array.from({ length: WINDOW }, (_, i) => {
+        const b = o.alloc ? o.alloc(chunk) : Buffer.alloc(chunk);
+        b.fill(0x61 + i);
+        return b;
+      });
       let sent = 0;
+      let inFlight = 0;
       let which = 0;
+      let ended = false;
       const pump = (): void => {
-        while (sent < total) {
+        if (s.destroyed) return;
+        while (sent < total && inFlight < WINDOW) {
           const n = Math.min(chunk, total - sent);
           const b = bufs[which]!;
-          which ^= 1;
+          which = (which + 1) % WINDOW;
           sent += n;
-          if (!s.write(n === chunk ? b : b.subarray(0, n))) {
-            s.once('drain', pump);
-            return;
-          }
+          inFlight++;
+          s.write(n === chunk ? b : b.subarray(0, n), () => {
+            inFlight--;
+            pump();
+          });
         }
-        s.end();
+        if (sent >= total && !ended) {
+          ended = true;
+          s.end();
+        }
       };
       pump();
     };

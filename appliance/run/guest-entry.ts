@@ -40,11 +40,13 @@ interface EntryArgs {
   pingPongPort: number;
   tag: string;
   cache: boolean;
+  /** Largest file the webserver's small-file cache keeps (default: the webserver's, 64 KiB). */
+  cacheMaxFileBytes: number | null;
   log: boolean;
 }
 
 function parse(argv: readonly string[]): EntryArgs {
-  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, log: false };
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false };
   for (const arg of argv) {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
@@ -71,6 +73,10 @@ function parse(argv: readonly string[]): EntryArgs {
         break;
       case '--no-cache':
         a.cache = false;
+        break;
+      case '--cache-max-file':
+        if (!/^\d{1,9}$/.test(v)) throw new Error(`--cache-max-file: expected bytes, got ${JSON.stringify(v)}`);
+        a.cacheMaxFileBytes = Number(v);
         break;
       case '--log':
         a.log = true;
@@ -99,6 +105,7 @@ boot(
     }
     const args = early;
     const log = args.log ? (line: string) => ctx.log(line) : undefined;
+    const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
     const closers: Array<() => Promise<void> | void> = [];
     if (args.drivers === 'ours') {
       const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS));
@@ -108,7 +115,7 @@ boot(
         listen,
         files: new VirtioFsSiteFiles(fs, { root: '/' }),
         port: args.port,
-        cache: args.cache ? undefined : false,
+        cache,
         bufferAllocator: vsockBufferAllocator(vsock),
         log,
       });
@@ -126,7 +133,7 @@ boot(
       mkdirSync('/mnt', { recursive: true });
       execFileSync('mount', ['-t', 'virtiofs', args.tag, '/mnt'], { stdio: 'inherit' });
       const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
-      const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache: args.cache ? undefined : false, log });
+      const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache, log });
       const pp = await runPingPong({ listen, port: args.pingPongPort });
       await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT });
       closers.push(
