@@ -168,6 +168,8 @@ export class BufferPool {
     count: number,
   ) {
     if (slotSize <= 0 || count <= 0) throw new RangeError(`buffer pool: bad slot size ${slotSize} or count ${count}`);
+    // One descriptor points at one slot: a slot must be contiguous in device memory.
+    if (slotSize > arena.pageSize) throw new RangeError(`buffer pool: slot size ${slotSize} exceeds the arena's contiguous page size ${arena.pageSize}`);
     this.slotSize = slotSize;
     this.count = count;
     const views: Uint8Array[] = [];

@@ -1,7 +1,7 @@
 // The device side of the in-process transport: holds a device model, builds its
 // device-half queues over the shared guest memory, and turns doorbells into kicks.
 // Used directly (same thread) or from inprocess-worker.ts (worker thread).
-import { GuestMemory } from '../memory/guest-memory.js';
+import { GuestMemory, makeRegion } from '../memory/guest-memory.js';
 import { VirtqueueDevice } from '../virtqueue/device-queue.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, hasFeature } from '../virtqueue/layout.js';
 import type { VirtqueueError } from '../virtqueue/errors.js';
@@ -100,4 +100,19 @@ export class InProcessDeviceHost {
     }
     this.model.reset();
   }
+}
+
+/** The per-page guest addresses of in-process memory (see scatterPageSize). */
+export function inProcessPageAddrs(memoryBytes: number, base: number, pageSize: number | undefined): number[] {
+  if (pageSize === undefined) return [base];
+  const pages = Math.ceil(memoryBytes / pageSize);
+  // Reverse order with a one-page hole between neighbours.
+  return Array.from({ length: pages }, (_, i) => base + (pages - 1 - i) * 2 * pageSize);
+}
+
+/** Guest memory over the SharedArrayBuffer with the layout of inProcessPageAddrs. */
+export function inProcessGuestMemory(sab: SharedArrayBuffer, base: number, pageSize: number | undefined): GuestMemory {
+  if (pageSize === undefined) return GuestMemory.fromSharedArrayBuffer(sab, base, 'in-process guest memory');
+  const addrs = inProcessPageAddrs(sab.byteLength, base, pageSize);
+  return new GuestMemory(addrs.map((addr, i) => makeRegion(`page ${i}`, addr, sab, i * pageSize, Math.min(pageSize, sab.byteLength - i * pageSize))));
 }

@@ -2,8 +2,8 @@
 // workerData, runs its model on the shared guest memory, waits for doorbells with
 // Atomics.waitAsync (so the worker's event loop stays free for host-side sockets).
 import { parentPort, workerData } from 'node:worker_threads';
-import { GuestMemory } from '../memory/guest-memory.js';
-import { CTRL_DOORBELL_SEQ, CTRL_IRQ_SEQ, CTRL_STOP, InProcessDeviceHost, describe } from './inprocess-device-host.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { CTRL_DOORBELL_SEQ, CTRL_IRQ_SEQ, CTRL_STOP, InProcessDeviceHost, describe, inProcessGuestMemory } from './inprocess-device-host.js';
 import type { VirtioDeviceModel } from './virtio-device.js';
 
 export interface WorkerInit {
@@ -13,6 +13,7 @@ export interface WorkerInit {
   module: string;
   exportName: string;
   options: unknown;
+  scatterPageSize?: number | undefined;
 }
 
 /** What a device module's factory receives besides its options. */
@@ -36,7 +37,7 @@ async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const port = parentPort!;
   const ctrl = new Int32Array(init.ctrl);
-  const memory = GuestMemory.fromSharedArrayBuffer(init.memory, init.base, 'in-process guest memory');
+  const memory = inProcessGuestMemory(init.memory, init.base, init.scatterPageSize);
   let userHandler: (m: unknown) => void = () => {};
   const env: DeviceWorkerEnv = {
     post: (message) => port.postMessage({ type: 'user', message }),

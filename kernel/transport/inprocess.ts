@@ -5,7 +5,6 @@
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { DmaArena } from '../memory/dma.js';
-import { GuestMemory } from '../memory/guest-memory.js';
 import {
   CTRL_DOORBELL_MASK,
   CTRL_DOORBELL_SEQ,
@@ -16,6 +15,8 @@ import {
   type DeviceDescription,
   InProcessDeviceHost,
   describe,
+  inProcessGuestMemory,
+  inProcessPageAddrs,
 } from './inprocess-device-host.js';
 import type { VirtioDeviceModel } from './virtio-device.js';
 import type { VirtioTransport } from './virtio-transport.js';
@@ -26,6 +27,12 @@ export interface InProcessMemoryOptions {
   memoryBytes?: number;
   /** Guest-physical address of its first byte (default 0x40000000: never 0, so address/offset mix-ups fail). */
   base?: number;
+  /**
+   * Lay guest memory out as pages of this size at scrambled, non-adjacent guest
+   * addresses (as hugepages are): catches code that assumes a DMA buffer is contiguous
+   * in device address space beyond its page. Default: one contiguous region.
+   */
+  scatterPageSize?: number;
 }
 
 export interface WorkerDeviceSpec {
@@ -58,6 +65,7 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
     memory: SharedArrayBuffer,
     base: number,
     ctrl: SharedArrayBuffer,
+    pageSize: number | undefined,
     private readonly toDevice: (m: object) => void,
     private readonly stopDevice: () => Promise<void>,
     readonly sameThreadHost: InProcessDeviceHost | null,
@@ -68,7 +76,11 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
     this.memory = memory;
     this.base = base;
     this.ctrl = new Int32Array(ctrl);
-    this.dma = new DmaArena(memory, { base, name: 'in-process dma' });
+    this.dma = new DmaArena(memory, {
+      name: 'in-process dma',
+      pageSize: pageSize ?? memory.byteLength,
+      pageAddrs: inProcessPageAddrs(memory.byteLength, base, pageSize),
+    });
   }
 
   /** Device model in this thread: doorbells and interrupts are deferred with setImmediate. */
@@ -79,7 +91,7 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
     const ctrl = new Int32Array(ctrlSab);
     let t: InProcessTransport | null = null;
     let irqScheduled = false;
-    const host = new InProcessDeviceHost(model, GuestMemory.fromSharedArrayBuffer(memory, base, 'in-process guest memory'), ctrl, () => {
+    const host = new InProcessDeviceHost(model, inProcessGuestMemory(memory, base, opts.scatterPageSize), ctrl, () => {
       if (irqScheduled) return;
       irqScheduled = true;
       setImmediate(() => {
@@ -93,7 +105,7 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
       else if (c.type === 'queue') host.setupQueue(c.index!, c.size!, c.desc!, c.avail!, c.used!);
       else if (c.type === 'reset') host.reset();
     };
-    t = new InProcessTransport('same-thread', describe(model), memory, base, ctrlSab, toDevice, async () => host.reset(), host);
+    t = new InProcessTransport('same-thread', describe(model), memory, base, ctrlSab, opts.scatterPageSize, toDevice, async () => host.reset(), host);
     return t;
   }
 
@@ -109,6 +121,7 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
       module: spec.module instanceof URL ? spec.module.href : spec.module,
       exportName: spec.exportName ?? 'createDevice',
       options: spec.options,
+      scatterPageSize: opts.scatterPageSize,
     };
     const worker = new Worker(new URL('./inprocess-worker.js', import.meta.url), { workerData: init });
     const desc = await new Promise<DeviceDescription>((resolve, reject) => {
@@ -135,6 +148,7 @@ export class InProcessTransport extends EventEmitter implements VirtioTransport 
       memory,
       base,
       ctrlSab,
+      opts.scatterPageSize,
       (m) => worker.postMessage(m),
       async () => {
         if (exited) return;
