@@ -2,10 +2,10 @@
 // Runs the ava suite (arguments pass through) and ends with one line
 // `N passed, N failed[, N skipped]` that CI reads. Exit status is ava's.
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
-const require = createRequire(import.meta.url);
-const avaCli = require.resolve('ava/entrypoints/cli.mjs');
+// ava's package exports hide its CLI file from require.resolve: use the path.
+const avaCli = fileURLToPath(new URL('../node_modules/ava/entrypoints/cli.mjs', import.meta.url));
 const child = spawn(process.execPath, [avaCli, '--verbose', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'pipe'] });
 
 let passed = 0;
