@@ -88,9 +88,12 @@ async function pingPong(port: number, iterations: number): Promise<PingPongRow[]
   return r.results.map((x) => ({ sizeBytes: x.sizeBytes, p50Us: x.p50Us, p99Us: x.p99Us, meanUs: x.meanUs }));
 }
 
+/** Guest node options and vCPUs for every guest of the run (--node-options, --cpus). */
+const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [], cpus: 1 };
+
 async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = []): Promise<T> {
   const label = drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`;
-  const app = await startAppliance({ port: 0, pingPongPort: 0, drivers, txMode, guestArgs, progress: (l) => console.log(`  [${label}] ${l}`) });
+  const app = await startAppliance({ port: 0, pingPongPort: 0, drivers, txMode, guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
   const onSignal = (): void => {
     void app.stop().then(() => process.exit(130));
   };
@@ -118,7 +121,9 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--no-kernel') o.kernel = false;
     else if (a === '--ab-all-modes') o.abAllModes = true;
     else if (a === '--no-cached-run') o.cachedRun = false;
-    else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-all-modes, --no-cached-run)`);
+    else if (a === '--node-options') guestSetup.nodeOptions = value().split(/\s+/).filter(Boolean);
+    else if (a === '--cpus') guestSetup.cpus = Number(value());
+    else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-all-modes, --no-cached-run, --node-options \"OPTS\", --cpus N)`);
   }
   if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
   if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
@@ -247,6 +252,8 @@ export default async function appliance(argv: string[]): Promise<void> {
     page: PAGE,
     requests: o.requests,
     iterations: o.iterations,
+    guestNodeOptions: guestSetup.nodeOptions,
+    guestCpus: guestSetup.cpus,
     guests,
     ratiosVsLinux: kernel
       ? {

@@ -57,6 +57,10 @@ export interface ApplianceOptions {
   bootTimeoutMs?: number;
   /** Extra flags for the guest program. */
   guestArgs?: string[];
+  /** Options for the guest's node (e.g. ["--single-threaded"]). */
+  nodeOptions?: string[];
+  /** Guest vCPUs (default 1). */
+  cpus?: number;
 }
 
 export interface RunningAppliance {
@@ -172,6 +176,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
         files: [{ guest: '/app/tsvirtio.node', host: ADDON }],
         hugepages: drivers === 'kernel' ? 2 : 32,
         modules: drivers === 'kernel' ? KERNEL_DRIVER_MODULES : [],
+        nodeOptions: opts.nodeOptions,
       });
     } catch (e) {
       throw new StartError('image', (e as Error).message);
@@ -228,6 +233,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
         initrd: image.initrd,
         append: image.append,
         memoryMiB,
+        cpus: opts.cpus,
         vhostUserVsock: { socket: vsockSocket },
         virtiofs: { socket: fsSocket, tag: 'site' },
         echo: opts.echoConsole ? '[guest] ' : false,
