@@ -25,6 +25,8 @@ interface AbResult {
   non2xx: number;
   requestsPerSecond: number;
   meanMsPerRequest: number;
+  /** ab's "Waiting" mean: request sent -> first response byte (ms). */
+  meanWaitingMs: number;
 }
 
 interface PingPongRow {
@@ -77,6 +79,7 @@ function runAb(url: string, concurrency: number, requests: number): Promise<AbRe
         non2xx: Number.isNaN(num(/Non-2xx responses:\s+(\d+)/)) ? 0 : num(/Non-2xx responses:\s+(\d+)/),
         requestsPerSecond: num(/Requests per second:\s+([\d.]+)/),
         meanMsPerRequest: num(/Time per request:\s+([\d.]+) \[ms\] \(mean\)\n/),
+        meanWaitingMs: num(/Waiting:\s+\d+\s+(\d+)/),
       });
     });
   });
@@ -213,6 +216,7 @@ export default async function appliance(argv: string[]): Promise<void> {
         failed: a.failed + a.non2xx,
         'req/s': r1(a.requestsPerSecond),
         'ms/req': r2(a.meanMsPerRequest),
+        'ttfb ms': a.meanWaitingMs,
         'req/s vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(a.requestsPerSecond / k.requestsPerSecond)}x`,
         'vs toro tcg 470': a.concurrency === 1 ? `${r2(a.requestsPerSecond / TORO.tcgHere.requestsPerSecond)}x` : '',
       });
@@ -221,10 +225,10 @@ export default async function appliance(argv: string[]): Promise<void> {
   for (const g of guests) {
     if (!g.abSmall) continue;
     const k = kernel?.abSmall;
-    abRows.push({ guest: `${name(g)}, ${SMALL_PAGE} (1.7 KB)`, c: 1, n: g.abSmall.requests, failed: g.abSmall.failed + g.abSmall.non2xx, 'req/s': r1(g.abSmall.requestsPerSecond), 'ms/req': r2(g.abSmall.meanMsPerRequest), 'req/s vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(g.abSmall.requestsPerSecond / k.requestsPerSecond)}x`, 'vs toro tcg 470': '' });
+    abRows.push({ guest: `${name(g)}, ${SMALL_PAGE} (1.7 KB)`, c: 1, n: g.abSmall.requests, failed: g.abSmall.failed + g.abSmall.non2xx, 'req/s': r1(g.abSmall.requestsPerSecond), 'ms/req': r2(g.abSmall.meanMsPerRequest), 'ttfb ms': g.abSmall.meanWaitingMs, 'req/s vs linux': g.drivers === 'kernel' || !k ? '' : `${r2(g.abSmall.requestsPerSecond / k.requestsPerSecond)}x`, 'vs toro tcg 470': '' });
   }
-  abRows.push({ guest: 'toro (blog, other machine)', c: 1, n: 1000, failed: '', 'req/s': TORO.abC1.requestsPerSecond, 'ms/req': TORO.abC1.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });
-  abRows.push({ guest: 'toro (TCG, this kind of machine)', c: 1, n: '', failed: '', 'req/s': TORO.tcgHere.requestsPerSecond, 'ms/req': TORO.tcgHere.meanMsPerRequest, 'req/s vs linux': '', 'vs toro tcg 470': '' });
+  abRows.push({ guest: 'toro (blog, other machine)', c: 1, n: 1000, failed: '', 'req/s': TORO.abC1.requestsPerSecond, 'ms/req': TORO.abC1.meanMsPerRequest, 'ttfb ms': '', 'req/s vs linux': '', 'vs toro tcg 470': '' });
+  abRows.push({ guest: 'toro (TCG, this kind of machine)', c: 1, n: '', failed: '', 'req/s': TORO.tcgHere.requestsPerSecond, 'ms/req': TORO.tcgHere.meanMsPerRequest, 'ttfb ms': '', 'req/s vs linux': '', 'vs toro tcg 470': '' });
   printTable(`webserver, ${PAGE} (133 KB), ab through the daemon's TCP forward (QEMU TCG, loaded 2-core machine)`, abRows);
 
   const ppRows: Array<Record<string, string | number>> = [];
