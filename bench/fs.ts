@@ -60,7 +60,8 @@ async function measure(op: () => Promise<number>, concurrency: number, ms: numbe
   const loop = async (): Promise<void> => {
     while (performance.now() < deadline) {
       const t0 = performance.now();
-      bytes += await op();
+      const n = await op(); // not `bytes += await op()`: that reads bytes before the await and loses the other loops' updates
+      bytes += n;
       lat.push((performance.now() - t0) * 1000);
       ops++;
     }
