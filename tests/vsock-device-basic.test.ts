@@ -271,6 +271,35 @@ test('half-close: guest SHUTDOWN(SEND) ends the host reader, host keeps writing;
   }
 });
 
+test('a late CREDIT_UPDATE or SHUTDOWN after a graceful close gets RST, counted as routine, not as an unknown connection', async (t) => {
+  const { dev, drv } = setup();
+  const l = nextSocket(dev, 81);
+  try {
+    await guestConnect(drv, 6001, 81);
+    const s = await l.accepted;
+    const got = readAll(s);
+    drv.send({ srcPort: 6001, dstPort: 81, op: VSOCK_OP_SHUTDOWN, flags: VSOCK_SHUTDOWN_SEND });
+    await got;
+    s.end();
+    let fin = await drv.nextOn(6001, 81);
+    if (fin.header.flags === VSOCK_SHUTDOWN_SEND) fin = await drv.nextOn(6001, 81);
+    t.is(fin.header.flags, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND);
+    t.is(dev.connections, 0);
+    drv.send({ srcPort: 6001, dstPort: 81, op: VSOCK_OP_CREDIT_UPDATE });
+    const rst = await drv.nextOn(6001, 81);
+    t.is(rst.header.op, VSOCK_OP_RST);
+    t.is(dev.stats.dropped.lateAfterClose, 1);
+    t.is(dev.stats.dropped.unknownConnection, 0);
+    // A packet for a connection that never existed is still an unknown connection.
+    drv.send({ srcPort: 6099, dstPort: 81, op: VSOCK_OP_CREDIT_UPDATE });
+    t.is((await drv.nextOn(6099, 81)).header.op, VSOCK_OP_RST);
+    t.is(dev.stats.dropped.unknownConnection, 1);
+  } finally {
+    l.close();
+    await drv.close();
+  }
+});
+
 test('guest closes both ways: host sees end, device answers with RST', async (t) => {
   const { dev, drv } = setup();
   const l = nextSocket(dev, 80);

@@ -64,6 +64,9 @@ export interface MuxerOptions {
   maxConnections?: number;
 }
 
+/** Gracefully closed connections remembered for late packets (see recentlyClosed). */
+const RECENTLY_CLOSED_ENTRIES = 256;
+
 export class VsockMuxer implements ConnectionOwner, VsockHost {
   guestCid: number;
   readonly stats: VsockDeviceStats;
@@ -72,6 +75,14 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly maxConnections: number;
 
   private readonly conns = new Map<number, Map<number, VsockConnection>>();
+  /**
+   * Connections closed gracefully a moment ago, (localPort, peerPort) as one number,
+   * oldest first: a Linux guest still sends a credit update or a second SHUTDOWN after
+   * our final SHUTDOWN, which is routine, not hostile input.
+   */
+  private readonly recentlyClosed = new Set<number>();
+  private readonly recentlyClosedOrder = new Float64Array(RECENTLY_CLOSED_ENTRIES);
+  private recentlyClosedNext = 0;
   private connectionCount = 0;
   private readonly listeners = new Map<number, (s: VsockHostSocket) => void>();
   private anyListener: ((req: VsockIncomingRequest) => void) | null = null;
@@ -197,6 +208,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       this.connectionCount--;
     }
     if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort);
+    else this.rememberClosed(conn.localPort * 0x100000000 + conn.peerPort);
+  }
+
+  private rememberClosed(key: number): void {
+    if (this.recentlyClosed.has(key)) return;
+    const slot = this.recentlyClosedNext % RECENTLY_CLOSED_ENTRIES;
+    if (this.recentlyClosedNext >= RECENTLY_CLOSED_ENTRIES) this.recentlyClosed.delete(this.recentlyClosedOrder[slot]!);
+    this.recentlyClosedOrder[slot] = key;
+    this.recentlyClosedNext++;
+    this.recentlyClosed.add(key);
   }
 
   private queueRst(srcCid: number, srcPort: number, dstPort: number): void {
@@ -270,6 +291,11 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       // RST after we forgot the connection, so this is routine.
       this.stats.rstReceived++;
       this.stats.dropped.rstUnknownIgnored++;
+      return;
+    }
+    if (h.op !== VSOCK_OP_REQUEST && this.recentlyClosed.has(h.dstPort * 0x100000000 + h.srcPort)) {
+      this.stats.dropped.lateAfterClose++;
+      this.queueRst(h.dstCid, h.dstPort, h.srcPort);
       return;
     }
     if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);

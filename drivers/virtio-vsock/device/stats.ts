@@ -15,6 +15,7 @@ export const DROP_REASONS = [
   'refused', // REQUEST to a port nobody listens on: RST
   'tooManyConnections', // REQUEST beyond MAX_CONNECTIONS: RST
   'rstUnknownIgnored', // RST for no connection: dropped (never answer RST with RST)
+  'lateAfterClose', // packet for a connection closed gracefully moments ago (late CREDIT_UPDATE, repeated SHUTDOWN): RST, counted, not logged
   'creditViolation', // RW beyond the buf_alloc we advertised: RST
   'protocolViolation', // op not allowed in the connection's state: RST
   'rxBufferTooShort', // guest rx chain with fewer than 44 writable bytes: returned unused
