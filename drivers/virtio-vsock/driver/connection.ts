@@ -111,6 +111,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   private finalCb: WriteCallback | null = null;
   private timer: NodeJS.Timeout | null = null;
   events: ConnectionEvents | null = null;
+  /** This connection's transmit path; null: the driver's txMode. */
+  txMode: TxMode | null = null;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -249,7 +251,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
     if (chunks instanceof Uint8Array) this.cursor.resetOne(chunks, this.host.dma);
     else this.cursor.reset(chunks, this.host.dma);
-    if (this.host.txMode === 'zero-copy' && this.cursor.remaining > 0 && !this.cursor.currentIsDma()) this.host.stats.txZeroCopyMisses++;
+    if ((this.txMode ?? this.host.txMode) === 'zero-copy' && this.cursor.remaining > 0 && !this.cursor.currentIsDma()) this.host.stats.txZeroCopyMisses++;
     this.writeCb = cb;
     this.writeError = null;
     this.pump();
@@ -261,7 +263,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     if (this.writeCb === null || this.state !== CONN_ESTABLISHED) return;
     const cur = this.cursor;
     const host = this.host;
-    const mode = host.txMode;
+    const mode = this.txMode ?? host.txMode;
     const zeroCopyAllowed = mode === 'auto' || mode === 'zero-copy';
     const twoCopy = mode === 'two-copy';
     let sent = false;

@@ -8,7 +8,7 @@
 // bytes are queued, or, for zero copy, returned by the device).
 import { Duplex } from 'node:stream';
 import { copyBytes } from '../../../kernel/memory/copy.js';
-import { CONN_CONNECTING, CONN_ESTABLISHED, type ConnectionEvents, type VsockConnection } from './connection.js';
+import { CONN_CONNECTING, CONN_ESTABLISHED, type ConnectionEvents, type TxMode, type VsockConnection } from './connection.js';
 import type { VsockError } from './errors.js';
 
 export interface VsockSocketOptions {
@@ -16,6 +16,8 @@ export interface VsockSocketOptions {
   allowHalfOpen?: boolean;
   readableHighWaterMark?: number;
   writableHighWaterMark?: number;
+  /** This socket's transmit path (default: the driver's txMode); e.g. per server via createServer({ txMode }). */
+  txMode?: TxMode;
 }
 
 export class VsockSocket extends Duplex implements ConnectionEvents {
@@ -47,6 +49,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
     this.localCid = localCid;
     this.connecting = conn.state === CONN_CONNECTING;
     conn.events = this;
+    if (opts.txMode !== undefined) conn.txMode = opts.txMode;
   }
 
   // ---- net.Socket-like surface
