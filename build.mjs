@@ -136,6 +136,7 @@ function findNodeGyp() {
     // [entry, output name]
     ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
     ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
+    ['appliance/guest/vsock-matrix.ts', 'vsock-matrix.js'],
     ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
     ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
     ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],
