@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
-import { type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
+import { GUEST_NODE_OPTIONS, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { printTable, writeResults } from './report.js';
 import { barChartSvg } from '../appliance/run/svg-chart.js';
 
@@ -92,7 +92,7 @@ async function pingPong(port: number, iterations: number): Promise<PingPongRow[]
 }
 
 /** Guest node options and vCPUs for every guest of the run (--node-options, --cpus). */
-const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [], cpus: 1 };
+const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [...GUEST_NODE_OPTIONS], cpus: 1 };
 
 async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = []): Promise<T> {
   const label = drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`;
