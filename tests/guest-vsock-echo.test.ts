@@ -5,7 +5,8 @@
 // reach the guest's echo on vsock port 1234 the two ways the daemon offers: the hybrid
 // Unix socket ("CONNECT 1234\n", Firecracker's convention) and a TCP forward.
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { DAEMON_BIN, spawnDaemon } from './support/daemon-process.js';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
@@ -18,7 +19,6 @@ import { type QemuExit, type QemuInstance, launchQemu, qemuAvailable } from '../
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/vsock-echo.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
-const daemonBin = `${root}drivers/virtio-vsock/daemon/vhost-user-vsock.mjs`;
 const GUEST_CID = 3;
 const PORT = 1234;
 const CONNECTIONS = 3;
@@ -47,24 +47,9 @@ function startGuest(): Promise<Guest> {
     const socket = join(dir, 'vhost.sock');
     const uds = join(dir, 'vsock.uds');
     const tcpPort = await freeTcpPort();
-    const daemon = spawn(process.execPath, [daemonBin, '--vm', `guest-cid=${GUEST_CID},socket=${socket},uds-path=${uds}`, '--forward', `127.0.0.1:${tcpPort}=${GUEST_CID}:${PORT}`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const { child: daemon, ready: daemonReady } = spawnDaemon(['--vm', `guest-cid=${GUEST_CID},socket=${socket},uds-path=${uds}`, '--forward', `127.0.0.1:${tcpPort}=${GUEST_CID}:${PORT}`], socket);
     started.daemon = daemon;
-    let daemonErr = '';
-    daemon.stderr!.on('data', (d: Buffer) => (daemonErr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (existsSync(socket) && daemonErr.includes('running')) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      daemon.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`vhost-user-vsock exited (${code}) before it was ready: ${daemonErr}`));
-      });
-    });
+    await daemonReady;
     const image = await buildNodeGuest({
       main: bundle,
       files: [{ guest: '/app/tsvirtio.node', host: addon }],
@@ -112,7 +97,7 @@ function readAll(s: Socket): Promise<Buffer> {
   });
 }
 
-const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon) && existsSync(daemonBin);
+const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon) && existsSync(DAEMON_BIN);
 const guestTest = ready ? test.serial : test.skip;
 if (!ready) console.warn('guest-vsock-echo: skipped (needs qemu-system-x86_64, `node build.mjs` output and the native addon)');
 

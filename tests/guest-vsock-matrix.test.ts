@@ -12,7 +12,8 @@
 //   - the control port's "exit" makes the guest program exit 0; the launcher returns it.
 // No verdict depends on the clock; timeouts only guard against a hung guest.
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { DAEMON_BIN, spawnDaemon } from './support/daemon-process.js';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { type AddressInfo, type Server, type Socket, createServer } from 'node:net';
@@ -27,7 +28,6 @@ import { join } from 'node:path';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/vsock-matrix.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
-const daemonBin = `${root}drivers/virtio-vsock/daemon/vhost-user-vsock.mjs`;
 const GUEST_CID = 3;
 const MODES = [
   { port: 1234, mode: 'two-copy' },
@@ -111,22 +111,9 @@ function startGuest(): Promise<Guest> {
     });
     const args = ['--vm', `guest-cid=${GUEST_CID},socket=${socket},uds-path=${uds}`];
     for (const m of MODES) args.push('--forward', `127.0.0.1:${tcp.get(m.port)}=${GUEST_CID}:${m.port}`);
-    const daemon = spawn(process.execPath, [daemonBin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const { child: daemon, ready: daemonReady } = spawnDaemon(args, socket);
     started.daemon = daemon;
-    let daemonErr = '';
-    daemon.stderr!.on('data', (d: Buffer) => (daemonErr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (existsSync(socket) && daemonErr.includes('running')) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      daemon.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`vhost-user-vsock exited (${code}) before it was ready: ${daemonErr}`));
-      });
-    });
+    await daemonReady;
     const image = await buildNodeGuest({
       main: bundle,
       files: [{ guest: '/app/tsvirtio.node', host: addon }],
@@ -166,7 +153,7 @@ async function echoOver(s: Socket, seed: string, bytes: number): Promise<{ sent:
   return { sent: sent.sha256, back: b.sha256, backBytes: b.bytes, how: b.how };
 }
 
-const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon) && existsSync(daemonBin);
+const ready = qemuAvailable() && existsSync(bundle) && existsSync(addon) && existsSync(DAEMON_BIN);
 const guestTest = ready ? test.serial : test.skip;
 if (!ready) console.warn('guest-vsock-matrix: skipped (needs qemu-system-x86_64, `node build.mjs` output and the native addon)');
 
