@@ -4,7 +4,8 @@
 // interrupt sources, and serves files read through virtio-fs over vsock without
 // copying them in the guest. The host asks for files and checks the bytes.
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { VIRTIOFSD_PATH, spawnVirtiofsd } from '../appliance/qemu/virtiofsd.js';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,6 @@ import { type VhostUserServer, startVhostUserServer } from '../kernel/vhost-user
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/file-server-probe.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
-const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const CONNECTIONS = 3;
 
 interface Guest {
@@ -42,20 +42,9 @@ function startGuest(): Promise<Guest> {
     const files = { 'hello.txt': Buffer.from('hello through virtio-fs and vsock\n'), 'big.bin': randomBytes(3_000_000) };
     for (const [name, data] of Object.entries(files)) writeFileSync(join(share, name), data);
     const fsSocket = join(dir, 'fs.sock');
-    const virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${fsSocket}`, '-o', `source=${share}`, '-o', 'sandbox=chroot'], { stdio: 'ignore' });
-    started.virtiofsd = virtiofsd;
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (existsSync(fsSocket)) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      virtiofsd.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`virtiofsd exited (${code}) before creating its socket`));
-      });
-    });
+    const vfs = spawnVirtiofsd({ socketPath: fsSocket, source: share });
+    started.virtiofsd = vfs.child;
+    await vfs.ready;
     const vsockSocket = join(dir, 'vsock.sock');
     const device = new VsockDevice({ guestCid: 3 });
     const server = await startVhostUserServer({ socketPath: vsockSocket, model: device, log: () => {} });
@@ -70,7 +59,7 @@ function startGuest(): Promise<Guest> {
       timeoutMs: 5 * 60 * 1000, // safety net against a hung guest, not an assertion
     });
     started.qemu = qemu;
-    return { qemu, device, server, virtiofsd, dir, files };
+    return { qemu, device, server, virtiofsd: vfs.child, dir, files };
   })();
   return guest;
 }
@@ -105,7 +94,7 @@ async function get(g: Guest, name: string): Promise<{ size: number; body: Buffer
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-const ready = qemuAvailable() && existsSync(VIRTIOFSD) && existsSync(bundle) && existsSync(addon);
+const ready = qemuAvailable() && existsSync(VIRTIOFSD_PATH) && existsSync(bundle) && existsSync(addon);
 const guestTest = ready ? test.serial : test.skip;
 if (!ready) console.warn('guest-file-server: skipped (needs qemu-system-x86_64, virtiofsd, `node build.mjs` output and the native addon)');
 

@@ -7,7 +7,8 @@
 // The test compares everything the guest printed with the host's own view of the tree
 // (node:fs on the same folder).
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { VIRTIOFSD_PATH, spawnVirtiofsd } from '../appliance/qemu/virtiofsd.js';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +22,6 @@ import type { EntryView, ErrorCase, ErrorOutcome, TreeResult } from '../applianc
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/fs-tree.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
-const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const RESULT_MARKER = 'fs-tree-result: ';
 
 const FILES: Record<string, number> = {
@@ -131,7 +131,7 @@ async function stopChild(child: ChildProcess | null): Promise<void> {
   await gone;
 }
 
-const ready = qemuAvailable() && fs.existsSync(VIRTIOFSD) && fs.existsSync(bundle) && fs.existsSync(addon);
+const ready = qemuAvailable() && fs.existsSync(VIRTIOFSD_PATH) && fs.existsSync(bundle) && fs.existsSync(addon);
 if (!ready) console.warn('guest-fs-tree: skipped (needs qemu-system-x86_64, /usr/lib/qemu/virtiofsd, `node build.mjs` output and the native addon)');
 
 (ready ? test : test.skip)('our virtio-fs driver in the guest sees the host tree exactly as the host does', async (t) => {
@@ -145,22 +145,9 @@ if (!ready) console.warn('guest-fs-tree: skipped (needs qemu-system-x86_64, /usr
     for (const [path, size] of Object.entries(FILES)) fs.writeFileSync(join(share, path), randomBytes(size));
     for (const [path, target] of Object.entries(LINKS)) fs.symlinkSync(target, join(share, path));
 
-    virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${socket}`, '-o', `source=${share}`, '-o', 'sandbox=chroot'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let virtiofsdErr = '';
-    virtiofsd.stderr!.on('data', (d: Buffer) => (virtiofsdErr = (virtiofsdErr + d.toString()).slice(-4000)));
-    const vfs = virtiofsd;
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (fs.existsSync(socket)) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      vfs.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`virtiofsd exited (${code}) before creating its socket: ${virtiofsdErr}`));
-      });
-    });
+    const vfs = spawnVirtiofsd({ socketPath: socket, source: share });
+    virtiofsd = vfs.child;
+    await vfs.ready;
 
     const image = await buildNodeGuest({
       main: bundle,
@@ -177,7 +164,7 @@ if (!ready) console.warn('guest-fs-tree: skipped (needs qemu-system-x86_64, /usr
     });
     const exit = await qemu.exited;
     const text = qemu.console();
-    t.is(exit.guestStatus, 0, `${text.slice(-3000)}\nvirtiofsd: ${virtiofsdErr}`);
+    t.is(exit.guestStatus, 0, `${text.slice(-3000)}\nvirtiofsd: ${vfs.stderr()}`);
     t.regex(text, /1af4:105a -> \/dev\/uio\d+, virtio device 26, interrupts: uio\d+ INTx/);
     const line = text.split('\n').find((l) => l.startsWith(RESULT_MARKER));
     if (line === undefined) return t.fail(`no result line:\n${text.slice(-3000)}`);

@@ -4,7 +4,8 @@
 // interrupts. The guest lists the shared folder and reads each file (copying and by
 // DMA chunks); the test compares sizes and SHA-256s with the host's files.
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { VIRTIOFSD_PATH, spawnVirtiofsd } from '../appliance/qemu/virtiofsd.js';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,6 @@ import { type QemuExit, type QemuInstance, launchQemu, qemuAvailable } from '../
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = `${root}dist/bundles/virtiofs-probe.js`;
 const addon = `${root}build/Release/tsvirtio.node`;
-const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
 interface ProbeResult {
   tag: string;
@@ -27,7 +27,7 @@ interface ProbeResult {
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-const ready = qemuAvailable() && existsSync(VIRTIOFSD) && existsSync(bundle) && existsSync(addon);
+const ready = qemuAvailable() && existsSync(VIRTIOFSD_PATH) && existsSync(bundle) && existsSync(addon);
 if (!ready) console.warn('guest-virtiofs: skipped (needs qemu-system-x86_64, /usr/lib/qemu/virtiofsd, `node build.mjs` output and the native addon)');
 
 (ready ? test : test.skip)('the virtio-fs driver in the guest reads the host folder through virtiofsd', async (t) => {
@@ -46,22 +46,9 @@ if (!ready) console.warn('guest-virtiofs: skipped (needs qemu-system-x86_64, /us
   let virtiofsd: ChildProcess | null = null;
   let qemu: QemuInstance | null = null;
   try {
-    virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${socket}`, '-o', `source=${share}`, '-o', 'sandbox=chroot'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let virtiofsdErr = '';
-    virtiofsd.stderr!.on('data', (d: Buffer) => (virtiofsdErr += d.toString()));
-    const vfs = virtiofsd;
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (existsSync(socket)) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      vfs.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`virtiofsd exited (${code}) before creating its socket: ${virtiofsdErr}`));
-      });
-    });
+    const vfs = spawnVirtiofsd({ socketPath: socket, source: share });
+    virtiofsd = vfs.child;
+    await vfs.ready;
     const image = await buildNodeGuest({ main: bundle, files: [{ guest: '/app/tsvirtio.node', host: addon }] });
     qemu = launchQemu({
       kernel: image.kernel,

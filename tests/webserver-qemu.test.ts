@@ -5,7 +5,8 @@
 // forward and the ping-pong service through the hybrid Unix socket, as `npm start` and
 // the benchmarks do.
 import test from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { VIRTIOFSD_PATH, spawnVirtiofsd } from '../appliance/qemu/virtiofsd.js';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -25,7 +26,6 @@ import { type VhostUserServer, startVhostUserServer } from '../kernel/vhost-user
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SITE = join(root, 'appliance/site');
 const addon = join(root, 'build/Release/tsvirtio.node');
-const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
 interface Guest {
   qemu: QemuInstance;
@@ -43,20 +43,9 @@ function startGuest(): Promise<Guest> {
     const bundle = join(dir, 'webserver-guest.js');
     await esbuild.build({ entryPoints: [join(root, 'appliance/webserver/guest-main.ts')], outfile: bundle, bundle: true, format: 'esm', platform: 'node', target: 'node20', external: ['*.node'], logLevel: 'error' });
     const fsSocket = join(dir, 'fs.sock');
-    const virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${fsSocket}`, '-o', `source=${SITE}`, '-o', 'sandbox=chroot'], { stdio: 'ignore' });
-    started.virtiofsd = virtiofsd;
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        if (existsSync(fsSocket)) {
-          clearInterval(poll);
-          resolve();
-        }
-      }, 20);
-      virtiofsd.once('exit', (code) => {
-        clearInterval(poll);
-        reject(new Error(`virtiofsd exited (${code}) before creating its socket`));
-      });
-    });
+    const vfs = spawnVirtiofsd({ socketPath: fsSocket, source: SITE });
+    started.virtiofsd = vfs.child;
+    await vfs.ready;
     const vsockSocket = join(dir, 'vsock.sock');
     const device = new VsockDevice({ guestCid: 3 });
     started.server = await startVhostUserServer({ socketPath: vsockSocket, model: device, log: () => {} });
@@ -119,7 +108,7 @@ function fetchOne(port: number, path: string, agent?: http.Agent): Promise<{ sta
   });
 }
 
-const ready = qemuAvailable() && existsSync(VIRTIOFSD) && existsSync(addon);
+const ready = qemuAvailable() && existsSync(VIRTIOFSD_PATH) && existsSync(addon);
 const guestTest = ready ? test.serial : test.skip;
 if (!ready) console.warn('webserver-qemu: skipped (needs qemu-system-x86_64, virtiofsd and the native addon)');
 
