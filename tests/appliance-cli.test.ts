@@ -2,6 +2,7 @@
 // 2, naming the flag), a part that cannot start (exit 1, naming the part and why), and
 // a guest crash (QEMU killed: exit 1, says so, virtiofsd gone, no socket left).
 import test from 'ava';
+import { freePortPair } from './support/ports.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { type Server, createServer } from 'node:net';
@@ -32,27 +33,6 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, onOutput?: (all: strin
       resolve({ code, out });
     });
   });
-}
-
-/** Two consecutive free ports on 127.0.0.1 (web, ping-pong). */
-async function freePortPair(): Promise<number> {
-  const listen = (port: number): Promise<Server | null> =>
-    new Promise((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(null));
-      s.listen(port, '127.0.0.1', () => resolve(s));
-    });
-  for (;;) {
-    const a = await listen(0);
-    if (a === null) continue;
-    const port = (a.address() as { port: number }).port;
-    const b = port < 65534 ? await listen(port + 1) : null;
-    await new Promise((r) => a.close(r));
-    if (b !== null) {
-      await new Promise((r) => b.close(r));
-      return port;
-    }
-  }
 }
 
 const alive = (pid: number): boolean => {

@@ -3,9 +3,10 @@
 // forwards), fetches the sample site through 127.0.0.1:P, runs the ping-pong client
 // against P+1, then sends SIGINT and checks the clean shutdown.
 import test from 'ava';
+import { freePortPair } from './support/ports.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { type Server, type Socket, createConnection, createServer } from 'node:net';
+import { type Socket, createConnection } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
@@ -33,27 +34,6 @@ interface Started {
 let started: Promise<Started> | null = null;
 let child: ChildProcess | null = null;
 const pids: number[] = [];
-
-/** Two consecutive free ports on 127.0.0.1 (web, ping-pong). */
-async function freePortPair(): Promise<number> {
-  const listen = (port: number): Promise<Server | null> =>
-    new Promise((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(null));
-      s.listen(port, '127.0.0.1', () => resolve(s));
-    });
-  for (;;) {
-    const a = await listen(0);
-    if (a === null) continue;
-    const port = (a.address() as { port: number }).port;
-    const b = port < 65534 ? await listen(port + 1) : null;
-    await new Promise((r) => a.close(r));
-    if (b !== null) {
-      await new Promise((r) => b.close(r));
-      return port;
-    }
-  }
-}
 
 function start(): Promise<Started> {
   started ??= (async () => {

@@ -5,11 +5,12 @@
 // reach the guest's echo on vsock port 1234 the two ways the daemon offers: the hybrid
 // Unix socket ("CONNECT 1234\n", Firecracker's convention) and a TCP forward.
 import test from 'ava';
+import { freeTcpPort } from './support/ports.js';
 import { DAEMON_BIN, spawnDaemon } from './support/daemon-process.js';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
+import { type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,14 +32,6 @@ interface Guest {
 
 const started: { qemu?: QemuInstance; daemon?: ChildProcess; dir?: string } = {};
 let guest: Promise<Guest> | null = null;
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 function startGuest(): Promise<Guest> {
   guest ??= (async () => {

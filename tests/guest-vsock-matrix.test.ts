@@ -12,11 +12,13 @@
 //   - the control port's "exit" makes the guest program exit 0; the launcher returns it.
 // No verdict depends on the clock; timeouts only guard against a hung guest.
 import test from 'ava';
+import { pattern } from '../appliance/guest/pattern.js';
+import { freeTcpPort } from './support/ports.js';
 import { DAEMON_BIN, spawnDaemon } from './support/daemon-process.js';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { type AddressInfo, type Server, type Socket, createServer } from 'node:net';
+import { type Server, type Socket, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { buildNodeGuest } from '../appliance/image/node-guest.js';
 import { type QemuInstance, launchQemu, qemuAvailable } from '../appliance/qemu/launch.js';
@@ -41,20 +43,6 @@ const BIG = 64 * 1024 * 1024;
 const MANY = 50;
 const MANY_BYTES = 128 * 1024;
 
-/** The guest's pattern (appliance/guest/vsock-matrix.ts). */
-function pattern(seed: number, n: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i + 4 <= n; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 interface Guest {
@@ -68,14 +56,6 @@ interface Guest {
 
 const started: { qemu?: QemuInstance; daemon?: ChildProcess; dir?: string; listener?: Server } = {};
 let guest: Promise<Guest> | null = null;
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 function startGuest(): Promise<Guest> {
   guest ??= (async () => {

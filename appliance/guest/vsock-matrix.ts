@@ -24,6 +24,7 @@ import { boot } from '../../kernel/guest/boot.js';
 import { VsockDriver } from '../../drivers/virtio-vsock/driver/driver.js';
 import type { VsockSocket } from '../../drivers/virtio-vsock/driver/socket.js';
 import type { TxMode } from '../../drivers/virtio-vsock/driver/connection.js';
+import { pattern } from './pattern.js';
 
 const VIRTIO_ID_VSOCK = 19;
 const HOST_CID = 2;
@@ -33,21 +34,6 @@ const MODES: ReadonlyArray<[number, TxMode]> = [
   [1235, 'single-copy'],
   [1236, 'zero-copy'],
 ];
-
-/** Deterministic pattern bytes (xorshift32 keyed by `seed`). */
-function pattern(seed: number, n: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i + 4 <= n; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
 
 interface ModeResult {
   port: number;
