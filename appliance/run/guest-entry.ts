@@ -7,7 +7,8 @@
 //   --drivers=kernel  the Linux kernel's own drivers: AF_VSOCK sockets through the addon
 //                     and the virtiofs share mounted at /mnt, read with node:fs.
 // Other flags: --port=N (vsock port of the webserver, default 80), --pingpong-port=N
-// (default 5000), --tag=TAG (virtiofs tag, default site), --no-cache, --log.
+// (default 5000), --tag=TAG (virtiofs tag, default site), --no-cache, --log,
+// --profile-port=N (CPU profiles on demand, profile-service.ts).
 // Prints "appliance-ready: ..." once both services listen; runs until SIGTERM/SIGINT.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -23,6 +24,7 @@ import { VirtioFsSiteFiles } from '../webserver/virtio-fs-site-files.js';
 import { vsockBufferAllocator, vsockListen } from '../webserver/vsock-adapters.js';
 import { runBulkServices } from './bulk-services.js';
 import { kernelVsockListen } from './kernel-vsock.js';
+import { runProfileService } from './profile-service.js';
 
 /** Throughput services for bench/guest.ts: sink (host -> guest) and source (guest -> host). */
 export const BULK_SINK_PORT = 6000;
@@ -43,10 +45,12 @@ interface EntryArgs {
   /** Largest file the webserver's small-file cache keeps (default: the webserver's, 64 KiB). */
   cacheMaxFileBytes: number | null;
   log: boolean;
+  /** vsock port of the CPU-profiling service (profile-service.ts); null: off. */
+  profilePort: number | null;
 }
 
 function parse(argv: readonly string[]): EntryArgs {
-  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false };
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null };
   for (const arg of argv) {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
@@ -61,10 +65,12 @@ function parse(argv: readonly string[]): EntryArgs {
         a.txMode = v as TxMode;
         break;
       case '--port':
-      case '--pingpong-port': {
+      case '--pingpong-port':
+      case '--profile-port': {
         if (!/^\d{1,10}$/.test(v) || Number(v) > 0xfffffffe) throw new Error(`${flag}: expected a vsock port, got ${JSON.stringify(v)}`);
         if (flag === '--port') a.port = Number(v);
-        else a.pingPongPort = Number(v);
+        else if (flag === '--pingpong-port') a.pingPongPort = Number(v);
+        else a.profilePort = Number(v);
         break;
       }
       case '--tag':
@@ -121,6 +127,7 @@ boot(
       });
       const pp = await runPingPong({ listen, port: args.pingPongPort });
       await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT, alloc: (n) => vsock.allocBuffer(n) });
+      if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
       closers.push(
         () => web.close(),
         () => pp.close(),
@@ -136,6 +143,7 @@ boot(
       const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache, log });
       const pp = await runPingPong({ listen, port: args.pingPongPort });
       await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT });
+      if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
       closers.push(
         () => web.close(),
         () => pp.close(),

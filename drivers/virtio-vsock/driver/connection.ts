@@ -397,8 +397,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
       this.finalCb = null;
       cb(err);
     }
-    const werr = err ?? new VsockError('EPIPE', `write to ${this.describe()} after it closed`, 'write');
-    if (this.writeCb !== null) this.failWrite(werr);
+    // An Error captures a stack trace: build one only for a write that is waiting.
+    if (this.writeCb !== null) this.failWrite(err ?? new VsockError('EPIPE', `write to ${this.describe()} after it closed`, 'write'));
     if (err) this.events?.onError(err);
     else if ((this.peerShutdown & VSOCK_SHUTDOWN_SEND) === 0) {
       this.peerShutdown |= VSOCK_SHUTDOWN_SEND;
