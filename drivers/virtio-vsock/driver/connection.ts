@@ -14,6 +14,7 @@
 // States: CONNECTING -> ESTABLISHED -> CLOSING (we sent SHUTDOWN(RCV|SEND), waiting for
 // the RST) -> CLOSED. Control packets that find no tx slot are remembered as bits of
 // `pendingControl` and sent, in a fixed order, when slots come back.
+import { copyBytes } from '../../../kernel/memory/copy.js';
 import type { DmaArena } from '../../../kernel/memory/dma.js';
 import {
   VSOCK_OP_CREDIT_UPDATE,
@@ -85,6 +86,13 @@ export interface ConnectionEvents {
   unconsumedBytes(): number;
 }
 
+/** onData's bytes in a Buffer of their own (the rx buffer is reposted right after onData). */
+export function copyPayload(bytes: Uint8Array, offset: number, length: number): Buffer {
+  const chunk = Buffer.allocUnsafe(length);
+  copyBytes(bytes, offset, chunk, 0, length);
+  return chunk;
+}
+
 type WriteCallback = (err?: Error | null) => void;
 
 export class VsockConnection implements PacketEnds, ZeroCopyOwner {
@@ -128,6 +136,12 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
 
   get stateName(): string {
     return STATE_NAMES[this.state]!;
+  }
+
+  /** Hands the connection to its user (a VsockSocket or a RawVsockConnection); txMode overrides the driver's. */
+  attach(events: ConnectionEvents, txMode: TxMode | undefined): void {
+    this.events = events;
+    if (txMode !== undefined) this.txMode = txMode;
   }
 
   // ---- Opening
@@ -363,7 +377,10 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
    */
   release(abort: boolean): void {
     this.events = null;
-    if (this.state === CONN_CONNECTING || (abort && this.state === CONN_ESTABLISHED)) {
+    // The peer already shut both ways (its user was told inside onShutdown, which would
+    // answer with RST next): answer now instead of a SHUTDOWN it no longer wants.
+    const peerDone = this.peerShutdown === SHUTDOWN_BOTH;
+    if (this.state === CONN_CONNECTING || ((abort || peerDone) && this.state === CONN_ESTABLISHED)) {
       this.sendControl(PENDING_RST);
       this.close(null);
       return;

@@ -42,7 +42,9 @@ import { ConnectionTable } from './connection-table.js';
 import { VSOCK_MAX_PKT_PAYLOAD } from './credit.js';
 import { VsockError } from './errors.js';
 import { EPHEMERAL_PORT_MAX, EPHEMERAL_PORT_MIN, PortAllocator } from './port-allocator.js';
-import { VsockServer, type ListenerHost } from './server.js';
+import type { RawConnectionOptions, RawVsockConnection } from './raw-connection.js';
+import { RawVsockListener } from './raw-listener.js';
+import { VsockServer, type ListenerHost, type VsockListener } from './server.js';
 import { VsockSocket, type VsockSocketOptions } from './socket.js';
 import { type VsockDriverStats, newStats } from './stats.js';
 import { TxPath } from './tx-path.js';
@@ -103,7 +105,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   private readonly arenaBytes: Uint8Array;
   private readonly hdr = new VsockHeader();
   private readonly conns = new ConnectionTable<VsockConnection>();
-  private readonly listeners = new Map<number, VsockServer>();
+  private readonly listeners = new Map<number, VsockListener>();
   private readonly ports: PortAllocator;
   private readonly bufAlloc: number;
   private readonly connectTimeoutMs: number;
@@ -189,6 +191,16 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     return new VsockServer(this, { ...this.socketDefaults, ...options }, cb);
   }
 
+  /**
+   * Listens on `port` (0: an ephemeral one, see the listener's port) without node:stream:
+   * each accepted connection is handed to onConnection as a RawVsockConnection (set its
+   * handlers at once). Throws EADDRINUSE when the port is taken.
+   */
+  listenRaw(port: number, onConnection: (conn: RawVsockConnection) => void, options: RawConnectionOptions = {}): RawVsockListener {
+    const d = this.socketDefaults;
+    return new RawVsockListener(this, port, onConnection, { txMode: d.txMode, writableHighWaterMark: d.writableHighWaterMark, ...options });
+  }
+
   /** Connects to { cid, port }; 'connect' (and cb) on success, 'error' with ECONNREFUSED or ETIMEDOUT otherwise. */
   connect(options: ConnectOptions, onConnect?: () => void): VsockSocket {
     const { cid, port } = options;
@@ -259,7 +271,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     if (this.conns.delete(conn.localPort, conn.remoteCid, conn.remotePort, conn)) this.stats.connections = this.conns.size;
   }
 
-  bindListener(port: number, server: VsockServer): number {
+  bindListener(port: number, server: VsockListener): number {
     if (this.closed) throw new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver is closed', 'listen');
     if (port === 0) port = this.ports.allocate((p) => this.listeners.has(p) || this.conns.hasLocalPort(p));
     if (!Number.isInteger(port) || port < 0 || port > 0xfffffffe) throw new RangeError(`vsock listen: bad port ${port}`);
@@ -268,7 +280,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     return port;
   }
 
-  unbindListener(port: number, server: VsockServer): void {
+  unbindListener(port: number, server: VsockListener): void {
     if (this.listeners.get(port) === server) this.listeners.delete(port);
   }
 
@@ -526,9 +538,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     const conn = new VsockConnection(this, h.dstPort, h.srcCid, h.srcPort, this.bufAlloc, CONN_ESTABLISHED);
     conn.credit.onPeerHeader(h.bufAlloc, h.fwdCnt);
     this.addConnection(conn);
-    const socket = new VsockSocket(conn, this.localCid, server.socketOptions);
-    conn.accept();
-    server.onAccepted(socket);
+    server.onRequest(conn);
   }
 
   private rstUnknown(h: VsockHeader): void {

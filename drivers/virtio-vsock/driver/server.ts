@@ -3,18 +3,29 @@
 // and 'error' events. 'close' comes once the server stopped listening and every
 // connection it accepted has closed, as net.Server does it.
 import { EventEmitter } from 'node:events';
+import type { VsockConnection } from './connection.js';
 import { VsockError } from './errors.js';
-import type { VsockSocket, VsockSocketOptions } from './socket.js';
+import { VsockSocket, type VsockSocketOptions } from './socket.js';
 
-/** What a server needs from its driver. */
-export interface ListenerHost {
-  readonly localCid: number;
-  /** Binds `port` (0: an ephemeral one) to the server; returns the port or throws EADDRINUSE. */
-  bindListener(port: number, server: VsockServer): number;
-  unbindListener(port: number, server: VsockServer): void;
+/** What the driver needs from a bound port: a VsockServer (sockets) or a RawVsockListener. */
+export interface VsockListener {
+  /** False: answer REQUESTs with RST. */
+  readonly acceptsMore: boolean;
+  /** A REQUEST was accepted: wrap `conn` (conn.attach), send RESPONSE (conn.accept()), hand it out. */
+  onRequest(conn: VsockConnection): void;
+  /** Stops listening (unbinds the port). */
+  close(): void;
 }
 
-export class VsockServer extends EventEmitter {
+/** What a listener needs from its driver. */
+export interface ListenerHost {
+  readonly localCid: number;
+  /** Binds `port` (0: an ephemeral one) to the listener; returns the port or throws EADDRINUSE. */
+  bindListener(port: number, listener: VsockListener): number;
+  unbindListener(port: number, listener: VsockListener): void;
+}
+
+export class VsockServer extends EventEmitter implements VsockListener {
   listening = false;
   /** Refuse (RST) connections beyond this many open ones, as net.Server.maxConnections. */
   maxConnections = Infinity;
@@ -90,8 +101,10 @@ export class VsockServer extends EventEmitter {
     return this.listening && this.sockets.size < this.maxConnections;
   }
 
-  /** @internal An accepted connection. */
-  onAccepted(socket: VsockSocket): void {
+  /** @internal An accepted connection: a socket for it, RESPONSE, then 'connection'. */
+  onRequest(conn: VsockConnection): void {
+    const socket = new VsockSocket(conn, this.host.localCid, this.socketOptions);
+    conn.accept();
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);

@@ -7,8 +7,7 @@
 // returns false) and the peer's credit (the pending _write completes only when its
 // bytes are queued, or, for zero copy, returned by the device).
 import { Duplex } from 'node:stream';
-import { copyBytes } from '../../../kernel/memory/copy.js';
-import { CONN_CONNECTING, CONN_ESTABLISHED, type ConnectionEvents, type TxMode, type VsockConnection } from './connection.js';
+import { CONN_CONNECTING, CONN_ESTABLISHED, type ConnectionEvents, type TxMode, type VsockConnection, copyPayload } from './connection.js';
 import type { VsockError } from './errors.js';
 
 export interface VsockSocketOptions {
@@ -48,8 +47,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
     this.localPort = conn.localPort;
     this.localCid = localCid;
     this.connecting = conn.state === CONN_CONNECTING;
-    conn.events = this;
-    if (opts.txMode !== undefined) conn.txMode = opts.txMode;
+    conn.attach(this, opts.txMode);
   }
 
   // ---- net.Socket-like surface
@@ -196,10 +194,8 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   /** @internal Copies the payload out of the rx buffer (which is reposted right after). */
   onData(bytes: Uint8Array, offset: number, length: number): void {
     this.touch();
-    const chunk = Buffer.allocUnsafe(length);
-    copyBytes(bytes, offset, chunk, 0, length);
     this.bytesRead += length;
-    this.push(chunk);
+    this.push(copyPayload(bytes, offset, length));
   }
 
   /** @internal */
