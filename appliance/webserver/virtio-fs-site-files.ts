@@ -25,6 +25,25 @@ export interface VirtioFsSiteFilesOptions {
 
 const NOT_THERE = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP']);
 
+/** What the site files need of the driver; lstatCached, when there, answers cached stats without a promise. */
+export type VirtioFsSiteFs = Pick<VirtioFsDriver, 'lstat' | 'open'> & Partial<Pick<VirtioFsDriver, 'lstatCached'>>;
+
+/** Absolute, without NUL and without a '.' or '..' component (a loop: this runs per request). */
+function isSitePath(p: string): boolean {
+  const n = p.length;
+  if (n === 0 || p.charCodeAt(0) !== 0x2f) return false;
+  let seg = 1;
+  for (let i = 1; i <= n; i++) {
+    const ch = i < n ? p.charCodeAt(i) : 0x2f;
+    if (ch === 0) return false;
+    if (ch !== 0x2f) continue;
+    const len = i - seg;
+    if ((len === 1 || len === 2) && p.charCodeAt(seg) === 0x2e && (len === 1 || p.charCodeAt(seg + 1) === 0x2e)) return false;
+    seg = i + 1;
+  }
+  return true;
+}
+
 export class VirtioFsSiteFiles implements SiteFiles {
   private readonly root: string;
   private readonly loanBytes: number;
@@ -33,7 +52,7 @@ export class VirtioFsSiteFiles implements SiteFiles {
   loansOutstanding = 0;
 
   constructor(
-    private readonly fs: Pick<VirtioFsDriver, 'lstat' | 'open'>,
+    private readonly fs: VirtioFsSiteFs,
     private readonly opts: VirtioFsSiteFilesOptions = {},
   ) {
     const r = opts.root ?? '/';
@@ -42,7 +61,7 @@ export class VirtioFsSiteFiles implements SiteFiles {
   }
 
   private sharePath(path: string): string {
-    if (!path.startsWith('/') || path.includes('\0') || /(^|\/)\.\.?(\/|$)/.test(path)) throw new Error(`not a site path: ${JSON.stringify(path)}`);
+    if (!isSitePath(path)) throw new Error(`not a site path: ${JSON.stringify(path)}`);
     return this.root + path;
   }
 
@@ -50,7 +69,8 @@ export class VirtioFsSiteFiles implements SiteFiles {
     try {
       // lstat: a symlink as the last component is not followed (404). The share itself
       // is confined by virtiofsd on the host.
-      const st = await this.fs.lstat(this.sharePath(path));
+      const full = this.sharePath(path);
+      const st = this.fs.lstatCached?.(full) ?? (await this.fs.lstat(full));
       const kind: SiteEntryKind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
       return { kind, size: st.size, mtimeMs: st.mtimeMs };
     } catch (err) {

@@ -74,7 +74,7 @@ import { ChunkPool } from './chunk-pool.js';
 import { FsError, VirtioFsError } from './errors.js';
 import { type FileHandleOwner, VirtioFsFileHandle } from './file-handle.js';
 import { type FuseRequest, FuseChannel, REPLY_OFFSET, REPLY_ROOM } from './fuse-channel.js';
-import { type CachedInode, InodeCache } from './inode-cache.js';
+import { type CachedInode, InodeCache, newEntry } from './inode-cache.js';
 import { FsDirent, FsStats, type FsStatFs, statFsFrom } from './stats.js';
 
 export interface VirtioFsDriverOptions {
@@ -155,6 +155,33 @@ function splitPath(path: string): string[] {
   return parts;
 }
 
+const SLASH = 0x2f;
+const DOT = 0x2e;
+
+/**
+ * The cache key of `path`: '/' and its components (splitPath) joined by '/', or '' for
+ * the root. For the usual absolute path (no '.', '..' or empty component, no trailing
+ * '/'), the path itself.
+ */
+function pathKey(path: string): string {
+  const n = path.length;
+  const start = n > 0 && path.charCodeAt(0) === SLASH ? 1 : 0;
+  const end = n > start && path.charCodeAt(n - 1) === SLASH ? n - 1 : n;
+  let seg = start;
+  for (let i = start; i <= end; i++) {
+    if (i < end && path.charCodeAt(i) !== SLASH) continue;
+    const len = i - seg;
+    if (len === 0 ? end > start : len <= 2 && path.charCodeAt(seg) === DOT && (len === 1 || path.charCodeAt(seg + 1) === DOT)) {
+      const parts = splitPath(path);
+      return parts.length === 0 ? '' : '/' + parts.join('/');
+    }
+    seg = i + 1;
+  }
+  if (end === start) return '';
+  if (start === 0) return '/' + path.slice(0, end);
+  return end === n ? path : path.slice(0, end);
+}
+
 export class VirtioFsDriver implements FileHandleOwner {
   readonly tag: string;
   /** The FUSE minor version both sides speak (major is 7). */
@@ -195,7 +222,8 @@ export class VirtioFsDriver implements FileHandleOwner {
     this.cache = new InodeCache(opts.cacheEntries ?? 1024, (nodeid, n) => this.queueForget(nodeid, n));
     this.readAhead = Math.max(1, opts.readAhead ?? 4);
     const rootAttr = { ino: FUSE_ROOT_ID, size: 0, blocks: 0, atime: 0, mtime: 0, ctime: 0, atimensec: 0, mtimensec: 0, ctimensec: 0, mode: S_IFDIR | 0o755, nlink: 2, uid: 0, gid: 0, rdev: 0, blksize: 4096, flags: 0 };
-    this.root = { path: '', nodeid: FUSE_ROOT_ID, attr: rootAttr, nlookup: 0, entryExpires: Infinity, attrExpires: 0, pins: 0 };
+    this.root = newEntry('', FUSE_ROOT_ID, rootAttr);
+    this.root.entryExpires = Infinity;
   }
 
   /** Brings up the device behind `transport` and negotiates FUSE. */
@@ -515,7 +543,7 @@ export class VirtioFsDriver implements FileHandleOwner {
       while (i < parts.length) {
         if (!isDir(cur.attr)) throw this.fsError(E('ENOTDIR'), syscall, path);
         const name = parts[i]!;
-        const key = curKey === '' ? name : `${curKey}/${name}`;
+        const key = `${curKey}/${name}`; // as pathKey() spells it
         const child = await this.lookupPinned(cur, key, name, syscall, path);
         const last = i === parts.length - 1;
         if (isLink(child.attr) && (!last || followLast)) {
@@ -543,6 +571,49 @@ export class VirtioFsDriver implements FileHandleOwner {
       this.cache.unpin(cur);
       throw e;
     }
+  }
+
+  /**
+   * resolve() and freshAttr() without requests: the entry when every step is answered
+   * by the cache, else null (a miss, an expired entry or attributes, a link to follow, a
+   * non-directory used as one: resolve() handles those). Nothing is pinned: nothing can
+   * be evicted before the caller, in the same step, is done with the entry.
+   */
+  private cachedEntry(path: string, followLast: boolean): CachedInode | null {
+    if (this.closing !== null) return null;
+    const key = pathKey(path);
+    const now = performance.now();
+    let cur = this.root;
+    let hits = 0;
+    for (let from = 1; from < key.length; ) {
+      if (!isDir(cur.attr)) return null;
+      let end = key.indexOf('/', from);
+      if (end < 0) end = key.length;
+      const c = this.cache.peek(end === key.length ? key : key.slice(0, end));
+      if (c === undefined || !(now < c.entryExpires)) return null;
+      // A link to follow: resolve()'s job. (One in a directory component also fails isDir() next turn.)
+      if (followLast && isLink(c.attr)) return null;
+      // Marked used as resolve() would; on a later miss resolve() marks them again in
+      // the same order, so the LRU order ends up as without this walk.
+      this.cache.touch(c);
+      hits++;
+      cur = c;
+      from = end + 1;
+    }
+    if (!(now < cur.attrExpires)) return null;
+    this.counters.cacheHits += hits; // only on success: after a miss resolve() counts them
+    return cur;
+  }
+
+  /** The entry's FsStats for `attr`: built once per attributes object, then shared (frozen). */
+  private statsOf(c: CachedInode, attr: FuseAttr): FsStats {
+    if (c.statsAttr === attr) return c.stats!;
+    const s = Object.freeze(new FsStats(attr));
+    if (c.attr === attr) {
+      c.stats = s;
+      c.statsAttr = attr;
+    }
+    return s;
   }
 
   private async linkTarget(c: CachedInode, syscall: string, path: string): Promise<string> {
@@ -577,10 +648,12 @@ export class VirtioFsDriver implements FileHandleOwner {
   // ---- node:fs/promises-like API
 
   async stat(path: string): Promise<FsStats> {
+    const cached = this.statCached(path);
+    if (cached !== null) return cached;
     return this.track(async () => {
       const c = await this.resolve(path, 'stat', true);
       try {
-        return new FsStats(await this.freshAttr(c, -1, 'stat', path));
+        return this.statsOf(c, await this.freshAttr(c, -1, 'stat', path));
       } finally {
         this.cache.unpin(c);
       }
@@ -588,14 +661,32 @@ export class VirtioFsDriver implements FileHandleOwner {
   }
 
   async lstat(path: string): Promise<FsStats> {
+    const cached = this.lstatCached(path);
+    if (cached !== null) return cached;
     return this.track(async () => {
       const c = await this.resolve(path, 'lstat', false);
       try {
-        return new FsStats(await this.freshAttr(c, -1, 'lstat', path));
+        return this.statsOf(c, await this.freshAttr(c, -1, 'lstat', path));
       } finally {
         this.cache.unpin(c);
       }
     });
+  }
+
+  /**
+   * What lstat(path) would return, when the cache alone answers it (every component's
+   * entry and the last one's attributes still valid, no symbolic link in a directory
+   * component); else null, and lstat() does the rest (requests, errors).
+   */
+  lstatCached(path: string): FsStats | null {
+    const c = this.cachedEntry(path, false);
+    return c === null ? null : this.statsOf(c, c.attr);
+  }
+
+  /** stat(path) from the cache alone, as lstatCached (a symbolic link anywhere: null). */
+  statCached(path: string): FsStats | null {
+    const c = this.cachedEntry(path, true);
+    return c === null ? null : this.statsOf(c, c.attr);
   }
 
   async readlink(path: string): Promise<string> {
@@ -886,7 +977,7 @@ export class VirtioFsDriver implements FileHandleOwner {
 
   async statHandle(h: VirtioFsFileHandle): Promise<FsStats> {
     return this.track(async () => {
-      return new FsStats(await this.freshAttr(h.inode, h.fh, 'fstat', h.path));
+      return this.statsOf(h.inode, await this.freshAttr(h.inode, h.fh, 'fstat', h.path));
     });
   }
 
