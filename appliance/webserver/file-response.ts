@@ -129,20 +129,14 @@ async function sendLoaned(ctx: ServerContext, out: SocketOutput, handle: SiteFil
     if (i !== 0) return out.write(chunk.bytes, done);
     // The head, in a buffer from the same allocator as the body buffers (DMA memory
     // with the vsock driver), and the first loan in one gathered write: one packet.
-    const s = out.socket;
-    s.cork();
-    try {
-      if (head.length <= ctx.headPool.bufferSize) {
-        const hb = ctx.headPool.take();
-        hb.write(head, 0, 'latin1');
-        out.write(hb.subarray(0, head.length), () => ctx.headPool.give(hb));
-      } else {
-        out.write(Buffer.from(head, 'latin1'));
-      }
-      return out.write(chunk.bytes, done);
-    } finally {
-      s.uncork();
-    }
+    if (head.length > ctx.headPool.bufferSize) return out.writeGathered(Buffer.from(head, 'latin1'), chunk.bytes, done);
+    const headPool = ctx.headPool;
+    const hb = headPool.take();
+    hb.write(head, 0, 'latin1');
+    return out.writeGathered(hb.subarray(0, head.length), chunk.bytes, () => {
+      headPool.give(hb);
+      done();
+    });
   });
 }
 

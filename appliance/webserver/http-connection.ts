@@ -3,9 +3,9 @@
 // their bodies, answers them, and closes when HTTP says so (Connection: close, HTTP/1.0
 // without keep-alive, a request that cannot be parsed) or when the client finishes.
 //
-// The socket should allow half-open connections (net's allowHalfOpen: true), so that
-// answers to requests sent before the client's FIN still go out.
-import type { Duplex } from 'node:stream';
+// A Duplex source should allow half-open connections (net's allowHalfOpen: true), so
+// that answers to requests sent before the client's FIN still go out.
+import type { ByteConnection, ByteConnectionHandlers } from './byte-connection.js';
 import { HttpError } from './http-error.js';
 import { parseRequestHead } from './http-request-parser.js';
 import { type HttpRequest, interpretRequest } from './http-request.js';
@@ -17,7 +17,7 @@ import { ConnectionClosedError, SocketOutput } from './socket-output.js';
 /** Unparsed input above this pauses the socket until the requests before it are answered. */
 const PAUSE_INPUT_BYTES = 64 * 1024;
 
-export class HttpConnection {
+export class HttpConnection implements ByteConnectionHandlers {
   readonly out: SocketOutput;
   /** Received bytes not yet parsed. */
   private input: Buffer | null = null;
@@ -30,21 +30,12 @@ export class HttpConnection {
   private skipper: RequestBodySkipper | null = null;
 
   constructor(
-    readonly socket: Duplex,
+    readonly conn: ByteConnection,
     private readonly ctx: ServerContext,
-    private readonly onClose: (conn: HttpConnection) => void,
+    private readonly closed: (conn: HttpConnection) => void,
   ) {
-    this.out = new SocketOutput(socket);
-    socket.on('data', this.onData);
-    socket.on('end', this.onEnd);
-    socket.on('error', () => {
-      // 'close' follows; a reset by the peer is no concern of the server's.
-    });
-    socket.on('close', () => {
-      this.stopped = true;
-      this.input = null;
-      this.onClose(this);
-    });
+    this.out = new SocketOutput(conn);
+    conn.setHandlers(this);
   }
 
   /** True while a request is being answered or parsed. */
@@ -56,19 +47,35 @@ export class HttpConnection {
     return this.out.lastActivityMs;
   }
 
-  private readonly onData = (chunk: Buffer | string): void => {
+  // ---- ByteConnectionHandlers
+
+  /** @internal */
+  onData(data: Buffer): void {
     if (this.stopped) return;
-    const data = typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk;
     this.out.lastActivityMs = Date.now();
     this.input = this.input === null ? data : Buffer.concat([this.input, data]);
     if (!this.pumping) this.startPump();
-    else if (this.input.length > PAUSE_INPUT_BYTES) this.socket.pause();
-  };
+    else if (this.input.length > PAUSE_INPUT_BYTES) this.conn.pause();
+  }
 
-  private readonly onEnd = (): void => {
+  /** @internal */
+  onEnd(): void {
     this.readEnded = true;
     if (!this.pumping) this.stop();
-  };
+  }
+
+  /** @internal */
+  onDrain(): void {
+    this.out.wake();
+  }
+
+  /** @internal A reset by the peer (err) is no concern of the server's. */
+  onClose(_err: Error | null): void {
+    this.out.onClose();
+    this.stopped = true;
+    this.input = null;
+    this.closed(this);
+  }
 
   /** Runs pump(); a bug in it closes this connection, never the process (no unhandled rejection). */
   private startPump(): void {
@@ -122,7 +129,7 @@ export class HttpConnection {
       if (this.readEnded) this.stop();
     } finally {
       this.pumping = false;
-      if (!this.stopped && this.socket.isPaused()) this.socket.resume();
+      if (!this.stopped && this.conn.isPaused()) this.conn.resume();
     }
   }
 
@@ -147,7 +154,7 @@ export class HttpConnection {
       if (out.responseStarted) {
         // Part of the response is out: the client can only learn of it by the close.
         this.stopped = true;
-        this.socket.destroy();
+        this.conn.destroy();
         return;
       }
       status = sendSimple(out, req, 500, 'the file could not be read');
@@ -155,7 +162,7 @@ export class HttpConnection {
     count(ctx, status);
     if (ctx.log !== null) ctx.log(`${req.method} ${req.target} HTTP/1.${req.minorVersion} ${status} ${(performance.now() - t0).toFixed(2)}ms`);
     // Pipelined requests wait while the client is not reading the answers.
-    if (this.socket.writableNeedDrain) {
+    if (this.conn.needDrain) {
       try {
         await out.waitDrain();
       } catch {
@@ -169,7 +176,7 @@ export class HttpConnection {
     const ctx = this.ctx;
     const e = err instanceof HttpError ? err : new HttpError(400, String(err), true);
     ctx.stats.requests++;
-    if (!this.out.closed && !this.socket.writableEnded) {
+    if (!this.out.closed && !this.conn.writeEnded) {
       try {
         sendSimple(this.out, null, e.status, e.message);
       } catch {
@@ -186,13 +193,13 @@ export class HttpConnection {
     if (this.stopped) return;
     this.stopped = true;
     this.input = null;
-    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+    if (!this.conn.writeEnded) this.conn.end();
   }
 
   /** Closes now, losing what is queued. */
   destroy(): void {
     this.stopped = true;
-    this.socket.destroy();
+    this.conn.destroy();
   }
 }
 

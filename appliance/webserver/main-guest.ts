@@ -3,6 +3,7 @@
 // Linux kernel's AF_VSOCK and virtiofs, node:net and node:fs) and calls runWebserver.
 import type { Duplex } from 'node:stream';
 import type { BufferAllocator } from './body-buffer-pool.js';
+import type { ByteConnection } from './byte-connection.js';
 import type { SiteFiles } from './site-files.js';
 import type { SmallFileCacheOptions } from './small-file-cache.js';
 import { WebServer, type WebServerOptions } from './web-server.js';
@@ -24,8 +25,13 @@ export interface ListenHandle {
  */
 export type ListenFunction = (port: number, onSocket: (socket: Duplex) => void) => ListenHandle | Promise<ListenHandle>;
 
+/** As ListenFunction, for listeners whose connections are not Duplex streams (vsockListenRaw). */
+export type RawListenFunction = (port: number, onConnection: (conn: ByteConnection) => void) => ListenHandle | Promise<ListenHandle>;
+
 export interface RunWebserverOptions {
-  listen: ListenFunction;
+  /** Where connections come from: `listenRaw` when given (no node:stream per connection), else `listen`. */
+  listen?: ListenFunction;
+  listenRaw?: RawListenFunction;
   files: SiteFiles;
   port?: number;
   /** A request log line per request: true for console.log, or a function. */
@@ -55,7 +61,15 @@ export async function runWebserver(opts: RunWebserverOptions): Promise<RunningWe
     bufferAllocator: opts.bufferAllocator,
     log,
   });
-  const handle = await opts.listen(port, server.handleConnection);
+  let handle: ListenHandle;
+  try {
+    if (opts.listenRaw !== undefined) handle = await opts.listenRaw(port, server.handleByteConnection);
+    else if (opts.listen !== undefined) handle = await opts.listen(port, server.handleConnection);
+    else throw new TypeError('runWebserver: listen or listenRaw is required');
+  } catch (err) {
+    server.close(); // nothing to serve: stop its idle sweep
+    throw err;
+  }
   const bound = handle.port ?? port;
   log?.(`listening on port ${bound}`);
   return {

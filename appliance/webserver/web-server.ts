@@ -1,7 +1,10 @@
-// The static-file webserver: takes Duplex sockets from any listener (a vsock server
-// in the guest, node:net on the host) and files from a SiteFiles.
+// The static-file webserver: takes connections from any listener - Duplex sockets
+// (node:net on the host, AF_VSOCK) or ByteConnections without node:stream (our vsock
+// driver's listenRaw in the guest) - and files from a SiteFiles.
 import type { Duplex } from 'node:stream';
 import { BodyBufferPool, type BufferAllocator, heapAllocator } from './body-buffer-pool.js';
+import type { ByteConnection } from './byte-connection.js';
+import { DuplexByteConnection } from './duplex-connection.js';
 import { HttpConnection } from './http-connection.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 import { newWebServerStats, type ServerContext, type WebServerStats } from './server-context.js';
@@ -81,12 +84,22 @@ export class WebServer {
     // Responses go out in several writes (head and first chunk, then further chunks):
     // Nagle's algorithm would hold the last one for the peer's delayed ACK.
     (socket as Duplex & { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true);
+    this.handleByteConnection(new DuplexByteConnection(socket));
+  };
+
+  /** Serves HTTP on one connection that is not a Duplex (the vsock driver's listenRaw). */
+  readonly handleByteConnection = (conn: ByteConnection): void => {
+    if (this.closed) {
+      conn.destroy();
+      return;
+    }
     this.stats.connectionsAccepted++;
     this.stats.connectionsOpen++;
-    const conn = new HttpConnection(socket, this.ctx, (c) => {
-      if (this.connections.delete(c)) this.stats.connectionsOpen--;
-    });
-    this.connections.add(conn);
+    this.connections.add(new HttpConnection(conn, this.ctx, this.connectionClosed));
+  };
+
+  private readonly connectionClosed = (c: HttpConnection): void => {
+    if (this.connections.delete(c)) this.stats.connectionsOpen--;
   };
 
   /** Serves every connection `source` emits from now on. */
