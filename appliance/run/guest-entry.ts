@@ -21,7 +21,7 @@ import { runPingPong } from '../pingpong/echo-server.js';
 import { runWebserver } from '../webserver/main-guest.js';
 import { NodeSiteFiles } from '../webserver/node-site-files.js';
 import { VirtioFsSiteFiles } from '../webserver/virtio-fs-site-files.js';
-import { vsockBufferAllocator, vsockListen } from '../webserver/vsock-adapters.js';
+import { vsockBufferAllocator, vsockListen, vsockListenRaw } from '../webserver/vsock-adapters.js';
 import { runBulkServices } from './bulk-services.js';
 import { kernelVsockListen } from './kernel-vsock.js';
 import { runProfileService } from './profile-service.js';
@@ -117,8 +117,10 @@ boot(
       const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS));
       const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK), { txMode: args.txMode });
       const listen = vsockListen(vsock);
+      // The webserver on raw connections (no node:stream per connection: under TCG the
+      // Duplex machinery cost more than the driver and the HTTP parsing together).
       const web = await runWebserver({
-        listen,
+        listenRaw: vsockListenRaw(vsock),
         files: new VirtioFsSiteFiles(fs, { root: '/' }),
         port: args.port,
         cache,
