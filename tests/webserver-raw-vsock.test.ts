@@ -295,3 +295,17 @@ test('idle connections are closed by the sweep', async (t) => {
   await until(() => web.server.connectionCount === 0);
   t.is(web.server.stats.requests, 0);
 });
+
+test('a connection that stops while its input is paused still closes when the client ends (no wait for the idle sweep)', async (t) => {
+  const { connect, web } = await setup(t, { web: { server: { idleTimeoutMs: 0 } } });
+  const { socket, reader } = await connect();
+  // A request the server answers and then closes on, followed by more than the input
+  // pause threshold (64 KiB) of pipelined bytes it will never read.
+  socket.write(get('/big.html', 'Connection: close\r\n') + get('/').repeat(3000));
+  const r = await reader.next();
+  t.true(r.body.equals(BIG));
+  await reader.closed();
+  socket.end();
+  await until(() => web.server.connectionCount === 0);
+  t.is(web.server.stats.requests, 1);
+});

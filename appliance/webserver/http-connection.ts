@@ -194,6 +194,9 @@ export class HttpConnection implements ByteConnectionHandlers {
     this.stopped = true;
     this.input = null;
     if (!this.conn.writeEnded) this.conn.end();
+    // Input paused for backpressure would hold back the peer's end, and with it the
+    // close: read on (onData drops it) until then.
+    if (this.conn.isPaused()) this.conn.resume();
   }
 
   /** Closes now, losing what is queued. */
