@@ -43,6 +43,9 @@ test('paged arenas translate per page and never let a small allocation cross a p
   const a = new DmaArena(new ArrayBuffer(page * 4), { pageSize: page, pageAddrs: addrs });
   t.is(a.addrOfOffset(0), 0x200000);
   t.is(a.addrOfOffset(page + 5), 0x900005);
+  for (const off of [0, 5, page - 1, page, page + 5, 3 * page + 7, 4 * page - 1]) t.is(a.offsetOfAddr(a.addrOfOffset(off)), off, `offset ${off} round trip`);
+  t.is(a.offsetOfAddr(0x200000 + page), -1, 'just past a page that is not followed by the next one');
+  t.is(a.offsetOfAddr(0x10000 - 1), -1);
   const x = a.allocate(3000);
   const y = a.allocate(3000); // would cross the first page boundary: moved to page 1
   t.is(Math.floor(y.byteOffset / page), Math.floor((y.byteOffset + y.byteLength - 1) / page));

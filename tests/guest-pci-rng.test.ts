@@ -24,6 +24,7 @@ interface ProbeResult {
   dmaPhys: string[];
   interruptRoundTripUs: { p50: number; p99: number; n: number };
   pollRoundTripUs: { p50: number; p99: number; n: number };
+  pollWindow: { filled: number; burst: { events: number; phases: number; turns: number }; after: { events: number; phases: number }; handled: number };
   interrupts: number;
   costsNs: Record<string, number>;
   afterResetNoEventIdx: number;
@@ -111,4 +112,17 @@ guestTest('after a reset the device is initialized again without EVENT_IDX and s
   if (result === null) return t.fail('no result');
   t.is(result.afterResetNoEventIdx, 50);
   t.log(`costs under TCG (ns per call): ${JSON.stringify(result.costsNs)}`);
+});
+
+guestTest('INTx with a poll window: a burst is served by polling, and after a quiet window interrupts come back', async (t) => {
+  const { result } = await bootOnce();
+  if (result === null) return t.fail('no result');
+  const w = result.pollWindow;
+  t.is(w.filled, 201, 'every round trip completed');
+  t.true(w.burst.phases >= 1 && w.burst.turns > 0, JSON.stringify(w));
+  // Interrupts only start polling phases: far fewer than the 200 round trips (each
+  // phase ends after 20 quiet ms, which a busy TCG guest may hit now and then).
+  t.true(w.burst.events < 100, `${w.burst.events} interrupts for 200 round trips`);
+  t.is(w.after.events, w.burst.events + 1, 'the round trip after the pause came by interrupt');
+  t.is(w.after.phases, w.burst.phases + 1, 'and began a new polling phase');
 });

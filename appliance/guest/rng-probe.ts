@@ -6,7 +6,7 @@
 // It prints `rng-probe-result: {json}` with the bytes it got and round-trip timings,
 // and exits 0 when every buffer came back filled.
 import { boot } from '../../kernel/guest/boot.js';
-import { BusyPoll } from '../../kernel/guest/interrupts.js';
+import { BusyPoll, UioIntxInterrupts } from '../../kernel/guest/interrupts.js';
 import { PCI_COMMAND } from '../../kernel/pci/config-space.js';
 import { setupDriverQueue } from '../../kernel/transport/queue-setup.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
@@ -122,6 +122,45 @@ boot('rng-probe', async (ctx) => {
   }
   ctx.log(`after reset, without EVENT_IDX: ${afterReset} of 50 requests filled, status 0x${t.status().toString(16)}`);
 
+  // Phase 6: INTx with a poll window. The transport's own source stops (one watcher per
+  // fd); a second one on the same uio device polls for 20 ms after each interrupt. Round
+  // trips back to back are served by polling (few interrupts); after a pause longer than
+  // the window the source sleeps and the next round trip comes by interrupt again.
+  // Closing a uio fd clears bus mastering (uio_pci_generic's release hook), and QEMU then
+  // drops DRIVER_OK: bus mastering on again and the device initialized afresh.
+  t.interrupts?.stop();
+  t.fn.config.enableMemoryAndBusMastering();
+  t.reset();
+  t.negotiate(featureBit(VIRTIO_F_VERSION_1) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n));
+  const q3 = setupDriverQueue<number>(t, 0, 'rng requestq (poll window)', 64, eventIdx);
+  t.driverOk();
+  const windowed = new UioIntxInterrupts(t.fn.uio!, t.fn.config, { pollWindowMs: 20 });
+  let handled = 0;
+  windowed.start(
+    () => t.acknowledgeInterrupt(),
+    () => {
+      handled++;
+      do q3.drainUsed((slot, len) => onUsed(slot, len));
+      while (q3.enableInterrupts());
+    },
+    () => t.usedProgress(),
+  );
+  const roundTrip3 = (): Promise<number> =>
+    new Promise<number>((resolve) => {
+      onUsed = (_slot, n) => resolve(n);
+      q3.add(0, [], [[oneAddr, 16]]);
+      if (q3.publish()) t.notify(0);
+    });
+  let windowedFilled = 0;
+  for (let i = 0; i < ROUND_TRIPS; i++) if ((await roundTrip3()) === 16) windowedFilled++;
+  const burst = { events: windowed.events, phases: windowed.pollPhases, turns: windowed.pollTurns };
+  await new Promise((r) => setTimeout(r, 200)); // the window closes: back to interrupts
+  const afterPause = (await roundTrip3()) === 16 ? 1 : 0;
+  await new Promise((r) => setTimeout(r, 100));
+  const pollWindow = { filled: windowedFilled + afterPause, burst, after: { events: windowed.events, phases: windowed.pollPhases }, handled };
+  windowed.stop();
+  ctx.log(`poll window 20 ms: ${JSON.stringify(pollWindow)}`);
+
   const result = {
     features: '0x' + offered.toString(16),
     eventIdx,
@@ -137,8 +176,9 @@ boot('rng-probe', async (ctx) => {
     interrupts: t.interruptCount,
     costsNs,
     afterResetNoEventIdx: afterReset,
+    pollWindow,
   };
   process.stdout.write(`rng-probe-result: ${JSON.stringify(result)}\n`);
-  const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16 && afterReset === 50;
+  const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16 && afterReset === 50 && pollWindow.filled === ROUND_TRIPS + 1;
   return ok ? 0 : 1;
 });

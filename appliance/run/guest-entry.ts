@@ -8,7 +8,9 @@
 //                     and the virtiofs share mounted at /mnt, read with node:fs.
 // Other flags: --port=N (vsock port of the webserver, default 80), --pingpong-port=N
 // (default 5000), --tag=TAG (virtiofs tag, default site), --no-cache, --log,
-// --profile-port=N (CPU profiles on demand, profile-service.ts).
+// --profile-port=N (CPU profiles on demand, profile-service.ts), --poll-window-ms=N
+// (ours: poll the devices this long after they go quiet before sleeping on interrupts;
+// 0 = interrupts only; default DEFAULT_POLL_WINDOW_MS).
 // Prints "appliance-ready: ..." once both services listen; runs until SIGTERM/SIGINT.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -47,10 +49,15 @@ interface EntryArgs {
   log: boolean;
   /** vsock port of the CPU-profiling service (profile-service.ts); null: off. */
   profilePort: number | null;
+  /** Polling after each interrupt (kernel/guest/interrupts.ts); 0: interrupts only. */
+  pollWindowMs: number;
 }
 
+/** A request every few ms keeps the drivers polling; an idle guest sleeps after this. */
+export const DEFAULT_POLL_WINDOW_MS = 5;
+
 function parse(argv: readonly string[]): EntryArgs {
-  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null };
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS };
   for (const arg of argv) {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
@@ -87,6 +94,10 @@ function parse(argv: readonly string[]): EntryArgs {
       case '--log':
         a.log = true;
         break;
+      case '--poll-window-ms':
+        if (!/^\d{1,5}$/.test(v) || Number(v) > 10_000) throw new Error(`--poll-window-ms: expected 0..10000, got ${JSON.stringify(v)}`);
+        a.pollWindowMs = Number(v);
+        break;
       default:
         throw new Error(`unknown flag ${JSON.stringify(flag)}`);
     }
@@ -114,8 +125,9 @@ boot(
     const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
     const closers: Array<() => Promise<void> | void> = [];
     if (args.drivers === 'ours') {
-      const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS));
-      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK), { txMode: args.txMode });
+      const devOpts = { pollWindowMs: args.pollWindowMs };
+      const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
+      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode });
       const listen = vsockListen(vsock);
       // The webserver on raw connections (no node:stream per connection: under TCG the
       // Duplex machinery cost more than the driver and the HTTP parsing together).

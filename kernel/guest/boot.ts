@@ -28,6 +28,8 @@ export interface OpenDeviceOptions {
   index?: number;
   /** Interrupt delivery (default 'uio'). */
   interrupts?: InterruptMode;
+  /** With 'uio': poll this long after the device last returned buffers before re-arming INTx (default 0: never poll). */
+  pollWindowMs?: number;
 }
 
 export interface BootContext {
@@ -124,7 +126,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
         const uio = bindToUioPciGeneric(info);
         const fn = new PciFunction(info, uio);
         const mode = o.interrupts ?? 'uio';
-        const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(uio, fn.config) : mode === 'poll' ? new BusyPoll() : null;
+        const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(uio, fn.config, { pollWindowMs: o.pollWindowMs }) : mode === 'poll' ? new BusyPoll() : null;
         const t = PciModernTransport.open(fn, { dma: dmaRef.arena, interrupts });
         transports.push(t);
         log(`${info.address} ${pciIdString(info.vendorId, info.deviceId)} -> ${uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'} (${performance.now().toFixed(0)} ms after node started)`);

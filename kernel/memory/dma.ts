@@ -59,6 +59,17 @@ export class DmaArena {
     return this.pageAddrs[page]! + (offset - page * this.pageSize);
   }
 
+  /** The arena offset of device address `addr`, or -1 when no page of the arena holds it. */
+  offsetOfAddr(addr: number): number {
+    const ps = this.pageSize;
+    for (let i = 0; i < this.pageAddrs.length; i++) {
+      const base = this.pageAddrs[i]!;
+      const pageBytes = Math.min(ps, this.size - i * ps);
+      if (addr >= base && addr < base + pageBytes) return i * ps + (addr - base);
+    }
+    return -1;
+  }
+
   /**
    * The device-visible address of u8[0] when u8 lies entirely inside this arena,
    * -1 otherwise. This is the zero-copy test: such a buffer can go straight into a

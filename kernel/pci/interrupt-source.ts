@@ -1,11 +1,13 @@
 // What a PCI transport needs from an interrupt mechanism (uio INTx, busy polling...).
 // For each interrupt the source calls `acknowledge` (the transport reads its ISR, which
 // also lowers the INTx line; false = not ours on a shared line), then re-arms the line,
-// then calls `dispatch` (the driver's handler) when the interrupt was ours.
+// then calls `dispatch` (the driver's handler) when the interrupt was ours. A source
+// that polls for a while after an interrupt reads `progress` (a number that changes
+// whenever the device returns buffers) to tell when the device has gone quiet.
 export interface InterruptSource {
   /** What it is, for logs ("uio0 INTx", "busy poll"). */
   readonly description: string;
-  start(acknowledge: () => boolean, dispatch: () => void): void;
+  start(acknowledge: () => boolean, dispatch: () => void, progress?: () => number): void;
   /** Stops for good. Idempotent. */
   stop(): void;
 }

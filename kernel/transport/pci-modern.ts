@@ -86,6 +86,9 @@ export class PciModernTransport implements VirtioTransport {
   private readonly maxSizes: Int32Array;
   private handler: () => void = () => {};
   private closed = false;
+  /** The DMA arena as 16-bit words, and the word index of each enabled queue's used->idx (-1: none). */
+  private readonly dmaU16: Uint16Array;
+  private readonly usedIdxWords: Int32Array;
   /** ISR bits seen by the last acknowledge (diagnostics). */
   lastIsr = 0;
   /** Interrupts acknowledged as ours. */
@@ -129,6 +132,9 @@ export class PciModernTransport implements VirtioTransport {
     this.numQueues = this.common.numQueues;
     this.doorbells = new Int32Array(this.numQueues).fill(-1);
     this.maxSizes = new Int32Array(this.numQueues).fill(-1);
+    const b = dma.bytes;
+    this.dmaU16 = b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, b.byteLength >>> 1) : new Uint16Array(0);
+    this.usedIdxWords = new Int32Array(this.numQueues).fill(-1);
   }
 
   /**
@@ -143,6 +149,7 @@ export class PciModernTransport implements VirtioTransport {
     opts.interrupts?.start(
       () => t.acknowledgeInterrupt(),
       () => t.dispatchInterrupt(),
+      () => t.usedProgress(),
     );
     return t;
   }
@@ -237,6 +244,22 @@ export class PciModernTransport implements VirtioTransport {
       throw new VirtioPciError('ERR_VIRTIO_PCI_QUEUE', `${this.name}: queue ${index} did not become enabled`);
     }
     this.doorbells[index] = off >>> 1;
+    // used->idx is the second u16 of the used ring (2.7.8); rings outside the arena
+    // (none of ours) are simply not watched.
+    const usedOff = this.dma.offsetOfAddr(usedAddr + 2);
+    this.usedIdxWords[index] = usedOff >= 0 && usedOff % 2 === 0 && (usedOff >>> 1) < this.dmaU16.length ? usedOff >>> 1 : -1;
+  }
+
+  /**
+   * The sum of the used->idx of every enabled queue: it changes whenever the device
+   * returns buffers, notified or not. A polling interrupt source reads it to tell a
+   * busy device from an idle one without touching the device.
+   */
+  usedProgress(): number {
+    let sum = 0;
+    const w = this.usedIdxWords;
+    for (let i = 0; i < w.length; i++) if (w[i]! >= 0) sum += Atomics.load(this.dmaU16, w[i]!);
+    return sum;
   }
 
   driverOk(): void {
