@@ -44,19 +44,32 @@ export async function sendFile(ctx: ServerContext, out: SocketOutput, req: HttpR
   ctx.stats.fileBodyBytes += size;
   const cache = ctx.cache;
   if (cache !== null && cache.accepts(size)) {
-    let body = cache.get(path, size, st.mtimeMs);
-    if (body !== null) ctx.stats.cacheHits++;
+    let entry = cache.get(path, size, st.mtimeMs);
+    if (entry !== null) ctx.stats.cacheHits++;
     else {
-      body = Buffer.allocUnsafeSlow(size);
-      const handle = await ctx.files.open(path);
+      const filled = cache.allocate(size);
       try {
-        if ((await readFully(handle, body, 0, size, 0)) !== size) throw new FileChangedError(path);
-      } finally {
-        closeInBackground(handle);
+        const handle = await ctx.files.open(path);
+        try {
+          if ((await readFully(handle, filled.body, 0, size, 0)) !== size) throw new FileChangedError(path);
+        } finally {
+          closeInBackground(handle);
+        }
+      } catch (err) {
+        cache.discard(filled);
+        throw err;
       }
-      cache.set(path, body, st.mtimeMs);
+      entry = cache.set(path, filled, st.mtimeMs);
     }
-    out.writeGathered(Buffer.from(head, 'latin1'), body);
+    // Held until the write completes: a zero-copy send reads the body until then.
+    const held = entry;
+    cache.retain(held);
+    try {
+      out.writeGathered(Buffer.from(head, 'latin1'), held.body, () => cache.release(held));
+    } catch (err) {
+      cache.release(held);
+      throw err;
+    }
     return;
   }
   const handle = await ctx.files.open(path);

@@ -14,7 +14,7 @@ import { DEFAULT_CACHE_OPTIONS, SmallFileCache, type SmallFileCacheOptions } fro
 export interface WebServerOptions {
   files: SiteFiles;
   limits?: Partial<HttpLimits>;
-  /** The small-file LRU cache; false turns it off (default: on, files up to 64 KiB). */
+  /** The file cache (LRU, bodies from bufferAllocator); false turns it off (default: on, files up to 1 MiB, 16 MiB in all). */
   cache?: Partial<SmallFileCacheOptions> | false;
   /** Where file-body buffers come from (default: the heap; the vsock driver's allocBuffer for zero copy). */
   bufferAllocator?: BufferAllocator;
@@ -59,7 +59,7 @@ export class WebServer {
     this.ctx = {
       files: opts.files,
       limits,
-      cache: opts.cache === false ? null : new SmallFileCache({ ...DEFAULT_CACHE_OPTIONS, ...opts.cache }),
+      cache: opts.cache === false ? null : new SmallFileCache({ ...DEFAULT_CACHE_OPTIONS, ...opts.cache }, opts.bufferAllocator),
       pool: new BodyBufferPool(opts.bufferAllocator ?? heapAllocator, chunkBytes, opts.maxIdleBuffers ?? 64),
       headPool: new BodyBufferPool(opts.bufferAllocator ?? heapAllocator, HEAD_RESERVE_BYTES, opts.maxIdleBuffers ?? 64),
       headReserve: HEAD_RESERVE_BYTES,
@@ -141,6 +141,7 @@ export class WebServer {
     for (const c of [...this.connections]) c.destroy();
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.ctx.pool.drain();
+    this.ctx.cache?.clear();
     this.ctx.headPool.drain();
   }
 
