@@ -19,6 +19,7 @@ import {
 import { type RawConnectionHandlers, type RawVsockConnection, type TxMode, VsockDriver, type VsockDriverOptions } from '../drivers/virtio-vsock/index.js';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import { ScriptedVsockPeer, type SentPacket } from './support/vsock-scripted-peer.js';
+import { pattern } from '../appliance/guest/pattern.js';
 
 const GUEST_CID = 3;
 const PORT = 4000;
@@ -36,17 +37,6 @@ async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 }
 
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /** Records everything a raw connection reports. */
 class Recorder implements RawConnectionHandlers {
@@ -159,7 +149,7 @@ test('half-close by the host: onEnd, the guest still writes, then its end() clos
   await until(() => rec.ended, 'onEnd');
   t.is(rec.bytes.toString(), 'last words');
   t.false(rec.closed, 'half-open: still open for writing');
-  const reply = pattern(200_000, 1);
+  const reply = pattern(1, 200_000);
   conn.write(reply);
   conn.end();
   t.true((await got).equals(reply));
@@ -175,7 +165,7 @@ test('half-close by the guest: the host gets end, still writes, and its end clos
   const got = collect(host);
   conn.end(); // nothing written: SHUTDOWN SEND at once
   t.is((await got).length, 0);
-  const data = pattern(300_000, 2);
+  const data = pattern(2, 300_000);
   host.end(data);
   await until(() => rec.closed, 'onClose after the host end');
   t.true(rec.bytes.equals(data));
@@ -224,7 +214,7 @@ test('output backpressure: a host that does not read stalls the guest on credit;
   const { open, driver } = await withDevice(t, { txMode: 'single-copy' });
   const { host, conn, rec } = await open();
   host.pause();
-  const data = pattern(2 << 20, 3);
+  const data = pattern(3, 2 << 20);
   let completed = 0;
   let ok = true;
   let off = 0;
@@ -252,7 +242,7 @@ test('input backpressure: paused, the guest holds bytes as unconsumed and the ho
   const { host, conn, rec } = await open();
   conn.pause();
   t.true(conn.isPaused());
-  const data = pattern(1 << 20, 4);
+  const data = pattern(4, 1 << 20);
   let hostDone = false;
   host.end(data, () => (hostDone = true));
   await until(() => conn.unconsumedBytes() === 128 * 1024, 'window full');
@@ -275,7 +265,7 @@ for (const mode of ['two-copy', 'single-copy', 'zero-copy', 'auto'] as const sat
     const { open, driver } = await withDevice(t, { txMode: mode });
     const { host, conn } = await open();
     const got = collect(host);
-    const data = pattern(4 << 20, 5);
+    const data = pattern(5, 4 << 20);
     // DMA buffers so that zero copy (and auto) send by descriptor; copy modes copy them.
     const dma = driver.allocBuffer(64 * 1024);
     t.teardown(() => driver.freeBuffer(dma));
@@ -379,7 +369,7 @@ test('destroy() sends SHUTDOWN(RCV|SEND) and the connection goes when the peer a
 test('the peer credit bounds what is sent; writes queued meanwhile follow in order; drain once all completed', async (t) => {
   const { peer, accept, inject } = await withPeer(t, { txMode: 'single-copy' });
   const { conn, rec } = await accept(100_000);
-  const data = pattern(300_000, 6);
+  const data = pattern(6, 300_000);
   const done: number[] = [];
   t.false(conn.write(data.subarray(0, 150_000), () => done.push(1)));
   t.false(conn.write(data.subarray(150_000, 200_000), () => done.push(2)));

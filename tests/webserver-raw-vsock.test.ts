@@ -15,7 +15,7 @@ import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
 import { type RunningWebserver, type RunWebserverOptions, runWebserver } from '../appliance/webserver/main-guest.js';
 import { NodeSiteFiles } from '../appliance/webserver/node-site-files.js';
-import type { LoanedBytes, SiteFileHandle, SiteFiles } from '../appliance/webserver/site-files.js';
+import { LendingSiteFiles } from './support/lending-site-files.js';
 import { vsockBufferAllocator, vsockListenRaw } from '../appliance/webserver/vsock-adapters.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
@@ -171,36 +171,6 @@ for (const txMode of ['two-copy', 'single-copy', 'zero-copy', 'auto'] as const s
   });
 }
 
-/** File bytes lent in the vsock driver's DMA buffers, as the virtio-fs driver lends them. */
-class LendingSiteFiles implements SiteFiles {
-  outstanding = 0;
-  constructor(
-    private readonly inner: NodeSiteFiles,
-    private readonly alloc: (n: number) => Buffer,
-  ) {}
-  stat(path: string) {
-    return this.inner.stat(path);
-  }
-  async open(path: string): Promise<SiteFileHandle> {
-    const h = await this.inner.open(path);
-    const self = this;
-    return {
-      read: (into, off, len, pos) => h.read(into, off, len, pos),
-      close: () => h.close(),
-      async readLoaned(position: number, length: number): Promise<LoanedBytes> {
-        const buf = self.alloc(64 * 1024);
-        const n = await h.read(buf, 0, Math.min(length, buf.length), position);
-        self.outstanding++;
-        return {
-          bytes: buf.subarray(0, n),
-          release() {
-            self.outstanding--;
-          },
-        };
-      },
-    };
-  }
-}
 
 test('loaned file bytes: head and first loan as one gathered write, all by zero copy, every loan released', async (t) => {
   const device = new VsockDevice({ guestCid: 3 });

@@ -18,7 +18,7 @@ import { measurePingPong } from '../appliance/pingpong/ping-pong-client.js';
 import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
 import { runWebserver } from '../appliance/webserver/main-guest.js';
 import { NodeSiteFiles } from '../appliance/webserver/node-site-files.js';
-import type { LoanedBytes, SiteFileHandle, SiteFiles } from '../appliance/webserver/site-files.js';
+import { LendingSiteFiles } from './support/lending-site-files.js';
 import { vsockBufferAllocator, vsockListen } from '../appliance/webserver/vsock-adapters.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
@@ -102,47 +102,6 @@ test('webserver on vsock: pipelining, HEAD, and many host connections at once', 
   t.is(web.server.stats.responses[200], 40);
 });
 
-/**
- * The shape of the virtio-fs driver's DMA variant: file bytes returned in buffers the
- * file system owns (here: DMA buffers of the vsock driver, filled from node:fs, as a
- * FUSE_READ would fill them), lent until release().
- */
-class LendingSiteFiles implements SiteFiles {
-  outstanding = 0;
-  lent = 0;
-  private readonly idle: Buffer[] = [];
-  constructor(
-    private readonly inner: NodeSiteFiles,
-    private readonly alloc: (n: number) => Buffer,
-  ) {}
-  stat(path: string) {
-    return this.inner.stat(path);
-  }
-  async open(path: string): Promise<SiteFileHandle> {
-    const h = await this.inner.open(path);
-    const self = this;
-    return {
-      read: (into, off, len, pos) => h.read(into, off, len, pos),
-      close: () => h.close(),
-      async readLoaned(position: number, length: number): Promise<LoanedBytes> {
-        const buf = self.idle.pop() ?? self.alloc(64 * 1024);
-        const n = await h.read(buf, 0, Math.min(length, buf.length), position);
-        self.outstanding++;
-        self.lent++;
-        let released = false;
-        return {
-          bytes: buf.subarray(0, n),
-          release() {
-            if (released) throw new Error('released twice');
-            released = true;
-            self.outstanding--;
-            self.idle.push(buf);
-          },
-        };
-      },
-    };
-  }
-}
 
 test('loaned file bytes (the virtio-fs DMA shape) go to the device as they are and are released after', async (t) => {
   const { device, driver } = await setup(t);
