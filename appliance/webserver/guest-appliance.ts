@@ -73,9 +73,10 @@ export async function startGuestAppliance(ctx: BootContext, args: GuestAppliance
   const fs = await VirtioFsDriver.start(fsTransport);
   const vsock = await VsockDriver.start(vsockTransport);
   const listen = vsockListen(vsock);
+  const files = new VirtioFsSiteFiles(fs, { root: args.siteRoot });
   const web = await runWebserver({
     listen,
-    files: new VirtioFsSiteFiles(fs, { root: args.siteRoot }),
+    files,
     port: args.port,
     cache: args.cache ? undefined : false,
     bufferAllocator: vsockBufferAllocator(vsock),
@@ -90,6 +91,7 @@ export async function startGuestAppliance(ctx: BootContext, args: GuestAppliance
       await web.close();
       await pp.close();
       vsock.close();
+      await files.close(); // RELEASE of the cached file handles, while the driver still runs
       await fs.close();
     },
   };
