@@ -129,11 +129,12 @@ boot(
       const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
       const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode });
       const listen = vsockListen(vsock);
+      const files = new VirtioFsSiteFiles(fs, { root: '/' });
       // The webserver on raw connections (no node:stream per connection: under TCG the
       // Duplex machinery cost more than the driver and the HTTP parsing together).
       const web = await runWebserver({
         listenRaw: vsockListenRaw(vsock),
-        files: new VirtioFsSiteFiles(fs, { root: '/' }),
+        files,
         port: args.port,
         cache,
         bufferAllocator: vsockBufferAllocator(vsock),
@@ -144,10 +145,11 @@ boot(
       if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
       closers.push(
         () => web.close(),
+        () => files.close(),
         () => pp.close(),
         () => vsock.close(),
         () => fs.close(),
-        () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}`),
+        () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}; open handles ${JSON.stringify(files.openHandleStats)}`),
       );
       ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
     } else {
