@@ -432,3 +432,29 @@ test('bytes that arrive before setHandlers are delivered after it, then the end'
   t.is(rec.bytes.toString(), 'early');
   t.deepEqual(rec.order, ['data', 'end']);
 });
+
+test('zero copy then end(): SHUTDOWN follows the data at once; the connection waits for the buffer before it goes', async (t) => {
+  const { peer, driver, accept, inject } = await withPeer(t, { txMode: 'zero-copy' });
+  const { conn, rec } = await accept();
+  const buf = driver.allocBuffer(64 * 1024);
+  t.teardown(() => driver.freeBuffer(buf));
+  buf.fill(0x5a);
+  peer.holdTx = true;
+  let done: Error | null | undefined;
+  conn.write(buf, (err) => (done = err ?? null));
+  conn.end();
+  await until(() => ops(peer, VSOCK_OP_SHUTDOWN).length === 1, 'SHUTDOWN before the buffer came back');
+  t.is(done, undefined, 'the device still holds the buffer');
+  t.true(peer.sent.indexOf(ops(peer, VSOCK_OP_SHUTDOWN)[0]!) > peer.sent.indexOf(ops(peer, VSOCK_OP_RW)[0]!), 'behind the data');
+  // The peer got everything and closes both ways while the buffer is still out.
+  inject(VSOCK_OP_SHUTDOWN, { flags: VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND });
+  await until(() => rec.order.includes('end'), 'end');
+  await turns(30);
+  t.false(rec.closed, 'not closed while the write is in flight');
+  peer.holdTx = false;
+  peer.releaseTx();
+  await until(() => rec.closed, 'closed after the write completed');
+  t.is(done, null, 'the write completed without an error');
+  t.is(rec.closeErr, null);
+  t.true(ops(peer, VSOCK_OP_RW)[0]!.payload.equals(buf));
+});

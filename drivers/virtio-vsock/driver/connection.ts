@@ -210,7 +210,9 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     const fresh = flags & ~this.peerShutdown;
     this.peerShutdown |= flags & SHUTDOWN_BOTH;
     if ((fresh & VSOCK_SHUTDOWN_SEND) !== 0) this.events?.onPeerEnd();
-    if ((fresh & VSOCK_SHUTDOWN_RCV) !== 0 && this.writeCb !== null) this.failWrite(new VsockError('EPIPE', 'the peer receives no more (SHUTDOWN RCV)', 'write'));
+    // A write that is all on the ring was sent before the peer's SHUTDOWN: it completes
+    // when the device returns its buffers. Bytes not yet sent cannot go any more.
+    if ((fresh & VSOCK_SHUTDOWN_RCV) !== 0 && this.writeCb !== null && !this.writeQueued) this.failWrite(new VsockError('EPIPE', 'the peer receives no more (SHUTDOWN RCV)', 'write'));
     if (this.peerShutdown === SHUTDOWN_BOTH && this.state !== CONN_CLOSED) {
       // The peer closed: answer with RST and forget the connection (Linux does the same).
       this.sendControl(PENDING_RST);
@@ -269,6 +271,15 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     this.writeCb = cb;
     this.writeError = null;
     this.pump();
+  }
+
+  /**
+   * No write, or every byte of the current one is on the tx ring (a zero-copy write may
+   * still wait for the device to return its descriptors). A SHUTDOWN sent now follows
+   * the data on the ring, and the device takes the ring in order (5.10.6.2).
+   */
+  get writeQueued(): boolean {
+    return this.writeCb === null || this.cursor.remaining === 0;
   }
 
   /** Sends as much of the pending write as credit and tx slots allow. */
@@ -414,8 +425,9 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
       this.finalCb = null;
       cb(err);
     }
-    // An Error captures a stack trace: build one only for a write that is waiting.
-    if (this.writeCb !== null) this.failWrite(err ?? new VsockError('EPIPE', `write to ${this.describe()} after it closed`, 'write'));
+    // An Error captures a stack trace: build one only for a write that is waiting. After
+    // an orderly close a write that is all on the ring still completes normally.
+    if (this.writeCb !== null && (err !== null || !this.writeQueued)) this.failWrite(err ?? new VsockError('EPIPE', `write to ${this.describe()} after it closed`, 'write'));
     if (err) this.events?.onError(err);
     else if ((this.peerShutdown & VSOCK_SHUTDOWN_SEND) === 0) {
       this.peerShutdown |= VSOCK_SHUTDOWN_SEND;

@@ -210,12 +210,14 @@ export class RawVsockConnection implements ConnectionEvents {
         continue;
       }
       const conn = this.conn;
-      if (this.writing || conn === null) break;
-      if (this.queued.length > 0) {
+      if (conn === null) break;
+      if (!this.writing && this.queued.length > 0) {
         this.startQueued(conn);
         continue;
       }
-      if (this.endRequested && !this.shutdownStarted) {
+      // A zero-copy write that is all on the ring need not come back first: the
+      // SHUTDOWN goes behind it (an HTTP/1.0 response ends one round trip sooner).
+      if (this.endRequested && !this.shutdownStarted && this.queued.length === 0 && (!this.writing || conn.writeQueued)) {
         this.shutdownStarted = true;
         conn.shutdownSend(this.onShutdownSent);
         continue;
@@ -223,6 +225,7 @@ export class RawVsockConnection implements ConnectionEvents {
       break;
     }
     this.pumping = false;
+    this.maybeCloseOrderly();
     if (this.drainWanted && !this.closed && this.inflightBytes + this.queuedBytes === 0) {
       this.drainWanted = false;
       this.handlers?.onDrain();
@@ -312,7 +315,8 @@ export class RawVsockConnection implements ConnectionEvents {
 
   /** Both directions are finished: let the connection go (it answers or awaits the peer's RST). */
   private maybeCloseOrderly(): void {
-    if (!this.finished || !this.endDelivered || this.closed) return;
+    // Not while a write is in flight: its descriptors may still be with the device.
+    if (!this.finished || !this.endDelivered || this.closed || this.writing) return;
     this.release();
     this.closeNow(null);
   }
