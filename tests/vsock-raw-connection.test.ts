@@ -458,3 +458,26 @@ test('zero copy then end(): SHUTDOWN follows the data at once; the connection wa
   t.is(rec.closeErr, null);
   t.true(ops(peer, VSOCK_OP_RW)[0]!.payload.equals(buf));
 });
+
+test('auto with autoZeroCopyMinBytes: small DMA chunks are copied along with the head, large ones go by descriptor', async (t) => {
+  const { peer, driver, accept } = await withPeer(t, { txMode: 'auto', autoZeroCopyMinBytes: 16 * 1024 });
+  const { conn } = await accept();
+  const small = driver.allocBuffer(4096);
+  const large = driver.allocBuffer(32 * 1024);
+  t.teardown(() => {
+    driver.freeBuffer(small);
+    driver.freeBuffer(large);
+  });
+  small.fill(1);
+  large.fill(2);
+  const head = Buffer.from('head');
+  const before = { ...driver.stats };
+  await new Promise<void>((resolve, reject) => conn.writev([head, small], (err) => (err ? reject(err) : resolve())));
+  t.is(driver.stats.txZeroCopyBytes - before.txZeroCopyBytes, 0, 'the small DMA chunk was copied');
+  t.is(driver.stats.txCopiedBytes - before.txCopiedBytes, head.length + small.length);
+  await until(() => ops(peer, VSOCK_OP_RW).length === 1, 'one packet');
+  t.true(ops(peer, VSOCK_OP_RW)[0]!.payload.equals(Buffer.concat([head, small])), 'head and small chunk in one packet');
+  await new Promise<void>((resolve, reject) => conn.writev([head, large], (err) => (err ? reject(err) : resolve())));
+  t.is(driver.stats.txZeroCopyBytes - before.txZeroCopyBytes, large.length, 'the large one by descriptor');
+  await t.throwsAsync(VsockDriver.start(null as never, { autoZeroCopyMinBytes: -1 }), { message: /autoZeroCopyMinBytes -1/ });
+});

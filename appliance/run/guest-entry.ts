@@ -53,6 +53,9 @@ interface EntryArgs {
   pollWindowMs: number;
 }
 
+/** With tx mode auto, DMA chunks below this are copied (VsockDriverOptions.autoZeroCopyMinBytes). */
+export const APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES = 16 * 1024;
+
 /** A request every few ms keeps the drivers polling; an idle guest sleeps after this. */
 export const DEFAULT_POLL_WINDOW_MS = 5;
 
@@ -127,7 +130,7 @@ boot(
     if (args.drivers === 'ours') {
       const devOpts = { pollWindowMs: args.pollWindowMs };
       const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
-      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode });
+      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES });
       const listen = vsockListen(vsock);
       const files = new VirtioFsSiteFiles(fs, { root: '/' });
       // The webserver on raw connections (no node:stream per connection: under TCG the

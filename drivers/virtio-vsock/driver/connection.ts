@@ -33,6 +33,7 @@ import { WriteCursor } from './write-cursor.js';
 
 export type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
 
+
 export const CONN_CONNECTING = 0;
 export const CONN_ESTABLISHED = 1;
 export const CONN_CLOSING = 2;
@@ -54,6 +55,8 @@ export interface ConnectionHost {
   readonly tx: TxPath;
   readonly stats: VsockDriverStats;
   readonly txMode: TxMode;
+  /** 'auto' copies DMA chunks smaller than this (0: every DMA chunk by descriptor). */
+  readonly autoZeroCopyMinBytes: number;
   readonly dma: DmaArena;
   readonly closeTimeoutMs: number;
   /**
@@ -290,6 +293,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     const host = this.host;
     const mode = this.txMode ?? host.txMode;
     const zeroCopyAllowed = mode === 'auto' || mode === 'zero-copy';
+    const zeroCopyMin = mode === 'auto' ? host.autoZeroCopyMinBytes : 0;
     const twoCopy = mode === 'two-copy';
     let sent = false;
     while (cur.remaining > 0) {
@@ -301,8 +305,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
       }
       let n: number;
       if (!zeroCopyAllowed) n = host.tx.sendCopy(this, cur, credit, twoCopy);
-      else if (cur.currentIsDma()) n = this.sendZeroCopy(cur, credit);
-      else n = host.tx.sendCopy(this, cur, cur.plainRun(credit), false); // copy up to the next DMA chunk only
+      else if (cur.currentIsDma() && cur.currentLeft() >= zeroCopyMin) n = this.sendZeroCopy(cur, credit);
+      else n = host.tx.sendCopy(this, cur, cur.plainRun(credit, zeroCopyMin), false); // copy up to the next chunk sent by descriptor
       if (n === 0) {
         host.stats.txRingStalls++;
         host.waitForTx(this);

@@ -60,10 +60,17 @@ export class WriteCursor {
     return this.addrs[this.index]! >= 0;
   }
 
-  /** Bytes from here up to the next DMA chunk (or the end), counting at most `limit`. */
-  plainRun(limit: number): number {
+  /**
+   * Bytes from here up to the next DMA chunk of at least `zeroCopyMin` bytes (or the
+   * end), counting at most `limit`: what is copied before a chunk goes by descriptor.
+   */
+  plainRun(limit: number, zeroCopyMin = 0): number {
     let n = this.chunks[this.index]!.byteLength - this.offset;
-    for (let i = this.index + 1; n < limit && i < this.count && this.addrs[i]! < 0; i++) n += this.chunks[i]!.byteLength;
+    for (let i = this.index + 1; n < limit && i < this.count; i++) {
+      const len = this.chunks[i]!.byteLength;
+      if (this.addrs[i]! >= 0 && len >= zeroCopyMin) break;
+      n += len;
+    }
     return n < limit ? n : limit;
   }
 
