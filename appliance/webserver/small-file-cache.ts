@@ -30,7 +30,7 @@ export const DEFAULT_CACHE_OPTIONS: Readonly<SmallFileCacheOptions> = Object.fre
 /** A cached body; hold it (retain/release) while a response is sending it. */
 export interface CachedBody {
   readonly body: Buffer;
-  readonly mtimeMs: number;
+  mtimeMs: number;
   /** Responses sending it now. */
   refs: number;
   /** Out of the cache: freed when refs reaches 0. */
@@ -85,8 +85,9 @@ export class SmallFileCache {
   }
 
   /** Caches a body filled since allocate() (replacing the path's old one); returns the entry to send. */
-  set(path: string, filled: CachedBody, mtimeMs: number): CachedBody {
-    const e: CachedBody = { body: filled.body, mtimeMs, refs: filled.refs, evicted: false, raw: filled.raw };
+  set(path: string, e: CachedBody, mtimeMs: number): CachedBody {
+    e.mtimeMs = mtimeMs;
+    e.evicted = false;
     this.delete(path);
     this.entries.set(path, e);
     this.totalBytes += e.body.length;
