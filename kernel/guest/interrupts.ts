@@ -1,6 +1,7 @@
 // Interrupts in the guest, two ways:
 //
-// UioIntxInterrupts: INTx through uio_pci_generic. The kernel's handler
+// UioIntxInterrupts: a uio device's interrupt line, PCI INTx through uio_pci_generic or a
+// virtio-mmio device's level IRQ through uio_pdrv_genirq. The PCI case: the kernel's handler
 // (uio_pci_generic.c irqhandler -> pci_check_and_mask_intx) masks INTx by setting the
 // command register's Interrupt Disable bit and makes /dev/uioN readable; Node's event
 // loop watches that fd (addon watchFd = uv_poll). Per interrupt:
@@ -13,6 +14,12 @@
 //   4. run the driver's handler.
 // Acknowledging before unmasking means an interrupt raised meanwhile is not lost: the
 // line is asserted again and the kernel signals the fd again.
+//
+// The platform case (virtio-mmio, 4.2.3.4): uio_pdrv_genirq's handler masks the level
+// IRQ (disable_irq) and has irqcontrol, so step 2 reads InterruptStatus and writes it to
+// InterruptACK (which lowers the line) and step 3 is the 4-byte write of 1 (enable_irq).
+// Such a source is built without a fallback (null): there is no config space to fall
+// back to, and a uio driver without irqcontrol is then an error.
 //
 // With a poll window (pollWindowMs > 0), an interrupt starts a polling phase instead of
 // step 3: INTx stays masked (the kernel masked it) and a setImmediate loop runs the
@@ -27,14 +34,46 @@
 // the event loop (the driver checks its used rings). For latency measurements: it costs
 // a whole CPU.
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, type PciConfigSpace } from '../pci/config-space.js';
+import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PciConfigSpace } from '../pci/config-space.js';
 import type { InterruptSource } from '../pci/interrupt-source.js';
-import type { UioDevice } from '../pci/uio-bind.js';
+import type { UioDevice } from '../uio/uio-device.js';
 import { type FdWatcher, READABLE, watchFd } from '../native/index.js';
 
 export interface UioIntxOptions {
   /** Keep polling this long after the device last returned buffers (0: interrupts only). */
   pollWindowMs?: number;
+}
+
+/** Re-enables the line when the uio driver has no irqcontrol (its write of 1 fails with ENOSYS or EIO). */
+export interface UnmaskFallback {
+  /** The line's name in descriptions ("INTx"). */
+  readonly lineName: string;
+  /** Called once by start(), before the first unmask. */
+  prepare(): void;
+  unmask(): void;
+}
+
+/**
+ * uio_pci_generic's fallback: clear Interrupt Disable (command bit 10) in config space,
+ * as DPDK does. The command register is read once, at start.
+ */
+export function pciCommandUnmask(config: PciConfigSpace): UnmaskFallback {
+  let commandUnmasked = 0;
+  return {
+    lineName: 'INTx',
+    prepare: () => {
+      commandUnmasked = config.read16(PCI_COMMAND) & ~PCI_COMMAND_INTX_DISABLE;
+    },
+    unmask: () => config.write16(PCI_COMMAND, commandUnmasked),
+  };
+}
+
+export class UioIrqControlError extends Error {
+  readonly code = 'ERR_UIO_NO_IRQCONTROL';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UioIrqControlError';
+  }
 }
 
 export class UioIntxInterrupts implements InterruptSource {
@@ -54,7 +93,7 @@ export class UioIntxInterrupts implements InterruptSource {
   private readonly countBuf = Buffer.alloc(4);
   private readonly onBuf = Buffer.alloc(4);
   private useIrqControl = true;
-  private commandUnmasked = 0;
+  private readonly fallback: UnmaskFallback | null;
   /** The kernel's interrupt count at the last event. */
   lastCount = 0;
   /** Events seen on the fd. */
@@ -62,15 +101,22 @@ export class UioIntxInterrupts implements InterruptSource {
   /** Events whose ISR was 0 (shared line: another device's interrupt). */
   spurious = 0;
 
+  /**
+   * `fallback`: how to unmask when the uio driver has no irqcontrol: a PCI config space
+   * (the command register, uio_pci_generic), another UnmaskFallback, or null for none
+   * (uio_pdrv_genirq, which has irqcontrol).
+   */
   constructor(
     readonly uio: UioDevice,
-    private readonly config: PciConfigSpace,
+    fallback: PciConfigSpace | UnmaskFallback | null,
     opts: UioIntxOptions = {},
   ) {
     const w = opts.pollWindowMs ?? 0;
     if (!(w >= 0 && w <= 10_000)) throw new RangeError(`poll window ${w} ms: expected 0..10000`);
     this.pollWindowMs = w;
-    this.description = w > 0 ? `${uio.name} INTx, polling ${w} ms after each` : `${uio.name} INTx`;
+    this.fallback = fallback instanceof PciConfigSpace ? pciCommandUnmask(fallback) : fallback;
+    const line = this.fallback?.lineName ?? 'IRQ';
+    this.description = w > 0 ? `${uio.name} ${line}, polling ${w} ms after each` : `${uio.name} ${line}`;
     this.fd = openSync(uio.devPath, 'r+');
     this.onBuf.writeInt32LE(1, 0);
   }
@@ -80,7 +126,7 @@ export class UioIntxInterrupts implements InterruptSource {
     this.acknowledgeFn = acknowledge;
     this.dispatchFn = dispatch;
     if (progress !== undefined) this.progressFn = progress;
-    this.commandUnmasked = this.config.read16(PCI_COMMAND) & ~PCI_COMMAND_INTX_DISABLE;
+    this.fallback?.prepare();
     this.unmask();
     this.watcher = watchFd(
       this.fd,
@@ -148,7 +194,7 @@ export class UioIntxInterrupts implements InterruptSource {
     if (this.fd >= 0) this.pollImmediate = setImmediate(this.pollTurn);
   };
 
-  /** Re-enables INTx (step 3 above). */
+  /** Re-enables the line (step 3 above). */
   private unmask(): void {
     if (this.useIrqControl) {
       try {
@@ -157,13 +203,16 @@ export class UioIntxInterrupts implements InterruptSource {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== 'ENOSYS' && code !== 'EIO') throw e;
+        if (this.fallback === null) {
+          throw new UioIrqControlError(`${this.description}: re-enabling the interrupt by writing 1 to ${this.uio.devPath} failed (${code}): the uio driver has no irqcontrol and there is no fallback`, { cause: e });
+        }
         this.useIrqControl = false; // uio_pci_generic: no irqcontrol
       }
     }
-    this.config.write16(PCI_COMMAND, this.commandUnmasked);
+    this.fallback!.unmask();
   }
 
-  /** True when re-enabling goes through the command register (uio_pci_generic). */
+  /** True when re-enabling goes through the fallback (the command register with uio_pci_generic). */
   get unmasksThroughConfigSpace(): boolean {
     return !this.useIrqControl;
   }

@@ -11,3 +11,19 @@ export interface InterruptSource {
   /** Stops for good. Idempotent. */
   stop(): void;
 }
+
+/** What a transport hands its interrupt source: acknowledge, dispatch, and its used->idx progress. */
+export interface InterruptTarget {
+  acknowledgeInterrupt(): boolean;
+  dispatchInterrupt(): void;
+  usedProgress(): number;
+}
+
+/** Starts `source` (if any) on `target`'s acknowledge, dispatch and progress. */
+export function startInterrupts(source: InterruptSource | null, target: InterruptTarget): void {
+  source?.start(
+    () => target.acknowledgeInterrupt(),
+    () => target.dispatchInterrupt(),
+    () => target.usedProgress(),
+  );
+}

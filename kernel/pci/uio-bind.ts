@@ -2,22 +2,16 @@
 // exposes it as /dev/uioN: interrupts (INTx only) as a readable fd, config space and
 // BARs stay reachable through sysfs. Writing "vvvv dddd" to the driver's new_id adds
 // the id to its table and binds every unbound function that matches.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type UioDevice, UioLookupError, findUioDevice } from '../uio/uio-device.js';
 import { PciError } from './errors.js';
 import { type PciDeviceInfo, hex4, readPciDevice } from './devices.js';
-import { parseUioName } from './sysfs-parse.js';
+
+export type { UioDevice } from '../uio/uio-device.js';
 
 export const UIO_PCI_GENERIC = 'uio_pci_generic';
 export const UIO_PCI_GENERIC_DIR = '/sys/bus/pci/drivers/uio_pci_generic';
-
-export interface UioDevice {
-  /** "uio0" */
-  name: string;
-  number: number;
-  /** "/dev/uio0" */
-  devPath: string;
-}
 
 function sysfsWrite(path: string, text: string): void {
   writeFileSync(path, text);
@@ -64,17 +58,10 @@ export function bindToUioPciGeneric(dev: PciDeviceInfo, driverDir = UIO_PCI_GENE
 
 /** The uio device of a function bound to a uio driver: the single entry of <device>/uio/. */
 export function findUio(devicePath: string): UioDevice {
-  const dir = join(devicePath, 'uio');
-  let names: string[];
   try {
-    names = readdirSync(dir);
+    return findUioDevice(devicePath);
   } catch (e) {
-    throw new PciError('ERR_PCI_BIND', `${dir} is missing: the device is not bound to a uio driver`, { cause: e });
+    if (!(e instanceof UioLookupError)) throw e;
+    throw new PciError(e.code === 'ERR_UIO_NAME' ? 'ERR_PCI_SYSFS_FORMAT' : 'ERR_PCI_BIND', e.message, { cause: e.cause });
   }
-  if (names.length !== 1) throw new PciError('ERR_PCI_BIND', `${dir} holds ${names.length} entries (${names.join(', ')}), expected one uioN`);
-  const name = names[0]!;
-  const number = parseUioName(name);
-  const devPath = `/dev/${name}`;
-  if (!existsSync(devPath)) throw new PciError('ERR_PCI_BIND', `${devPath} does not exist (is devtmpfs mounted on /dev?)`);
-  return { name, number, devPath };
 }

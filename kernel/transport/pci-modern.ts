@@ -7,7 +7,7 @@
 // Hot paths (notify, interrupt acknowledge) are single loads and stores into the mapped
 // BAR from JavaScript: no system call, no N-API call.
 import type { DmaArena } from '../memory/dma.js';
-import type { InterruptSource } from '../pci/interrupt-source.js';
+import { type InterruptSource, startInterrupts } from '../pci/interrupt-source.js';
 import type { PciFunction } from '../pci/pci-function.js';
 import { VIRTIO_F_VERSION_1, checkQueueSize, featureBit } from '../virtqueue/layout.js';
 import {
@@ -22,7 +22,9 @@ import {
   CommonCfg,
   checkRegion,
 } from './pci-common-cfg.js';
+import { type ConfigReader, readConfigStable } from './config-read.js';
 import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR, type VirtioPciLayout, parseVirtioCaps } from './pci-virtio-caps.js';
+import { UsedProgress } from './used-progress.js';
 import {
   STATUS_ACKNOWLEDGE,
   STATUS_DRIVER,
@@ -79,16 +81,15 @@ export class PciModernTransport implements VirtioTransport {
   private readonly notifyU16: Uint16Array;
   private readonly isrU8: Uint8Array;
   private readonly isrIndex: number;
-  private readonly deviceCfgViews: BarViews | null;
+  private readonly deviceCfg: ConfigReader | null;
   private readonly numQueues: number;
   /** Per queue: index into notifyU16 of its doorbell, -1 until the queue is enabled. */
   private readonly doorbells: Int32Array;
   private readonly maxSizes: Int32Array;
   private handler: () => void = () => {};
   private closed = false;
-  /** The DMA arena as 16-bit words, and the word index of each enabled queue's used->idx (-1: none). */
-  private readonly dmaU16: Uint16Array;
-  private readonly usedIdxWords: Int32Array;
+  /** The used->idx of each enabled queue, summed for usedProgress(). */
+  private readonly used: UsedProgress;
   /** ISR bits seen by the last acknowledge (diagnostics). */
   lastIsr = 0;
   /** Interrupts acknowledged as ours. */
@@ -125,16 +126,19 @@ export class PciModernTransport implements VirtioTransport {
     if (device) {
       const dv = viewsOf(device.bar);
       checkRegion(device, dv.buffer.byteLength, 4, 'device configuration');
-      this.deviceCfgViews = dv;
+      const base = device.offset;
+      this.deviceCfg = {
+        readConfig8: (off) => dv.u8[base + off]!,
+        readConfig16: (off) => dv.u16[(base + off) >>> 1]!,
+        readConfig32: (off) => dv.u32[(base + off) >>> 2]!,
+      };
     } else {
-      this.deviceCfgViews = null;
+      this.deviceCfg = null;
     }
     this.numQueues = this.common.numQueues;
     this.doorbells = new Int32Array(this.numQueues).fill(-1);
     this.maxSizes = new Int32Array(this.numQueues).fill(-1);
-    const b = dma.bytes;
-    this.dmaU16 = b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, b.byteLength >>> 1) : new Uint16Array(0);
-    this.usedIdxWords = new Int32Array(this.numQueues).fill(-1);
+    this.used = new UsedProgress(dma, this.numQueues);
   }
 
   /**
@@ -146,11 +150,7 @@ export class PciModernTransport implements VirtioTransport {
     const t = new PciModernTransport(fn, opts.interrupts, opts.dma);
     fn.config.enableMemoryAndBusMastering();
     t.reset();
-    opts.interrupts?.start(
-      () => t.acknowledgeInterrupt(),
-      () => t.dispatchInterrupt(),
-      () => t.usedProgress(),
-    );
+    startInterrupts(opts.interrupts, t);
     return t;
   }
 
@@ -244,10 +244,7 @@ export class PciModernTransport implements VirtioTransport {
       throw new VirtioPciError('ERR_VIRTIO_PCI_QUEUE', `${this.name}: queue ${index} did not become enabled`);
     }
     this.doorbells[index] = off >>> 1;
-    // used->idx is the second u16 of the used ring (2.7.8); rings outside the arena
-    // (none of ours) are simply not watched.
-    const usedOff = this.dma.offsetOfAddr(usedAddr + 2);
-    this.usedIdxWords[index] = usedOff >= 0 && usedOff % 2 === 0 && (usedOff >>> 1) < this.dmaU16.length ? usedOff >>> 1 : -1;
+    this.used.watch(index, usedAddr);
   }
 
   /**
@@ -256,10 +253,7 @@ export class PciModernTransport implements VirtioTransport {
    * busy device from an idle one without touching the device.
    */
   usedProgress(): number {
-    let sum = 0;
-    const w = this.usedIdxWords;
-    for (let i = 0; i < w.length; i++) if (w[i]! >= 0) sum += Atomics.load(this.dmaU16, w[i]!);
-    return sum;
+    return this.used.sum();
   }
 
   driverOk(): void {
@@ -281,31 +275,13 @@ export class PciModernTransport implements VirtioTransport {
   readConfig(offset: number, length: number): Uint8Array {
     this.checkOpen();
     const region = this.layout.device;
-    const views = this.deviceCfgViews;
-    if (region === null || views === null) throw new VirtioPciError('ERR_VIRTIO_PCI_CONFIG', `${this.name}: the device has no configuration space`);
+    const cfg = this.deviceCfg;
+    if (region === null || cfg === null) throw new VirtioPciError('ERR_VIRTIO_PCI_CONFIG', `${this.name}: the device has no configuration space`);
     if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > region.length) {
       throw new VirtioPciError('ERR_VIRTIO_PCI_CONFIG', `${this.name}: config read of ${length} bytes at ${offset} is outside the ${region.length}-byte configuration space`);
     }
-    const out = new Uint8Array(length);
-    const dv = new DataView(out.buffer);
-    for (let attempt = 0; attempt < CONFIG_RETRY_LIMIT; attempt++) {
-      const before = this.common.configGeneration;
-      let i = 0;
-      while (i < length) {
-        const a = region.offset + offset + i;
-        if (a % 4 === 0 && length - i >= 4) {
-          dv.setUint32(i, views.u32[a >>> 2]!, true);
-          i += 4;
-        } else if (a % 2 === 0 && length - i >= 2) {
-          dv.setUint16(i, views.u16[a >>> 1]!, true);
-          i += 2;
-        } else {
-          out[i] = views.u8[a]!;
-          i += 1;
-        }
-      }
-      if (this.common.configGeneration === before) return out;
-    }
+    const out = readConfigStable(cfg, () => this.common.configGeneration, offset, length, CONFIG_RETRY_LIMIT);
+    if (out !== null) return out;
     throw new VirtioPciError('ERR_VIRTIO_PCI_CONFIG', `${this.name}: config_generation kept changing over ${CONFIG_RETRY_LIMIT} reads`);
   }
 
