@@ -3,10 +3,12 @@
 //   1. type-checks the whole tree with tsc (a type error fails the build);
 //   2. transpiles every .ts file to dist/ (same layout, ESM) with esbuild;
 //   3. builds the native addon with node-gyp when its sources are newer than the binary;
-//   4. bundles the guest programs into single files (dist/bundles/) for the initramfs.
+//   4. bundles the guest programs into single files (dist/bundles/) for the initramfs;
+//   5. bundles the appliance's guest program once more as a classic script for V8 startup
+//      snapshots (dist/bundles/appliance.cjs).
 // Flags: --no-typecheck (skip step 1), --quiet.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -157,5 +159,47 @@ function findNodeGyp() {
       logLevel: 'error',
     });
     log(`bundled ${relative(root, entry)} -> dist/bundles/${out}`);
+  }
+}
+
+// 5. Script bundles for `node --snapshot-blob BLOB --build-snapshot dist/bundles/X.cjs`
+//    (appliance/image/snapshot.ts, kernel/guest/startup-snapshot.ts). Node 20 builds a
+//    snapshot from one classic script that gets require() (built-in modules only),
+//    __filename and __dirname but no `module`, `exports` or import(): an IIFE, not format
+//    cjs, with import() of built-in modules turned into require(). import.meta.url is
+//    undefined there (esbuild would leave an empty object): the program's files that use
+//    import.meta must handle that and be listed in importMetaAware; any other fails the build.
+{
+  const scriptBundles = [
+    // [entry, output name]
+    ['appliance/run/guest-entry.ts', 'appliance.cjs'],
+    ['tests/support/snapshot-probe.ts', 'snapshot-probe.cjs'], // tests/startup-snapshot.test.ts
+  ];
+  const importMetaAware = new Set(['kernel/native/index.ts']);
+  for (const [entry, out] of scriptBundles) {
+    if (!existsSync(join(root, entry))) continue;
+    const result = await esbuild.build({
+      entryPoints: [join(root, entry)],
+      outfile: join(root, 'dist', 'bundles', out),
+      bundle: true,
+      format: 'iife',
+      platform: 'node',
+      target: 'node20',
+      external: ['*.node'],
+      define: { 'import.meta.url': 'undefined' },
+      // import() has no loader in a snapshot's script (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING):
+      // esbuild turns it into require(), which loads built-in modules lazily, at run time.
+      supported: { 'dynamic-import': false },
+      absWorkingDir: root, // metafile paths relative to the repository
+      metafile: true,
+      logLevel: 'error',
+    });
+    const unaware = Object.keys(result.metafile.inputs).filter(
+      (f) => !importMetaAware.has(f) && /\bimport\.meta\b/.test(readFileSync(join(root, f), 'utf8')),
+    );
+    if (unaware.length > 0) {
+      fail(`${entry} -> dist/bundles/${out}: import.meta is undefined in this script bundle, but ${unaware.join(', ')} use${unaware.length === 1 ? 's' : ''} it (handle undefined, then list the file in build.mjs step 5)`);
+    }
+    log(`bundled ${relative(root, entry)} -> dist/bundles/${out} (script, for startup snapshots)`);
   }
 }

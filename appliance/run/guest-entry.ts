@@ -12,13 +12,21 @@
 // (ours: poll the devices this long after they go quiet before sleeping on interrupts;
 // 0 = interrupts only; default DEFAULT_POLL_WINDOW_MS).
 // Prints "appliance-ready: ..." once both services listen; runs until SIGTERM/SIGINT.
-import { execFileSync } from 'node:child_process';
+// A bad flag: "appliance: <what is wrong>" and exit status 2, before boot().
+//
+// Started as `node main.js FLAGS` (the ESM bundle dist/bundles/appliance.js), or from a V8
+// startup snapshot of the script bundle dist/bundles/appliance.cjs
+// (`node --snapshot-blob BLOB -- FLAGS`; kernel/guest/startup-snapshot.ts): then the
+// module top level below ran when the snapshot was built, and startProgram() runs main()
+// in the process started from the blob. So nothing at top level may touch the system,
+// process.argv or the addon; child_process and inspector are imported where used.
 import { mkdirSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { VirtioFsDriver } from '../../drivers/virtio-fs/driver/index.js';
 import { VsockDriver } from '../../drivers/virtio-vsock/index.js';
 import type { TxMode } from '../../drivers/virtio-vsock/driver/connection.js';
 import { boot } from '../../kernel/guest/boot.js';
+import { startProgram } from '../../kernel/guest/startup-snapshot.js';
 import { runPingPong } from '../pingpong/echo-server.js';
 import { runWebserver } from '../webserver/main-guest.js';
 import { NodeSiteFiles } from '../webserver/node-site-files.js';
@@ -108,73 +116,78 @@ function parse(argv: readonly string[]): EntryArgs {
   return a;
 }
 
-let early: EntryArgs | null = null;
-let earlyError: Error | null = null;
-try {
-  early = parse(process.argv.slice(2));
-} catch (e) {
-  earlyError = e as Error;
+/** The program: flags from process.argv.slice(2), then boot(). */
+function main(): void {
+  let args: EntryArgs;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stdout.write(`appliance: ${(e as Error).message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  runAppliance(args);
 }
 
-boot(
-  'appliance',
-  async (ctx) => {
-    if (earlyError || early === null) {
-      ctx.log(earlyError?.message ?? 'no arguments');
-      return 2;
-    }
-    const args = early;
-    const log = args.log ? (line: string) => ctx.log(line) : undefined;
-    const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
-    const closers: Array<() => Promise<void> | void> = [];
-    if (args.drivers === 'ours') {
-      const devOpts = { pollWindowMs: args.pollWindowMs };
-      const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
-      const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES });
-      const listen = vsockListen(vsock);
-      const files = new VirtioFsSiteFiles(fs, { root: '/' });
-      // The webserver on raw connections (no node:stream per connection: under TCG the
-      // Duplex machinery cost more than the driver and the HTTP parsing together).
-      const web = await runWebserver({
-        listenRaw: vsockListenRaw(vsock),
-        files,
-        port: args.port,
-        cache,
-        bufferAllocator: vsockBufferAllocator(vsock),
-        log,
+function runAppliance(args: EntryArgs): void {
+  boot(
+    'appliance',
+    async (ctx) => {
+      const log = args.log ? (line: string) => ctx.log(line) : undefined;
+      const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
+      const closers: Array<() => Promise<void> | void> = [];
+      if (args.drivers === 'ours') {
+        const devOpts = { pollWindowMs: args.pollWindowMs };
+        const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
+        const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES });
+        const listen = vsockListen(vsock);
+        const files = new VirtioFsSiteFiles(fs, { root: '/' });
+        // The webserver on raw connections (no node:stream per connection: under TCG the
+        // Duplex machinery cost more than the driver and the HTTP parsing together).
+        const web = await runWebserver({
+          listenRaw: vsockListenRaw(vsock),
+          files,
+          port: args.port,
+          cache,
+          bufferAllocator: vsockBufferAllocator(vsock),
+          log,
+        });
+        const pp = await runPingPong({ listen, port: args.pingPongPort });
+        await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT, alloc: (n) => vsock.allocBuffer(n) });
+        if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
+        closers.push(
+          () => web.close(),
+          () => files.close(),
+          () => pp.close(),
+          () => vsock.close(),
+          () => fs.close(),
+          () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}; open handles ${JSON.stringify(files.openHandleStats)}`),
+        );
+        ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
+      } else {
+        mkdirSync('/mnt', { recursive: true });
+        const { execFileSync } = await import('node:child_process');
+        execFileSync('mount', ['-t', 'virtiofs', args.tag, '/mnt'], { stdio: 'inherit' });
+        const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
+        const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache, log });
+        const pp = await runPingPong({ listen, port: args.pingPongPort });
+        await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT });
+        if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
+        closers.push(
+          () => web.close(),
+          () => pp.close(),
+        );
+        ctx.log(`${READY_MARKER} drivers=kernel cid=3 web=${web.port} pingpong=${pp.port}`);
+      }
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
       });
-      const pp = await runPingPong({ listen, port: args.pingPongPort });
-      await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT, alloc: (n) => vsock.allocBuffer(n) });
-      if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
-      closers.push(
-        () => web.close(),
-        () => files.close(),
-        () => pp.close(),
-        () => vsock.close(),
-        () => fs.close(),
-        () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}; open handles ${JSON.stringify(files.openHandleStats)}`),
-      );
-      ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
-    } else {
-      mkdirSync('/mnt', { recursive: true });
-      execFileSync('mount', ['-t', 'virtiofs', args.tag, '/mnt'], { stdio: 'inherit' });
-      const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
-      const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache, log });
-      const pp = await runPingPong({ listen, port: args.pingPongPort });
-      await runBulkServices({ listen, sinkPort: BULK_SINK_PORT, sourcePort: BULK_SOURCE_PORT });
-      if (args.profilePort !== null) await runProfileService(listen, args.profilePort, (l) => ctx.log(l));
-      closers.push(
-        () => web.close(),
-        () => pp.close(),
-      );
-      ctx.log(`${READY_MARKER} drivers=kernel cid=3 web=${web.port} pingpong=${pp.port}`);
-    }
-    await new Promise<void>((resolve) => {
-      process.once('SIGTERM', resolve);
-      process.once('SIGINT', resolve);
-    });
-    for (const c of closers) await c();
-    return 0;
-  },
-  { dmaPages: early?.drivers === 'kernel' ? 1 : 24 },
-);
+      for (const c of closers) await c();
+      return 0;
+    },
+    { dmaPages: args.drivers === 'kernel' ? 1 : 24 },
+  );
+}
+
+startProgram(main);

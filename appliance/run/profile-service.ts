@@ -2,7 +2,9 @@
 // sends "<milliseconds>\n", and gets back V8's CPU profile (the .cpuprofile JSON that
 // Chrome DevTools and speedscope open) of the guest's node over that window, then EOF.
 // Used by `npm run bench -- profile` to see where the guest's time goes under load.
-import { Session } from 'node:inspector';
+// node:inspector is imported when a profile is taken, not at top level: the guest program
+// may be built into a V8 startup snapshot, for which Node 20 has not vetted it.
+import type { Session } from 'node:inspector';
 import type { Duplex } from 'node:stream';
 
 const MAX_WINDOW_MS = 10 * 60 * 1000;
@@ -19,6 +21,7 @@ function post<T>(session: Session, method: string, params?: object): Promise<T> 
 
 /** Profiles this process for `ms` milliseconds; resolves the profile as JSON text. */
 export async function profileFor(ms: number, samplingIntervalUs = 1000): Promise<string> {
+  const { Session } = await import('node:inspector');
   const session = new Session();
   session.connect();
   try {

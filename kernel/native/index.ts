@@ -16,12 +16,14 @@
 // `build/Release/tsvirtio.node` or `tsvirtio.node` found in the folder of this module
 // or any folder above it. That covers the sources (kernel/native/), the transpiled
 // tree (dist/kernel/native/), a bundle in dist/bundles/, and a guest image with the
-// bundle and tsvirtio.node side by side in /app/.
+// bundle and tsvirtio.node side by side in /app/. A program started from a startup
+// snapshot (kernel/guest/startup-snapshot.ts) searches from the blob's folder instead
+// (/app/ in the guest, next to /app/tsvirtio.node).
 
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startupSnapshotBlob } from '../guest/startup-snapshot.js';
 
 /** A system call failure from the addon. */
 export interface NativeError extends Error {
@@ -124,12 +126,26 @@ export class AddonNotBuiltError extends Error {
   }
 }
 
+/**
+ * The folder of the running program's code: this module's (ESM: the sources, dist/, an
+ * ESM bundle); for a program deserialized from a startup snapshot, whose code has no file
+ * of its own, the blob's; else the script bundle's (dist/bundles/appliance.cjs, where
+ * build.mjs makes import.meta.url undefined). Read at first load, never at top level: in a
+ * snapshot __dirname is still where the snapshot was built.
+ */
+function programDir(): string {
+  const url: string | undefined = import.meta.url;
+  if (url !== undefined) return dirname(fileURLToPath(url));
+  const blob = startupSnapshotBlob();
+  return blob !== null ? dirname(blob) : __dirname;
+}
+
 /** Where the addon would be loaded from, in order (the first existing file wins). */
 export function addonCandidates(): string[] {
   const explicit = process.env['TSVIRTIO_ADDON'];
   if (explicit) return [resolve(explicit)]; // relative to the working directory
   const out: string[] = [];
-  let dir = dirname(fileURLToPath(import.meta.url));
+  let dir = programDir();
   for (;;) {
     out.push(join(dir, 'build', 'Release', 'tsvirtio.node'), join(dir, 'tsvirtio.node'));
     const up = dirname(dir);
@@ -141,15 +157,22 @@ export function addonCandidates(): string[] {
 
 let cached: TsVirtioAddon | undefined;
 
-/** Loads the addon (once). Throws AddonNotBuiltError if there is none. */
+/**
+ * Loads the addon (once, on first use: nothing loads it at module top level, so a program
+ * importing this module can be built into a startup snapshot). Throws AddonNotBuiltError
+ * if there is none.
+ */
 export function loadAddon(): TsVirtioAddon {
   if (cached) return cached;
   const candidates = addonCandidates();
   const path = candidates.find((p) => existsSync(p));
   if (path === undefined) throw new AddonNotBuiltError(candidates);
-  const require = createRequire(import.meta.url);
   try {
-    cached = require(path) as TsVirtioAddon;
+    // What require() does for a .node file, without node:module (not snapshot-safe in
+    // Node 20) or import.meta (absent in the script bundle).
+    const mod = { exports: {} };
+    process.dlopen(mod, path);
+    cached = mod.exports as TsVirtioAddon;
   } catch (err) {
     throw new Error(`native addon at ${path} failed to load (rebuild it: \`node build.mjs\`): ${(err as Error).message}`, { cause: err });
   }

@@ -1,0 +1,128 @@
+// V8 startup snapshots of guest programs (Node 20's `node --snapshot-blob BLOB
+// --build-snapshot SCRIPT`), so that the guest's node, cold under TCG, starts from a
+// deserialized heap instead of parsing, compiling and evaluating the whole program:
+//
+//   const snap = await buildStartupSnapshot({ entry: 'dist/bundles/appliance.cjs', name: 'appliance' });
+//   // in the guest: node --snapshot-blob /app/appliance.blob -- --drivers=ours ...
+//
+// The entry is one classic script (build.mjs step 5) whose main is registered with
+// startProgram() (kernel/guest/startup-snapshot.ts, which also says how arguments reach it).
+// A blob works only with the node binary that built it and the same V8 options, so the
+// cache key (.cache/snapshots/<name>-<key>.blob) covers the binary (path, size, mtime,
+// inode, first and last MiB), the options and the entry's content. Blobs are written to a
+// temporary file and renamed into place: processes building at once do not collide.
+
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileFingerprint, pruneStale, reuseCached } from './cache-files.js';
+import { ImageBuildError, cacheDir } from './debian.js';
+
+/** Bump when what goes into a blob changes in a way the key does not see. */
+const SNAPSHOT_BUILDER_VERSION = 1;
+/** Superseded blobs of the same name older than this are deleted after a build. */
+const PRUNE_AGE_MS = 30 * 60 * 1000;
+/** A safety net: building the appliance's snapshot takes about a second. */
+const BUILD_TIMEOUT_MS = 5 * 60 * 1000;
+/** Lines of node's stderr kept in an error message (from the start: the error comes first). */
+const STDERR_LINES = 40;
+
+export interface StartupSnapshotSpec {
+  /** The script to build the snapshot from: one classic script (e.g. dist/bundles/appliance.cjs). */
+  entry: string;
+  /** The node binary that builds the blob, the only one that can run it (default: process.execPath). */
+  node?: string;
+  /**
+   * Node/V8 options to build with (default none). Node refuses a blob built with other V8
+   * options than it runs with: give the same ones when running it.
+   */
+  nodeOptions?: readonly string[];
+  /** The cache folder (default .cache/snapshots). */
+  outDir?: string;
+  /** The blob is named `<name>-<key>.blob`. */
+  name: string;
+}
+
+export interface StartupSnapshot {
+  /** The blob: `node --snapshot-blob <path> -- ARGS` runs the program. */
+  path: string;
+  /** Bytes. */
+  size: number;
+  /** The cache key (16 hex digits) in the name. */
+  key: string;
+  /** True when the blob was already in the cache. */
+  cached: boolean;
+  /** Milliseconds this call took (building, or finding the blob in the cache). */
+  buildMs: number;
+}
+
+/** Builds (or finds in the cache) the startup snapshot blob of `spec.entry`. */
+export async function buildStartupSnapshot(spec: StartupSnapshotSpec): Promise<StartupSnapshot> {
+  const t0 = Date.now();
+  if (!/^[A-Za-z0-9_.-]+$/.test(spec.name)) throw new ImageBuildError('ERR_SPEC', `bad snapshot name: ${JSON.stringify(spec.name)}`);
+  const entry = resolve(spec.entry);
+  if (!existsSync(entry)) throw new ImageBuildError('ERR_SNAPSHOT_ENTRY', `startup snapshot entry not found: ${entry} (run \`node build.mjs\`)`);
+  const node = resolve(spec.node ?? process.execPath);
+  if (!existsSync(node)) throw new ImageBuildError('ERR_SNAPSHOT_NODE', `node binary not found: ${node}`);
+  const nodeOptions = [...(spec.nodeOptions ?? [])];
+
+  const h = createHash('sha256');
+  h.update(`tsvirtio-snapshot v${SNAPSHOT_BUILDER_VERSION}\n`);
+  const realNode = realpathSync(node);
+  h.update(`node ${realNode} ${fileFingerprint(realNode)}\n`);
+  h.update(`options ${JSON.stringify(nodeOptions)}\n`);
+  h.update(`entry ${fileFingerprint(entry)}\n`);
+  const key = h.digest('hex').slice(0, 16);
+  const outDir = spec.outDir ?? cacheDir('snapshots');
+  const path = join(outDir, `${spec.name}-${key}.blob`);
+
+  if (reuseCached(path)) return { path, size: statSync(path).size, key, cached: true, buildMs: Date.now() - t0 };
+
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await runBuilder(node, [...nodeOptions, '--snapshot-blob', tmp, '--build-snapshot', entry], entry);
+    if (!existsSync(tmp)) {
+      throw new ImageBuildError('ERR_SNAPSHOT_BUILD', `cannot build the startup snapshot of ${entry} with ${node}: node exited 0 but wrote no blob (did the entry call process.exit()?)`);
+    }
+    renameSync(tmp, path);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  pruneStale(outDir, spec.name, 'blob', path, PRUNE_AGE_MS);
+  return { path, size: statSync(path).size, key, cached: false, buildMs: Date.now() - t0 };
+}
+
+/** Runs node to build a blob; a failure is an ImageBuildError with node's stderr. */
+function runBuilder(node: string, args: string[], entry: string): Promise<void> {
+  // NODE_OPTIONS would go into the blob unseen by the cache key (and V8 options in it
+  // would be needed again to run the blob): the options are spec.nodeOptions only.
+  const env = { ...process.env };
+  delete env['NODE_OPTIONS'];
+  return new Promise((resolvePromise, reject) => {
+    execFile(node, args, { env, encoding: 'utf8', maxBuffer: 16 << 20, timeout: BUILD_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+      if (!err) return resolvePromise();
+      const e = err as NodeJS.ErrnoException & { code?: string | number; killed?: boolean; signal?: NodeJS.Signals | null };
+      const what = `cannot build the startup snapshot of ${entry} with ${node}`;
+      if (e.code === 'ENOENT' || e.code === 'EACCES') {
+        reject(new ImageBuildError('ERR_SNAPSHOT_NODE', `${what}: cannot run node: ${e.message}`));
+        return;
+      }
+      // A crash (SIGTRAP from a V8 check) while serializing: something the entry's top level
+      // left behind cannot go into a snapshot, e.g. the addon loaded or a handle open.
+      const how = e.killed
+        ? `killed after ${BUILD_TIMEOUT_MS / 1000} s`
+        : e.signal
+          ? `node crashed, ${e.signal}: does the entry's top level load a native addon or leave a handle, timer or socket open?`
+          : `exit ${String(e.code)}`;
+      reject(new ImageBuildError('ERR_SNAPSHOT_BUILD', `${what} (${how}):\n${stderrExcerpt(stderr)}`));
+    });
+  });
+}
+
+function stderrExcerpt(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  if (lines.length === 1 && lines[0] === '') return '(node wrote nothing to stderr)';
+  if (lines.length <= STDERR_LINES) return lines.join('\n');
+  return [...lines.slice(0, STDERR_LINES), `... (${lines.length - STDERR_LINES} more lines)`].join('\n');
+}

@@ -1,0 +1,208 @@
+// Starting programs from V8 startup snapshots (kernel/guest/startup-snapshot.ts,
+// appliance/image/snapshot.ts), on the host: a tiny probe program shows how arguments
+// reach a deserialized main, that its top level ran only while building, that built-in
+// modules and the addon load at run time (the addon from the blob's folder, as /app/ in
+// the guest); the blob cache is reused and rebuilt when the entry changes; a failing
+// entry gives node's error. Then the real guest program (dist/bundles/appliance.cjs):
+// its snapshot builds without a warning, parses its flags and gets into boot(), which on
+// a host panics (no hugepages, no virtio devices), and a bad flag reads as with the ESM
+// bundle. No timings here: see the report of the change for those.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ImageBuildError } from '../appliance/image/debian.js';
+import { buildStartupSnapshot } from '../appliance/image/snapshot.js';
+import { scriptShapedArgv, startupSnapshotBlob } from '../kernel/guest/startup-snapshot.js';
+import { findPciDevices } from '../kernel/pci/devices.js';
+import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../kernel/transport/pci-virtio-caps.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url)); // dist/tests -> repository root
+const probeScript = join(root, 'dist', 'bundles', 'snapshot-probe.cjs');
+const addon = join(root, 'build', 'Release', 'tsvirtio.node');
+const guestScript = join(root, 'dist', 'bundles', 'appliance.cjs');
+const guestEsm = join(root, 'dist', 'bundles', 'appliance.js');
+
+const work = mkdtempSync(join(tmpdir(), 'tsvirtio-snapshot-'));
+test.after.always(() => rmSync(work, { recursive: true, force: true }));
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function node(args: readonly string[], env: NodeJS.ProcessEnv = {}): Run {
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: undefined, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A copy of the probe's script bundle (build.mjs bundles it as it does the guest program). */
+function copyProbe(dest: string): void {
+  copyFileSync(probeScript, dest);
+}
+
+interface ProbeReport {
+  args: string[];
+  program: string;
+  topLevelRanWhileBuilding: boolean;
+  lazyBuiltin: string;
+  firstAddonCandidate: string;
+  pageSize: number | string;
+}
+
+function report(r: Run): ProbeReport {
+  if (r.status !== 0) throw new Error(`probe failed (status ${r.status}):\n${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout.trim()) as ProbeReport;
+}
+
+test('startupSnapshotBlob: the blob among node options, resolved; null when building or absent', (t) => {
+  t.is(startupSnapshotBlob(['--snapshot-blob', 'a.blob'], '/app'), '/app/a.blob');
+  t.is(startupSnapshotBlob(['--snapshot-blob=/x/b.blob', '--max-old-space-size=64'], '/app'), '/x/b.blob');
+  t.is(startupSnapshotBlob(['--snapshot_blob', 'c.blob'], '/'), '/c.blob');
+  t.is(startupSnapshotBlob(['--snapshot-blob', 'a.blob', '--build-snapshot'], '/app'), null);
+  t.is(startupSnapshotBlob([], '/app'), null);
+  t.is(startupSnapshotBlob(['--snapshot-blob'], '/app'), null);
+});
+
+test('scriptShapedArgv: [node, program, ...args] from what a deserialized main gets', (t) => {
+  t.deepEqual(scriptShapedArgv(['/usr/bin/node', '--drivers=ours', '--log'], '/app/a.blob'), ['/usr/bin/node', '/app/a.blob', '--drivers=ours', '--log']);
+  t.deepEqual(scriptShapedArgv(['/usr/bin/node', '/app/main.js', '--drivers=ours'], '/app/a.blob'), ['/usr/bin/node', '/app/main.js', '--drivers=ours']);
+  t.deepEqual(scriptShapedArgv(['/usr/bin/node'], '/app/a.blob'), ['/usr/bin/node', '/app/a.blob']);
+});
+
+test('a probe snapshot: arguments, lazy built-ins and the addon next to the blob; cached, rebuilt when the entry changes', async (t) => {
+  const dir = join(work, 'probe');
+  mkdirSync(dir);
+  const entry = join(dir, 'probe.cjs');
+  copyProbe(entry);
+  const outDir = join(dir, 'cache');
+  mkdirSync(outDir);
+
+  const first = await buildStartupSnapshot({ entry, outDir, name: 'probe' });
+  t.false(first.cached);
+  t.is(dirname(first.path), outDir);
+  t.regex(basename(first.path), /^probe-[0-9a-f]{16}\.blob$/);
+  t.true(first.size > 0 && existsSync(first.path));
+  const again = await buildStartupSnapshot({ entry, outDir, name: 'probe' });
+  t.true(again.cached);
+  t.is(again.path, first.path);
+  t.is(again.size, first.size);
+
+  // Flags after `--`: process.argv in script shape, the blob as the program.
+  const a = report(node(['--snapshot-blob', first.path, '--', '--alpha', '--beta=2']));
+  t.deepEqual(a.args, ['--alpha', '--beta=2']);
+  t.is(a.program, first.path);
+  t.true(a.topLevelRanWhileBuilding, 'the top level ran at build time, not again from the blob');
+  t.is(a.lazyBuiltin, 'function');
+  // No addon in the blob's folder or above (a temp dir): the clear error, searched from the blob's folder.
+  t.is(a.firstAddonCandidate, join(outDir, 'build', 'Release', 'tsvirtio.node'));
+  t.is(a.pageSize, 'native addon not built: run `npm ci` (or `node build.mjs`)');
+
+  // A script path before the flags (node ignores it: the snapshot has a main) is the program.
+  const b = report(node(['--snapshot-blob', first.path, '/app/main.js', '--alpha']));
+  t.deepEqual(b.args, ['--alpha']);
+  t.is(b.program, '/app/main.js');
+
+  // Flags right after the blob are node's own: node refuses them. Hence the `--`.
+  const c = node(['--snapshot-blob', first.path, '--alpha']);
+  t.is(c.status, 9);
+  t.regex(c.stderr, /bad option: --alpha/);
+
+  // The same script without a snapshot: the same arguments, its top level ran now.
+  const plain = report(node([entry, '--alpha', '--beta=2']));
+  t.deepEqual(plain.args, ['--alpha', '--beta=2']);
+  t.is(plain.program, entry);
+  t.false(plain.topLevelRanWhileBuilding);
+
+  // The addon next to the blob, as /app/tsvirtio.node beside /app/<name>.blob in the guest.
+  if (existsSync(addon)) {
+    copyFileSync(addon, join(outDir, 'tsvirtio.node'));
+    const withAddon = report(node(['--snapshot-blob', first.path, '--', '--x'], { TSVIRTIO_ADDON: undefined }));
+    t.is(withAddon.pageSize, 4096);
+    const explicit = report(node(['--snapshot-blob', first.path, '--'], { TSVIRTIO_ADDON: addon }));
+    t.is(explicit.firstAddonCandidate, addon);
+    t.is(explicit.pageSize, 4096);
+  }
+
+  // Another entry: another blob (the first one stays, young blobs are not pruned).
+  appendFileSync(entry, '\n// changed\n');
+  const changed = await buildStartupSnapshot({ entry, outDir, name: 'probe' });
+  t.false(changed.cached);
+  t.not(changed.path, first.path);
+  t.true(existsSync(first.path));
+  t.deepEqual(report(node(['--snapshot-blob', changed.path, '--', '--gamma'])).args, ['--gamma']);
+});
+
+test('V8 options are part of the blob: built with them, it runs only with them', async (t) => {
+  const dir = join(work, 'options');
+  mkdirSync(dir);
+  const entry = join(dir, 'probe.cjs');
+  copyProbe(entry);
+  const plain = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe' });
+  const small = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe', nodeOptions: ['--max-old-space-size=64'] });
+  t.not(small.path, plain.path);
+  t.deepEqual(report(node(['--max-old-space-size=64', '--snapshot-blob', small.path, '--', '--x'])).args, ['--x']);
+  const mismatch = node(['--snapshot-blob', small.path, '--', '--x']);
+  t.is(mismatch.status, 14);
+  t.regex(mismatch.stderr, /different V8 configurations/);
+});
+
+test('a failing entry: ImageBuildError with node\'s error', async (t) => {
+  const dir = join(work, 'failing');
+  mkdirSync(dir);
+  const entry = join(dir, 'broken.cjs');
+  writeFileSync(entry, 'throw new Error("deliberately broken entry");\n');
+  const err = await t.throwsAsync(buildStartupSnapshot({ entry, outDir: dir, name: 'broken' }), { instanceOf: ImageBuildError });
+  t.is((err as ImageBuildError).code, 'ERR_SNAPSHOT_BUILD');
+  t.true(err!.message.startsWith(`cannot build the startup snapshot of ${entry} with `), err!.message);
+  t.regex(err!.message, /\(exit 1\):\n/);
+  t.regex(err!.message, /Error: deliberately broken entry/);
+  t.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.tmp') || f.endsWith('.blob')),
+    [],
+    'no blob or temporary file left',
+  );
+
+  const missing = await t.throwsAsync(buildStartupSnapshot({ entry: join(dir, 'nope.cjs'), outDir: dir, name: 'x' }), { instanceOf: ImageBuildError });
+  t.is((missing as ImageBuildError).code, 'ERR_SNAPSHOT_ENTRY');
+  t.regex(missing!.message, /startup snapshot entry not found: .*nope\.cjs/);
+  const badName = await t.throwsAsync(buildStartupSnapshot({ entry, outDir: dir, name: 'a/b' }), { instanceOf: ImageBuildError });
+  t.is((badName as ImageBuildError).code, 'ERR_SPEC');
+});
+
+// A host with a virtio-fs PCI device of its own must not have it bound to uio by a test.
+const hostHasVirtioFs = findPciDevices(VIRTIO_PCI_VENDOR, VIRTIO_PCI_MODERN_DEVICE_BASE + 26).length > 0;
+const guestBuilt = existsSync(guestScript) && existsSync(guestEsm);
+
+(guestBuilt && !hostHasVirtioFs ? test : test.skip)('the guest program from its snapshot: flags parsed, into boot(), which panics on a host; bad flags as with the ESM bundle', async (t) => {
+  // Building prints nothing: no built-in module Node has not vetted for snapshots is loaded
+  // at top level, and nothing runs.
+  const scratch = join(work, 'guest-scratch.blob');
+  const direct = node(['--snapshot-blob', scratch, '--build-snapshot', guestScript]);
+  t.is(direct.status, 0, direct.stderr);
+  t.is(direct.stdout + direct.stderr, '');
+
+  const snap = await buildStartupSnapshot({ entry: guestScript, name: 'appliance' });
+  t.true(snap.size > 0);
+  const r = node(['--snapshot-blob', snap.path, '--', '--drivers=ours', '--log']);
+  t.regex(r.stdout, /^appliance: node started .* program loaded \d+ ms after node started, args \["--drivers=ours","--log"\]\n/, r.stdout + r.stderr);
+  const panic = /PANIC: appliance: main failed: (HugepageDmaError \[ERR_HUGEPAGE_ALLOC\]|PciError \[ERR_PCI_NO_DEVICE\]): /;
+  t.regex(r.stdout, panic, r.stdout + r.stderr);
+  t.is(r.status, 70);
+  // The ESM bundle on the same host: the same failure.
+  const esm = node([guestEsm, '--drivers=ours', '--log']);
+  t.regex(esm.stdout, panic, esm.stdout + esm.stderr);
+  t.is(r.stdout.match(panic)![1], esm.stdout.match(panic)![1]);
+
+  for (const bad of [['--bogus'], ['--drivers=theirs'], ['--port=x', '--drivers=ours']]) {
+    const fromSnapshot = node(['--snapshot-blob', snap.path, '--', ...bad]);
+    const fromEsm = node([guestEsm, ...bad]);
+    t.is(fromSnapshot.status, 2, bad.join(' '));
+    t.is(fromEsm.status, 2, bad.join(' '));
+    t.is(fromSnapshot.stdout, fromEsm.stdout, bad.join(' '));
+    t.regex(fromSnapshot.stdout, /^appliance: (unknown flag "--bogus"|--drivers: expected ours or kernel, got "theirs"|--port: expected a vsock port, got "x")\n$/);
+  }
+});
