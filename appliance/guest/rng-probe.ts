@@ -1,13 +1,15 @@
-// Guest program: proves the virtio modern PCI transport, hugepage DMA memory and uio
-// interrupts on a device QEMU emulates by itself, virtio-rng (entropy device, virtio
-// device id 4, PCI 1af4:1044; virtio 1.2, 5.4: one requestq, the device fills
-// device-writable buffers with random bytes).
+// Guest program: proves the guest transports (virtio modern PCI on q35, virtio-mmio on
+// microvm), hugepage DMA memory and uio interrupts on a device QEMU emulates by itself,
+// virtio-rng (entropy device, virtio device id 4, PCI 1af4:1044 or `virtio-rng-device`
+// on virtio-mmio; virtio 1.2, 5.4: one requestq, the device fills device-writable
+// buffers with random bytes).
 //
 // It prints `rng-probe-result: {json}` with the bytes it got and round-trip timings,
 // and exits 0 when every buffer came back filled.
 import { boot } from '../../kernel/guest/boot.js';
 import { BusyPoll, UioIntxInterrupts } from '../../kernel/guest/interrupts.js';
 import { PCI_COMMAND } from '../../kernel/pci/config-space.js';
+import { PciModernTransport } from '../../kernel/transport/pci-modern.js';
 import { setupDriverQueue } from '../../kernel/transport/queue-setup.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
 import type { VirtqueueDriver } from '../../kernel/virtqueue/driver-queue.js';
@@ -91,12 +93,14 @@ boot('rng-probe', async (ctx) => {
     for (let i = 0; i < n; i++) fn();
     return Number(process.hrtime.bigint() - s) / n;
   };
-  const cmd = t.fn.config.command();
+  const pci = t instanceof PciModernTransport ? t : null;
+  const cmd = pci?.fn.config.command() ?? 0;
   const costsNs = {
     doorbellWrite: timeNs(1000, () => t.notify(0)), // nothing new in the ring: the device finds no work
     isrRead: timeNs(1000, () => t.acknowledgeInterrupt()),
-    configCommandWrite: timeNs(1000, () => t.fn.config.write16(PCI_COMMAND, cmd)),
-    configCommandRead: timeNs(1000, () => t.fn.config.command()),
+    // PCI only: the INTx unmask uio_pci_generic needs (virtio-mmio re-arms through uio's irqcontrol).
+    configCommandWrite: pci ? timeNs(1000, () => pci.fn.config.write16(PCI_COMMAND, cmd)) : null,
+    configCommandRead: pci ? timeNs(1000, () => pci.fn.config.command()) : null,
     usedRingCheck: timeNs(100000, () => q.hasUsed()),
   };
   ctx.log(`costs (ns per call): ${JSON.stringify(costsNs)}`);
@@ -122,19 +126,21 @@ boot('rng-probe', async (ctx) => {
   }
   ctx.log(`after reset, without EVENT_IDX: ${afterReset} of 50 requests filled, status 0x${t.status().toString(16)}`);
 
-  // Phase 6: INTx with a poll window. The transport's own source stops (one watcher per
-  // fd); a second one on the same uio device polls for 20 ms after each interrupt. Round
-  // trips back to back are served by polling (few interrupts); after a pause longer than
-  // the window the source sleeps and the next round trip comes by interrupt again.
-  // Closing a uio fd clears bus mastering (uio_pci_generic's release hook), and QEMU then
-  // drops DRIVER_OK: bus mastering on again and the device initialized afresh.
-  t.interrupts?.stop();
-  t.fn.config.enableMemoryAndBusMastering();
+  // Phase 6: interrupts with a poll window. The transport's own source stops (one watcher
+  // per fd); a second one on the same uio device polls for 20 ms after each interrupt.
+  // Round trips back to back are served by polling (few interrupts); after a pause longer
+  // than the window the source sleeps and the next round trip comes by interrupt again.
+  // On PCI, closing a uio fd clears bus mastering (uio_pci_generic's release hook), and
+  // QEMU then drops DRIVER_OK: bus mastering on again and the device initialized afresh.
+  const first = t.interrupts;
+  if (!(first instanceof UioIntxInterrupts)) throw new Error(`rng-probe needs uio interrupts, got ${first?.description ?? 'none'}`);
+  first.stop();
+  pci?.fn.config.enableMemoryAndBusMastering();
   t.reset();
   t.negotiate(featureBit(VIRTIO_F_VERSION_1) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n));
   const q3 = setupDriverQueue<number>(t, 0, 'rng requestq (poll window)', 64, eventIdx);
   t.driverOk();
-  const windowed = new UioIntxInterrupts(t.fn.uio!, t.fn.config, { pollWindowMs: 20 });
+  const windowed = new UioIntxInterrupts(first.uio, pci ? pci.fn.config : null, { pollWindowMs: 20 });
   let handled = 0;
   windowed.start(
     () => t.acknowledgeInterrupt(),

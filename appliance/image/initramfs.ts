@@ -13,27 +13,21 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  closeSync,
   existsSync,
-  openSync,
   readFileSync,
-  readSync,
   readdirSync,
   realpathSync,
   renameSync,
   rmSync,
   statSync,
-  unlinkSync,
-  utimesSync,
 } from 'node:fs';
 import { basename, join, relative } from 'node:path';
+import { fileFingerprint, pruneStale, reuseCached } from './cache-files.js';
 import { CpioWriter, archivePath } from './cpio.js';
 import { ImageBuildError, cacheDir, run, type DebianKernel } from './debian.js';
 
 /** Bump when the layout this file produces changes, so cached images are rebuilt. */
 const BUILDER_VERSION = 3;
-/** Files up to this size are hashed by content for the cache key; larger ones by size and mtime. */
-const HASH_CONTENT_LIMIT = 8 << 20;
 /** Stale images of the same name older than this are deleted after a build. */
 const PRUNE_AGE_MS = 30 * 60 * 1000;
 
@@ -55,6 +49,8 @@ export interface InitramfsExecutable {
   guest?: string;
   /** Extra library folders for ldd (LD_LIBRARY_PATH), e.g. from unpacked Debian packages. */
   libraryPath?: string[];
+  /** Store it without its symbol tables (`strip`; image formats that support it). */
+  strip?: boolean;
   /** Roots to strip from library paths found under them (an unpacked package's root). */
   libraryRoots?: string[];
 }
@@ -321,39 +317,34 @@ export function mergedUsrPath(guest: string): string {
 // ---------------------------------------------------------------------------------------
 // The build
 
-type Entry =
+export type ImageEntry =
   | { kind: 'dir'; guest: string; mode: number }
-  | { kind: 'host'; guest: string; host: string; mode: number | undefined }
+  | { kind: 'host'; guest: string; host: string; mode: number | undefined; strip?: boolean }
   | { kind: 'data'; guest: string; data: Uint8Array; mode: number }
   | { kind: 'symlink'; guest: string; target: string }
   | { kind: 'chr'; guest: string; major: number; minor: number; mode: number };
-
-function fileFingerprint(path: string): string {
-  const st = statSync(path);
-  if (st.size <= HASH_CONTENT_LIMIT) return `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
-  // Large files: size, mtime and inode, plus the first and last MiB.
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)));
-    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, st.size - buf.length)));
-  } finally {
-    closeSync(fd);
-  }
-  return `stat:${st.size}:${st.mtimeMs}:${st.ino}:${h.digest('hex')}`;
-}
 
 async function busyboxApplets(busybox: string): Promise<string[]> {
   const { stdout } = await run(busybox, ['--list-full'], { hint: 'busybox-static' });
   return stdout.split('\n').map((s) => s.trim()).filter(Boolean);
 }
 
-/** Builds (or finds in the cache) an initramfs for `spec`. */
-export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImage> {
-  const t0 = Date.now();
+/** What goes into an image, resolved: one entry per guest path, the modules in load order, and the cache key. */
+export interface ImageContents {
+  entries: ReadonlyMap<string, ImageEntry>;
+  modules: ResolvedModule[];
+  /** 16 hex digits: a hash of every entry (content fingerprints for host files). */
+  key: string;
+}
+
+/**
+ * Resolves a spec (busybox applets, executables with their libraries, modules with their
+ * dependencies, files, /init) to the entries of an image, normalised to merged /usr,
+ * with a cache key. Shared by the cpio and the squashfs writers; `format` goes into the key.
+ */
+export async function collectImageContents(spec: InitramfsSpec, format: string): Promise<ImageContents> {
   if (!/^[A-Za-z0-9_.-]+$/.test(spec.name)) throw new ImageBuildError('ERR_SPEC', `bad image name: ${spec.name}`);
-  const entries: Entry[] = [];
+  const entries: ImageEntry[] = [];
 
   // Base layout.
   for (const d of ['dev', 'proc', 'sys', 'run', 'etc', 'root', 'bin', 'sbin', 'usr/bin', 'usr/sbin', 'usr/lib', 'usr/lib64']) {
@@ -379,7 +370,7 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
   // Executables and their libraries.
   for (const exe of spec.executables ?? []) {
     if (!existsSync(exe.host)) throw new ImageBuildError('ERR_SPEC', `executable not found: ${exe.host}`);
-    entries.push({ kind: 'host', guest: exe.guest ?? exe.host, host: exe.host, mode: 0o755 });
+    entries.push({ kind: 'host', guest: exe.guest ?? exe.host, host: exe.host, mode: 0o755, strip: exe.strip === true });
     for (const lib of await sharedLibraries(exe.host, exe.libraryPath)) {
       let guest = lib.host;
       for (const root of exe.libraryRoots ?? []) {
@@ -427,10 +418,10 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
   entries.push({ kind: 'data', guest: '/init', data: Buffer.from(init), mode: 0o755 });
 
   // Normalize paths (merged /usr) and drop exact duplicates; conflicting duplicates are an error.
-  const final = new Map<string, Entry>();
+  const final = new Map<string, ImageEntry>();
   for (const e of entries) {
     const guest = e.kind === 'symlink' && (e.guest === '/lib' || e.guest === '/lib64') ? e.guest : mergedUsrPath(e.guest);
-    const n = { ...e, guest } as Entry;
+    const n = { ...e, guest } as ImageEntry;
     const prev = final.get(guest);
     if (prev) {
       if (prev.kind === 'dir' && n.kind === 'dir') continue;
@@ -447,14 +438,14 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
 
   // The cache key.
   const h = createHash('sha256');
-  h.update(`tsvirtio-initramfs v${BUILDER_VERSION}\n`);
+  h.update(`tsvirtio-image v${BUILDER_VERSION} ${format}\n`);
   for (const e of final.values()) {
     switch (e.kind) {
       case 'dir':
         h.update(`d ${e.guest} ${e.mode}\n`);
         break;
       case 'host':
-        h.update(`f ${e.guest} ${e.mode ?? 'host'} ${fileFingerprint(realpathSync(e.host))} ${statSync(e.host).mode}\n`);
+        h.update(`f ${e.guest} ${e.mode ?? 'host'} ${e.strip ? 'strip ' : ''}${fileFingerprint(realpathSync(e.host))} ${statSync(e.host).mode}\n`);
         break;
       case 'data':
         h.update(`b ${e.guest} ${e.mode} ${createHash('sha256').update(e.data).digest('hex')}\n`);
@@ -467,17 +458,17 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
         break;
     }
   }
-  const key = h.digest('hex').slice(0, 16);
+  return { entries: final, modules, key: h.digest('hex').slice(0, 16) };
+}
+
+/** Builds (or finds in the cache) an initramfs for `spec`. */
+export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImage> {
+  const t0 = Date.now();
+  const { entries: final, modules, key } = await collectImageContents(spec, 'cpio');
   const outDir = spec.outDir ?? cacheDir('images');
   const path = join(outDir, `${spec.name}-${key}.cpio`);
 
-  if (existsSync(path)) {
-    const now = new Date();
-    try {
-      utimesSync(path, now, now);
-    } catch {
-      /* read-only cache: fine */
-    }
+  if (reuseCached(path)) {
     return { path, size: statSync(path).size, key, cached: true, buildMs: Date.now() - t0, modules };
   }
 
@@ -514,20 +505,6 @@ export async function buildInitramfs(spec: InitramfsSpec): Promise<InitramfsImag
     rmSync(tmp, { force: true });
     throw err;
   }
-  pruneStale(outDir, spec.name, path);
+  pruneStale(outDir, spec.name, 'cpio', path, PRUNE_AGE_MS);
   return { path, size: statSync(path).size, key, cached: false, buildMs: Date.now() - t0, modules };
-}
-
-/** Deletes older images of the same name, and leftovers of interrupted builds, not touched for PRUNE_AGE_MS, so the cache does not grow forever. */
-function pruneStale(outDir: string, name: string, keep: string): void {
-  const re = new RegExp(`^${name.replace(/[.]/g, '\\.')}-[0-9a-f]{16}\\.cpio(\\.[0-9]+\\.[0-9a-f]+\\.tmp)?$`);
-  for (const f of readdirSync(outDir)) {
-    const p = join(outDir, f);
-    if (p === keep || !re.test(f)) continue;
-    try {
-      if (Date.now() - statSync(p).mtimeMs > PRUNE_AGE_MS) unlinkSync(p);
-    } catch {
-      /* raced with another process: fine */
-    }
-  }
 }

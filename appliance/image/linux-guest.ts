@@ -3,6 +3,7 @@
 // harness (appliance/qemu/guest-shell.ts) to drive. Used to test our vsock emulator
 // against Linux's driver and as the baseline in benchmarks.
 
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fetchDebianKernel, fetchDebianPackageWithLibraries, libraryDirs } from './debian.js';
 import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
@@ -71,8 +72,10 @@ export async function buildLinuxGuest(opts: LinuxGuestOptions = {}): Promise<Gue
     init: (ctx) => linuxInit(ctx.modules),
   });
   return {
+    machine: 'q35',
     kernel: kernel.vmlinuz,
     initrd: initramfs.path,
+    imageBytes: statSync(kernel.vmlinuz).size + initramfs.size,
     append: kernelCommandLine([...BASE_KERNEL_ARGS, ...(opts.kernelArgs ?? [])]),
     kernelVersion: kernel.version,
     initramfs,

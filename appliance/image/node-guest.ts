@@ -1,30 +1,82 @@
-// The appliance guest: Debian's cloud kernel, busybox, the host's own node binary with
-// its shared libraries, uio + uio_pci_generic (and NOT virtio_pci, so the virtio devices
-// stay unbound for our TypeScript drivers), hugetlbfs at /dev/hugepages, and one
-// JavaScript file run as `node /app/main.js <args>`. When node exits the guest prints
-// `tsvirtio-exit: <status>` and powers off; the launcher turns that line into the exit
-// status.
+// The node guest: the host's own node binary with its shared libraries, busybox, and one
+// JavaScript program run as `node /app/main.js <args>` (or started from a V8 startup
+// snapshot, `node --snapshot-blob /app/main.blob -- <args>`). When node exits the
+// guest prints `tsvirtio-exit: <status>` and powers off; the launcher turns that line
+// into the exit status. Two machines (guest.ts, Machine):
+//
+//   microvm  our kernel (kernel-build.ts: uio_pdrv_genirq for the virtio-mmio devices,
+//            virtio-blk + squashfs for the root, nothing else), the root file system a
+//            squashfs image (squashfs.ts; node stripped), no initramfs, no modules;
+//   q35      Debian's cloud kernel and an initramfs with uio + uio_pci_generic (and NOT
+//            virtio_pci, so the virtio devices stay unbound for our TypeScript drivers).
+//
+// Both mount hugetlbfs at /dev/hugepages for DMA memory and reserve `hugepages` 2 MiB
+// pages on the kernel command line.
 
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { fetchDebianKernel } from './debian.js';
-import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, SKIP_TO_INIT_ARGS, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
+import {
+  BASE_KERNEL_ARGS,
+  MOUNT_SCRIPT,
+  SKIP_TO_INIT_ARGS,
+  fetchBusybox,
+  insmodScript,
+  kernelCommandLine,
+  type AnyGuestImage,
+  type GuestImage,
+  type Machine,
+  type MicrovmGuestImage,
+} from './guest.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
+import { buildGuestKernel, type KernelBuildOptions } from './kernel-build.js';
+import { buildSquashfs, type SquashfsCompression } from './squashfs.js';
 
 /** The marker line the node guest prints last: `tsvirtio-exit: <status>`. */
 export const EXIT_MARKER = 'tsvirtio-exit:';
 
 export const NODE_GUEST_MODULES: readonly string[] = ['uio', 'uio_pci_generic'];
 
+/** Where a startup snapshot goes in the guest. */
+export const GUEST_SNAPSHOT_PATH = '/app/main.blob';
+
+/**
+ * Kernel parameters of the microvm guest (our kernel has no ACPI, PCI, input devices or
+ * modules, so the q35 list's i8042 and module options do not apply):
+ * - root on the virtio-blk disk QEMU adds (the only block device: /dev/vda);
+ * - nolapic_timer: the local APIC timer's calibration waits ~100 jiffies, which took
+ *   ~210 ms of a 0.6 s boot under TCG; the PIT serves as the (one-shot capable) tick;
+ * - random.trust_cpu=on: RDRAND seeds the kernel's RNG at once (node's first
+ *   getrandom would otherwise wait for entropy: 1.2 s under TCG).
+ */
+export const MICROVM_KERNEL_ARGS: readonly string[] = [
+  'console=ttyS0',
+  'quiet',
+  'loglevel=3',
+  'panic=-1',
+  'oops=panic',
+  'no_timer_check',
+  'tsc=reliable',
+  'nolapic_timer',
+  'random.trust_cpu=on',
+  'root=/dev/vda',
+  'rootfstype=squashfs',
+  'ro',
+  'init=/init',
+];
+
 export interface NodeGuestOptions {
   /** The JavaScript file to run (e.g. an esbuild bundle); it becomes /app/main.js. */
   main: string;
+  /** A V8 startup snapshot of the program (appliance/image/snapshot.ts): run instead of main.js. */
+  snapshot?: string;
   /** Arguments for main.js (passed on the kernel command line; see initArgs). */
   args?: string[];
   /** Extra files (e.g. a native addon at /app/tsvirtio.node). */
   files?: InitramfsFile[];
-  /** 2 MiB hugepages to reserve at boot (default 32). */
+  /** 2 MiB hugepages to reserve at boot (default 32 on q35, 8 on microvm). */
   hugepages?: number;
-  /** More modules to include and load. */
+  /** q35: more modules to include and load. */
   modules?: string[];
   /** Extra kernel parameters. */
   kernelArgs?: string[];
@@ -32,12 +84,26 @@ export interface NodeGuestOptions {
   node?: string;
   /** Extra node options, e.g. ["--expose-gc"]. */
   nodeOptions?: string[];
-  /** Image name in the cache (default "node-guest"). */
+  /** Image name in the cache (default "node-guest-<main>"). */
   name?: string;
+  /** Default q35 (the microvm machine needs our kernel, built once: kernel-build.ts). */
+  machine?: Machine;
+  /** microvm: squashfs compression (default lz4). */
+  compression?: SquashfsCompression;
+  /** microvm: progress of a kernel build. */
+  kernelBuild?: KernelBuildOptions;
 }
 
-function nodeInit(modules: readonly { name: string; guest: string }[], nodeOptions: readonly string[]): string {
+export const DEFAULT_HUGEPAGES: Record<Machine, number> = { q35: 32, microvm: 8 };
+
+function nodeCommand(nodeOptions: readonly string[], snapshot: boolean): string {
   for (const o of nodeOptions) if (!/^[A-Za-z0-9_=.,:/+-]+$/.test(o)) throw new Error(`unsupported node option: ${o}`);
+  const opts = nodeOptions.join(' ');
+  // From a snapshot, arguments after `--` reach the program (node would read them as its own otherwise).
+  return snapshot ? `/usr/bin/node ${opts} --snapshot-blob ${GUEST_SNAPSHOT_PATH} -- "$@"` : `/usr/bin/node ${opts} /app/main.js "$@"`;
+}
+
+function q35Init(modules: readonly { name: string; guest: string }[], command: string): string {
   return `#!/bin/busybox sh
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
 ${SKIP_TO_INIT_ARGS}
@@ -46,31 +112,88 @@ mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 ${insmodScript(modules)}
 cd /app
-/usr/bin/node ${nodeOptions.join(' ')} /app/main.js "$@"
+${command}
 status=$?
 echo "${EXIT_MARKER} $status"
 poweroff -f
 `;
 }
 
+/**
+ * The microvm init: the kernel mounted devtmpfs on /dev already (CONFIG_DEVTMPFS_MOUNT);
+ * the root is read-only, so /tmp is a tmpfs. `reboot -f` ends QEMU (-no-reboot): with
+ * no ACPI there is no power-off.
+ */
+function microvmInit(command: string): string {
+  return `#!/bin/busybox sh
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
+${SKIP_TO_INIT_ARGS}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /dev/hugepages /dev/shm
+mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+cd /app
+${command}
+status=$?
+echo "${EXIT_MARKER} $status"
+reboot -f
+`;
+}
+
 /** Builds (or finds cached) the node guest image for one JavaScript file. */
-export async function buildNodeGuest(opts: NodeGuestOptions): Promise<GuestImage> {
+export function buildNodeGuest(opts: NodeGuestOptions & { machine: 'microvm' }): Promise<MicrovmGuestImage>;
+export function buildNodeGuest(opts: NodeGuestOptions & { machine?: 'q35' }): Promise<GuestImage>;
+export function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestImage>;
+export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestImage> {
+  const machine = opts.machine ?? 'q35';
+  const name = opts.name ?? `node-guest-${basename(opts.main).replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+  const command = nodeCommand(opts.nodeOptions ?? [], opts.snapshot !== undefined);
+  const files: InitramfsFile[] = [{ guest: '/app/main.js', host: opts.main, mode: 0o644 }, ...(opts.files ?? [])];
+  if (opts.snapshot !== undefined) files.push({ guest: GUEST_SNAPSHOT_PATH, host: opts.snapshot, mode: 0o644 });
+  const hugepages = `hugepages=${opts.hugepages ?? DEFAULT_HUGEPAGES[machine]}`;
+
+  if (machine === 'microvm') {
+    const [kernel, busybox] = await Promise.all([buildGuestKernel(opts.kernelBuild), fetchBusybox()]);
+    const squashfs = await buildSquashfs({
+      name: `${name}-microvm`,
+      busybox,
+      executables: [{ host: opts.node ?? process.execPath, guest: '/usr/bin/node', strip: true }],
+      directories: [{ guest: '/app' }, { guest: '/mnt' }],
+      files,
+      init: microvmInit(command),
+      ...(opts.compression ? { compression: opts.compression } : {}),
+    });
+    return {
+      machine,
+      kernel: kernel.vmlinux,
+      rootfs: squashfs.path,
+      append: kernelCommandLine([...MICROVM_KERNEL_ARGS, hugepages, ...(opts.kernelArgs ?? [])], opts.args ?? []),
+      kernelVersion: kernel.release,
+      imageBytes: statSync(kernel.vmlinux).size + squashfs.size,
+      squashfs,
+      guestKernel: kernel,
+    };
+  }
+
   const [kernel, busybox] = await Promise.all([fetchDebianKernel(), fetchBusybox()]);
-  const nodeOptions = opts.nodeOptions ?? [];
   const initramfs = await buildInitramfs({
-    name: opts.name ?? `node-guest-${basename(opts.main).replace(/[^A-Za-z0-9_.-]/g, '_')}`,
+    name,
     kernel,
     busybox,
     modules: [...NODE_GUEST_MODULES, ...(opts.modules ?? [])],
     executables: [{ host: opts.node ?? process.execPath, guest: '/usr/bin/node' }],
-    files: [{ guest: '/app/main.js', host: opts.main, mode: 0o644 }, ...(opts.files ?? [])],
-    init: (ctx) => nodeInit(ctx.modules, nodeOptions),
+    files,
+    init: (ctx) => q35Init(ctx.modules, command),
   });
   return {
+    machine,
     kernel: kernel.vmlinuz,
     initrd: initramfs.path,
-    append: kernelCommandLine([...BASE_KERNEL_ARGS, `hugepages=${opts.hugepages ?? 32}`, ...(opts.kernelArgs ?? [])], opts.args ?? []),
+    append: kernelCommandLine([...BASE_KERNEL_ARGS, hugepages, ...(opts.kernelArgs ?? [])], opts.args ?? []),
     kernelVersion: kernel.version,
+    imageBytes: statSync(kernel.vmlinuz).size + initramfs.size,
     initramfs,
     debianKernel: kernel,
   };

@@ -1,4 +1,15 @@
 // The QEMU launcher: one qemu-system-x86_64 process per guest, serial console on a pipe.
+// Two machines (appliance/image/guest.ts, Machine): microvm (virtio-mmio devices, our
+// kernel through its PVH entry, the root a squashfs on a read-only virtio-blk disk) and
+// q35 (PCI devices, Debian's kernel and an initramfs):
+//
+//   qemu-system-x86_64 -M microvm,acpi=off,memory-backend=mem -cpu max -m <mem> -smp <cpus>
+//     -object memory-backend-memfd,id=mem,size=<mem>,share=on
+//     -global virtio-mmio.force-legacy=false        (version 2 registers: virtio 1.2, 4.2.2)
+//     -kernel <vmlinux> -append <cmdline> -nographic -nodefaults -no-reboot -serial ...
+//     -drive id=root,file=<squashfs>,format=raw,if=none,readonly=on -device virtio-blk-device,drive=root
+//     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-device,chardev=vsock0]
+//     [-chardev socket,id=fs0,path=<S> -device vhost-user-fs-device,chardev=fs0,tag=<tag>]
 //
 //   qemu-system-x86_64 -M q35 -cpu max -m <mem> -smp <cpus>
 //     -object memory-backend-memfd,id=mem,size=<mem>,share=on -machine q35,memory-backend=mem
@@ -16,6 +27,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import type { Machine } from '../image/guest.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 export const QEMU_INSTALL_HINT = 'install it with: apt-get install -y qemu-system-x86';
@@ -31,10 +43,14 @@ export class QemuError extends Error {
 }
 
 export interface QemuOptions {
-  /** vmlinuz (for -kernel). */
+  /** The machine (default q35). */
+  machine?: Machine;
+  /** vmlinuz (q35) or a vmlinux with a PVH note (microvm), for -kernel. */
   kernel: string;
-  /** initramfs (for -initrd). */
-  initrd: string;
+  /** q35: the initramfs, for -initrd. */
+  initrd?: string;
+  /** microvm: the root file system image (read-only virtio-blk disk, /dev/vda). */
+  rootfs?: string;
   /** Kernel command line (for -append). */
   append: string;
   /** Guest RAM in MiB (default 1024). */
@@ -158,32 +174,43 @@ export function qemuArgs(opts: QemuOptions): string[] {
   const mem = opts.memoryMiB ?? 1024;
   if (!Number.isInteger(mem) || mem < 64) throw new QemuError('ERR_QEMU_OPTIONS', `memoryMiB must be an integer >= 64, got ${mem}`);
   const cpus = opts.cpus ?? 1;
-  const args = [
-    '-M', 'q35',
-    '-cpu', 'max',
-    '-m', `${mem}M`,
-    '-smp', String(cpus),
-    '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
-    '-machine', 'q35,memory-backend=mem',
-    '-kernel', opts.kernel,
-    '-initrd', opts.initrd,
-    '-append', opts.append,
-    '-nographic',
-    '-nodefaults',
-    '-no-reboot',
-    '-chardev', 'stdio,id=console,signal=off',
-    '-serial', 'chardev:console',
-  ];
+  const machine = opts.machine ?? 'q35';
+  if (machine !== 'q35' && machine !== 'microvm') throw new QemuError('ERR_QEMU_OPTIONS', `machine must be q35 or microvm, got ${JSON.stringify(machine)}`);
+  const common = ['-cpu', 'max', '-m', `${mem}M`, '-smp', String(cpus), '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`];
+  const console = ['-nographic', '-nodefaults', '-no-reboot', '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console'];
+  // Device names: the virtio-mmio ones on microvm, the PCI ones on q35.
+  const dev = machine === 'microvm' ? { vsock: 'vhost-user-vsock-device', fs: 'vhost-user-fs-device' } : { vsock: 'vhost-user-vsock-pci', fs: 'vhost-user-fs-pci' };
+  let args: string[];
+  if (machine === 'microvm') {
+    if (opts.rootfs === undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the microvm machine boots from a root file system image: rootfs is missing');
+    if (opts.initrd !== undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the microvm machine takes a rootfs, not an initrd');
+    args = [
+      // No ACPI: no tables to build or parse; the virtio-mmio devices reach the kernel as
+      // virtio_mmio.device= parameters QEMU appends to the command line.
+      '-M', 'microvm,acpi=off,memory-backend=mem',
+      ...common,
+      '-global', 'virtio-mmio.force-legacy=false',
+      '-kernel', opts.kernel,
+      '-append', opts.append,
+      ...console,
+      '-drive', `id=root,file=${driveFile(opts.rootfs)},format=raw,if=none,readonly=on`,
+      '-device', 'virtio-blk-device,drive=root',
+    ];
+  } else {
+    if (opts.initrd === undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the q35 machine boots with an initramfs: initrd is missing');
+    if (opts.rootfs !== undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the q35 machine takes an initrd, not a rootfs');
+    args = ['-M', 'q35', ...common, '-machine', 'q35,memory-backend=mem', '-kernel', opts.kernel, '-initrd', opts.initrd, '-append', opts.append, ...console];
+  }
   if (opts.vhostUserVsock) {
     const v = opts.vhostUserVsock;
     args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
-    args.push('-device', 'vhost-user-vsock-pci,chardev=vsock0');
+    args.push('-device', `${dev.vsock},chardev=vsock0`);
   }
   if (opts.virtiofs) {
     const f = opts.virtiofs;
     if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
     args.push('-chardev', `socket,id=fs0,path=${chardevPath(f.socket)}`);
-    args.push('-device', `vhost-user-fs-pci,chardev=fs0,tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
+    args.push('-device', `${dev.fs},chardev=fs0,tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
   }
   args.push(...(opts.extraArgs ?? []));
   return args;
@@ -194,11 +221,14 @@ function chardevPath(p: string): string {
   return p.replace(/,/g, ',,');
 }
 
+/** A file inside -drive: commas doubled, as in chardevPath. */
+const driveFile = chardevPath;
+
 /** Starts QEMU. Throws (QemuError) when QEMU is missing or an input file does not exist. */
 export function launchQemu(opts: QemuOptions): QemuInstance {
   const qemu = findQemu(opts.qemu);
-  for (const [what, p] of [['kernel', opts.kernel], ['initrd', opts.initrd]] as const) {
-    if (!existsSync(p)) throw new QemuError('ERR_QEMU_OPTIONS', `${what} not found: ${p}`);
+  for (const [what, p] of [['kernel', opts.kernel], ['initrd', opts.initrd], ['rootfs', opts.rootfs]] as const) {
+    if (p !== undefined && !existsSync(p)) throw new QemuError('ERR_QEMU_OPTIONS', `${what} not found: ${p}`);
   }
   for (const [what, p] of [['vhost-user-vsock socket', opts.vhostUserVsock?.socket], ['virtiofs socket', opts.virtiofs?.socket]] as const) {
     if (p !== undefined && !existsSync(p)) {

@@ -2,12 +2,12 @@
 
 import { buildLinuxGuest, type LinuxGuestOptions } from '../image/linux-guest.js';
 import { buildNodeGuest, type NodeGuestOptions } from '../image/node-guest.js';
-import type { GuestImage } from '../image/guest.js';
+import { bootOptions, type AnyGuestImage, type GuestImage } from '../image/guest.js';
 import { GuestShell } from './guest-shell.js';
 import { launchQemu, type QemuExit, type QemuInstance, type QemuOptions } from './launch.js';
 
 /** Launch options other than the image (memory, vhost-user sockets, echo, timeout...). */
-export type LaunchOptions = Omit<QemuOptions, 'kernel' | 'initrd' | 'append'>;
+export type LaunchOptions = Omit<QemuOptions, 'machine' | 'kernel' | 'initrd' | 'rootfs' | 'append'>;
 
 export interface LinuxGuest {
   image: GuestImage;
@@ -25,7 +25,7 @@ export async function startLinuxGuest(
   opts: { image?: LinuxGuestOptions; launch?: LaunchOptions; readyTimeoutMs?: number } = {},
 ): Promise<LinuxGuest> {
   const image = await buildLinuxGuest(opts.image);
-  const qemu = launchQemu({ ...opts.launch, kernel: image.kernel, initrd: image.initrd, append: image.append });
+  const qemu = launchQemu({ ...opts.launch, ...bootOptions(image) });
   try {
     const shell = await GuestShell.attach(qemu, { readyTimeoutMs: opts.readyTimeoutMs ?? 180000 });
     return { image, qemu, shell, bootMs: qemu.elapsedMs() };
@@ -36,21 +36,21 @@ export async function startLinuxGuest(
 }
 
 export interface NodeGuestRun {
-  image: GuestImage;
+  image: AnyGuestImage;
   qemu: QemuInstance;
 }
 
 /** Builds (cached) and boots the node guest; `qemu.exited` gives node's exit status. */
 export async function startNodeGuest(opts: NodeGuestOptions & { launch?: LaunchOptions }): Promise<NodeGuestRun> {
   const image = await buildNodeGuest(opts);
-  const qemu = launchQemu({ ...opts.launch, kernel: image.kernel, initrd: image.initrd, append: image.append });
+  const qemu = launchQemu({ ...opts.launch, ...bootOptions(image) });
   return { image, qemu };
 }
 
 /** Boots the node guest, waits for it to finish and returns the exit and the console output. */
 export async function runNodeGuest(
   opts: NodeGuestOptions & { launch?: LaunchOptions },
-): Promise<{ image: GuestImage; exit: QemuExit; console: string }> {
+): Promise<{ image: AnyGuestImage; exit: QemuExit; console: string }> {
   const { image, qemu } = await startNodeGuest(opts);
   try {
     const exit = await qemu.exited;

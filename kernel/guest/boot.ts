@@ -3,16 +3,20 @@
 //   1. panic handlers: an uncaught error or rejection prints "PANIC: ..." and exits
 //      non-zero (after resetting the devices, so none keeps writing into memory);
 //   2. DMA memory: hugepages with physical addresses;
-//   3. devices on request: find by virtio device id, bind to uio_pci_generic, open the
-//      modern PCI transport with uio INTx interrupts (or busy polling);
+//   3. devices on request: find by virtio device id on whichever bus the machine has
+//      (virtio-mmio platform devices on microvm: bind to uio_pdrv_genirq, open the
+//      virtio-mmio transport; PCI on q35: bind to uio_pci_generic, open the modern PCI
+//      transport), with uio interrupts (or busy polling);
 //   4. the appliance's main; its return value is the exit status;
 //   5. close the transports (device reset, bus mastering off), release DMA memory, exit.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { claimVirtioMmioDevice, isVirtioMmioDeviceName } from '../platform/index.js';
 import { findPciDevices, pciIdString } from '../pci/devices.js';
 import { PciError } from '../pci/errors.js';
 import type { InterruptSource } from '../pci/interrupt-source.js';
 import { PciFunction } from '../pci/pci-function.js';
 import { bindToUioPciGeneric } from '../pci/uio-bind.js';
+import { MmioTransport } from '../transport/mmio.js';
 import { PciModernTransport } from '../transport/pci-modern.js';
 import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../transport/pci-virtio-caps.js';
 import { type HugepageDma, allocateHugepageDma } from './hugepage-dma.js';
@@ -32,13 +36,26 @@ export interface OpenDeviceOptions {
   pollWindowMs?: number;
 }
 
+/** A device's transport in the guest: virtio-mmio (microvm) or modern PCI (q35). */
+export type GuestTransport = MmioTransport | PciModernTransport;
+
+/** Which bus the guest's virtio devices sit on: virtio-mmio platform devices when there are any, else PCI. */
+export function virtioBus(sysfsRoot = '/sys'): 'mmio' | 'pci' {
+  const dir = `${sysfsRoot}/bus/platform/devices`;
+  return existsSync(dir) && readdirSync(dir).some(isVirtioMmioDeviceName) ? 'mmio' : 'pci';
+}
+
 export interface BootContext {
   /** DMA memory shared by every device opened here. */
   readonly dma: HugepageDma;
   /** Arguments after the program name (from the kernel command line). */
   readonly args: readonly string[];
-  /** Binds the `index`th modern virtio PCI device with this virtio device id and opens its transport. */
-  openVirtioDevice(virtioDeviceId: number, opts?: OpenDeviceOptions): PciModernTransport;
+  /**
+   * Binds the `index`th virtio device with this virtio device id to uio and opens its
+   * transport (virtio-mmio on microvm, modern PCI on q35). Drivers take either as a
+   * VirtioTransport.
+   */
+  openVirtioDevice(virtioDeviceId: number, opts?: OpenDeviceOptions): GuestTransport;
   /** A line on the serial console, prefixed with the appliance name. */
   log(message: string): void;
 }
@@ -67,7 +84,9 @@ function describeError(e: unknown): string {
  * Never returns normally: the process exits.
  */
 export function boot(name: string, main: (ctx: BootContext) => Promise<number | void> | number | void, opts: BootOptions = {}): void {
-  const transports: PciModernTransport[] = [];
+  const transports: GuestTransport[] = [];
+  /** PCI addresses and platform device names of the open devices: one transport per device. */
+  const opened = new Set<string>();
   let dma: HugepageDma | null = null;
   const log = (m: string): void => {
     process.stdout.write(`${name}: ${m}\n`);
@@ -114,21 +133,35 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
       args: process.argv.slice(2),
       log,
       openVirtioDevice(virtioDeviceId, o = {}) {
+        const mode = o.interrupts ?? 'uio';
+        if (virtioBus() === 'mmio') {
+          const dev = claimVirtioMmioDevice(virtioDeviceId, { index: o.index ?? 0 });
+          if (opened.has(dev.device.name)) {
+            dev.window.close?.();
+            throw new PciError('ERR_PCI_BIND', `${dev.name} is already open: one transport per device`);
+          }
+          const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(dev.uio, null, { pollWindowMs: o.pollWindowMs }) : mode === 'poll' ? new BusyPoll() : null;
+          const t = MmioTransport.open({ window: dev.window, dma: dmaRef.arena, interrupts, name: dev.name });
+          transports.push(t);
+          opened.add(dev.device.name);
+          log(`${dev.device.name} ${dev.name} -> ${dev.uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'} (${performance.now().toFixed(0)} ms after node started)`);
+          return t;
+        }
         const pciId = VIRTIO_PCI_MODERN_DEVICE_BASE + virtioDeviceId;
         const found = findPciDevices(VIRTIO_PCI_VENDOR, pciId);
         const info = found[o.index ?? 0];
         if (info === undefined) {
           throw new PciError('ERR_PCI_NO_DEVICE', `no virtio device ${virtioDeviceId} (PCI ${pciIdString(VIRTIO_PCI_VENDOR, pciId)}) #${o.index ?? 0}: ${found.length} found`);
         }
-        if (transports.some((x) => x.fn.address === info.address)) {
+        if (opened.has(info.address)) {
           throw new PciError('ERR_PCI_BIND', `${info.address} is already open: one transport per device`);
         }
         const uio = bindToUioPciGeneric(info);
         const fn = new PciFunction(info, uio);
-        const mode = o.interrupts ?? 'uio';
         const interrupts: InterruptSource | null = mode === 'uio' ? new UioIntxInterrupts(uio, fn.config, { pollWindowMs: o.pollWindowMs }) : mode === 'poll' ? new BusyPoll() : null;
         const t = PciModernTransport.open(fn, { dma: dmaRef.arena, interrupts });
         transports.push(t);
+        opened.add(info.address);
         log(`${info.address} ${pciIdString(info.vendorId, info.deviceId)} -> ${uio.devPath}, virtio device ${t.deviceId}, interrupts: ${interrupts?.description ?? 'none'} (${performance.now().toFixed(0)} ms after node started)`);
         return t;
       },
