@@ -6,22 +6,32 @@
 // is stopped on the way out (exit 0), on a guest crash (exit 1) and when a part fails
 // to start (exit 1, naming the part). Bad flags: exit 2.
 import { resolve } from 'node:path';
-import { DEFAULT_SITE, type RunningAppliance, StartError, startAppliance } from './run/appliance.js';
+import type { Machine } from './image/guest.js';
+import { DEFAULT_MACHINE, DEFAULT_MEMORY_MIB, DEFAULT_SITE, type RunningAppliance, StartError, startAppliance } from './run/appliance.js';
 
-export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--memory MiB] [--drivers ours|kernel] [--console] [--help]
+export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--console] [--help]
 
   --port N        host TCP port of the website (default 8080); ping-pong on N+1
   --site DIR      folder served (default appliance/site)
-  --memory MiB    guest RAM (default 1024, at least 256)
-  --drivers D     ours (default: our TypeScript drivers) or kernel (Linux's own)
+  --machine M     microvm (default: our kernel, virtio-mmio devices, boots in about
+                  2 s) or q35 (PCI devices, Debian's kernel: for PCI-only setups)
+  --memory MiB    guest RAM (default 128 on microvm, 1024 on q35); less than the
+                  image needs is refused before the launch, with what it needs
+  --drivers D     ours (default: our TypeScript drivers) or kernel (Linux's own;
+                  q35 only)
   --console       copy the guest's serial console to stderr
   --help          this text
 `;
 
+/** QEMU's own floor; the image's real need is checked once it is built (run/guest-memory.ts). */
+export const MIN_MEMORY_MIB = 64;
+
 export interface MainArgs {
   port: number;
   site: string;
-  memoryMiB: number;
+  machine: Machine;
+  /** null: the machine's default. */
+  memoryMiB: number | null;
   drivers: 'ours' | 'kernel';
   console: boolean;
   help: boolean;
@@ -30,7 +40,8 @@ export interface MainArgs {
 export class UsageError extends Error {}
 
 export function parseMainArgs(argv: readonly string[]): MainArgs {
-  const a: MainArgs = { port: 8080, site: DEFAULT_SITE, memoryMiB: 1024, drivers: 'ours', console: false, help: false };
+  const a: MainArgs = { port: 8080, site: DEFAULT_SITE, machine: DEFAULT_MACHINE, memoryMiB: null, drivers: 'ours', console: false, help: false };
+  let machineGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
@@ -56,8 +67,15 @@ export function parseMainArgs(argv: readonly string[]): MainArgs {
       }
       case '--memory': {
         const v = value();
-        if (!/^\d{1,6}$/.test(v) || Number(v) < 256) throw new UsageError(`--memory: expected MiB, at least 256, got ${JSON.stringify(v)}`);
+        if (!/^\d{1,6}$/.test(v) || Number(v) < MIN_MEMORY_MIB) throw new UsageError(`--memory: expected MiB, at least ${MIN_MEMORY_MIB}, got ${JSON.stringify(v)}`);
         a.memoryMiB = Number(v);
+        break;
+      }
+      case '--machine': {
+        const v = value();
+        if (v !== 'microvm' && v !== 'q35') throw new UsageError(`--machine: expected microvm or q35, got ${JSON.stringify(v)}`);
+        a.machine = v;
+        machineGiven = true;
         break;
       }
       case '--drivers': {
@@ -76,6 +94,11 @@ export function parseMainArgs(argv: readonly string[]): MainArgs {
       default:
         throw new UsageError(`unknown flag ${JSON.stringify(arg)}`);
     }
+  }
+  // Linux's own vsock and virtiofs drivers exist only in the q35 image (Debian's kernel).
+  if (a.drivers === 'kernel') {
+    if (machineGiven && a.machine !== 'q35') throw new UsageError('--drivers kernel runs on --machine q35 only (our microvm kernel has no vsock or virtiofs driver)');
+    a.machine = 'q35';
   }
   return a;
 }
@@ -114,7 +137,8 @@ async function main(): Promise<number> {
   const starting = startAppliance({
     port: args.port,
     site: args.site,
-    memoryMiB: args.memoryMiB,
+    machine: args.machine,
+    memoryMiB: args.memoryMiB ?? DEFAULT_MEMORY_MIB[args.machine],
     drivers: args.drivers,
     echoConsole: args.console,
     progress: say,

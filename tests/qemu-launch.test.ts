@@ -45,10 +45,11 @@ test('launch refuses missing files and back-end sockets before starting QEMU', (
   });
 });
 
-test('init arguments go after a sentinel; spaces are quoted; quotes are refused', (t) => {
+test('init arguments are numbered kernel parameters; spaces are quoted; quotes are refused', (t) => {
   t.is(initArgs([]), '');
-  t.is(initArgs(['--port=5000', 'two words']), '-- --tsvirtio-args --port=5000 "two words"');
+  t.is(initArgs(['--port=5000', 'two words', '']), 'TSVIRTIO_ARG_0=--port=5000 TSVIRTIO_ARG_1="two words" TSVIRTIO_ARG_2=""');
   t.throws(() => initArgs(['a"b']));
-  t.is(kernelCommandLine(['console=ttyS0'], ['x']), 'console=ttyS0 -- --tsvirtio-args x');
+  t.throws(() => initArgs(Array.from({ length: 25 }, () => 'x')), { message: /at most 24/ });
+  t.is(kernelCommandLine(['console=ttyS0'], ['x']), 'console=ttyS0 TSVIRTIO_ARG_0=x');
   t.throws(() => kernelCommandLine(['x'.repeat(3000)]), { message: /too long/ });
 });

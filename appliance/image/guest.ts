@@ -93,27 +93,40 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
   'random.trust_cpu=on',
 ];
 
-/** Marks where the caller's arguments start in init's argv (see initArgs). */
-export const INIT_ARGS_SENTINEL = '--tsvirtio-args';
-
-/** Shell lines that drop init's arguments up to and including INIT_ARGS_SENTINEL. */
-export const SKIP_TO_INIT_ARGS = `while [ $# -gt 0 ] && [ "$1" != "${INIT_ARGS_SENTINEL}" ]; do shift; done
-[ $# -gt 0 ] && shift`;
+/** The kernel parameters that carry the program's arguments to /init: TSVIRTIO_ARG_0, _1, ... */
+export const INIT_ARG_PREFIX = 'TSVIRTIO_ARG_';
+/** The kernel hands init at most 32 environment variables (MAX_INIT_ENVS), two of them its own. */
+export const MAX_INIT_ARGS = 24;
 
 /**
- * Arguments for the guest's /init, appended after "-- --tsvirtio-args" (the kernel hands
- * everything after "--" to init as argv, but also any parameter it does not know, so
- * init skips to the sentinel). The kernel command line has no escaping: an argument may hold
- * spaces (it is then double-quoted) but no double quote, newline or NUL, and the whole
- * line must stay under 2048 bytes.
+ * Shell lines for /init that turn TSVIRTIO_ARG_0, _1, ... back into "$@" (in order, empty
+ * ones kept) and remove them from the environment.
+ */
+export const COLLECT_INIT_ARGS = [
+  'set --',
+  'i=0',
+  `while eval "[ -n \\"\\\${${INIT_ARG_PREFIX}$i+x}\\" ]"; do`,
+  `  eval "set -- \\"\\$@\\" \\"\\$${INIT_ARG_PREFIX}$i\\"; unset ${INIT_ARG_PREFIX}$i"`,
+  '  i=$((i + 1))',
+  'done',
+].join('\n');
+
+/**
+ * The program's arguments as kernel parameters, one environment variable of /init each
+ * (an unknown `NAME=value` parameter without a dot becomes one). Not "--" and argv: on
+ * microvm QEMU appends the virtio_mmio.device= parameters to the end of the command line,
+ * where everything after "--" would hide them from the kernel. The kernel command line
+ * has no escaping: an argument may hold spaces (it is then double-quoted) but no double
+ * quote, newline or NUL, and the whole line must stay under 2048 bytes.
  */
 export function initArgs(args: readonly string[]): string {
-  if (args.length === 0) return '';
-  const parts = args.map((a) => {
-    if (/["\n\r\0]/.test(a)) throw new ImageBuildError('ERR_SPEC', `argument cannot be passed on the kernel command line: ${JSON.stringify(a)}`);
-    return a === '' || /\s/.test(a) ? `"${a}"` : a;
-  });
-  return `-- ${INIT_ARGS_SENTINEL} ${parts.join(' ')}`;
+  if (args.length > MAX_INIT_ARGS) throw new ImageBuildError('ERR_SPEC', `${args.length} arguments cannot be passed on the kernel command line (at most ${MAX_INIT_ARGS})`);
+  return args
+    .map((a, i) => {
+      if (/["\n\r\0]/.test(a)) throw new ImageBuildError('ERR_SPEC', `argument cannot be passed on the kernel command line: ${JSON.stringify(a)}`);
+      return `${INIT_ARG_PREFIX}${i}=${a === '' || /\s/.test(a) ? `"${a}"` : a}`;
+    })
+    .join(' ');
 }
 
 /** Joins kernel parameters and checks the x86 command line limit (2048 bytes with the NUL). */

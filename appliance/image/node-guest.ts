@@ -19,7 +19,7 @@ import { fetchDebianKernel } from './debian.js';
 import {
   BASE_KERNEL_ARGS,
   MOUNT_SCRIPT,
-  SKIP_TO_INIT_ARGS,
+  COLLECT_INIT_ARGS,
   fetchBusybox,
   insmodScript,
   kernelCommandLine,
@@ -31,6 +31,9 @@ import {
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
 import { buildGuestKernel, type KernelBuildOptions } from './kernel-build.js';
 import { buildSquashfs, type SquashfsCompression } from './squashfs.js';
+
+/** Boot stage lines (kernel/guest/boot.ts prints the later ones): `tsvirtio-stage: <name> <seconds since the kernel started>`. */
+export const STAGE_MARKER = 'tsvirtio-stage:';
 
 /** The marker line the node guest prints last: `tsvirtio-exit: <status>`. */
 export const EXIT_MARKER = 'tsvirtio-exit:';
@@ -52,7 +55,8 @@ export const GUEST_SNAPSHOT_PATH = '/app/main.blob';
 export const MICROVM_KERNEL_ARGS: readonly string[] = [
   'console=ttyS0',
   'quiet',
-  'loglevel=3',
+  // Errors reach the console (the OOM killer's "Out of memory: Killed process" is one).
+  'loglevel=4',
   'panic=-1',
   'oops=panic',
   'no_timer_check',
@@ -106,8 +110,10 @@ function nodeCommand(nodeOptions: readonly string[], snapshot: boolean): string 
 function q35Init(modules: readonly { name: string; guest: string }[], command: string): string {
   return `#!/bin/busybox sh
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
-${SKIP_TO_INIT_ARGS}
+${COLLECT_INIT_ARGS}
 ${MOUNT_SCRIPT}
+read up _ < /proc/uptime
+echo "${STAGE_MARKER} init $up"
 mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 ${insmodScript(modules)}
@@ -127,8 +133,10 @@ poweroff -f
 function microvmInit(command: string): string {
   return `#!/bin/busybox sh
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
-${SKIP_TO_INIT_ARGS}
+${COLLECT_INIT_ARGS}
 mount -t proc proc /proc
+read up _ < /proc/uptime
+echo "${STAGE_MARKER} init $up"
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /dev/hugepages /dev/shm

@@ -12,8 +12,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDaemon, type RunningDaemon } from '../../drivers/virtio-vsock/daemon/daemon.js';
+import { bootOptions, type AnyGuestImage, type Machine } from '../image/guest.js';
 import { buildNodeGuest } from '../image/node-guest.js';
+import { buildStartupSnapshot } from '../image/snapshot.js';
+import type { SquashfsCompression } from '../image/squashfs.js';
 import { type QemuExit, type QemuInstance, findQemu, launchQemu } from '../qemu/launch.js';
+import { BootTimeline } from './boot-stages.js';
+import { memoryNeed, type MemoryNeed, outOfMemoryIn } from './guest-memory.js';
 
 /**
  * The guest's node keeps its JIT. Under TCG freshly generated machine code has to be
@@ -28,6 +33,8 @@ export const GUEST_NODE_OPTIONS: readonly string[] = [];
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const GUEST_BUNDLE = join(ROOT, 'dist', 'bundles', 'appliance.js');
+/** The same program as one script, for the V8 startup snapshot (build.mjs). */
+export const GUEST_SNAPSHOT_ENTRY = join(ROOT, 'dist', 'bundles', 'appliance.cjs');
 export const ADDON = join(ROOT, 'build', 'Release', 'tsvirtio.node');
 export const VIRTIOFSD = process.env['TSVIRTIO_VIRTIOFSD'] ?? '/usr/lib/qemu/virtiofsd';
 export const DEFAULT_SITE = join(ROOT, 'appliance', 'site');
@@ -36,6 +43,16 @@ export const GUEST_WEB_PORT = 80;
 export const GUEST_PINGPONG_PORT = 5000;
 export const READY_MARKER = 'appliance-ready:';
 export const KERNEL_DRIVER_MODULES = ['virtio_pci', 'vmw_vsock_virtio_transport', 'virtiofs'];
+
+/** The default machine: microvm (our kernel, virtio-mmio), in 128 MiB. */
+export const DEFAULT_MACHINE: Machine = 'microvm';
+export const DEFAULT_MEMORY_MIB: Record<Machine, number> = { microvm: 128, q35: 1024 };
+/**
+ * DMA memory of the guest program with our drivers (2 MiB hugepages, reserved at boot):
+ * the drivers take ~12 MiB, the file cache what is left (guest-entry.ts fileCacheBudget).
+ * In 128 MiB the microvm guest keeps 20 MiB of it; q35 (1 GiB) keeps today's 48 MiB.
+ */
+export const DMA_PAGES: Record<Machine, number> = { microvm: 10, q35: 24 };
 
 export type Part = 'site' | 'image' | 'virtiofsd' | 'daemon' | 'qemu' | 'guest';
 
@@ -55,6 +72,9 @@ export interface ApplianceOptions {
   /** Host TCP port forwarded to the ping-pong service (default port + 1; 0: any). */
   pingPongPort?: number;
   site?: string;
+  /** Default microvm; q35 for PCI (and for --drivers kernel: our kernel has no vsock or virtiofs driver). */
+  machine?: Machine;
+  /** Guest RAM (default DEFAULT_MEMORY_MIB of the machine); too little for the image is refused before the launch. */
   memoryMiB?: number;
   drivers?: 'ours' | 'kernel';
   txMode?: 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
@@ -72,6 +92,12 @@ export interface ApplianceOptions {
   nodeOptions?: string[];
   /** Guest vCPUs (default 1). */
   cpus?: number;
+  /** Start the guest program from a V8 startup snapshot (default true). */
+  snapshot?: boolean;
+  /** microvm: root file system compression (default lz4). */
+  compression?: SquashfsCompression;
+  /** Called with each boot stage as it is seen (the timeline so far). */
+  onStage?: (point: string, timeline: BootTimeline) => void;
 }
 
 export interface RunningAppliance {
@@ -88,6 +114,11 @@ export interface RunningAppliance {
   readonly crashed: Promise<string>;
   readonly bootMs: number;
   readonly imageMs: number;
+  readonly machine: Machine;
+  readonly memoryMiB: number;
+  readonly image: AnyGuestImage;
+  /** Launch to first response, stage by stage. */
+  readonly timeline: BootTimeline;
   stop(): Promise<void>;
 }
 
@@ -133,7 +164,11 @@ export function httpStatus(port: number, path = '/', timeoutMs = 30_000): Promis
   });
 }
 
-function describeExit(e: QemuExit, consoleTail: string): string {
+function describeExit(e: QemuExit, consoleTail: string, fullConsole = '', memory?: { memoryMiB: number; need: MemoryNeed }): string {
+  const oom = outOfMemoryIn(fullConsole);
+  if (oom !== null && memory) {
+    return `the guest ran out of memory (${oom}) with ${memory.memoryMiB} MiB: this image needs about ${memory.need.mib} MiB (${memory.need.breakdown}); give it more with --memory; last console lines:\n${consoleTail}`;
+  }
   if (e.kernelPanic) return `the guest kernel panicked; last console lines:\n${consoleTail}`;
   if (e.guestStatus !== null) return `the guest program exited with status ${e.guestStatus}; last console lines:\n${consoleTail}`;
   return `QEMU exited (code ${e.qemuCode}, signal ${e.signal})${e.stderr.trim() ? `: ${e.stderr.trim()}` : ''}; last console lines:\n${consoleTail}`;
@@ -145,7 +180,12 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
   const progress = opts.progress ?? (() => {});
   const drivers = opts.drivers ?? 'ours';
   const site = resolve(opts.site ?? DEFAULT_SITE);
-  const memoryMiB = opts.memoryMiB ?? 1024;
+  const machine = opts.machine ?? DEFAULT_MACHINE;
+  const memoryMiB = opts.memoryMiB ?? DEFAULT_MEMORY_MIB[machine];
+  const useSnapshot = opts.snapshot ?? true;
+  if (machine === 'microvm' && drivers === 'kernel') {
+    throw new StartError('image', 'the Linux kernel drivers (--drivers kernel) run on the q35 machine only: our microvm kernel has no vsock or virtiofs driver (add --machine q35)');
+  }
   const bootTimeoutMs = opts.bootTimeoutMs ?? 5 * 60_000;
 
   // Checks that need nothing started.
@@ -157,6 +197,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     throw new StartError('qemu', `${(e as Error).message} (or run npm run setup)`);
   }
   if (!existsSync(GUEST_BUNDLE)) throw new StartError('image', `guest bundle ${GUEST_BUNDLE} is missing: run node build.mjs`);
+  if (useSnapshot && !existsSync(GUEST_SNAPSHOT_ENTRY)) throw new StartError('image', `guest bundle ${GUEST_SNAPSHOT_ENTRY} is missing: run node build.mjs`);
   if (!existsSync(ADDON)) throw new StartError('image', `native addon ${ADDON} is missing: run node build.mjs`);
 
   const stops: Array<() => Promise<void>> = [];
@@ -175,25 +216,40 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
   try {
     const t0 = performance.now();
     progress('building image…');
+    const dmaPages = drivers === 'kernel' ? 1 : DMA_PAGES[machine];
+    const hugepages = drivers === 'kernel' ? 2 : dmaPages;
     const guestArgs = [`--drivers=${drivers}`, `--port=${GUEST_WEB_PORT}`, `--pingpong-port=${GUEST_PINGPONG_PORT}`, '--tag=site'];
+    if (drivers === 'ours') guestArgs.push(`--dma-pages=${dmaPages}`);
     if (drivers === 'ours' && opts.txMode) guestArgs.push(`--tx-mode=${opts.txMode}`);
     guestArgs.push(...(opts.guestArgs ?? []));
-    let image;
+    const nodeOptions = opts.nodeOptions ?? [...GUEST_NODE_OPTIONS];
+    let image: AnyGuestImage;
     try {
+      // The snapshot holds the node options it was built with: the guest's node must get the same.
+      const snapshot = useSnapshot ? await buildStartupSnapshot({ entry: GUEST_SNAPSHOT_ENTRY, name: 'appliance', nodeOptions }) : undefined;
       image = await buildNodeGuest({
+        machine,
         main: GUEST_BUNDLE,
+        ...(snapshot ? { snapshot: snapshot.path } : {}),
         name: drivers === 'kernel' ? 'appliance-kernel' : 'appliance',
         args: guestArgs,
         files: [{ guest: '/app/tsvirtio.node', host: ADDON }],
-        hugepages: drivers === 'kernel' ? 2 : 32,
+        hugepages,
         modules: drivers === 'kernel' ? KERNEL_DRIVER_MODULES : [],
-        nodeOptions: opts.nodeOptions ?? [...GUEST_NODE_OPTIONS],
+        nodeOptions,
+        ...(opts.compression ? { compression: opts.compression } : {}),
+        kernelBuild: { progress },
       });
     } catch (e) {
       throw new StartError('image', (e as Error).message);
     }
     const imageMs = performance.now() - t0;
-    progress(`image ready (${image.initramfs.cached ? 'cached' : 'built'}, ${(image.initramfs.size / 1e6).toFixed(0)} MB) in ${since(t0)}`);
+    const cached = image.machine === 'q35' ? image.initramfs.cached : image.squashfs.cached && image.guestKernel.cached;
+    progress(`image ready (${machine}, ${cached ? 'cached' : 'built'}, ${(image.imageBytes / 1e6).toFixed(1)} MB) in ${since(t0)}`);
+    const need = memoryNeed(image, hugepages);
+    if (memoryMiB < need.mib) {
+      throw new StartError('guest', `--memory ${memoryMiB} is too little for this image: it needs at least ${need.mib} MiB (${need.breakdown})`);
+    }
 
     const socketDir = mkdtempSync(join(tmpdir(), 'tsv-app-'));
     stops.push(async () => rmSync(socketDir, { recursive: true, force: true }));
@@ -212,6 +268,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     const virtiofsdPid = virtiofsd.pid!;
 
     // The vsock daemon, in this process.
+    const frontEnd: { timeline: BootTimeline | null } = { timeline: null };
     const vsockSocket = join(socketDir, 'vsock.sock');
     const hybridSocket = join(socketDir, 'vsock.uds');
     let daemon: RunningDaemon;
@@ -224,7 +281,16 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
             { listenHost: '127.0.0.1', listenPort: opts.pingPongPort ?? (opts.port === 0 ? 0 : opts.port + 1), guestCid: GUEST_CID, guestPort: GUEST_PINGPONG_PORT },
           ],
         },
-        { log: opts.daemonLog ?? (() => {}) },
+        {
+          log: opts.daemonLog ?? (() => {}),
+          // QEMU connects to the vhost-user socket once it has built the machine, before the firmware runs.
+          onFrontEnd: (_cid, event) => {
+            if (event === 'connected' && frontEnd.timeline) {
+              frontEnd.timeline.markHost('front-end-connected');
+              opts.onStage?.('front-end-connected', frontEnd.timeline);
+            }
+          },
+        },
       );
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
@@ -236,14 +302,21 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
 
     // QEMU.
     const tBoot = performance.now();
-    progress('booting…');
+    progress(`booting (${machine}, ${memoryMiB} MiB)…`);
+    const timeline = new BootTimeline(tBoot);
+    frontEnd.timeline = timeline;
+    const stage = (point: string): void => opts.onStage?.(point, timeline);
     let qemu: QemuInstance;
     try {
       qemu = launchQemu({
-        kernel: image.kernel,
-        initrd: image.initrd,
-        append: image.append,
+        ...bootOptions(image),
         memoryMiB,
+        onLine: (line) => {
+          if (timeline.onConsoleLine(line)) {
+            const name = /tsvirtio-stage: (\S+)/.exec(line)![1]!;
+            stage(name);
+          }
+        },
         cpus: opts.cpus,
         vhostUserVsock: { socket: vsockSocket },
         virtiofs: { socket: fsSocket, tag: 'site' },
@@ -260,7 +333,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     } catch (e) {
       if (!qemu.running) {
         const exit = await qemu.exited;
-        throw new StartError('guest', describeExit(exit, tail(qemu.console())));
+        throw new StartError('guest', describeExit(exit, tail(qemu.console()), qemu.console(), { memoryMiB, need }));
       }
       throw new StartError('guest', `${(e as Error).message.split('\n')[0]}; last console lines:\n${tail(qemu.console())}`);
     }
@@ -269,7 +342,11 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     for (let attempt = 1; ; attempt++) {
       try {
         const status = await httpStatus(webPort);
-        if (status === 200 || status === 404) break;
+        if (status === 200 || status === 404) {
+          timeline.markHost('first-response');
+          stage('first-response');
+          break;
+        }
         throw new Error(`GET / answered ${status}`);
       } catch (e) {
         if (attempt >= 5 || !qemu.running) throw new StartError('guest', `the webserver does not answer through 127.0.0.1:${webPort}: ${(e as Error).message}`);
@@ -281,7 +358,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
 
     const crashed = new Promise<string>((resolvePromise) => {
       void qemu.exited.then((exit) => {
-        if (!stopping) resolvePromise(describeExit(exit, tail(qemu.console())));
+        if (!stopping) resolvePromise(describeExit(exit, tail(qemu.console()), qemu.console(), { memoryMiB, need }));
       });
       virtiofsd.once('exit', (code, signal) => {
         if (!stopping) resolvePromise(`virtiofsd (pid ${virtiofsdPid}) exited (${code ?? signal}): ${virtiofsdErr.trim() || '(no output)'}`);
@@ -301,6 +378,10 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
       crashed,
       bootMs,
       imageMs,
+      machine,
+      memoryMiB,
+      image,
+      timeline,
       stop: stopAll,
     };
   } catch (e) {

@@ -1,8 +1,8 @@
 // The guest program of `npm start` and of the appliance benchmark (bundled to
 // dist/bundles/appliance.js, booted as /app/main.js). The same webserver and ping-pong
 // code on one of two stacks:
-//   --drivers=ours    our TypeScript vsock + virtio-fs drivers on the PCI transport
-//                     (one DMA arena: file bytes read by FUSE_READ go out as vsock
+//   --drivers=ours    our TypeScript vsock + virtio-fs drivers on the virtio-mmio
+//                     (microvm) or PCI (q35) transport (one DMA arena: file bytes read by FUSE_READ go out as vsock
 //                     transmit descriptors), with --tx-mode=auto|two-copy|single-copy|zero-copy;
 //   --drivers=kernel  the Linux kernel's own drivers: AF_VSOCK sockets through the addon
 //                     and the virtiofs share mounted at /mnt, read with node:fs.
@@ -10,7 +10,8 @@
 // (default 5000), --tag=TAG (virtiofs tag, default site), --no-cache, --log,
 // --profile-port=N (CPU profiles on demand, profile-service.ts), --poll-window-ms=N
 // (ours: poll the devices this long after they go quiet before sleeping on interrupts;
-// 0 = interrupts only; default DEFAULT_POLL_WINDOW_MS).
+// 0 = interrupts only; default DEFAULT_POLL_WINDOW_MS), --dma-pages=N (2 MiB DMA pages,
+// default DEFAULT_DMA_PAGES; the file cache gets what the drivers leave of them).
 // Prints "appliance-ready: ..." once both services listen; runs until SIGTERM/SIGINT.
 // A bad flag: "appliance: <what is wrong>" and exit status 2, before boot().
 //
@@ -57,6 +58,8 @@ interface EntryArgs {
   log: boolean;
   /** vsock port of the CPU-profiling service (profile-service.ts); null: off. */
   profilePort: number | null;
+  /** 2 MiB DMA pages to take (the image reserves at least as many hugepages). */
+  dmaPages: number;
   /** Polling after each interrupt (kernel/guest/interrupts.ts); 0: interrupts only. */
   pollWindowMs: number;
 }
@@ -64,11 +67,29 @@ interface EntryArgs {
 /** With tx mode auto, DMA chunks below this are copied (VsockDriverOptions.autoZeroCopyMinBytes). */
 export const APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES = 16 * 1024;
 
+/**
+ * DMA memory when --dma-pages is not given (2 MiB pages): the drivers' rings and buffer
+ * pools take about 12 MiB (vsock rx and tx 4 MiB each, virtio-fs chunks 4 MiB); the file
+ * cache and response bodies get what is left (see fileCacheBudget).
+ */
+export const DEFAULT_DMA_PAGES = 24;
+
+/** DMA bytes kept free for response bodies and bulk transfers when the file cache is sized. */
+export const DMA_RESERVE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * The file cache's total: at most the webserver's default (16 MiB), at most what the DMA
+ * arena has left after the drivers minus a reserve, at least 256 KiB (the site's pages).
+ */
+export function fileCacheBudget(freeDmaBytes: number): number {
+  return Math.max(256 * 1024, Math.min(16 * 1024 * 1024, freeDmaBytes - DMA_RESERVE_BYTES));
+}
+
 /** A request every few ms keeps the drivers polling; an idle guest sleeps after this. */
 export const DEFAULT_POLL_WINDOW_MS = 5;
 
 function parse(argv: readonly string[]): EntryArgs {
-  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS };
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS, dmaPages: DEFAULT_DMA_PAGES };
   for (const arg of argv) {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
@@ -105,6 +126,10 @@ function parse(argv: readonly string[]): EntryArgs {
       case '--log':
         a.log = true;
         break;
+      case '--dma-pages':
+        if (!/^\d{1,4}$/.test(v) || Number(v) < 1 || Number(v) > 2047) throw new Error(`--dma-pages: expected 1..2047, got ${JSON.stringify(v)}`);
+        a.dmaPages = Number(v);
+        break;
       case '--poll-window-ms':
         if (!/^\d{1,5}$/.test(v) || Number(v) > 10_000) throw new Error(`--poll-window-ms: expected 0..10000, got ${JSON.stringify(v)}`);
         a.pollWindowMs = Number(v);
@@ -134,12 +159,16 @@ function runAppliance(args: EntryArgs): void {
     'appliance',
     async (ctx) => {
       const log = args.log ? (line: string) => ctx.log(line) : undefined;
-      const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
       const closers: Array<() => Promise<void> | void> = [];
       if (args.drivers === 'ours') {
         const devOpts = { pollWindowMs: args.pollWindowMs };
         const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
         const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES });
+        ctx.stage('devices-ready');
+        // Cached bodies live in DMA memory (sent by descriptor): the cache gets what the drivers left.
+        const cacheTotal = fileCacheBudget(ctx.dma.arena.freeBytes);
+        const cache = !args.cache ? (false as const) : { maxTotalBytes: cacheTotal, ...(args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : {}) };
+        if (args.log) ctx.log(`file cache: ${cache === false ? 'off' : `${(cacheTotal / 1048576).toFixed(1)} MiB`} (${(ctx.dma.arena.freeBytes / 1048576).toFixed(1)} MiB of DMA memory free)`);
         const listen = vsockListen(vsock);
         const files = new VirtioFsSiteFiles(fs, { root: '/' });
         // The webserver on raw connections (no node:stream per connection: under TCG the
@@ -163,11 +192,14 @@ function runAppliance(args: EntryArgs): void {
           () => fs.close(),
           () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}; open handles ${JSON.stringify(files.openHandleStats)}`),
         );
+        ctx.stage('listening');
         ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
       } else {
         mkdirSync('/mnt', { recursive: true });
         const { execFileSync } = await import('node:child_process');
         execFileSync('mount', ['-t', 'virtiofs', args.tag, '/mnt'], { stdio: 'inherit' });
+        ctx.stage('devices-ready');
+        const cache = !args.cache ? (false as const) : args.cacheMaxFileBytes !== null ? { maxFileBytes: args.cacheMaxFileBytes } : undefined;
         const listen = (port: number, onSocket: (s: Duplex) => void) => kernelVsockListen(port, onSocket);
         const web = await runWebserver({ listen, files: new NodeSiteFiles('/mnt'), port: args.port, cache, log });
         const pp = await runPingPong({ listen, port: args.pingPongPort });
@@ -177,6 +209,7 @@ function runAppliance(args: EntryArgs): void {
           () => web.close(),
           () => pp.close(),
         );
+        ctx.stage('listening');
         ctx.log(`${READY_MARKER} drivers=kernel cid=3 web=${web.port} pingpong=${pp.port}`);
       }
       await new Promise<void>((resolve) => {
@@ -186,7 +219,7 @@ function runAppliance(args: EntryArgs): void {
       for (const c of closers) await c();
       return 0;
     },
-    { dmaPages: args.drivers === 'kernel' ? 1 : 24 },
+    { dmaPages: args.drivers === 'kernel' ? 1 : args.dmaPages },
   );
 }
 

@@ -45,6 +45,22 @@ export function virtioBus(sysfsRoot = '/sys'): 'mmio' | 'pci' {
   return existsSync(dir) && readdirSync(dir).some(isVirtioMmioDeviceName) ? 'mmio' : 'pci';
 }
 
+/** The console marker of a boot stage: `tsvirtio-stage: <name> <seconds since the kernel started>`. */
+export const STAGE_MARKER = 'tsvirtio-stage:';
+
+/**
+ * Seconds since the guest kernel started, from CLOCK_MONOTONIC (process.hrtime), which
+ * Linux starts at 0 during boot; finer than /proc/uptime's hundredths.
+ */
+export function secondsSinceKernelStart(): number {
+  return Number(process.hrtime.bigint()) / 1e9;
+}
+
+/** Prints a boot stage marker (the host's boot timeline reads these; see appliance/run/boot-stages.ts). */
+export function markStage(name: string, atSeconds = secondsSinceKernelStart()): void {
+  process.stdout.write(`${STAGE_MARKER} ${name} ${atSeconds.toFixed(3)}\n`);
+}
+
 export interface BootContext {
   /** DMA memory shared by every device opened here. */
   readonly dma: HugepageDma;
@@ -58,6 +74,8 @@ export interface BootContext {
   openVirtioDevice(virtioDeviceId: number, opts?: OpenDeviceOptions): GuestTransport;
   /** A line on the serial console, prefixed with the appliance name. */
   log(message: string): void;
+  /** Marks a boot stage on the console (e.g. 'devices-ready', 'listening'). */
+  stage(name: string): void;
 }
 
 export interface BootOptions {
@@ -124,14 +142,19 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
 
   const start = async (): Promise<number> => {
     const mainLoaded = performance.now();
+    const now = secondsSinceKernelStart();
+    markStage('node-start', now - process.uptime());
+    markStage('program-loaded', now);
     log(`node started ${(kernelUptimeSeconds() - mainLoaded / 1000).toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
+    markStage('dma-ready');
     log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} (${performance.now().toFixed(0)} ms after node started)`);
     const dmaRef = dma;
     const ctx: BootContext = {
       dma: dmaRef,
       args: process.argv.slice(2),
       log,
+      stage: (n) => markStage(n),
       openVirtioDevice(virtioDeviceId, o = {}) {
         const mode = o.interrupts ?? 'uio';
         if (virtioBus() === 'mmio') {

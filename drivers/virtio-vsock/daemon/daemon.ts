@@ -15,14 +15,18 @@ export interface VhostUserServerHandle {
   close(): Promise<void>;
 }
 
+/** What a vhost-user front end did (for boot timelines): connected, or mapped guest memory (the driver set DRIVER_OK). */
+export type FrontEndEvent = 'connected' | 'memory-mapped';
+
 export type VhostUserServerFactory = (opts: {
   socketPath: string;
   model: VirtioDeviceModel;
   log: (message: string) => void;
+  onFrontEnd?: (event: FrontEndEvent) => void;
 }) => Promise<VhostUserServerHandle>;
 
 /** kernel/vhost-user, loaded on first use (it needs the native addon). */
-export const defaultVhostUserServerFactory: VhostUserServerFactory = async ({ socketPath, model, log }) => {
+export const defaultVhostUserServerFactory: VhostUserServerFactory = async ({ socketPath, model, log, onFrontEnd }) => {
   const { startVhostUserServer } = await import('../../../kernel/vhost-user/index.js');
   const server = await startVhostUserServer({
     socketPath,
@@ -35,12 +39,18 @@ export const defaultVhostUserServerFactory: VhostUserServerFactory = async ({ so
   server.on('warning', (err: Error) => log(`vhost-user ${socketPath}: ${err.message}`));
   server.on('device-error', (err: Error) => log(`vhost-user ${socketPath}: device error: ${err.message}`));
   server.on('error', (err: Error) => log(`vhost-user ${socketPath}: ${err.message}`));
+  if (onFrontEnd) {
+    server.on('client-connected', () => onFrontEnd('connected'));
+    server.on('memory-mapped', () => onFrontEnd('memory-mapped'));
+  }
   return server;
 };
 
 export interface DaemonDeps {
   createVhostUserServer?: VhostUserServerFactory;
   log?: (message: string) => void;
+  /** A VM's front end (QEMU) connected or mapped guest memory. */
+  onFrontEnd?: (guestCid: number, event: FrontEndEvent) => void;
 }
 
 export interface RunningDaemon {
@@ -75,7 +85,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
         await hybrid.listen();
         closers.push(() => hybrid.close());
       }
-      const server = await createServer({ socketPath: vm.socketPath, model: device, log });
+      const onFrontEnd = deps.onFrontEnd;
+      const server = await createServer({ socketPath: vm.socketPath, model: device, log, ...(onFrontEnd ? { onFrontEnd: (e: FrontEndEvent) => onFrontEnd(vm.guestCid, e) } : {}) });
       closers.push(() => server.close());
       log(`vhost-user-vsock: guest CID ${vm.guestCid}: vhost-user at ${vm.socketPath}${vm.udsPath ? `, hybrid vsock at ${vm.udsPath}` : ''}`);
     }
