@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the project needs on Debian 12 (run as root, or with sudo available):
 # QEMU (TCG guests; it ships /usr/lib/qemu/virtiofsd), ab (apache2-utils) for the
-# appliance benchmark, then the npm packages (which also builds the native addon).
-# The guest images are built later from Debian packages fetched with
+# appliance benchmark, mksquashfs (squashfs-tools) for the microvm root file system,
+# what building the microvm guest kernel needs (flex, bison, bc, libelf-dev; gcc and
+# make come with the machine), then the npm packages (which also builds the native
+# addon). The guest images and the kernel source are fetched later with
 # `apt-get download` into .cache/: nothing to install for those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,13 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v ab >/dev/null 2>&1 || need+=(apache2-utils)
+command -v mksquashfs >/dev/null 2>&1 || need+=(squashfs-tools)
+for tool in flex bison bc patch strip; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$( [ "$tool" = strip ] && echo binutils || echo "$tool")")
+done
+[ -e /usr/include/libelf.h ] || need+=(libelf-dev)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v make >/dev/null 2>&1 || need+=(make)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive

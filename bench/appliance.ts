@@ -8,29 +8,16 @@
 // code on the Linux kernel's own drivers (AF_VSOCK + mounted virtiofs) on the same
 // daemon code and virtiofsd, reported as ratios. Writes bench/results/appliance.json and
 // bench/results/appliance.svg (a bar chart).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
 import { GUEST_NODE_OPTIONS, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
-import { printTable, writeResults } from './report.js';
+import { type AbResult, printTable, runAb, writeResults } from './report.js';
 import { barChartSvg } from '../appliance/run/svg-chart.js';
 
 type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
-
-interface AbResult {
-  concurrency: number;
-  requests: number;
-  failed: number;
-  non2xx: number;
-  requestsPerSecond: number;
-  meanMsPerRequest: number;
-  /** ab's "Waiting" mean: request sent -> first response byte (ms). */
-  meanWaitingMs: number;
-  /** req/s of every round; the figures above are the median round's. */
-  rounds?: number[];
-}
 
 interface PingPongRow {
   sizeBytes: number;
@@ -61,34 +48,6 @@ export const TORO = {
 
 const PAGE = '/big.html';
 const SMALL_PAGE = '/index.html';
-
-/** ab -c C -n N (and -t SECONDS: stop after that long). */
-function runAb(url: string, concurrency: number, requests: number, seconds?: number): Promise<AbResult> {
-  return new Promise((resolve, reject) => {
-    const time = seconds === undefined ? [] : ['-t', String(seconds)];
-    const child = spawn('ab', ['-q', '-c', String(concurrency), ...time, '-n', String(requests), url], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      const num = (re: RegExp): number => {
-        const m = re.exec(out);
-        return m ? Number(m[1]) : NaN;
-      };
-      if (code !== 0) return reject(new Error(`ab exited ${code}: ${out.slice(-1000)}`));
-      resolve({
-        concurrency,
-        requests: num(/Complete requests:\s+(\d+)/),
-        failed: num(/Failed requests:\s+(\d+)/),
-        non2xx: Number.isNaN(num(/Non-2xx responses:\s+(\d+)/)) ? 0 : num(/Non-2xx responses:\s+(\d+)/),
-        requestsPerSecond: num(/Requests per second:\s+([\d.]+)/),
-        meanMsPerRequest: num(/Time per request:\s+([\d.]+) \[ms\] \(mean\)\n/),
-        meanWaitingMs: num(/Waiting:\s+\d+\s+(\d+)/),
-      });
-    });
-  });
-}
 
 async function pingPong(port: number, iterations: number): Promise<PingPongRow[]> {
   const text = await runClient(parseClientArgs(['--connect', `127.0.0.1:${port}`, '--sizes', '8192,16384', '--iterations', String(iterations), '--warmup', '10', '--json']));

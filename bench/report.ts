@@ -1,5 +1,6 @@
 // Shared helpers for benchmarks: a results file per benchmark, tables on stdout,
 // percentiles. Benchmarks report ratios measured in one run, never a lone figure.
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,4 +57,46 @@ export function opsPerSecond(fn: (iterations: number) => void, ms = 1000, batch 
     now = process.hrtime.bigint();
   }
   return iterations / (Number(now - start) / 1e9);
+}
+
+/** What ab (apache2-utils) reports for one run. */
+export interface AbResult {
+  concurrency: number;
+  requests: number;
+  failed: number;
+  non2xx: number;
+  requestsPerSecond: number;
+  meanMsPerRequest: number;
+  /** ab's "Waiting" mean: request sent -> first response byte (ms). */
+  meanWaitingMs: number;
+  /** req/s of every round; the figures above are the median round's. */
+  rounds?: number[];
+}
+
+/** ab -c C -n N (and -t SECONDS: stop after that long). */
+export function runAb(url: string, concurrency: number, requests: number, seconds?: number): Promise<AbResult> {
+  return new Promise((resolve, reject) => {
+    const time = seconds === undefined ? [] : ['-t', String(seconds)];
+    const child = spawn('ab', ['-q', '-c', String(concurrency), ...time, '-n', String(requests), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const num = (re: RegExp): number => {
+        const m = re.exec(out);
+        return m ? Number(m[1]) : NaN;
+      };
+      if (code !== 0) return reject(new Error(`ab exited ${code}: ${out.slice(-1000)}`));
+      resolve({
+        concurrency,
+        requests: num(/Complete requests:\s+(\d+)/),
+        failed: num(/Failed requests:\s+(\d+)/),
+        non2xx: Number.isNaN(num(/Non-2xx responses:\s+(\d+)/)) ? 0 : num(/Non-2xx responses:\s+(\d+)/),
+        requestsPerSecond: num(/Requests per second:\s+([\d.]+)/),
+        meanMsPerRequest: num(/Time per request:\s+([\d.]+) \[ms\] \(mean\)\n/),
+        meanWaitingMs: num(/Waiting:\s+\d+\s+(\d+)/),
+      });
+    });
+  });
 }

@@ -1,27 +1,21 @@
-// Boots the QEMU guest once with a vhost-user-fs device served by Debian's C virtiofsd
-// and runs appliance/guest/fs-tree.ts in it: our virtio-fs driver on the virtio modern
-// PCI transport walks a host tree (files of 0, 1, 4095, 4096, 4097 bytes, 133 KiB and
-// 16 MiB, nested and empty directories, symlinks to a file, through '..', and to a
-// directory), hashes every file read with readFile and with readFileDma, tries
-// operations that must fail (ENOENT, ENOTDIR, EISDIR, EINVAL), and runs 64 reads at once.
-// The test compares everything the guest printed with the host's own view of the tree
-// (node:fs on the same folder).
+// Boots the QEMU guest once per machine with a vhost-user-fs device served by Debian's C
+// virtiofsd and runs appliance/guest/fs-tree.ts in it: our virtio-fs driver on the
+// machine's transport (virtio-mmio on microvm, modern PCI on q35) walks a host tree
+// (files of 0, 1, 4095, 4096, 4097 bytes, 133 KiB and 16 MiB, nested and empty
+// directories, symlinks to a file, through '..', and to a directory), hashes every file
+// read with readFile and with readFileDma, tries operations that must fail (ENOENT,
+// ENOTDIR, EISDIR, EINVAL), and runs 64 reads at once. The test compares everything the
+// guest printed with the host's own view of the tree (node:fs on the same folder).
 import test from 'ava';
-import { VIRTIOFSD_PATH, spawnVirtiofsd } from '../appliance/qemu/virtiofsd.js';
-import type { ChildProcess } from 'node:child_process';
+import { VIRTIOFSD_PATH } from '../appliance/qemu/virtiofsd.js';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { buildNodeGuest } from '../appliance/image/node-guest.js';
-import { type QemuInstance, launchQemu, qemuAvailable } from '../appliance/qemu/launch.js';
 // Types only: importing the guest program itself would run its boot().
 import type { EntryView, ErrorCase, ErrorOutcome, TreeResult } from '../appliance/guest/fs-tree.js';
+import { ADDON, Cleanup, MACHINES, bundlePath, deviceOpenedPattern, guestTestsReady, launchGuest, resultLine, startVirtiofsd } from './support/qemu-guest.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const bundle = `${root}dist/bundles/fs-tree.js`;
-const addon = `${root}build/Release/tsvirtio.node`;
+const bundle = bundlePath('fs-tree.js');
 const RESULT_MARKER = 'fs-tree-result: ';
 
 const FILES: Record<string, number> = {
@@ -124,92 +118,77 @@ function hostView(share: string): Pick<TreeResult, 'entries' | 'dirs' | 'files'>
   return view;
 }
 
-async function stopChild(child: ChildProcess | null): Promise<void> {
-  if (child === null || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((resolve) => child.once('exit', resolve));
-  process.kill(child.pid, 'SIGTERM');
-  await gone;
+const guestTest = guestTestsReady('guest-fs-tree', [VIRTIOFSD_PATH, bundle, ADDON]) ? test.serial : test.skip;
+
+for (const machine of MACHINES) {
+  guestTest(`${machine}: our virtio-fs driver in the guest sees the host tree exactly as the host does`, async (t) => {
+    const cleanup = new Cleanup();
+    try {
+      const dir = cleanup.tempDir('guest-fs-tree-');
+      const share = join(dir, 'share');
+      const socket = join(dir, 'fs.sock');
+      for (const d of DIRS) fs.mkdirSync(join(share, d), { recursive: true });
+      for (const [path, size] of Object.entries(FILES)) fs.writeFileSync(join(share, path), randomBytes(size));
+      for (const [path, target] of Object.entries(LINKS)) fs.symlinkSync(target, join(share, path));
+
+      const vfs = await startVirtiofsd(cleanup, { socketPath: socket, source: share });
+      const qemu = await launchGuest(
+        machine,
+        {
+          main: bundle,
+          name: 'node-guest-fs-tree',
+          args: [`--errors=${Buffer.from(JSON.stringify(ERROR_CASES)).toString('base64url')}`],
+          virtiofs: { socket, tag: 'tree' },
+          timeoutMs: 15 * 60 * 1000,
+        },
+        cleanup,
+      );
+      const exit = await qemu.exited;
+      const text = qemu.console();
+      t.is(exit.guestStatus, 0, `${text.slice(-3000)}\nvirtiofsd: ${vfs.stderr()}`);
+      t.regex(text, deviceOpenedPattern(machine, 26));
+      const result = resultLine<TreeResult>(text, RESULT_MARKER);
+      if (result === null) return t.fail(`no result line:\n${text.slice(-3000)}`);
+      t.is(result.tag, 'tree');
+
+      const host = hostView(share);
+      // Sanity of the host view itself: every file, directory and link made above is in it.
+      t.deepEqual(Object.keys(host.entries).sort(), [...Object.keys(FILES), ...DIRS, ...Object.keys(LINKS)].map((p) => `/${p}`).sort());
+
+      t.deepEqual(Object.keys(result.dirs).sort(), Object.keys(host.dirs).sort(), 'the directories walked');
+      for (const [d, v] of Object.entries(host.dirs)) t.deepEqual(result.dirs[d], v, `readdir ${d}`);
+      t.deepEqual(Object.keys(result.entries).sort(), Object.keys(host.entries).sort(), 'the entries seen');
+      for (const [p, v] of Object.entries(host.entries)) t.deepEqual(result.entries[p], v, `lstat/stat/readlink ${p}`);
+      t.deepEqual(Object.keys(result.files).sort(), Object.keys(host.files).sort(), 'the files read');
+      for (const [p, v] of Object.entries(host.files)) {
+        const g = result.files[p];
+        t.is(g?.size, v.size, `${p}: size read by readFile`);
+        t.is(g?.sha256, v.sha256, `${p}: SHA-256 read by readFile`);
+        t.is(g?.dmaSize, v.size, `${p}: size read by readFileDma`);
+        t.is(g?.dmaSha256, v.sha256, `${p}: SHA-256 read by readFileDma`);
+      }
+
+      const expected: ErrorOutcome[] = ERROR_CASES.map((c) => ({ ...c, ...hostOutcome(share, c), syscall: null }));
+      t.true(expected.every((e) => e.code !== 'ok'), 'every error case fails on the host too');
+      t.deepEqual(result.errors.map((e) => e.code), expected.map((e) => e.code), 'error codes: guest vs host');
+      t.deepEqual(result.errors.map((e) => e.errno), expected.map((e) => e.errno), 'errnos: guest vs host');
+      for (const code of ['ENOENT', 'ENOTDIR', 'EISDIR']) t.true(result.errors.some((e) => e.code === code), `${code} is covered`);
+      t.log(result.errors.map((e) => `${e.op} ${e.path}: ${e.code} (${e.syscall})`).join('\n'));
+
+      t.is(result.concurrent.length, 64);
+      for (const [i, c] of result.concurrent.entries()) {
+        const v = host.files[c.path];
+        t.is(c.size, v?.size, `concurrent read #${i} (${c.method} ${c.path}): size`);
+        t.is(c.sha256, v?.sha256, `concurrent read #${i} (${c.method} ${c.path}): SHA-256`);
+      }
+      for (const method of ['readFile', 'readFileDma'] as const) {
+        const covered = new Set(result.concurrent.filter((c) => c.method === method).map((c) => c.path));
+        t.deepEqual([...covered].sort(), Object.keys(host.files).sort(), `the 64 reads cover every file with ${method}`);
+      }
+      t.true(result.interrupts > 0);
+      t.log(`driver stats: ${JSON.stringify(result.stats)}; ${result.interrupts} interrupts`);
+    } finally {
+      await cleanup.run();
+    }
+  });
 }
-
-const ready = qemuAvailable() && fs.existsSync(VIRTIOFSD_PATH) && fs.existsSync(bundle) && fs.existsSync(addon);
-if (!ready) console.warn('guest-fs-tree: skipped (needs qemu-system-x86_64, /usr/lib/qemu/virtiofsd, `node build.mjs` output and the native addon)');
-
-(ready ? test : test.skip)('our virtio-fs driver in the guest sees the host tree exactly as the host does', async (t) => {
-  const dir = fs.mkdtempSync(join(tmpdir(), 'guest-fs-tree-'));
-  const share = join(dir, 'share');
-  const socket = join(dir, 'fs.sock');
-  let virtiofsd: ChildProcess | null = null;
-  let qemu: QemuInstance | null = null;
-  try {
-    for (const d of DIRS) fs.mkdirSync(join(share, d), { recursive: true });
-    for (const [path, size] of Object.entries(FILES)) fs.writeFileSync(join(share, path), randomBytes(size));
-    for (const [path, target] of Object.entries(LINKS)) fs.symlinkSync(target, join(share, path));
-
-    const vfs = spawnVirtiofsd({ socketPath: socket, source: share });
-    virtiofsd = vfs.child;
-    await vfs.ready;
-
-    const image = await buildNodeGuest({
-      main: bundle,
-      name: 'node-guest-fs-tree',
-      args: [`--errors=${Buffer.from(JSON.stringify(ERROR_CASES)).toString('base64url')}`],
-      files: [{ guest: '/app/tsvirtio.node', host: addon }],
-    });
-    qemu = launchQemu({
-      kernel: image.kernel,
-      initrd: image.initrd,
-      append: image.append,
-      virtiofs: { socket, tag: 'tree' },
-      timeoutMs: 15 * 60 * 1000, // safety net against a hung guest, not an assertion
-    });
-    const exit = await qemu.exited;
-    const text = qemu.console();
-    t.is(exit.guestStatus, 0, `${text.slice(-3000)}\nvirtiofsd: ${vfs.stderr()}`);
-    t.regex(text, /1af4:105a -> \/dev\/uio\d+, virtio device 26, interrupts: uio\d+ INTx/);
-    const line = text.split('\n').find((l) => l.startsWith(RESULT_MARKER));
-    if (line === undefined) return t.fail(`no result line:\n${text.slice(-3000)}`);
-    const result = JSON.parse(line.slice(RESULT_MARKER.length)) as TreeResult;
-    t.is(result.tag, 'tree');
-
-    const host = hostView(share);
-    // Sanity of the host view itself: every file, directory and link made above is in it.
-    t.deepEqual(Object.keys(host.entries).sort(), [...Object.keys(FILES), ...DIRS, ...Object.keys(LINKS)].map((p) => `/${p}`).sort());
-
-    t.deepEqual(Object.keys(result.dirs).sort(), Object.keys(host.dirs).sort(), 'the directories walked');
-    for (const [d, v] of Object.entries(host.dirs)) t.deepEqual(result.dirs[d], v, `readdir ${d}`);
-    t.deepEqual(Object.keys(result.entries).sort(), Object.keys(host.entries).sort(), 'the entries seen');
-    for (const [p, v] of Object.entries(host.entries)) t.deepEqual(result.entries[p], v, `lstat/stat/readlink ${p}`);
-    t.deepEqual(Object.keys(result.files).sort(), Object.keys(host.files).sort(), 'the files read');
-    for (const [p, v] of Object.entries(host.files)) {
-      const g = result.files[p];
-      t.is(g?.size, v.size, `${p}: size read by readFile`);
-      t.is(g?.sha256, v.sha256, `${p}: SHA-256 read by readFile`);
-      t.is(g?.dmaSize, v.size, `${p}: size read by readFileDma`);
-      t.is(g?.dmaSha256, v.sha256, `${p}: SHA-256 read by readFileDma`);
-    }
-
-    const expected: ErrorOutcome[] = ERROR_CASES.map((c) => ({ ...c, ...hostOutcome(share, c), syscall: null }));
-    t.true(expected.every((e) => e.code !== 'ok'), 'every error case fails on the host too');
-    t.deepEqual(result.errors.map((e) => e.code), expected.map((e) => e.code), 'error codes: guest vs host');
-    t.deepEqual(result.errors.map((e) => e.errno), expected.map((e) => e.errno), 'errnos: guest vs host');
-    for (const code of ['ENOENT', 'ENOTDIR', 'EISDIR']) t.true(result.errors.some((e) => e.code === code), `${code} is covered`);
-    t.log(result.errors.map((e) => `${e.op} ${e.path}: ${e.code} (${e.syscall})`).join('\n'));
-
-    t.is(result.concurrent.length, 64);
-    for (const [i, c] of result.concurrent.entries()) {
-      const v = host.files[c.path];
-      t.is(c.size, v?.size, `concurrent read #${i} (${c.method} ${c.path}): size`);
-      t.is(c.sha256, v?.sha256, `concurrent read #${i} (${c.method} ${c.path}): SHA-256`);
-    }
-    for (const method of ['readFile', 'readFileDma'] as const) {
-      const covered = new Set(result.concurrent.filter((c) => c.method === method).map((c) => c.path));
-      t.deepEqual([...covered].sort(), Object.keys(host.files).sort(), `the 64 reads cover every file with ${method}`);
-    }
-    t.true(result.interrupts > 0);
-    t.log(`driver stats: ${JSON.stringify(result.stats)}; ${result.interrupts} interrupts`);
-  } finally {
-    if (qemu?.running) await qemu.stop();
-    await stopChild(virtiofsd);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});

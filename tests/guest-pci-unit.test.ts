@@ -189,14 +189,14 @@ function fakePagemap(dir: string, vaddr: bigint, frames: bigint[]): string {
   return path;
 }
 
-test('hugepagePhysicalAddresses checks contiguity and alignment', (t) => {
+test('hugepagePhysicalAddresses checks contiguity (first and last frame of each page) and alignment', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'pagemap-'));
   try {
     const va = 0x400000n;
     const frames = [...Array(1024).keys()].map((i) => BigInt(i < 512 ? 0x6200 + i : 0x5e00 + i - 512));
     t.deepEqual(hugepagePhysicalAddresses(va, 2, fakePagemap(dir, va, frames)), [0x6200000, 0x5e00000]);
     const broken = [...frames];
-    broken[700] = 0x9999n;
+    broken[1023] = 0x9999n; // the second page's last 4 KiB frame is elsewhere
     const e = t.throws(() => hugepagePhysicalAddresses(va, 2, fakePagemap(dir, va, broken)), { instanceOf: HugepageDmaError });
     t.is(e?.code, 'ERR_HUGEPAGE_NOT_CONTIGUOUS');
     const misaligned = frames.map((f) => f + 1n);

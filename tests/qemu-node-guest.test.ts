@@ -1,71 +1,91 @@
-// Boots the node guest image with a tiny program: once exiting with status 3, once
-// throwing. Two boots, because each exit status needs its own guest run; the image is
-// built once (the program's behaviour is chosen by an argument on the kernel command line).
+// Boots the node guest image with a tiny program on each machine: once exiting with
+// status 3, once throwing. Two boots per machine, because each exit status needs its own
+// guest run; the image is built once per machine (the program's behaviour is chosen by
+// an argument on the kernel command line). The program prints what it sees of the
+// guest: the buses (q35: PCI devices; microvm: no PCI, virtio-mmio platform devices),
+// hugepages, modules, mounts.
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildNodeGuest } from '../appliance/image/node-guest.js';
-import { launchQemu, type QemuExit, type QemuInstance } from '../appliance/qemu/launch.js';
+import { buildNodeGuest, DEFAULT_HUGEPAGES } from '../appliance/image/node-guest.js';
+import { bootOptions, type Machine } from '../appliance/image/guest.js';
+import { launchQemu, qemuAvailable, type QemuExit } from '../appliance/qemu/launch.js';
+import { Cleanup, MACHINES } from './support/qemu-guest.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'tsv-node-guest-'));
+const files = new Cleanup();
+const dir = files.tempDir('tsv-node-guest-');
+test.after.always(() => files.run());
 const main = join(dir, 'main.js');
 writeFileSync(
   main,
   `const fs = require('node:fs');
+const list = (d) => { try { return fs.readdirSync(d); } catch { return null; } };
+const read = (f) => { try { return fs.readFileSync(f, 'utf8'); } catch { return null; } };
 console.log('node-version: ' + process.version);
-console.log('pci-devices: ' + JSON.stringify(fs.readdirSync('/sys/bus/pci/devices')));
+console.log('pci-devices: ' + JSON.stringify(list('/sys/bus/pci/devices')));
+console.log('platform-devices: ' + JSON.stringify(list('/sys/bus/platform/devices')));
 console.log('args: ' + JSON.stringify(process.argv.slice(2)));
-console.log('hugepages: ' + fs.readFileSync('/proc/sys/vm/nr_hugepages', 'utf8').trim());
-console.log('modules: ' + fs.readFileSync('/proc/modules', 'utf8').split('\\n').map((l) => l.split(' ')[0]).filter(Boolean).sort().join(','));
-console.log('mounts: ' + fs.readFileSync('/proc/mounts', 'utf8').split('\\n').map((l) => l.split(' ')[2]).filter(Boolean).join(','));
+console.log('hugepages: ' + read('/proc/sys/vm/nr_hugepages').trim());
+const modules = read('/proc/modules');
+console.log('modules: ' + (modules === null ? '(no /proc/modules)' : modules.split('\\n').map((l) => l.split(' ')[0]).filter(Boolean).sort().join(',')));
+console.log('mounts: ' + read('/proc/mounts').split('\\n').filter(Boolean).map((l) => l.split(' ')[1] + '=' + l.split(' ')[2]).join(','));
 if (process.argv[2] === 'throw') throw new Error('boom from the guest');
 process.exit(3);
 `,
 );
 
-const running = new Set<QemuInstance>();
-test.after.always(async () => {
-  for (const q of running) if (q.running) await q.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function boot(args: string[]): Promise<{ exit: QemuExit; console: string; buildMs: number; cached: boolean; size: number }> {
-  const image = await buildNodeGuest({ main, args, name: 'node-guest-test' });
-  const qemu = launchQemu({ kernel: image.kernel, initrd: image.initrd, append: image.append, timeoutMs: 10 * 60 * 1000 });
-  running.add(qemu);
+async function boot(machine: Machine, args: string[]): Promise<{ exit: QemuExit; console: string; buildMs: number; cached: boolean; size: number }> {
+  const cleanup = new Cleanup();
   try {
+    const image = await buildNodeGuest({ machine, main, args, name: 'node-guest-test' });
+    const qemu = cleanup.qemu(launchQemu({ ...bootOptions(image), timeoutMs: 10 * 60 * 1000 }));
     const exit = await qemu.exited;
-    return { exit, console: qemu.console(), buildMs: image.initramfs.buildMs, cached: image.initramfs.cached, size: image.initramfs.size };
+    const built = image.machine === 'q35' ? image.initramfs : image.squashfs;
+    return { exit, console: qemu.console(), buildMs: built.buildMs, cached: built.cached, size: image.imageBytes };
   } finally {
-    if (qemu.running) await qemu.stop();
-    running.delete(qemu);
+    await cleanup.run();
   }
 }
 
-test.serial('node runs as the guest program; its exit status comes back through the launcher', async (t) => {
-  const r = await boot(['exit3', 'two words']);
-  t.log(`image ${(r.size / 1e6).toFixed(1)} MB, ${r.cached ? 'cached' : 'built'} in ${r.buildMs} ms; QEMU start -> exit: ${r.exit.elapsedMs} ms`);
-  t.is(r.exit.status, 3, r.console.slice(-3000));
-  t.is(r.exit.guestStatus, 3);
-  t.is(r.exit.qemuCode, 0, 'the guest powered off');
-  t.false(r.exit.timedOut);
-  t.false(r.exit.kernelPanic);
-  const line = (p: string): string => r.console.split('\n').find((l) => l.startsWith(p)) ?? '';
-  t.is(line('node-version: '), `node-version: ${process.version}`, 'the host node binary');
-  const devices = JSON.parse(line('pci-devices: ').slice('pci-devices: '.length)) as string[];
-  t.true(devices.length > 0 && devices.every((d) => /^0000:00:[0-9a-f]{2}\.\d$/.test(d)), String(devices));
-  t.is(line('args: '), `args: ${JSON.stringify(['exit3', 'two words'])}`);
-  t.is(line('hugepages: '), 'hugepages: 32');
-  t.is(line('modules: '), 'modules: uio,uio_pci_generic', 'uio loaded; virtio_pci not');
-  t.regex(line('mounts: '), /hugetlbfs/);
-  t.regex(r.console, /tsvirtio-exit: 3/);
-});
+const guestTest = qemuAvailable() ? test.serial : test.skip;
+if (!qemuAvailable()) console.warn('qemu-node-guest: skipped (needs qemu-system-x86_64)');
 
-test.serial('a program that throws gives a non-zero status', async (t) => {
-  const r = await boot(['throw']);
-  t.log(`QEMU start -> exit: ${r.exit.elapsedMs} ms`);
-  t.true(r.exit.status !== null && r.exit.status !== 0, r.console.slice(-3000));
-  t.is(r.exit.status, 1, 'node exits 1 on an uncaught exception');
-  t.regex(r.console, /boom from the guest/);
-});
+for (const machine of MACHINES) {
+  guestTest(`${machine}: node runs as the guest program; its exit status comes back through the launcher`, async (t) => {
+    const r = await boot(machine, ['exit3', 'two words']);
+    t.log(`image ${(r.size / 1e6).toFixed(1)} MB, ${r.cached ? 'cached' : 'built'} in ${r.buildMs} ms; QEMU start -> exit: ${r.exit.elapsedMs} ms`);
+    t.is(r.exit.status, 3, r.console.slice(-3000));
+    t.is(r.exit.guestStatus, 3);
+    t.is(r.exit.qemuCode, 0, 'the guest powered off');
+    t.false(r.exit.timedOut);
+    t.false(r.exit.kernelPanic);
+    const line = (p: string): string => r.console.split('\n').find((l) => l.startsWith(p)) ?? '';
+    const json = <T>(p: string): T => JSON.parse(line(p).slice(p.length) || 'null') as T;
+    t.is(line('node-version: '), `node-version: ${process.version}`, 'the host node binary');
+    t.is(line('args: '), `args: ${JSON.stringify(['exit3', 'two words'])}`);
+    t.is(line('hugepages: '), `hugepages: ${DEFAULT_HUGEPAGES[machine]}`);
+    const mounts = new Map(line('mounts: ').slice('mounts: '.length).split(',').map((m) => m.split('=') as [string, string]));
+    t.is(mounts.get('/dev/hugepages'), 'hugetlbfs');
+    const pci = json<string[] | null>('pci-devices: ');
+    const platform = json<string[] | null>('platform-devices: ') ?? [];
+    if (machine === 'q35') {
+      t.true(pci !== null && pci.length > 0 && pci.every((d) => /^0000:00:[0-9a-f]{2}\.\d$/.test(d)), String(pci));
+      t.is(line('modules: '), 'modules: uio,uio_pci_generic', 'uio loaded; virtio_pci not');
+      t.is(mounts.get('/'), 'rootfs', 'the initramfs is the root');
+    } else {
+      t.is(pci, null, 'no PCI bus on microvm');
+      t.true(platform.some((d) => /^virtio-mmio\.\d+$/.test(d)), `virtio-mmio platform devices: ${JSON.stringify(platform)}`);
+      t.is(line('modules: '), 'modules: (no /proc/modules)', 'our kernel has everything built in');
+      t.is(mounts.get('/'), 'squashfs', 'the root is the squashfs disk');
+    }
+    t.regex(r.console, /tsvirtio-exit: 3/);
+  });
+
+  guestTest(`${machine}: a program that throws gives a non-zero status`, async (t) => {
+    const r = await boot(machine, ['throw']);
+    t.log(`QEMU start -> exit: ${r.exit.elapsedMs} ms`);
+    t.true(r.exit.status !== null && r.exit.status !== 0, r.console.slice(-3000));
+    t.is(r.exit.status, 1, 'node exits 1 on an uncaught exception');
+    t.regex(r.console, /boom from the guest/);
+  });
+}

@@ -4,6 +4,21 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
+// The microvm guests' kernel is built once (about 5 minutes on 2 cores) and cached in
+// .cache/kernels/: build it before ava starts, with its progress on the terminal, so no
+// test file sits in the build while ava's inactivity timeout runs. A failure is printed
+// and the tests that need the kernel report it themselves.
+const { qemuAvailable } = await import('../dist/appliance/qemu/launch.js');
+if (qemuAvailable()) {
+  const { buildGuestKernel } = await import('../dist/appliance/image/kernel-build.js');
+  try {
+    const k = await buildGuestKernel({ progress: (line) => console.log(`[tests] ${line}`) });
+    if (!k.cached) console.log(`[tests] guest kernel ${k.release} built in ${Math.round(k.buildMs / 1000)} s`);
+  } catch (e) {
+    console.log(`[tests] the guest kernel could not be built: ${e.message}`);
+  }
+}
+
 // ava's package exports hide its CLI file from require.resolve: use the path.
 const avaCli = fileURLToPath(new URL('../node_modules/ava/entrypoints/cli.mjs', import.meta.url));
 const child = spawn(process.execPath, [avaCli, '--verbose', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'pipe'] });

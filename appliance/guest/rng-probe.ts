@@ -5,8 +5,13 @@
 // buffers with random bytes).
 //
 // It prints `rng-probe-result: {json}` with the bytes it got and round-trip timings,
-// and exits 0 when every buffer came back filled.
-import { boot } from '../../kernel/guest/boot.js';
+// and exits 0 when every buffer came back filled. On microvm the result also lists the
+// virtio-mmio platform devices with their drivers while the rng device is still ours:
+// the root disk stays with the kernel's virtio-mmio driver (virtio-blk), the rng device
+// is on uio_pdrv_genirq.
+import { readFileSync, realpathSync } from 'node:fs';
+import { boot, virtioBus } from '../../kernel/guest/boot.js';
+import { listVirtioMmioDevices } from '../../kernel/platform/index.js';
 import { BusyPoll, UioIntxInterrupts } from '../../kernel/guest/interrupts.js';
 import { PCI_COMMAND } from '../../kernel/pci/config-space.js';
 import { PciModernTransport } from '../../kernel/transport/pci-modern.js';
@@ -167,6 +172,17 @@ boot('rng-probe', async (ctx) => {
   windowed.stop();
   ctx.log(`poll window 20 ms: ${JSON.stringify(pollWindow)}`);
 
+  // Still open (bound to uio_pdrv_genirq): who drives which virtio-mmio device, and where the root is.
+  const platform =
+    virtioBus() === 'mmio'
+      ? {
+          devices: listVirtioMmioDevices().map((d) => ({ name: d.name, driver: d.driver, virtioDeviceId: d.virtioDeviceId })),
+          rootDisk: realpathSync('/sys/block/vda'),
+          rootMount: readFileSync('/proc/mounts', 'latin1').split('\n').filter((l) => l.split(' ')[1] === '/').pop() ?? null, // the last one mounted on /
+        }
+      : null;
+  if (platform) ctx.log(`platform devices: ${JSON.stringify(platform)}`);
+
   const result = {
     features: '0x' + offered.toString(16),
     eventIdx,
@@ -183,6 +199,7 @@ boot('rng-probe', async (ctx) => {
     costsNs,
     afterResetNoEventIdx: afterReset,
     pollWindow,
+    platform,
   };
   process.stdout.write(`rng-probe-result: ${JSON.stringify(result)}\n`);
   const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16 && afterReset === 50 && pollWindow.filled === ROUND_TRIPS + 1;

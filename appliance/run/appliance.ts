@@ -96,6 +96,8 @@ export interface ApplianceOptions {
   snapshot?: boolean;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
+  /** The page fetched to tell that the webserver answers (default "/"). */
+  readinessPath?: string;
   /** Called with each boot stage as it is seen (the timeline so far). */
   onStage?: (point: string, timeline: BootTimeline) => void;
 }
@@ -341,7 +343,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     // The webserver answers through the forward.
     for (let attempt = 1; ; attempt++) {
       try {
-        const status = await httpStatus(webPort);
+        const status = await httpStatus(webPort, opts.readinessPath ?? '/');
         if (status === 200 || status === 404) {
           timeline.markHost('first-response');
           stage('first-response');

@@ -9,9 +9,6 @@ import { closeSync, openSync, readSync } from 'node:fs';
 
 export const PAGEMAP_PATH = '/proc/self/pagemap';
 export const SMALL_PAGE_SIZE = 4096;
-const PFN_MASK = (1n << 55n) - 1n;
-const PRESENT = 1n << 63n;
-const SWAPPED = 1n << 62n;
 
 export class PagemapError extends Error {
   constructor(
@@ -29,15 +26,29 @@ export class PagemapError extends Error {
  * kernel hides frame numbers from unprivileged readers since Linux 4.2).
  */
 export function decodePagemapEntry(entry: bigint, vaddr: bigint): number {
-  const at = `virtual page 0x${vaddr.toString(16)}`;
-  if ((entry & PRESENT) === 0n) {
-    throw new PagemapError('ERR_PAGEMAP_NOT_PRESENT', `${at} is not present in RAM${entry & SWAPPED ? ' (swapped out)' : ''}: touch and lock it first`);
+  return decodeEntryHalves(Number(entry & 0xffffffffn), Number(entry >> 32n), vaddr, 0);
+}
+
+/**
+ * The same from the entry's two 32-bit halves, without BigInt arithmetic: a boot reads
+ * 512 entries per hugepage, and under TCG, before the JIT has warmed up, BigInt work
+ * per entry (and a message string built for each) took 27 ms per hugepage.
+ */
+/** The virtual address of the `index`th 4 KiB page from `base`, in hex (for messages only). */
+function pageAddress(base: bigint, index: number): string {
+  return (base + BigInt(index * SMALL_PAGE_SIZE)).toString(16);
+}
+
+function decodeEntryHalves(lo: number, hi: number, base: bigint, index: number): number {
+  if ((hi & 0x80000000) === 0) {
+    throw new PagemapError('ERR_PAGEMAP_NOT_PRESENT', `virtual page 0x${pageAddress(base, index)} is not present in RAM${hi & 0x40000000 ? ' (swapped out)' : ''}: touch and lock it first`);
   }
-  const pfn = entry & PFN_MASK;
-  if (pfn === 0n) {
-    throw new PagemapError('ERR_PAGEMAP_NO_PERMISSION', `${at}: /proc/self/pagemap shows PFN 0: reading physical addresses needs CAP_SYS_ADMIN (run as root)`);
+  // PFN: bits 0-54 = lo + (hi bits 0-22) * 2^32.
+  const pfn = (hi & 0x7fffff) * 0x100000000 + (lo >>> 0);
+  if (pfn === 0) {
+    throw new PagemapError('ERR_PAGEMAP_NO_PERMISSION', `virtual page 0x${pageAddress(base, index)}: /proc/self/pagemap shows PFN 0: reading physical addresses needs CAP_SYS_ADMIN (run as root)`);
   }
-  return Number(pfn);
+  return pfn;
 }
 
 /**
@@ -55,9 +66,9 @@ export function readPageFrames(vaddr: bigint, count: number, path = PAGEMAP_PATH
   } finally {
     closeSync(fd);
   }
-  const frames: number[] = [];
+  const frames: number[] = new Array<number>(count);
   for (let i = 0; i < count; i++) {
-    frames.push(decodePagemapEntry(buf.readBigUInt64LE(i * 8), vaddr + BigInt(i * SMALL_PAGE_SIZE)));
+    frames[i] = decodeEntryHalves(buf.readUInt32LE(i * 8), buf.readUInt32LE(i * 8 + 4), vaddr, i);
   }
   return frames;
 }
