@@ -6,7 +6,8 @@
         "kernel/native/addon.cc",
         "kernel/native/mem.cc",
         "kernel/native/io.cc",
-        "kernel/native/watch.cc"
+        "kernel/native/watch.cc",
+        "kernel/native/clock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "_GNU_SOURCE"],

@@ -29,6 +29,7 @@ import {
   type MicrovmGuestImage,
 } from './guest.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
+import { hostTscKhz } from './host-tsc.js';
 import { buildGuestKernel, type KernelBuildOptions } from './kernel-build.js';
 import { buildSquashfs, type SquashfsCompression } from './squashfs.js';
 
@@ -51,6 +52,8 @@ export const GUEST_SNAPSHOT_PATH = '/app/main.blob';
  *   ~210 ms of a 0.6 s boot under TCG; the PIT serves as the (one-shot capable) tick;
  * - random.trust_cpu=on: RDRAND seeds the kernel's RNG at once (node's first
  *   getrandom would otherwise wait for entropy: 1.2 s under TCG).
+ * buildNodeGuest adds tsc_early_khz= with the host's TSC rate (host-tsc.ts): the PIT
+ * calibration fails under host load, and the guest then runs on a jiffies clock.
  */
 export const MICROVM_KERNEL_ARGS: readonly string[] = [
   'console=ttyS0',
@@ -143,6 +146,8 @@ mkdir -p /dev/hugepages /dev/shm
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 cd /app
+read up _ < /proc/uptime
+echo "${STAGE_MARKER} exec $up"
 ${command}
 status=$?
 echo "${EXIT_MARKER} $status"
@@ -163,7 +168,7 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
   const hugepages = `hugepages=${opts.hugepages ?? DEFAULT_HUGEPAGES[machine]}`;
 
   if (machine === 'microvm') {
-    const [kernel, busybox] = await Promise.all([buildGuestKernel(opts.kernelBuild), fetchBusybox()]);
+    const [kernel, busybox, tscKhz] = await Promise.all([buildGuestKernel(opts.kernelBuild), fetchBusybox(), hostTscKhz()]);
     const squashfs = await buildSquashfs({
       name: `${name}-microvm`,
       busybox,
@@ -177,7 +182,7 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
       machine,
       kernel: kernel.vmlinux,
       rootfs: squashfs.path,
-      append: kernelCommandLine([...MICROVM_KERNEL_ARGS, hugepages, ...(opts.kernelArgs ?? [])], opts.args ?? []),
+      append: kernelCommandLine([...MICROVM_KERNEL_ARGS, hugepages, ...(tscKhz ? [`tsc_early_khz=${tscKhz}`] : []), ...(opts.kernelArgs ?? [])], opts.args ?? []),
       kernelVersion: kernel.release,
       imageBytes: statSync(kernel.vmlinux).size + squashfs.size,
       squashfs,

@@ -9,7 +9,7 @@
 // estimate used. Everything is in milliseconds since the launch.
 
 /** Guest stage markers, in boot order (init script, then kernel/guest/boot.ts and the program). */
-export const GUEST_STAGES = ['init', 'node-start', 'program-loaded', 'dma-ready', 'devices-ready', 'listening'] as const;
+export const GUEST_STAGES = ['init', 'exec', 'node-start', 'program-loaded', 'dma-ready', 'devices-ready', 'listening'] as const;
 export type GuestStage = (typeof GUEST_STAGES)[number];
 
 const MARKER_RE = /tsvirtio-stage: ([a-z0-9-]+) (\d+(?:\.\d+)?)\s*$/;
@@ -35,7 +35,8 @@ export interface WaterfallStep {
 /**
  * The points of the timeline, in order, and the name of the step that ends at each:
  * launch -> front end connected ("QEMU start") -> kernel entry ("firmware") -> init
- * ("kernel") -> node exec'd ("init") -> program loaded ("node start") -> DMA ready
+ * ("kernel") -> node about to be exec'd ("init": mounts) -> node's process started
+ * ("exec": loading node and its libraries) -> program loaded ("node start") -> DMA ready
  * ("DMA memory") -> devices ready ("devices") -> listening ("services") -> first HTTP
  * response on the host ("first response").
  */
@@ -43,7 +44,8 @@ export const WATERFALL_POINTS: ReadonlyArray<readonly [point: string, step: stri
   ['front-end-connected', 'QEMU start'],
   ['kernel', 'firmware'],
   ['init', 'kernel'],
-  ['node-start', 'init'],
+  ['exec', 'init'],
+  ['node-start', 'exec'],
   ['program-loaded', 'node start'],
   ['dma-ready', 'DMA memory'],
   ['devices-ready', 'devices'],

@@ -115,6 +115,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   tsvirtio::InitMem(env, exports);
   tsvirtio::InitIo(env, exports);
   tsvirtio::InitWatch(env, exports);
+  tsvirtio::InitClock(env, exports);
   return exports;
 }
 

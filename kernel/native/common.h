@@ -41,6 +41,7 @@ Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
 void InitMem(Napi::Env env, Napi::Object exports);
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitWatch(Napi::Env env, Napi::Object exports);
+void InitClock(Napi::Env env, Napi::Object exports);
 
 // Retries a system call interrupted by a signal.
 template <typename F>

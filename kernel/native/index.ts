@@ -113,6 +113,8 @@ export interface TsVirtioAddon {
   getLocalCid(): number;
   // fd readiness
   watchFd(fd: number, callback: WatchCallback, events?: number): FdWatcher;
+  // clocks
+  tscNow(): bigint;
 }
 
 export const ADDON_NOT_BUILT_MESSAGE = 'native addon not built: run `npm ci` (or `node build.mjs`)';
@@ -248,6 +250,11 @@ export function mlock(buffer: ByteSource): void {
 
 export function munlock(buffer: ByteSource): void {
   a().munlock(buffer);
+}
+
+/** The CPU's time-stamp counter (rdtsc); -1n on CPUs without one. */
+export function tscNow(): bigint {
+  return a().tscNow();
 }
 
 /** Virtual address of the first byte of an ArrayBuffer, or of a view at its byteOffset. */
