@@ -166,7 +166,8 @@ export function httpStatus(port: number, path = '/', timeoutMs = 30_000): Promis
   });
 }
 
-function describeExit(e: QemuExit, consoleTail: string, fullConsole = '', memory?: { memoryMiB: number; need: MemoryNeed }): string {
+/** Why a guest ended, for messages: out of memory (with what it needs), a kernel panic, the program's status, or QEMU's. */
+export function describeExit(e: QemuExit, consoleTail: string, fullConsole = '', memory?: { memoryMiB: number; need: MemoryNeed }): string {
   const oom = outOfMemoryIn(fullConsole);
   if (oom !== null && memory) {
     return `the guest ran out of memory (${oom}) with ${memory.memoryMiB} MiB: this image needs about ${memory.need.mib} MiB (${memory.need.breakdown}); give it more with --memory; last console lines:\n${consoleTail}`;

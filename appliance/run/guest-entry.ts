@@ -162,8 +162,11 @@ function runAppliance(args: EntryArgs): void {
       const closers: Array<() => Promise<void> | void> = [];
       if (args.drivers === 'ours') {
         const devOpts = { pollWindowMs: args.pollWindowMs };
-        const fs = await VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts));
-        const vsock = await VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES });
+        // Both at once: the vsock device is set up while FUSE_INIT travels to virtiofsd.
+        const [fs, vsock] = await Promise.all([
+          VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts)),
+          VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES }),
+        ]);
         ctx.stage('devices-ready');
         // Cached bodies live in DMA memory (sent by descriptor): the cache gets what the drivers left.
         const cacheTotal = fileCacheBudget(ctx.dma.arena.freeBytes);

@@ -10,15 +10,18 @@ const MiB = 1024 * 1024;
 
 /**
  * microvm: what the guest uses besides the hugepages: the kernel and its tables
- * (~14 MiB reserved at boot), node's pages in the page cache (~45 MiB of the binary
- * are touched; they are read from the squashfs disk, so they can be dropped and read
- * again, but not without slowing everything), node's heap and the appliance (~35 MiB
- * resident under `ab -c 8`), and slack.
+ * (~13 MiB reserved at boot), node's pages in the page cache (~45 MiB of the binary are
+ * touched; read from the squashfs disk, they can be dropped and read again, which is
+ * what happens below the need: it thrashes), node's heap and the appliance. Measured
+ * with 20 MiB of hugepages and `ab -c 8 -n 1000` on big.html right after boot: 72 MiB
+ * served it as fast as 128 MiB (214 and 254 req/s), 64 MiB booted but thrashed (33
+ * req/s). 56 + hugepages keeps 72 MiB as the floor of that configuration.
  */
-export const MICROVM_BASE_MIB = 100;
+export const MICROVM_BASE_MIB = 56;
 /**
- * q35: Debian's kernel and its modules (~40 MiB), node's heap and the appliance, and
- * slack; the initramfs comes on top twice (see memoryNeed).
+ * q35: Debian's kernel and its modules, node's heap and the appliance, and slack; the
+ * initramfs comes on top twice (see memoryNeed). 256 MiB with today's 107 MB
+ * initramfs and 64 MiB of hugepages panicked while unpacking.
  */
 export const Q35_BASE_MIB = 128;
 
