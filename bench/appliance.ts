@@ -1,4 +1,7 @@
 // Level 2: the whole appliance in QEMU (TCG here), Toro's measurement and ours in one run.
+// Our drivers run on the default machine (microvm, 128 MiB, startup snapshot) and, for the
+// same page at -c 1 and -c 8, on the path before it (q35 + PCI, 1 GiB, no snapshot): the
+// microvm path must serve at least as fast (`--machines microvm` skips the q35 guest).
 //   npm run bench -- appliance [--requests N] [--rounds N] [--warm-up S] [--iterations N]
 //                              [--modes auto,two-copy,...] [--no-kernel]
 // For each guest: the webserver's 133 KB page with ab (-c 1 -n N, as Toro measured, and
@@ -13,6 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
+import type { Machine } from '../appliance/image/guest.js';
 import { GUEST_NODE_OPTIONS, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { type AbResult, printTable, runAb, writeResults } from './report.js';
 import { barChartSvg } from '../appliance/run/svg-chart.js';
@@ -28,6 +32,8 @@ interface PingPongRow {
 
 interface GuestResult {
   drivers: 'ours' | 'kernel';
+  /** The QEMU machine (microvm: the default path; q35: the path before it, PCI, 1 GiB, no snapshot). */
+  machine: Machine;
   /** Set for the run without the webserver's file cache (every request reads through virtio-fs). */
   variant?: 'no-cache';
   txMode: TxMode | null;
@@ -58,9 +64,10 @@ async function pingPong(port: number, iterations: number): Promise<PingPongRow[]
 /** Guest node options and vCPUs for every guest of the run (--node-options, --cpus). */
 const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [...GUEST_NODE_OPTIONS], cpus: 1 };
 
-async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = []): Promise<T> {
-  const label = drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`;
-  const app = await startAppliance({ port: 0, pingPongPort: 0, drivers, txMode, guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
+async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = [], machine: Machine = 'microvm'): Promise<T> {
+  const label = `${machine}, ${drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`}`;
+  // q35 is the path before microvm as it was: PCI, 1 GiB, the ESM bundle (no snapshot).
+  const app = await startAppliance({ port: 0, pingPongPort: 0, machine, ...(machine === 'q35' ? { snapshot: false } : {}), drivers, txMode, guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
   const onSignal = (): void => {
     void app.stop().then(() => process.exit(130));
   };
@@ -73,8 +80,8 @@ async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefin
   }
 }
 
-function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number } {
-  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3 };
+function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean } {
+  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -92,7 +99,11 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--rounds') o.rounds = Number(value());
     else if (a === '--node-options') guestSetup.nodeOptions = value().split(/\s+/).filter(Boolean);
     else if (a === '--cpus') guestSetup.cpus = Number(value());
-    else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N)`);
+    else if (a === '--machines') {
+      const v = value();
+      if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new Error(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
+      o.q35 = v !== 'microvm';
+    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
   }
   if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
   if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
@@ -149,7 +160,7 @@ export default async function appliance(argv: string[]): Promise<void> {
         }
         const abSmall = mode === 'auto' || o.abAllModes ? await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds) : null;
         const pp = await pingPong(app.pingPongPort, o.iterations);
-        return { drivers: 'ours' as const, txMode: mode, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
+        return { drivers: 'ours' as const, machine: 'microvm' as const, txMode: mode, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
       }),
     );
   }
@@ -166,14 +177,33 @@ export default async function appliance(argv: string[]): Promise<void> {
           const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
           await warmUp(url, o.warmUpSeconds);
           const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
-          return { drivers: 'ours' as const, variant: 'no-cache' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ab, abSmall: null, pingPong: [] };
+          return { drivers: 'ours' as const, machine: 'microvm' as const, variant: 'no-cache' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ab, abSmall: null, pingPong: [] };
         },
         ['--no-cache'],
       ),
     );
   }
+  if (o.q35) {
+    console.log('\nthe path before microvm: q35 + PCI, 1 GiB, no snapshot; our drivers, tx-mode auto');
+    guests.push(
+      await withGuest(
+        'ours',
+        'auto',
+        async (app) => {
+          const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
+          await warmUp(url, o.warmUpSeconds);
+          const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
+          const abSmall = await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds);
+          const pp = await pingPong(app.pingPongPort, o.iterations);
+          return { drivers: 'ours' as const, machine: 'q35' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
+        },
+        [],
+        'q35',
+      ),
+    );
+  }
   if (o.kernel) {
-    console.log('\nkernel drivers (vmw_vsock_virtio_transport + virtiofs)');
+    console.log('\nkernel drivers (vmw_vsock_virtio_transport + virtiofs), q35');
     guests.push(
       await withGuest('kernel', undefined, async (app) => {
         const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
@@ -181,13 +211,15 @@ export default async function appliance(argv: string[]): Promise<void> {
         const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
         const abSmall = await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds);
         const pp = await pingPong(app.pingPongPort, o.iterations);
-        return { drivers: 'kernel' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
-      }),
+        return { drivers: 'kernel' as const, machine: 'q35' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
+      }, [], 'q35'),
     );
   }
 
-  const name = (g: GuestResult): string => (g.drivers === 'kernel' ? 'linux drivers' : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : `ours ${g.txMode}`);
-  const ours = guests.find((g) => g.drivers === 'ours' && g.txMode === 'auto' && g.variant === undefined)!;
+  const name = (g: GuestResult): string =>
+    g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : `ours ${g.txMode}`;
+  const ours = guests.find((g) => g.drivers === 'ours' && g.machine === 'microvm' && g.txMode === 'auto' && g.variant === undefined)!;
+  const before = guests.find((g) => g.drivers === 'ours' && g.machine === 'q35');
   const kernel = guests.find((g) => g.drivers === 'kernel');
 
   const abRows: Array<Record<string, string | number>> = [];
@@ -234,7 +266,10 @@ export default async function appliance(argv: string[]): Promise<void> {
   }
   printTable(`ping-pong over the TCP forward, ${o.iterations} round trips per size`, ppRows);
   console.log(`  toro (blog, another machine): 8192 B: ${TORO.pingPongMs[8192]} ms, 16384 B: ${TORO.pingPongMs[16384]} ms (the "time" its ping-pong test printed; the post does not say per what)`);
-  console.log(`\n* Toro's figures are from ${TORO.machine}.`);
+  if (before) {
+    console.log(`\nmicrovm (default) vs q35 (the path before), ${PAGE}: -c 1 ${r2(ours.ab[0]!.requestsPerSecond / before.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(ours.ab[1]!.requestsPerSecond / before.ab[1]!.requestsPerSecond)}x (>= 1: no regression)`);
+  }
+  console.log(`\n* Toro's figures are from ${TORO.machine}; they are typed in, not measured here, and not drawn in the chart.`);
   console.log(`  ${TORO.tcgHereNote}`);
 
   const path = writeResults('appliance', {
@@ -247,6 +282,13 @@ export default async function appliance(argv: string[]): Promise<void> {
     guestNodeOptions: guestSetup.nodeOptions,
     guestCpus: guestSetup.cpus,
     guests,
+    // The default path (microvm) against the path before it (q35), same run: >= 1 is no regression.
+    microvmVsQ35: before
+      ? {
+          abC1RequestsPerSecond: r2(ours.ab[0]!.requestsPerSecond / before.ab[0]!.requestsPerSecond),
+          abC8RequestsPerSecond: r2(ours.ab[1]!.requestsPerSecond / before.ab[1]!.requestsPerSecond),
+        }
+      : null,
     ratiosVsLinux: kernel
       ? {
           abC1RequestsPerSecond: r2(ours.ab[0]!.requestsPerSecond / kernel.ab[0]!.requestsPerSecond),
@@ -259,9 +301,7 @@ export default async function appliance(argv: string[]): Promise<void> {
   const svgPath = join(path, '..', 'appliance.svg');
   const bars = [
     ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: req/s`, label: name(g), value: a.requestsPerSecond }))),
-    { group: 'ab -c 1: req/s', label: 'toro TCG (est.)', value: TORO.tcgHere.requestsPerSecond },
     ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: ms per request`, label: name(g), value: a.meanMsPerRequest }))),
-    { group: 'ab -c 1: ms per request', label: 'toro TCG (est.)', value: TORO.tcgHere.meanMsPerRequest },
     ...guests.flatMap((g) => g.pingPong.map((p) => ({ group: `ping-pong ${p.sizeBytes} B: p50 us`, label: name(g), value: p.p50Us }))),
   ];
   writeFileSync(svgPath, barChartSvg(`appliance, QEMU TCG, one run (${new Date().toISOString().slice(0, 16)}Z)`, bars));
