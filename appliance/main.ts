@@ -170,6 +170,9 @@ async function main(): Promise<number> {
     return 1;
   }
 
+  const steps = app.timeline.waterfall();
+  const firstResponse = app.timeline.at('first-response');
+  if (firstResponse !== null) say(`booted in ${(firstResponse / 1000).toFixed(2)} s: ${steps.map((x) => `${x.step} ${(x.ms / 1000).toFixed(2)}`).join(', ')}`);
   say(`qemu pid ${app.qemuPid}, virtiofsd pid ${app.virtiofsdPid}, daemon in pid ${process.pid}, sockets in ${app.socketDir}`);
   say(`ping-pong: 127.0.0.1:${app.pingPongPort} (node dist/appliance/pingpong/client.js --connect 127.0.0.1:${app.pingPongPort})`);
   say(`serving ${args.site} at ${app.url}  (Ctrl-C stops)`);
