@@ -24,10 +24,11 @@ interface ProbeResult {
   dmaPhys: string[];
   interruptRoundTripUs: { p50: number; p99: number; n: number };
   pollRoundTripUs: { p50: number; p99: number; n: number };
-  pollWindow: { filled: number; burst: { events: number; phases: number; turns: number }; after: { events: number; phases: number }; handled: number };
+  pollWindow: { filled: number; burst: { events: number; spurious: number; phases: number; turns: number }; after: { events: number; spurious: number; phases: number }; handled: number };
   interrupts: number;
   costsNs: Record<string, number | null>;
   afterResetNoEventIdx: number;
+  clocksource: string;
   platform: { devices: Array<{ name: string; driver: string | null; virtioDeviceId: number | null }>; rootDisk: string; rootMount: string | null } | null;
 }
 
@@ -45,14 +46,16 @@ for (const machine of MACHINES) {
   const transport = machine === 'microvm' ? 'virtio-mmio' : 'modern PCI';
 
   guestTest(`${machine}: the guest program exits 0 after binding virtio-rng and reading from it`, async (t) => {
-    const { exit, console: text } = await guests.get(machine);
+    const { exit, console: text, result } = await guests.get(machine);
     t.false(exit.timedOut, 'QEMU hit the safety timeout');
     t.is(exit.guestStatus, 0, text.slice(-3000));
     t.regex(text, deviceOpenedPattern(machine, 4));
     t.notRegex(text, /PANIC/);
     const started = /node started ([\d.]+) s after the kernel/.exec(text);
     const ready = /virtio device 4, interrupts: .* \((\d+) ms after node started\)/.exec(text);
-    t.log(`QEMU start to guest exit ${exit.elapsedMs} ms; node started ${started?.[1]} s after the kernel; device ready ${ready?.[1]} ms after node started`);
+    t.log(`QEMU start to guest exit ${exit.elapsedMs} ms; node started ${started?.[1]} s after the kernel; device ready ${ready?.[1]} ms after node started; clocksource ${result?.clocksource}`);
+    // Without a TSC rate on the command line (tsc_early_khz) our kernel falls back to a 4 ms jiffies clock whenever its PIT calibration fails under host load.
+    if (machine === 'microvm') t.is(result?.clocksource, 'tsc', 'the guest clock is the TSC');
   });
 
   guestTest(`${machine}: every posted buffer came back full of varied random bytes`, async (t) => {
@@ -102,13 +105,17 @@ for (const machine of MACHINES) {
     const { result } = await guests.get(machine);
     if (result === null) return t.fail('no result');
     const w = result.pollWindow;
+    t.log(`poll window: ${JSON.stringify(w)}`);
     t.is(w.filled, 201, 'every round trip completed');
     t.true(w.burst.phases >= 1 && w.burst.turns > 0, JSON.stringify(w));
     // Interrupts only start polling phases: far fewer than the 200 round trips (each
     // phase ends after 20 quiet ms, which a busy TCG guest may hit now and then).
     t.true(w.burst.events < 100, `${w.burst.events} interrupts for 200 round trips`);
-    t.is(w.after.events, w.burst.events + 1, 'the round trip after the pause came by interrupt');
-    t.is(w.after.phases, w.burst.phases + 1, 'and began a new polling phase');
+    // Events that found nothing pending are not counted: on microvm the edge the device
+    // raised while the line was masked is replayed when the source unmasks (see
+    // kernel/guest/interrupts.ts); it must begin no polling phase.
+    t.is(w.after.events - w.after.spurious, w.burst.events - w.burst.spurious + 1, 'the round trip after the pause came by interrupt');
+    t.is(w.after.phases, w.burst.phases + 1, 'and began a new polling phase, the only one since the burst');
   });
 
   if (machine === 'microvm') {

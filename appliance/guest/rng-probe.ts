@@ -164,11 +164,11 @@ boot('rng-probe', async (ctx) => {
     });
   let windowedFilled = 0;
   for (let i = 0; i < ROUND_TRIPS; i++) if ((await roundTrip3()) === 16) windowedFilled++;
-  const burst = { events: windowed.events, phases: windowed.pollPhases, turns: windowed.pollTurns };
+  const burst = { events: windowed.events, spurious: windowed.spurious, phases: windowed.pollPhases, turns: windowed.pollTurns };
   await new Promise((r) => setTimeout(r, 200)); // the window closes: back to interrupts
   const afterPause = (await roundTrip3()) === 16 ? 1 : 0;
   await new Promise((r) => setTimeout(r, 100));
-  const pollWindow = { filled: windowedFilled + afterPause, burst, after: { events: windowed.events, phases: windowed.pollPhases }, handled };
+  const pollWindow = { filled: windowedFilled + afterPause, burst, after: { events: windowed.events, spurious: windowed.spurious, phases: windowed.pollPhases }, handled };
   windowed.stop();
   ctx.log(`poll window 20 ms: ${JSON.stringify(pollWindow)}`);
 
@@ -200,6 +200,8 @@ boot('rng-probe', async (ctx) => {
     afterResetNoEventIdx: afterReset,
     pollWindow,
     platform,
+    // "tsc"; "refined-jiffies" (4 ms steps, the timings above that coarse) when the kernel could not calibrate the TSC (microvm: see tsc_early_khz in appliance/image/node-guest.ts).
+    clocksource: readFileSync('/sys/devices/system/clocksource/clocksource0/current_clocksource', 'latin1').trim(),
   };
   process.stdout.write(`rng-probe-result: ${JSON.stringify(result)}\n`);
   const ok = lengths.every((l) => l === BUFFER_BYTES) && distinct > 16 && afterReset === 50 && pollWindow.filled === ROUND_TRIPS + 1;

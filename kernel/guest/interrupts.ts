@@ -29,6 +29,12 @@
 // Under load (a request every few milliseconds) the uio read, the config-space write
 // and the kernel's interrupt path are gone from the per-request cost; an idle guest
 // still sleeps. Under TCG the config-space write alone costs ~100 µs.
+// An event whose acknowledge finds nothing pending starts no polling phase: it is only
+// unmasked again. On microvm that is every phase's end: the virtio-mmio IRQs are
+// edge-triggered ISA lines (no ACPI: the MP table's defaults), so an edge the device
+// raised while uio_pdrv_genirq had the line disabled is latched by the kernel
+// (IRQS_PENDING) and replayed by enable_irq, after the source has already acknowledged
+// it; polling for it would be a wasted window.
 //
 // BusyPoll: no interrupts at all; a setImmediate loop runs the handler on every turn of
 // the event loop (the driver checks its used rings). For latency measurements: it costs
@@ -151,8 +157,13 @@ export class UioIntxInterrupts implements InterruptSource {
     this.events++;
     const ours = acknowledge();
     if (this.pollWindowMs > 0) {
+      if (!ours) {
+        // Nothing pending (a shared line's other device, or a replayed edge): no polling phase.
+        this.spurious++;
+        if (this.pollImmediate === null) this.unmask();
+        return;
+      }
       // Polling from here: INTx stays masked until the device has been quiet a while.
-      if (!ours) this.spurious++;
       dispatch();
       if (this.pollImmediate === null) this.beginPolling();
       return;

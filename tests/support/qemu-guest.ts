@@ -21,7 +21,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MACHINES, type Machine, bootOptions } from '../../appliance/image/guest.js';
+import { MACHINES as ALL_MACHINES, type Machine, bootOptions, parseMachine } from '../../appliance/image/guest.js';
 import { buildNodeGuest } from '../../appliance/image/node-guest.js';
 import { type QemuInstance, launchQemu, qemuAvailable } from '../../appliance/qemu/launch.js';
 import { type VirtiofsdProcess, spawnVirtiofsd } from '../../appliance/qemu/virtiofsd.js';
@@ -30,7 +30,13 @@ import { type VhostUserServer, startVhostUserServer } from '../../kernel/vhost-u
 import { VIRTIO_PCI_MODERN_DEVICE_BASE } from '../../kernel/transport/pci-virtio-caps.js';
 import { spawnDaemon } from './daemon-process.js';
 
-export { MACHINES, type Machine };
+export type { Machine };
+
+/**
+ * The machines the guest tests boot, in this order: both, or those listed in
+ * TSVIRTIO_TEST_MACHINES (comma-separated, e.g. "microvm"), to look at one of them.
+ */
+export const MACHINES: readonly Machine[] = process.env['TSVIRTIO_TEST_MACHINES'] ? process.env['TSVIRTIO_TEST_MACHINES'].split(',').map((m) => parseMachine(m.trim(), 'TSVIRTIO_TEST_MACHINES')) : ALL_MACHINES;
 
 /** The repository root (this file is dist/tests/support/qemu-guest.js). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
