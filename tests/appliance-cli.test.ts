@@ -62,6 +62,7 @@ t1('--help prints the usage and exits 0', async (t) => {
   t.regex(r.out, /--port N/);
   t.regex(r.out, /--site DIR/);
   t.regex(r.out, /--memory MiB/);
+  t.regex(r.out, /--machine M/);
 });
 
 t1('bad flags: exit 2 with a message naming the flag', async (t) => {
@@ -69,6 +70,8 @@ t1('bad flags: exit 2 with a message naming the flag', async (t) => {
     [['--port', 'x'], '--port'],
     [['--port', '70000'], '--port'],
     [['--memory', '12'], '--memory'],
+    [['--machine', 'pc'], '--machine'],
+    [['--drivers', 'kernel', '--machine', 'microvm'], '--machine q35'],
     [['--bogus'], '--bogus'],
     [['--site'], '--site'],
   ] as const) {
@@ -88,6 +91,13 @@ t1('a missing site folder or virtiofsd: exit 1 naming the part', async (t) => {
 });
 
 const withQemu = built && qemuAvailable() && existsSync(VIRTIOFSD) ? test.serial : test.skip;
+
+withQemu('--memory below what the image needs: refused before the launch, with the need and how it adds up', async (t) => {
+  const r = await run(['--memory', '64', '--port', String(await freePortPair())]);
+  t.is(r.code, 1, r.out);
+  t.regex(r.out, /cannot start guest: --memory 64 is too little for this image: it needs at least \d+ MiB \(\d+ MiB of hugepages for DMA, \d+ MiB for the kernel, node's pages and the appliance\)/);
+  t.notRegex(r.out, /booting/);
+});
 
 withQemu('a port in use: exit 1 naming the daemon; virtiofsd stopped, no socket left', async (t) => {
   const blocker: Server = createServer();

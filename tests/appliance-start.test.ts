@@ -1,10 +1,11 @@
-// `npm start` end to end: spawns `node dist/appliance/main.js --port P` once (QEMU with
-// our vsock + virtio-fs drivers, virtiofsd, the in-process vsock daemon with its TCP
-// forwards), fetches the sample site through 127.0.0.1:P, runs the ping-pong client
-// against P+1, then sends SIGINT and checks the clean shutdown.
+// `npm start` end to end: spawns `node dist/appliance/main.js --port P` once (the default
+// path: microvm in 128 MiB, our kernel, our vsock + virtio-fs drivers on virtio-mmio, the
+// program from a startup snapshot; virtiofsd, the in-process vsock daemon with its TCP
+// forwards), fetches the sample site through 127.0.0.1:P, runs ab -c 8 and the ping-pong
+// client against P+1, then sends SIGINT and checks the clean shutdown.
 import test from 'ava';
 import { freePortPair } from './support/ports.js';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { type Socket, createConnection } from 'node:net';
 import { join, relative } from 'node:path';
@@ -134,7 +135,13 @@ qtest('prints the URL and the pids; every file of the site comes back byte-ident
   t.is(s.url, `http://127.0.0.1:${s.port}/`);
   t.is(s.pingPongPort, s.port + 1);
   t.regex(s.output(), /building image…/);
-  t.regex(s.output(), /booting…/);
+  t.regex(s.output(), /booting \(microvm, 128 MiB\)…/);
+  // The boot waterfall, every stage from QEMU's start to the first response.
+  const booted = /booted in ([\d.]+) s: (.*)/.exec(s.output());
+  t.truthy(booted, s.output());
+  for (const step of ['QEMU start', 'firmware', 'kernel', 'init', 'exec', 'node start', 'DMA memory', 'devices', 'services', 'first response']) {
+    t.regex(booted![2]!, new RegExp(`${step} \\d+\\.\\d\\d`), step);
+  }
   const files = siteFiles(site);
   t.true(files.length >= 5);
   for (const f of files) {
@@ -191,6 +198,17 @@ qtest('20 clients at once get the 133 KB page intact', async (t) => {
     t.is(r.status, 200);
     t.true(r.body.equals(big));
   }
+});
+
+const abAvailable = spawnSync('ab', ['-V']).status === 0;
+(abAvailable ? qtest : test.skip)('ab -c 8 -n 1000 on the 133 KB page in 128 MiB: no failed request', async (t) => {
+  const s = await start();
+  const r = spawnSync('ab', ['-q', '-c', '8', '-n', '1000', `${s.url}big.html`], { encoding: 'utf8', timeout: 5 * 60_000 });
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /Complete requests:\s+1000\b/);
+  t.regex(r.stdout, /Failed requests:\s+0\b/);
+  t.notRegex(r.stdout, /Non-2xx responses/);
+  t.regex(r.stdout, new RegExp(`Document Length:\\s+${readFileSync(join(site, 'big.html')).length} bytes`));
 });
 
 qtest('the ping-pong client runs against the forward and reports latencies', async (t) => {

@@ -66,6 +66,9 @@ export const MICROVM_KERNEL_ARGS: readonly string[] = [
   'tsc=reliable',
   'nolapic_timer',
   'random.trust_cpu=on',
+  // `reboot -f` ends QEMU (-no-reboot) at once by a triple fault; the default methods
+  // took ~2.9 s before one worked.
+  'reboot=t',
   'root=/dev/vda',
   'rootfstype=squashfs',
   'ro',
