@@ -124,6 +124,8 @@ mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 ${insmodScript(modules)}
 cd /app
+read up _ < /proc/uptime
+echo "${STAGE_MARKER} exec $up"
 ${command}
 status=$?
 echo "${EXIT_MARKER} $status"

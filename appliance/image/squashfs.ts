@@ -49,6 +49,14 @@ export interface SquashfsImage {
 
 const MKSQUASHFS_HINT = 'install squashfs-tools: npm run setup, or apt-get install -y squashfs-tools';
 
+/**
+ * 1 MiB blocks: each block is one virtio-blk request, and under TCG the request, not the
+ * decompression, is what costs. node's first cold run (`node -e 0`, median of 5 boots)
+ * took 0.93 s with 1 MiB blocks against 0.98 s with 128 KiB, 1.21 s with 32 KiB and
+ * 1.39 s with 16 KiB; the image is smaller too (41.7 vs 43.0 MB).
+ */
+const BLOCK_SIZE = '1M';
+
 function compressionArgs(c: SquashfsCompression): string[] {
   switch (c) {
     case 'lz4':
@@ -104,7 +112,7 @@ export async function buildSquashfs(spec: SquashfsSpec): Promise<SquashfsImage> 
   const t0 = Date.now();
   const compression = spec.compression ?? 'lz4';
   if (!SQUASHFS_COMPRESSIONS.includes(compression)) throw new ImageBuildError('ERR_SPEC', `squashfs compression ${JSON.stringify(compression)}: expected ${SQUASHFS_COMPRESSIONS.join(' or ')}`);
-  const { entries, modules, key } = await collectImageContents(spec, `squashfs-${compression}`);
+  const { entries, modules, key } = await collectImageContents(spec, `squashfs-${compression}-${BLOCK_SIZE}`);
   const outDir = spec.outDir ?? cacheDir('images');
   const path = join(outDir, `${spec.name}-${key}.sqfs`);
   if (reuseCached(path)) return { path, size: statSync(path).size, key, cached: true, buildMs: Date.now() - t0, modules, compression };
@@ -130,6 +138,7 @@ export async function buildSquashfs(spec: SquashfsSpec): Promise<SquashfsImage> 
         '-mkfs-time', '0',
         '-all-time', '0',
         '-processors', String(availableParallelism()),
+        '-b', BLOCK_SIZE,
         ...compressionArgs(compression),
         ...(pseudo.length ? ['-pf', pseudoFile] : []),
       ],
