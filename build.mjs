@@ -145,6 +145,7 @@ function findNodeGyp() {
     ['appliance/run/guest-entry.ts', 'appliance.js'],
     ['appliance/guest/fs-tree.ts', 'fs-tree.js'],
     ['appliance/guest/fs-bench.ts', 'fs-bench.js'],
+    ['tests/support/memory-hog.ts', 'memory-hog.js'], // tests/guest-oom.test.ts
   ];
   for (const [entry, out] of bundles) {
     if (!existsSync(join(root, entry))) continue;

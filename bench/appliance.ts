@@ -130,6 +130,16 @@ async function warmUp(url: string, seconds: number): Promise<void> {
   await runAb(url, 1, 1_000_000, seconds);
 }
 
+/** After a warm-up: ab -c 1 and -c 8 on the page, then (if asked) -c 1 on the small page and ping-pong. */
+async function measurePage(app: RunningAppliance, o: { requests: number; rounds: number; iterations: number; warmUpSeconds: number }, extras: boolean): Promise<Pick<GuestResult, 'ab' | 'abSmall' | 'pingPong'>> {
+  const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
+  await warmUp(url, o.warmUpSeconds);
+  const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
+  if (!extras) return { ab, abSmall: null, pingPong: [] };
+  const abSmall = await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds);
+  return { ab, abSmall, pingPong: await pingPong(app.pingPongPort, o.iterations) };
+}
+
 const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 
@@ -173,12 +183,7 @@ export default async function appliance(argv: string[]): Promise<void> {
       await withGuest(
         'ours',
         'auto',
-        async (app) => {
-          const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
-          await warmUp(url, o.warmUpSeconds);
-          const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
-          return { drivers: 'ours' as const, machine: 'microvm' as const, variant: 'no-cache' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ab, abSmall: null, pingPong: [] };
-        },
+        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'no-cache' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, false)) }),
         ['--no-cache'],
       ),
     );
@@ -189,14 +194,7 @@ export default async function appliance(argv: string[]): Promise<void> {
       await withGuest(
         'ours',
         'auto',
-        async (app) => {
-          const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
-          await warmUp(url, o.warmUpSeconds);
-          const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
-          const abSmall = await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds);
-          const pp = await pingPong(app.pingPongPort, o.iterations);
-          return { drivers: 'ours' as const, machine: 'q35' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
-        },
+        async (app) => ({ drivers: 'ours' as const, machine: 'q35' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }),
         [],
         'q35',
       ),
@@ -205,14 +203,7 @@ export default async function appliance(argv: string[]): Promise<void> {
   if (o.kernel) {
     console.log('\nkernel drivers (vmw_vsock_virtio_transport + virtiofs), q35');
     guests.push(
-      await withGuest('kernel', undefined, async (app) => {
-        const url = `http://127.0.0.1:${app.webPort}${PAGE}`;
-        await warmUp(url, o.warmUpSeconds);
-        const ab = [await abMedian(url, 1, o.requests, o.rounds), await abMedian(url, 8, o.requests, o.rounds)];
-        const abSmall = await abMedian(`http://127.0.0.1:${app.webPort}${SMALL_PAGE}`, 1, o.requests, o.rounds);
-        const pp = await pingPong(app.pingPongPort, o.iterations);
-        return { drivers: 'kernel' as const, machine: 'q35' as const, txMode: null, bootMs: Math.round(app.bootMs), ab, abSmall, pingPong: pp };
-      }, [], 'q35'),
+      await withGuest('kernel', undefined, async (app) => ({ drivers: 'kernel' as const, machine: 'q35' as const, txMode: null, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }), [], 'q35'),
     );
   }
 

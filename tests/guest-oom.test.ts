@@ -2,7 +2,9 @@
 // "the guest kernel panicked" or a bare exit status. One microvm boot of a program that
 // takes memory until the kernel's OOM killer ends it (tests/support/memory-hog.ts): the
 // console must show the kill (our kernel logs errors: loglevel=4), and the launcher's
-// description of the exit must say out of memory and name the need.
+// description of the exit must say out of memory and name the need. Without boot()
+// locking node's code in RAM this guest thrashed for minutes instead (node's pages
+// evicted and read back from the squashfs root over and over).
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
 import { bootOptions } from '../appliance/image/guest.js';
@@ -11,13 +13,14 @@ import { launchQemu, qemuAvailable } from '../appliance/qemu/launch.js';
 import { describeExit } from '../appliance/run/appliance.js';
 import { memoryNeed, outOfMemoryIn } from '../appliance/run/guest-memory.js';
 
-const hog = fileURLToPath(new URL('./support/memory-hog.js', import.meta.url));
+const hog = fileURLToPath(new URL('../bundles/memory-hog.js', import.meta.url));
+const addon = fileURLToPath(new URL('../../build/Release/tsvirtio.node', import.meta.url));
 const MEMORY_MIB = 96;
 const HUGEPAGES = 2;
 
 test('a microvm guest killed by the OOM killer is reported as out of memory, with the need', async (t) => {
   if (!qemuAvailable()) return t.pass('QEMU is not installed: run npm run setup');
-  const image = await buildNodeGuest({ machine: 'microvm', main: hog, name: 'memory-hog', hugepages: HUGEPAGES });
+  const image = await buildNodeGuest({ machine: 'microvm', main: hog, name: 'memory-hog', hugepages: HUGEPAGES, files: [{ guest: '/app/tsvirtio.node', host: addon }] });
   const qemu = launchQemu({ ...bootOptions(image), memoryMiB: MEMORY_MIB, timeoutMs: 5 * 60_000 });
   try {
     const exit = await qemu.exited;

@@ -188,7 +188,8 @@ const guestBuilt = existsSync(guestScript) && existsSync(guestEsm);
   const snap = await buildStartupSnapshot({ entry: guestScript, name: 'appliance' });
   t.true(snap.size > 0);
   const r = node(['--snapshot-blob', snap.path, '--', '--drivers=ours', '--log']);
-  t.regex(r.stdout, /^appliance: node started .* program loaded \d+ ms after node started, args \["--drivers=ours","--log"\]\n/, r.stdout + r.stderr);
+  // Boot stage markers first (kernel/guest/boot.ts), then the start line.
+  t.regex(r.stdout, /^tsvirtio-stage: node-start [\d.]+\ntsvirtio-stage: program-loaded [\d.]+\nappliance: node started .* program loaded \d+ ms after node started, args \["--drivers=ours","--log"\]\n/, r.stdout + r.stderr);
   const panic = /PANIC: appliance: main failed: (HugepageDmaError \[ERR_HUGEPAGE_ALLOC\]|PciError \[ERR_PCI_NO_DEVICE\]): /;
   t.regex(r.stdout, panic, r.stdout + r.stderr);
   t.is(r.status, 70);

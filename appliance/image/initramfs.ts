@@ -94,8 +94,9 @@ export interface InitramfsSpec {
   outDir?: string;
 }
 
-export interface InitramfsImage {
-  /** The cpio file, for `qemu -initrd`. */
+/** A built (or cached) image file. */
+export interface BuiltImage {
+  /** The image file (the cpio for `qemu -initrd`, the squashfs for a disk). */
   path: string;
   /** Its size in bytes. */
   size: number;
@@ -108,6 +109,8 @@ export interface InitramfsImage {
   /** Modules in load order. */
   modules: ResolvedModule[];
 }
+
+export type InitramfsImage = BuiltImage;
 
 // ---------------------------------------------------------------------------------------
 // Kernel modules

@@ -218,7 +218,7 @@ export async function buildGuestKernel(opts: KernelBuildOptions = {}): Promise<G
 
   let p = inFlight.get(key);
   if (!p) {
-    p = buildOrWait(key, srcName, tarball, options, fragmentPath, patches, progress, opts.jobs);
+    p = buildOrWait({ key, srcName, tarball, options, fragmentPath, patches }, progress, opts.jobs);
     inFlight.set(key, p);
     p.catch(() => inFlight.delete(key));
   }
@@ -236,16 +236,19 @@ function resultIn(outDir: string, key: string, cached: boolean, buildMs: number)
   };
 }
 
-async function buildOrWait(
-  key: string,
-  srcName: string,
-  tarball: string,
-  options: ConfigOption[],
-  fragmentPath: string,
-  patches: string[],
-  progress: (line: string) => void,
-  jobs: number | undefined,
-): Promise<GuestKernel> {
+/** What a build starts from: the cache key and the inputs it hashes. */
+interface KernelInputs {
+  key: string;
+  /** linux-source-X.Y */
+  srcName: string;
+  tarball: string;
+  options: ConfigOption[];
+  fragmentPath: string;
+  patches: string[];
+}
+
+async function buildOrWait(inputs: KernelInputs, progress: (line: string) => void, jobs: number | undefined): Promise<GuestKernel> {
+  const { key } = inputs;
   const kernels = cacheDir('kernels');
   const outDir = join(kernels, key);
   if (reuseCached(join(outDir, 'vmlinux'))) return resultIn(outDir, key, true, 0);
@@ -276,23 +279,14 @@ async function buildOrWait(
   }
   try {
     if (existsSync(join(outDir, 'vmlinux'))) return resultIn(outDir, key, true, 0);
-    return await build(key, srcName, tarball, options, fragmentPath, patches, progress, jobs, outDir);
+    return await build(inputs, progress, jobs, outDir);
   } finally {
     rmSync(lock, { recursive: true, force: true });
   }
 }
 
-async function build(
-  key: string,
-  srcName: string,
-  tarball: string,
-  options: ConfigOption[],
-  fragmentPath: string,
-  patches: string[],
-  progress: (line: string) => void,
-  jobs: number | undefined,
-  outDir: string,
-): Promise<GuestKernel> {
+async function build(inputs: KernelInputs, progress: (line: string) => void, jobs: number | undefined, outDir: string): Promise<GuestKernel> {
+  const { key, srcName, tarball, options, fragmentPath, patches } = inputs;
   await checkTools();
   const t0 = Date.now();
   const elapsed = (): string => {

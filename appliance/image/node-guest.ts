@@ -113,23 +113,31 @@ function nodeCommand(nodeOptions: readonly string[], snapshot: boolean): string 
   return snapshot ? `/usr/bin/node ${opts} --snapshot-blob ${GUEST_SNAPSHOT_PATH} -- "$@"` : `/usr/bin/node ${opts} /app/main.js "$@"`;
 }
 
+/** A shell line printing a boot stage marker with the kernel's uptime (/proc must be mounted). */
+function stageLine(name: string): string {
+  return `read up _ < /proc/uptime\necho "${STAGE_MARKER} ${name} $up"`;
+}
+
+/** The end of both init scripts: run the program, print its exit status, end the guest. */
+function runProgram(command: string, end: string): string {
+  return `cd /app
+${stageLine('exec')}
+${command}
+status=$?
+echo "${EXIT_MARKER} $status"
+${end}`;
+}
+
 function q35Init(modules: readonly { name: string; guest: string }[], command: string): string {
   return `#!/bin/busybox sh
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
 ${COLLECT_INIT_ARGS}
 ${MOUNT_SCRIPT}
-read up _ < /proc/uptime
-echo "${STAGE_MARKER} init $up"
+${stageLine('init')}
 mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 ${insmodScript(modules)}
-cd /app
-read up _ < /proc/uptime
-echo "${STAGE_MARKER} exec $up"
-${command}
-status=$?
-echo "${EXIT_MARKER} $status"
-poweroff -f
+${runProgram(command, 'poweroff -f')}
 `;
 }
 
@@ -143,20 +151,13 @@ function microvmInit(command: string): string {
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
 ${COLLECT_INIT_ARGS}
 mount -t proc proc /proc
-read up _ < /proc/uptime
-echo "${STAGE_MARKER} init $up"
+${stageLine('init')}
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /dev/hugepages /dev/shm
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-cd /app
-read up _ < /proc/uptime
-echo "${STAGE_MARKER} exec $up"
-${command}
-status=$?
-echo "${EXIT_MARKER} $status"
-reboot -f
+${runProgram(command, 'reboot -f')}
 `;
 }
 

@@ -18,7 +18,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pruneStale, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir, run } from './debian.js';
-import { collectImageContents, type ImageEntry, type InitramfsSpec, type ResolvedModule } from './initramfs.js';
+import { type BuiltImage, collectImageContents, type ImageEntry, type InitramfsSpec } from './initramfs.js';
 
 /** Stale images of the same name older than this are deleted after a build. */
 const PRUNE_AGE_MS = 30 * 60 * 1000;
@@ -36,14 +36,7 @@ export interface SquashfsSpec extends InitramfsSpec {
   compression?: SquashfsCompression;
 }
 
-export interface SquashfsImage {
-  /** The image file, for a read-only virtio-blk drive. */
-  path: string;
-  size: number;
-  key: string;
-  cached: boolean;
-  buildMs: number;
-  modules: ResolvedModule[];
+export interface SquashfsImage extends BuiltImage {
   compression: SquashfsCompression;
 }
 

@@ -84,6 +84,7 @@ export interface TsVirtioAddon {
   munmap(mapping: ArrayBuffer): boolean;
   mlock(buffer: ByteSource): void;
   munlock(buffer: ByteSource): void;
+  mlockAllOnFault(): void;
   addressOf(buffer: ByteSource): bigint;
   memfdCreate(name: string, hugetlb?: boolean): number;
   pageSize(): number;
@@ -250,6 +251,14 @@ export function mlock(buffer: ByteSource): void {
 
 export function munlock(buffer: ByteSource): void {
   a().munlock(buffer);
+}
+
+/**
+ * mlockall(MCL_CURRENT | MCL_ONFAULT): each page of the process's present mappings (the
+ * node binary, its libraries, the heap so far) stays in RAM once touched.
+ */
+export function mlockAllOnFault(): void {
+  a().mlockAllOnFault();
 }
 
 /** The CPU's time-stamp counter (rdtsc); -1n on CPUs without one. */

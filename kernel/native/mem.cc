@@ -158,6 +158,16 @@ Napi::Value Munlock(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// mlockAllOnFault(): mlockall(MCL_CURRENT | MCL_ONFAULT): every page of the mappings the
+// process has now stays in RAM once it has been touched (nothing is faulted in here).
+Napi::Value MlockAllOnFault(const Napi::CallbackInfo& info) {
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
+  if (mlockall(MCL_CURRENT | MCL_ONFAULT) != 0) ThrowErrno(info.Env(), errno, "mlockall");
+  return info.Env().Undefined();
+}
+
 // addressOf(buffer) -> bigint: the virtual address of the first byte (of a view: at its offset).
 Napi::Value AddressOf(const Napi::CallbackInfo& info) {
   Bytes b = NonEmptyBytes(info, "addressOf");
@@ -187,6 +197,7 @@ void InitMem(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
   exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
+  exports.Set("mlockAllOnFault", Napi::Function::New(env, MlockAllOnFault, "mlockAllOnFault"));
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));

@@ -1,11 +1,20 @@
-// Guest program of tests/guest-oom.test.ts (run as /app/main.js as it is: no imports):
-// takes memory outside V8's heap, 4 MiB at a time and touched, until the kernel's OOM
-// killer ends it.
-const held: Buffer[] = [];
-process.stdout.write('memory-hog: taking memory\n');
-for (;;) {
-  const b = Buffer.allocUnsafe(4 << 20);
-  b.fill(1);
-  held.push(b);
-  if (held.length % 4 === 0) process.stdout.write(`memory-hog: ${held.length * 4} MiB\n`);
-}
+// Guest program of tests/guest-oom.test.ts (bundled to dist/bundles/memory-hog.js): boots
+// as every guest program does (boot() keeps node's code in RAM, see lockCodeInMemory),
+// then takes memory outside V8's heap, 32 MiB at a time and touched, until the kernel's
+// OOM killer ends it.
+import { boot } from '../../kernel/guest/boot.js';
+
+boot(
+  'memory-hog',
+  () => {
+    const held: Buffer[] = [];
+    process.stdout.write('memory-hog: taking memory\n');
+    for (;;) {
+      const b = Buffer.allocUnsafe(32 << 20);
+      b.fill(1);
+      held.push(b);
+      process.stdout.write(`memory-hog: ${held.length * 32} MiB\n`);
+    }
+  },
+  { dmaPages: 1 },
+);
