@@ -48,7 +48,10 @@ test('client against the echo service over node:net: every size, full echoes, sa
 test('runClient prints tables, or JSON with --json', async (t) => {
   const pp = await netEcho(t);
   const port = pp.port;
-  const text = await runClient(parseClientArgs(['--connect', `127.0.0.1:${port}`, '--sizes', '8192,16384', '--iterations', '20']));
+  const progress: string[] = [];
+  const text = await runClient(parseClientArgs(['--connect', `127.0.0.1:${port}`, '--sizes', '8192,16384', '--iterations', '20']), (size, done, of) => progress.push(`${size} ${done}/${of}`));
+  // Progress comes at least when each size is done (and every second in between).
+  t.true(progress.includes('8192 20/20') && progress.includes('16384 20/20'), progress.join(', '));
   t.regex(text, /size 8192 bytes, 20 round trips/);
   t.regex(text, /p50 [\d.]+ us {2}p90 [\d.]+ us {2}p99 [\d.]+ us {2}max [\d.]+ us/);
   t.regex(text, /size 16384 bytes/);
@@ -102,8 +105,16 @@ test('bad flags are refused with a message naming the flag', (t) => {
     t.true(err?.message.startsWith(flag), err?.message);
   }
   const ok = parseClientArgs(['--uds', '/run/v.sock:5000', '--sizes', '8192, 16384', '--iterations', '7', '--warmup', '0', '--json']);
-  t.deepEqual(ok, { target: { kind: 'uds', path: '/run/v.sock', guestPort: 5000 }, sizes: [8192, 16384], iterations: 7, warmup: 0, json: true, timeoutMs: 10000 });
+  t.deepEqual(ok, { target: { kind: 'uds', path: '/run/v.sock', guestPort: 5000 }, sizes: [8192, 16384], iterations: 7, warmup: 0, json: true, timeoutMs: 10000, quiet: false });
   t.deepEqual(parseClientArgs(['--connect', '[::1]:80']).target, { kind: 'tcp', host: '::1', port: 80 });
+});
+
+test('the client program answers --help (exit 0, every flag explained) before checking anything else', (t) => {
+  for (const argv of [['--help'], ['-h'], ['--connect', 'nonsense', '--help']]) {
+    const r = spawnSync(process.execPath, [CLIENT, ...argv], { encoding: 'utf8' });
+    t.is(r.status, 0, argv.join(' '));
+    for (const flag of ['--connect', '--uds', '--sizes', '--iterations', '--warmup', '--timeout-ms', '--json', '--quiet']) t.regex(r.stdout, new RegExp(`^  ${flag}`, 'm'), flag);
+  }
 });
 
 test('the client program exits with status 2 and names the flag', (t) => {

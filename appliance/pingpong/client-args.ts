@@ -15,10 +15,29 @@ export interface ClientArgs {
   warmup: number;
   json: boolean;
   timeoutMs: number;
+  /** No progress lines on stderr. */
+  quiet: boolean;
 }
 
 export const CLIENT_USAGE =
-  'usage: client.js (--connect HOST:PORT | --uds PATH:GUESTPORT) [--sizes 8192,16384] [--iterations N] [--warmup N] [--timeout-ms N] [--json]';
+  'usage: client.js (--connect HOST:PORT | --uds PATH:GUESTPORT) [--sizes 8192,16384] [--iterations N] [--warmup N] [--timeout-ms N] [--json] [--quiet] [--help]';
+
+/** --help: what each flag does. */
+export const CLIENT_HELP = `${CLIENT_USAGE}
+
+Measures round trips to the appliance's ping-pong (echo) service: one connection, one
+message at a time, each echoed back before the next is sent.
+
+  --connect HOST:PORT     through a TCP forward of the vsock daemon (npm start prints it)
+  --uds PATH:GUESTPORT    through the daemon's hybrid vsock Unix socket ("CONNECT PORT")
+  --sizes LIST            message sizes in bytes, comma-separated (default 8192,16384)
+  --iterations N          measured round trips per size (default 1000)
+  --warmup N              unmeasured round trips first, per size (default 10)
+  --timeout-ms N          give up when one round trip takes longer (default 10000)
+  --json                  print JSON instead of tables
+  --quiet                 no progress lines on stderr
+  --help                  this text
+`;
 
 /** Most bytes in one message (16 MiB). */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -33,9 +52,14 @@ export class ClientArgsError extends Error {
   }
 }
 
+/** True when the command line asks for the help text (answered before anything else is checked). */
+export function wantsHelp(argv: readonly string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h');
+}
+
 export function parseClientArgs(argv: readonly string[]): ClientArgs {
   let target: ClientTarget | null = null;
-  const args: Omit<ClientArgs, 'target'> = { sizes: [8192, 16384], iterations: 1000, warmup: 10, json: false, timeoutMs: 10_000 };
+  const args: Omit<ClientArgs, 'target'> = { sizes: [8192, 16384], iterations: 1000, warmup: 10, json: false, timeoutMs: 10_000, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     const value = (): string => {
@@ -80,6 +104,9 @@ export function parseClientArgs(argv: readonly string[]): ClientArgs {
         break;
       case '--json':
         args.json = true;
+        break;
+      case '--quiet':
+        args.quiet = true;
         break;
       default:
         throw new ClientArgsError(flag, `unknown flag\n${CLIENT_USAGE}`);

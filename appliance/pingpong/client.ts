@@ -1,11 +1,12 @@
 // The ping-pong client (host side):
 //   node dist/appliance/pingpong/client.js --connect 127.0.0.1:PORT | --uds PATH:GUESTPORT
-//        [--sizes 8192,16384] [--iterations N] [--warmup N] [--timeout-ms N] [--json]
-// Prints p50/p90/p99/max and a histogram per size, or JSON with --json. Bad flags: a
+//        [--sizes 8192,16384] [--iterations N] [--warmup N] [--timeout-ms N] [--json] [--quiet]
+// Prints p50/p90/p99/max and a histogram per size, or JSON with --json; progress lines on
+// stderr while it runs (not with --quiet); --help explains the flags. Bad flags: a
 // message naming the flag, exit status 2; a failed run: exit status 1.
 import { type Socket, createConnection } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { type ClientArgs, ClientArgsError, type ClientTarget, parseClientArgs } from './client-args.js';
+import { CLIENT_HELP, type ClientArgs, ClientArgsError, type ClientTarget, parseClientArgs, wantsHelp } from './client-args.js';
 import { connectHybridVsock } from './hybrid-connect.js';
 import { formatPingPong, measurePingPong, pingPongJson } from './ping-pong-client.js';
 
@@ -21,10 +22,10 @@ export function connectTarget(target: ClientTarget, timeoutMs: number): Promise<
   });
 }
 
-export async function runClient(args: ClientArgs): Promise<string> {
+export async function runClient(args: ClientArgs, onProgress?: (sizeBytes: number, done: number, of: number) => void): Promise<string> {
   const socket = await connectTarget(args.target, args.timeoutMs);
   try {
-    const results = await measurePingPong(socket, args);
+    const results = await measurePingPong(socket, { ...args, ...(onProgress ? { onProgress } : {}) });
     return args.json ? JSON.stringify(pingPongJson(results), null, 2) + '\n' : formatPingPong(results);
   } finally {
     socket.destroy();
@@ -32,16 +33,22 @@ export async function runClient(args: ClientArgs): Promise<string> {
 }
 
 async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (wantsHelp(argv)) {
+    process.stdout.write(CLIENT_HELP);
+    return;
+  }
   let args: ClientArgs;
   try {
-    args = parseClientArgs(process.argv.slice(2));
+    args = parseClientArgs(argv);
   } catch (err) {
     if (!(err instanceof ClientArgsError)) throw err;
     process.stderr.write(`ping-pong client: ${err.message}\n`);
     process.exit(2);
   }
   try {
-    process.stdout.write(await runClient(args));
+    const progress = args.quiet ? undefined : (size: number, done: number, of: number): void => void process.stderr.write(`ping-pong client: ${size} bytes: ${done}/${of} round trips\n`);
+    process.stdout.write(await runClient(args, progress));
   } catch (err) {
     process.stderr.write(`ping-pong client: ${(err as Error).message}\n`);
     process.exit(1);

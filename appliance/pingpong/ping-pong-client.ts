@@ -10,6 +10,8 @@ export interface PingPongOptions {
   warmup?: number;
   /** Fail when one round trip takes longer (default 10 s). */
   timeoutMs?: number;
+  /** Called now and then while a size runs (and once when it is done): size, round trips done, of how many. */
+  onProgress?: (sizeBytes: number, done: number, of: number) => void;
 }
 
 export interface PingPongSizeResult extends LatencySummary {
@@ -29,6 +31,9 @@ export class PingPongError extends Error {
 }
 
 /** Runs the round trips on `socket` (left open; the caller ends it). */
+/** How often onProgress is called while a size runs. */
+const PROGRESS_EVERY_NS = 1_000_000_000n;
+
 export async function measurePingPong(socket: Duplex, opts: PingPongOptions): Promise<PingPongSizeResult[]> {
   const echo = new EchoReader(socket);
   try {
@@ -40,11 +45,18 @@ export async function measurePingPong(socket: Duplex, opts: PingPongOptions): Pr
       for (let i = 0; i < (opts.warmup ?? 0); i++) await echo.roundTrip(message, timeoutMs);
       const samples = new Float64Array(opts.iterations);
       const t0 = process.hrtime.bigint();
+      let lastReport = t0;
       for (let i = 0; i < opts.iterations; i++) {
         const start = process.hrtime.bigint();
         await echo.roundTrip(message, timeoutMs);
-        samples[i] = Number(process.hrtime.bigint() - start);
+        const end = process.hrtime.bigint();
+        samples[i] = Number(end - start);
+        if (opts.onProgress && end - lastReport >= PROGRESS_EVERY_NS) {
+          lastReport = end;
+          opts.onProgress(size, i + 1, opts.iterations);
+        }
       }
+      opts.onProgress?.(size, opts.iterations, opts.iterations);
       const totalNs = Number(process.hrtime.bigint() - t0);
       results.push({
         sizeBytes: size,
