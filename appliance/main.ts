@@ -1,121 +1,19 @@
-// `npm start`: the whole appliance on this machine. Builds the guest image when it is
-// missing, starts virtiofsd on the site folder, the vhost-user-vsock daemon (in this
-// process) with TCP forwards 127.0.0.1:PORT -> guest:80 (webserver) and
+// `npm start` (tsvirtio start): the whole appliance on this machine. Builds the guest
+// image when it is missing, starts virtiofsd on the site folder, the vhost-user-vsock
+// daemon (in this process) with TCP forwards 127.0.0.1:PORT -> guest:80 (webserver) and
 // 127.0.0.1:PORT+1 -> guest:5000 (ping-pong), boots QEMU, prints the URL once the
 // guest's webserver answers, and serves until Ctrl-C / SIGTERM. Everything it started
 // is stopped on the way out (exit 0), on a guest crash (exit 1) and when a part fails
-// to start (exit 1, naming the part). Bad flags: exit 2.
+// to start (exit 1, naming the part). Bad flags: exit 2 (cli/start-args.ts).
+import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
-import type { Machine } from './image/guest.js';
-import { DEFAULT_MACHINE, DEFAULT_MEMORY_MIB, DEFAULT_SITE, type RunningAppliance, StartError, startAppliance } from './run/appliance.js';
+import { type MainArgs, USAGE, UsageError, parseMainArgs } from './cli/start-args.js';
+import { DEFAULT_MEMORY_MIB, DEFAULT_SITE, type RunningAppliance, StartError, startAppliance } from './run/appliance.js';
 
-export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--console] [--help]
+export { MIN_MEMORY_MIB, USAGE, UsageError, parseMainArgs, type MainArgs } from './cli/start-args.js';
 
-  --port N        host TCP port of the website (default 8080); ping-pong on N+1
-  --site DIR      folder served (default appliance/site)
-  --machine M     microvm (default: our kernel, virtio-mmio devices, boots in about
-                  2 s) or q35 (PCI devices, Debian's kernel: for PCI-only setups)
-  --memory MiB    guest RAM (default 128 on microvm, 1024 on q35); less than the
-                  image needs is refused before the launch, with what it needs
-  --drivers D     ours (default: our TypeScript drivers) or kernel (Linux's own;
-                  q35 only)
-  --console       copy the guest's serial console to stderr
-  --help          this text
-`;
-
-/** QEMU's own floor; the image's real need is checked once it is built (run/guest-memory.ts). */
-export const MIN_MEMORY_MIB = 64;
-
-export interface MainArgs {
-  port: number;
-  site: string;
-  machine: Machine;
-  /** null: the machine's default. */
-  memoryMiB: number | null;
-  drivers: 'ours' | 'kernel';
-  console: boolean;
-  help: boolean;
-}
-
-export class UsageError extends Error {}
-
-export function parseMainArgs(argv: readonly string[]): MainArgs {
-  const a: MainArgs = { port: 8080, site: DEFAULT_SITE, machine: DEFAULT_MACHINE, memoryMiB: null, drivers: 'ours', console: false, help: false };
-  let machineGiven = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq < 0 ? arg : arg.slice(0, eq);
-    const value = (): string => {
-      if (eq >= 0) return arg.slice(eq + 1);
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag}: needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case '--port': {
-        const v = value();
-        if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65534) throw new UsageError(`--port: expected a TCP port 1..65534, got ${JSON.stringify(v)}`);
-        a.port = Number(v);
-        break;
-      }
-      case '--site': {
-        const v = value();
-        if (v === '') throw new UsageError('--site: empty path');
-        a.site = resolve(v);
-        break;
-      }
-      case '--memory': {
-        const v = value();
-        if (!/^\d{1,6}$/.test(v) || Number(v) < MIN_MEMORY_MIB) throw new UsageError(`--memory: expected MiB, at least ${MIN_MEMORY_MIB}, got ${JSON.stringify(v)}`);
-        a.memoryMiB = Number(v);
-        break;
-      }
-      case '--machine': {
-        const v = value();
-        if (v !== 'microvm' && v !== 'q35') throw new UsageError(`--machine: expected microvm or q35, got ${JSON.stringify(v)}`);
-        a.machine = v;
-        machineGiven = true;
-        break;
-      }
-      case '--drivers': {
-        const v = value();
-        if (v !== 'ours' && v !== 'kernel') throw new UsageError(`--drivers: expected ours or kernel, got ${JSON.stringify(v)}`);
-        a.drivers = v;
-        break;
-      }
-      case '--console':
-        a.console = true;
-        break;
-      case '--help':
-      case '-h':
-        a.help = true;
-        break;
-      default:
-        throw new UsageError(`unknown flag ${JSON.stringify(arg)}`);
-    }
-  }
-  // Linux's own vsock and virtiofs drivers exist only in the q35 image (Debian's kernel).
-  if (a.drivers === 'kernel') {
-    if (machineGiven && a.machine !== 'q35') throw new UsageError('--drivers kernel runs on --machine q35 only (our microvm kernel has no vsock or virtiofs driver)');
-    a.machine = 'q35';
-  }
-  return a;
-}
-
-async function main(): Promise<number> {
-  let args: MainArgs;
-  try {
-    args = parseMainArgs(process.argv.slice(2));
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`appliance: ${e.message}\n${USAGE}`);
-    return 2;
-  }
-  if (args.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
+/** Runs the appliance with parsed arguments; resolves with the exit status. */
+export async function runStart(args: MainArgs): Promise<number> {
   const t0 = performance.now();
   const stamp = (): string => `[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s]`;
   const say = (line: string): void => {
@@ -130,19 +28,22 @@ async function main(): Promise<number> {
     signalled = sig;
     wake();
   };
+  // QEMU and virtiofsd run in their own process groups: a terminal's Ctrl-C or hang-up
+  // reaches only this process, which stops them in order.
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
 
   let app: RunningAppliance | null = null;
   const starting = startAppliance({
     port: args.port,
-    site: args.site,
+    site: args.site ?? DEFAULT_SITE,
     machine: args.machine,
     memoryMiB: args.memoryMiB ?? DEFAULT_MEMORY_MIB[args.machine],
     drivers: args.drivers,
     echoConsole: args.console,
     progress: say,
-    daemonLog: args.console ? (l) => process.stderr.write(`[daemon] ${l}\n`) : undefined,
+    daemonLog: args.console || args.verbose ? (l) => process.stderr.write(`[daemon] ${l}\n`) : undefined,
   });
   const interrupted = new Promise<'signal'>((r) => {
     wake = () => r('signal');
@@ -175,7 +76,7 @@ async function main(): Promise<number> {
   if (firstResponse !== null) say(`booted in ${(firstResponse / 1000).toFixed(2)} s: ${steps.map((x) => `${x.step} ${(x.ms / 1000).toFixed(2)}`).join(', ')}`);
   say(`qemu pid ${app.qemuPid}, virtiofsd pid ${app.virtiofsdPid}, daemon in pid ${process.pid}, sockets in ${app.socketDir}`);
   say(`ping-pong: 127.0.0.1:${app.pingPongPort} (node dist/appliance/pingpong/client.js --connect 127.0.0.1:${app.pingPongPort})`);
-  say(`serving ${args.site} at ${app.url}  (Ctrl-C stops)`);
+  say(`serving ${resolve(args.site ?? DEFAULT_SITE)} at ${app.url}  (Ctrl-C stops)`);
 
   const outcome = await Promise.race([interrupted, app.crashed]);
   if (outcome === 'signal') {
@@ -189,6 +90,25 @@ async function main(): Promise<number> {
   return 1;
 }
 
-process.exitCode = await main();
-// Nothing of ours is left running; leave no handle keeping the process alive.
-setTimeout(() => process.exit(), 200).unref();
+/** `node dist/appliance/main.js ARGS`: parse, then run. */
+async function main(argv: readonly string[]): Promise<number> {
+  let args: MainArgs;
+  try {
+    args = parseMainArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`appliance: ${e.message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  return runStart(args);
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2));
+  // Nothing of ours is left running; leave no handle keeping the process alive.
+  setTimeout(() => process.exit(), 200).unref();
+}

@@ -237,7 +237,10 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   }
   const args = qemuArgs(opts);
   const started = Date.now();
-  const child = spawn(qemu, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // In its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+  // our process only, which stops QEMU in order (before the vhost-user back ends go away);
+  // a QEMU that got the SIGINT itself printed vhost-user errors while the daemon closed.
+  const child = spawn(qemu, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   if (child.pid === undefined) {
     throw new QemuError('ERR_QEMU_SPAWN', `could not start ${qemu}`);
   }
@@ -289,7 +292,9 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   child.stderr!.on('data', (s: string) => {
     stderrText += s;
     if (stderrText.length > 65536) stderrText = stderrText.slice(-65536);
-    process.stderr.write(s.replace(/^(?=.)/gm, `[qemu ${pid} stderr] `));
+    // After stop() QEMU says "terminating on signal 15 from pid <ours>": expected, not echoed.
+    const shown = stopped ? s.replace(/^qemu-system-[\w-]+: terminating on signal \d+ from pid \d+.*\n?/gm, '') : s;
+    if (shown) process.stderr.write(shown.replace(/^(?=.)/gm, `[qemu ${pid} stderr] `));
   });
   child.stdin!.on('error', () => {
     /* QEMU gone: writes are dropped */

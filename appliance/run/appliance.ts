@@ -19,6 +19,7 @@ import type { SquashfsCompression } from '../image/squashfs.js';
 import { type QemuExit, type QemuInstance, findQemu, launchQemu } from '../qemu/launch.js';
 import { BootTimeline } from './boot-stages.js';
 import { memoryNeed, type MemoryNeed, outOfMemoryIn } from './guest-memory.js';
+import { DEFAULT_MACHINE, DEFAULT_MEMORY_MIB, DMA_PAGES } from './machine-defaults.js';
 
 /**
  * The guest's node keeps its JIT. Under TCG freshly generated machine code has to be
@@ -44,15 +45,7 @@ export const GUEST_PINGPONG_PORT = 5000;
 export const READY_MARKER = 'appliance-ready:';
 export const KERNEL_DRIVER_MODULES = ['virtio_pci', 'vmw_vsock_virtio_transport', 'virtiofs'];
 
-/** The default machine: microvm (our kernel, virtio-mmio), in 128 MiB. */
-export const DEFAULT_MACHINE: Machine = 'microvm';
-export const DEFAULT_MEMORY_MIB: Record<Machine, number> = { microvm: 128, q35: 1024 };
-/**
- * DMA memory of the guest program with our drivers (2 MiB hugepages, reserved at boot):
- * the drivers take ~12 MiB, the file cache what is left (guest-entry.ts fileCacheBudget).
- * In 128 MiB the microvm guest keeps 20 MiB of it; q35 (1 GiB) keeps today's 48 MiB.
- */
-export const DMA_PAGES: Record<Machine, number> = { microvm: 10, q35: 24 };
+export { DEFAULT_MACHINE, DEFAULT_MEMORY_MIB, DMA_PAGES } from './machine-defaults.js';
 
 export type Part = 'site' | 'image' | 'virtiofsd' | 'daemon' | 'qemu' | 'guest';
 
@@ -260,7 +253,8 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     // virtiofsd on the site folder.
     const fsSocket = join(socketDir, 'fs.sock');
     let virtiofsdErr = '';
-    const virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${fsSocket}`, '-o', `source=${site}`, '-o', 'sandbox=chroot'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its own process group, as QEMU's: a terminal's Ctrl-C must not end it under a running guest.
+    const virtiofsd = spawn(VIRTIOFSD, [`--socket-path=${fsSocket}`, '-o', `source=${site}`, '-o', 'sandbox=chroot'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     virtiofsd.stderr?.on('data', (d: Buffer) => {
       virtiofsdErr = (virtiofsdErr + d.toString()).slice(-4000);
     });

@@ -19,25 +19,9 @@ import { bindToUioPciGeneric } from '../pci/uio-bind.js';
 import { MmioTransport } from '../transport/mmio.js';
 import { PciModernTransport } from '../transport/pci-modern.js';
 import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../transport/pci-virtio-caps.js';
-import { mlockAllOnFault } from '../native/index.js';
+import { lockCodeInMemory } from './code-lock.js';
 import { type HugepageDma, allocateHugepageDma } from './hugepage-dma.js';
 import { BusyPoll, UioIntxInterrupts } from './interrupts.js';
-
-/**
- * Keeps node's code in RAM once it has run (mlockall(MCL_CURRENT | MCL_ONFAULT)). The
- * guest has no swap and node's binary is read from a disk (microvm: squashfs): when the
- * program takes all the memory, the kernel would otherwise evict node's own code, read it
- * back at the next instruction, and go on like that for minutes (seen: a guest stuck in
- * reclaim instead of reaching the OOM killer). With the code locked, only the heap can
- * run out, and the OOM killer ends the program at once.
- */
-function lockCodeInMemory(log: (m: string) => void): void {
-  try {
-    mlockAllOnFault();
-  } catch (e) {
-    log(`mlockall failed (${(e as Error).message}): under memory pressure the guest may thrash instead of reaching the OOM killer`);
-  }
-}
 
 /** Exit status after a panic (EX_SOFTWARE). */
 export const PANIC_STATUS = 70;
@@ -163,7 +147,11 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
     markStage('node-start', now - process.uptime());
     markStage('program-loaded', now);
     log(`node started ${(kernelUptimeSeconds() - mainLoaded / 1000).toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
-    lockCodeInMemory(log);
+    try {
+      lockCodeInMemory(); // see code-lock.ts: out of memory must reach the OOM killer, not thrash
+    } catch (e) {
+      log(`locking node's code in RAM failed (${(e as Error).message}): under memory pressure the guest may thrash instead of reaching the OOM killer`);
+    }
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
     markStage('dma-ready');
     log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} (${performance.now().toFixed(0)} ms after node started)`);

@@ -84,7 +84,7 @@ export interface TsVirtioAddon {
   munmap(mapping: ArrayBuffer): boolean;
   mlock(buffer: ByteSource): void;
   munlock(buffer: ByteSource): void;
-  mlockAllOnFault(): void;
+  mlockOnFault(address: bigint, length: number): void;
   addressOf(buffer: ByteSource): bigint;
   memfdCreate(name: string, hugetlb?: boolean): number;
   pageSize(): number;
@@ -254,11 +254,12 @@ export function munlock(buffer: ByteSource): void {
 }
 
 /**
- * mlockall(MCL_CURRENT | MCL_ONFAULT): each page of the process's present mappings (the
- * node binary, its libraries, the heap so far) stays in RAM once touched.
+ * mlock2(MLOCK_ONFAULT) of `length` bytes at `address` (page aligned) of this process:
+ * each page stays in RAM once touched. For file mappings only (V8's heap madvise()s its
+ * pages away, which fails on locked ones).
  */
-export function mlockAllOnFault(): void {
-  a().mlockAllOnFault();
+export function mlockOnFault(address: bigint, length: number): void {
+  a().mlockOnFault(address, length);
 }
 
 /** The CPU's time-stamp counter (rdtsc); -1n on CPUs without one. */

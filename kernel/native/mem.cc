@@ -9,6 +9,7 @@
 // unmaps a newer mapping that happens to reuse the same address.
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -158,13 +159,18 @@ Napi::Value Munlock(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// mlockAllOnFault(): mlockall(MCL_CURRENT | MCL_ONFAULT): every page of the mappings the
-// process has now stays in RAM once it has been touched (nothing is faulted in here).
-Napi::Value MlockAllOnFault(const Napi::CallbackInfo& info) {
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
+// mlockOnFault(address: bigint, length): mlock2(MLOCK_ONFAULT) on a range of this
+// process's address space: each of its pages stays in RAM once it has been touched
+// (nothing is faulted in here). Meant for file mappings (the node binary, libraries);
+// never for V8's heap, which madvise()s pages away (refused on locked pages).
+Napi::Value MlockOnFault(const Napi::CallbackInfo& info) {
+  uint64_t addr = ArgU64(info, 0, "address");
+  uint64_t len = ArgU64(info, 1, "length");
+  if (len == 0) ThrowRange(info.Env(), "mlockOnFault: length must be > 0");
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
 #endif
-  if (mlockall(MCL_CURRENT | MCL_ONFAULT) != 0) ThrowErrno(info.Env(), errno, "mlockall");
+  if (syscall(SYS_mlock2, reinterpret_cast<void*>(addr), static_cast<size_t>(len), MLOCK_ONFAULT) != 0) ThrowErrno(info.Env(), errno, "mlock2");
   return info.Env().Undefined();
 }
 
@@ -197,7 +203,7 @@ void InitMem(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
   exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
-  exports.Set("mlockAllOnFault", Napi::Function::New(env, MlockAllOnFault, "mlockAllOnFault"));
+  exports.Set("mlockOnFault", Napi::Function::New(env, MlockOnFault, "mlockOnFault"));
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
