@@ -184,8 +184,9 @@ export async function build({ typecheck = true, quiet = false, force = false } =
       }
       // binding.gyp runs `node -p ...`: make sure that is this node.
       const env = { ...process.env, PATH: `${join(process.execPath, '..')}:${process.env.PATH ?? ''}` };
-      const r = spawnSync(process.execPath, gypArgs, { cwd: root, env, stdio: quiet ? 'ignore' : 'inherit' });
-      if (r.status !== 0) fail(`native addon build failed (node-gyp ${gypArgs[1]})`);
+      // Quiet: node-gyp's ~40 lines of "gyp info" are kept back and shown only if it fails.
+      const r = spawnSync(process.execPath, gypArgs, { cwd: root, env, stdio: quiet ? 'pipe' : 'inherit', encoding: 'utf8' });
+      if (r.status !== 0) fail(`native addon build failed (node-gyp ${gypArgs[1]})${quiet ? `:\n${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-30).join('\n')}` : ''}`);
       log(`native addon built (${Date.now() - t0} ms)`);
     }
   }
