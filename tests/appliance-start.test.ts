@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
 import { qemuAvailable } from '../appliance/qemu/launch.js';
-import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/http-response-reader.js';
+import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/client/http-response-reader.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const main = join(root, 'dist', 'appliance', 'main.js');

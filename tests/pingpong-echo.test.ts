@@ -18,8 +18,8 @@ import { runPingPong } from '../appliance/pingpong/echo-server.js';
 import { connectHybridVsock } from '../appliance/pingpong/hybrid-connect.js';
 import { percentile, summarize, textHistogram } from '../appliance/pingpong/latency-summary.js';
 import { measurePingPong } from '../appliance/pingpong/ping-pong-client.js';
-import { listenNet } from '../appliance/webserver/net-listen.js';
-import { vsockListen } from '../appliance/webserver/vsock-adapters.js';
+import { listenNet } from '../appliance/webserver/listen/net-listen.js';
+import { vsockListen } from '../appliance/webserver/listen/vsock-adapters.js';
 
 const CLIENT = fileURLToPath(new URL('../appliance/pingpong/client.js', import.meta.url));
 

@@ -13,7 +13,7 @@ import { VirtioFsDevice } from '../drivers/virtio-fs/device/virtio-fs-device.js'
 import { FsError, type FsStats, VirtioFsDriver, type VirtioFsDriverOptions } from '../drivers/virtio-fs/driver/index.js';
 import { FuseOpcode } from '../drivers/virtio-fs/fuse-protocol.js';
 import { writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
-import { VirtioFsSiteFiles } from '../appliance/webserver/virtio-fs-site-files.js';
+import { VirtioFsSiteFiles } from '../appliance/webserver/files/virtio-fs-site-files.js';
 
 let root = '';
 

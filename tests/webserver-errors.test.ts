@@ -9,8 +9,8 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type HostWebServer, startHostWebServer } from '../appliance/webserver/host-webserver.js';
-import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/http-response-reader.js';
+import { type HostWebServer, startHostWebServer } from './support/host-webserver.js';
+import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/client/http-response-reader.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
 

@@ -4,9 +4,9 @@
 // connection otherwise, keeps serving others, and gets every body buffer back.
 import test from 'ava';
 import { type Socket, createConnection } from 'node:net';
-import { startHostWebServer } from '../appliance/webserver/host-webserver.js';
-import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
-import type { SiteFileHandle, SiteFileStat, SiteFiles } from '../appliance/webserver/site-files.js';
+import { startHostWebServer } from './support/host-webserver.js';
+import { HttpResponseReader } from '../appliance/webserver/client/http-response-reader.js';
+import type { SiteFileHandle, SiteFileStat, SiteFiles } from '../appliance/webserver/files/site-files.js';
 
 /** In-memory files; `failAt` makes reads at or past that offset reject; `delay` holds every read until released. */
 class FakeFiles implements SiteFiles {

@@ -1,8 +1,8 @@
-// The webserver's file cache (appliance/webserver/small-file-cache.ts): bodies from the
+// The webserver's file cache (appliance/webserver/files/small-file-cache.ts): bodies from the
 // server's allocator (DMA memory in the guest), shared by responses, freed only when
 // evicted and no response is still sending them.
 import test from 'ava';
-import { SmallFileCache } from '../appliance/webserver/small-file-cache.js';
+import { SmallFileCache } from '../appliance/webserver/files/small-file-cache.js';
 
 function trackingAllocator(limitBytes = Infinity) {
   const live = new Set<Uint8Array>();

@@ -3,11 +3,11 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startHostWebServer } from '../appliance/webserver/host-webserver.js';
-import { LoadArgsError, parseLoadArgs, runLoad } from '../appliance/webserver/load-client.js';
+import { startHostWebServer } from './support/host-webserver.js';
+import { LoadArgsError, parseLoadArgs, runLoad } from '../appliance/webserver/client/load-client.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
-const CLI = fileURLToPath(new URL('../appliance/webserver/load-client.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../appliance/webserver/client/load-client.js', import.meta.url));
 
 test('flags: defaults, ab-style short flags, errors naming the flag', (t) => {
   t.deepEqual(parseLoadArgs(['--url', 'http://127.0.0.1:8080/big.html?x=1', '-c', '4', '-n', '50', '-k', '--http10', '--json']), {

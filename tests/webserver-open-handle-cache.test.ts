@@ -3,7 +3,7 @@
 // failing opens and releases - and every handle released exactly once, never while a
 // caller still holds it.
 import test from 'ava';
-import { OpenHandleCache, type OpenHandleSource } from '../appliance/webserver/open-handle-cache.js';
+import { OpenHandleCache, type OpenHandleSource } from '../appliance/webserver/files/open-handle-cache.js';
 
 interface FakeHandle {
   readonly key: string;

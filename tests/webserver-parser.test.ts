@@ -2,13 +2,13 @@
 // the body skipper, path decoding, content types.
 import test from 'ava';
 import fc from 'fast-check';
-import { HttpError } from '../appliance/webserver/http-error.js';
-import { DEFAULT_HTTP_LIMITS } from '../appliance/webserver/http-limits.js';
-import { type HttpRequestHead, parseRequestHead } from '../appliance/webserver/http-request-parser.js';
-import { interpretRequest } from '../appliance/webserver/http-request.js';
-import { RequestBodySkipper } from '../appliance/webserver/request-body-skipper.js';
-import { decodeRequestPath } from '../appliance/webserver/request-path.js';
-import { contentTypeOf } from '../appliance/webserver/content-types.js';
+import { HttpError } from '../appliance/webserver/http/http-error.js';
+import { DEFAULT_HTTP_LIMITS } from '../appliance/webserver/http/http-limits.js';
+import { type HttpRequestHead, parseRequestHead } from '../appliance/webserver/http/http-request-parser.js';
+import { interpretRequest } from '../appliance/webserver/http/http-request.js';
+import { RequestBodySkipper } from '../appliance/webserver/http/request-body-skipper.js';
+import { decodeRequestPath } from '../appliance/webserver/files/request-path.js';
+import { contentTypeOf } from '../appliance/webserver/files/content-types.js';
 
 const L = DEFAULT_HTTP_LIMITS;
 

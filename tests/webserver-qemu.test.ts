@@ -1,4 +1,4 @@
-// The appliance in QEMU, on each machine: appliance/webserver/guest-main.ts (bundled here
+// The appliance in QEMU, on each machine: tests/support/webserver-duplex-guest.ts (bundled here
 // with esbuild) boots as the guest's only program and drives the vsock device (our
 // emulator, over vhost-user, in this process) and the virtio-fs device (Debian's C
 // virtiofsd serving appliance/site) with our drivers, on virtio-mmio (microvm) or modern
@@ -13,7 +13,7 @@ import * as esbuild from 'esbuild';
 import type { QemuInstance } from '../appliance/qemu/launch.js';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
-import { runLoad } from '../appliance/webserver/load-client.js';
+import { runLoad } from '../appliance/webserver/client/load-client.js';
 import { HybridVsockBackend } from '../drivers/virtio-vsock/host/hybrid-unix.js';
 import { TcpForward } from '../drivers/virtio-vsock/host/tcp-forward.js';
 import { ADDON, Cleanup, GuestPerMachine, MACHINES, ROOT, deviceOpenedPattern, guestTestsReady, launchGuest, startVirtiofsd, startVsockBackend } from './support/qemu-guest.js';
@@ -32,7 +32,7 @@ let bundle: Promise<string> | null = null;
 function bundleOnce(): Promise<string> {
   bundle ??= (async () => {
     const out = join(files.tempDir('webserver-qemu-'), 'webserver-guest.js');
-    await esbuild.build({ entryPoints: [join(ROOT, 'appliance/webserver/guest-main.ts')], outfile: out, bundle: true, format: 'esm', platform: 'node', target: 'node20', external: ['*.node'], logLevel: 'error' });
+    await esbuild.build({ entryPoints: [join(ROOT, 'tests/support/webserver-duplex-guest.ts')], outfile: out, bundle: true, format: 'esm', platform: 'node', target: 'node20', external: ['*.node'], logLevel: 'error' });
     return out;
   })();
   return bundle;

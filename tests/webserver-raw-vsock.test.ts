@@ -10,13 +10,13 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { RawVsockConnection, type TxMode, VsockDriver, type VsockDriverOptions } from '../drivers/virtio-vsock/index.js';
-import type { ByteConnection } from '../appliance/webserver/byte-connection.js';
+import type { ByteConnection } from '../appliance/webserver/http/byte-connection.js';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
-import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
-import { type RunningWebserver, type RunWebserverOptions, runWebserver } from '../appliance/webserver/main-guest.js';
-import { NodeSiteFiles } from '../appliance/webserver/node-site-files.js';
+import { HttpResponseReader } from '../appliance/webserver/client/http-response-reader.js';
+import { type RunningWebserver, type RunWebserverOptions, runWebserver } from '../appliance/webserver/run-guest.js';
+import { NodeSiteFiles } from '../appliance/webserver/files/node-site-files.js';
 import { LendingSiteFiles } from './support/lending-site-files.js';
-import { vsockBufferAllocator, vsockListenRaw } from '../appliance/webserver/vsock-adapters.js';
+import { vsockBufferAllocator, vsockListenRaw } from '../appliance/webserver/listen/vsock-adapters.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
 const BIG = readFileSync(join(SITE, 'big.html'));

@@ -6,8 +6,8 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startHostWebServer } from '../appliance/webserver/host-webserver.js';
-import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
+import { startHostWebServer } from './support/host-webserver.js';
+import { HttpResponseReader } from '../appliance/webserver/client/http-response-reader.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
 

@@ -18,10 +18,10 @@ import { FuseOpcode as Op } from '../drivers/virtio-fs/fuse-protocol.js';
 import { writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver } from '../drivers/virtio-vsock/index.js';
-import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/http-response-reader.js';
-import { runWebserver } from '../appliance/webserver/main-guest.js';
-import { VirtioFsSiteFiles, type VirtioFsSiteFilesOptions, type VirtioFsSiteFs } from '../appliance/webserver/virtio-fs-site-files.js';
-import { vsockBufferAllocator, vsockListenRaw } from '../appliance/webserver/vsock-adapters.js';
+import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/client/http-response-reader.js';
+import { runWebserver } from '../appliance/webserver/run-guest.js';
+import { VirtioFsSiteFiles, type VirtioFsSiteFilesOptions, type VirtioFsSiteFs } from '../appliance/webserver/files/virtio-fs-site-files.js';
+import { vsockBufferAllocator, vsockListenRaw } from '../appliance/webserver/listen/vsock-adapters.js';
 
 const IN_HEADER = 40;
 const OUT_HEADER = 16;

@@ -12,10 +12,10 @@ import { VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver } from '../drivers/virtio-vsock/index.js';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
-import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
-import { runWebserver } from '../appliance/webserver/main-guest.js';
-import { VirtioFsSiteFiles } from '../appliance/webserver/virtio-fs-site-files.js';
-import { vsockBufferAllocator, vsockListen } from '../appliance/webserver/vsock-adapters.js';
+import { HttpResponseReader } from '../appliance/webserver/client/http-response-reader.js';
+import { runWebserver } from '../appliance/webserver/run-guest.js';
+import { VirtioFsSiteFiles } from '../appliance/webserver/files/virtio-fs-site-files.js';
+import { vsockBufferAllocator, vsockListen } from '../appliance/webserver/listen/vsock-adapters.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
 const FS_DEVICE = new URL('../drivers/virtio-fs/device/worker-device.js', import.meta.url);

@@ -15,11 +15,11 @@ import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import http from 'node:http';
 import { runPingPong } from '../appliance/pingpong/echo-server.js';
 import { measurePingPong } from '../appliance/pingpong/ping-pong-client.js';
-import { HttpResponseReader } from '../appliance/webserver/http-response-reader.js';
-import { runWebserver } from '../appliance/webserver/main-guest.js';
-import { NodeSiteFiles } from '../appliance/webserver/node-site-files.js';
+import { HttpResponseReader } from '../appliance/webserver/client/http-response-reader.js';
+import { runWebserver } from '../appliance/webserver/run-guest.js';
+import { NodeSiteFiles } from '../appliance/webserver/files/node-site-files.js';
 import { LendingSiteFiles } from './support/lending-site-files.js';
-import { vsockBufferAllocator, vsockListen } from '../appliance/webserver/vsock-adapters.js';
+import { vsockBufferAllocator, vsockListen } from '../appliance/webserver/listen/vsock-adapters.js';
 
 const SITE = fileURLToPath(new URL('../../appliance/site/', import.meta.url));
 const BIG = readFileSync(join(SITE, 'big.html'));

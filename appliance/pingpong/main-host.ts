@@ -1,7 +1,7 @@
 // The ping-pong service on the host, over node:net (for trying the client):
 //   node dist/appliance/pingpong/main-host.js [--port N]
 import { fileURLToPath } from 'node:url';
-import { listenNet } from '../webserver/net-listen.js';
+import { listenNet } from '../webserver/listen/net-listen.js';
 import { DEFAULT_PINGPONG_PORT, runPingPong } from './echo-server.js';
 
 async function main(): Promise<void> {

@@ -1,7 +1,7 @@
 // SiteFiles that lend file bytes in buffers they own, as the virtio-fs driver's DMA
 // variant does: shared by the webserver-over-vsock tests (Duplex and raw paths).
-import type { NodeSiteFiles } from '../../appliance/webserver/node-site-files.js';
-import type { LoanedBytes, SiteFileHandle, SiteFiles } from '../../appliance/webserver/site-files.js';
+import type { NodeSiteFiles } from '../../appliance/webserver/files/node-site-files.js';
+import type { LoanedBytes, SiteFileHandle, SiteFiles } from '../../appliance/webserver/files/site-files.js';
 
 /**
  * The shape of the virtio-fs driver's DMA variant: file bytes returned in buffers the

@@ -2,11 +2,11 @@
 // a listener and a SiteFiles however it likes (our vsock and virtio-fs drivers, the
 // Linux kernel's AF_VSOCK and virtiofs, node:net and node:fs) and calls runWebserver.
 import type { Duplex } from 'node:stream';
-import type { BufferAllocator } from './body-buffer-pool.js';
-import type { ByteConnection } from './byte-connection.js';
-import type { SiteFiles } from './site-files.js';
-import type { SmallFileCacheOptions } from './small-file-cache.js';
-import { WebServer, type WebServerOptions } from './web-server.js';
+import type { BufferAllocator } from './files/body-buffer-pool.js';
+import type { ByteConnection } from './http/byte-connection.js';
+import type { SiteFiles } from './files/site-files.js';
+import type { SmallFileCacheOptions } from './files/small-file-cache.js';
+import { WebServer, type WebServerOptions } from './server/web-server.js';
 
 /** The guest port the webserver listens on by default (the host forwards TCP 8080 to it). */
 export const DEFAULT_WEBSERVER_PORT = 8080;

@@ -16,7 +16,7 @@
 //  - readLoaned: with `loanAllocator` (memory the fs driver can READ into without a
 //    copy, e.g. its transport's DMA arena), the file bytes land in a buffer owned here
 //    and are lent to the webserver until its write callback.
-import type { FsStats, VirtioFsDriver, VirtioFsFileHandle } from '../../drivers/virtio-fs/driver/index.js';
+import type { FsStats, VirtioFsDriver, VirtioFsFileHandle } from '../../../drivers/virtio-fs/driver/index.js';
 import type { BufferAllocator } from './body-buffer-pool.js';
 import { type HandleLease, OpenHandleCache, type OpenHandleCacheStats } from './open-handle-cache.js';
 import type { LoanedBytes, SiteEntryKind, SiteFileHandle, SiteFileStat, SiteFiles } from './site-files.js';

@@ -1,8 +1,8 @@
 // A webserver on node:net and a folder of files, in one call: for tests, host-side
 // benchmarks and trying the site. Binds 127.0.0.1.
-import { listenNet } from './net-listen.js';
-import { NodeSiteFiles } from './node-site-files.js';
-import { WebServer, type WebServerOptions } from './web-server.js';
+import { listenNet } from '../../appliance/webserver/listen/net-listen.js';
+import { NodeSiteFiles } from '../../appliance/webserver/files/node-site-files.js';
+import { WebServer, type WebServerOptions } from '../../appliance/webserver/server/web-server.js';
 
 export interface HostWebServer {
   readonly server: WebServer;

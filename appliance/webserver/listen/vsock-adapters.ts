@@ -4,10 +4,10 @@
 // DMA memory (so file bytes go to the device without a copy). Used by the guest boot
 // code and the in-process tests.
 import type { Duplex } from 'node:stream';
-import type { VsockDriver } from '../../drivers/virtio-vsock/index.js';
-import type { BufferAllocator } from './body-buffer-pool.js';
-import type { ByteConnection } from './byte-connection.js';
-import type { ListenHandle, RawListenFunction } from './main-guest.js';
+import type { VsockDriver } from '../../../drivers/virtio-vsock/index.js';
+import type { BufferAllocator } from '../files/body-buffer-pool.js';
+import type { ByteConnection } from '../http/byte-connection.js';
+import type { ListenHandle, RawListenFunction } from '../run-guest.js';
 
 /** Listens on a vsock port of `driver`; sockets are half-open capable. */
 export function vsockListen(driver: VsockDriver): (port: number, onSocket: (socket: Duplex) => void) => Promise<ListenHandle> {

@@ -2,14 +2,14 @@
 // (node:net on the host, AF_VSOCK) or ByteConnections without node:stream (our vsock
 // driver's listenRaw in the guest) - and files from a SiteFiles.
 import type { Duplex } from 'node:stream';
-import { BodyBufferPool, type BufferAllocator, heapAllocator } from './body-buffer-pool.js';
-import type { ByteConnection } from './byte-connection.js';
-import { DuplexByteConnection } from './duplex-connection.js';
-import { HttpConnection } from './http-connection.js';
-import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
+import { BodyBufferPool, type BufferAllocator, heapAllocator } from '../files/body-buffer-pool.js';
+import type { ByteConnection } from '../http/byte-connection.js';
+import { DuplexByteConnection } from '../http/duplex-connection.js';
+import { HttpConnection } from '../http/http-connection.js';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../http/http-limits.js';
 import { newWebServerStats, type ServerContext, type WebServerStats } from './server-context.js';
-import type { SiteFiles } from './site-files.js';
-import { DEFAULT_CACHE_OPTIONS, SmallFileCache, type SmallFileCacheOptions } from './small-file-cache.js';
+import type { SiteFiles } from '../files/site-files.js';
+import { DEFAULT_CACHE_OPTIONS, SmallFileCache, type SmallFileCacheOptions } from '../files/small-file-cache.js';
 
 export interface WebServerOptions {
   files: SiteFiles;

@@ -5,10 +5,10 @@
 import type { BootContext } from '../../kernel/guest/boot.js';
 import { VirtioFsDriver } from '../../drivers/virtio-fs/driver/index.js';
 import { VsockDriver } from '../../drivers/virtio-vsock/index.js';
-import { DEFAULT_PINGPONG_PORT, runPingPong } from '../pingpong/echo-server.js';
-import { DEFAULT_WEBSERVER_PORT, runWebserver } from './main-guest.js';
-import { VirtioFsSiteFiles } from './virtio-fs-site-files.js';
-import { vsockBufferAllocator, vsockListen } from './vsock-adapters.js';
+import { DEFAULT_PINGPONG_PORT, runPingPong } from '../../appliance/pingpong/echo-server.js';
+import { DEFAULT_WEBSERVER_PORT, runWebserver } from '../../appliance/webserver/run-guest.js';
+import { VirtioFsSiteFiles } from '../../appliance/webserver/files/virtio-fs-site-files.js';
+import { vsockBufferAllocator, vsockListen } from '../../appliance/webserver/listen/vsock-adapters.js';
 
 export const VIRTIO_ID_VSOCK = 19;
 export const VIRTIO_ID_FS = 26;

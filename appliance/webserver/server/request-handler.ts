@@ -1,13 +1,13 @@
 // Answers one request: method check, path decoding, stat, directory index or
 // redirect, then the file. Resolves the status sent.
-import { sendFile } from './file-response.js';
-import { HttpError } from './http-error.js';
-import type { HttpRequest } from './http-request.js';
-import { decodeRequestPath } from './request-path.js';
-import { responseHead } from './response-head.js';
+import { sendFile } from '../files/file-response.js';
+import { HttpError } from '../http/http-error.js';
+import type { HttpRequest } from '../http/http-request.js';
+import { decodeRequestPath } from '../files/request-path.js';
+import { responseHead } from '../http/response-head.js';
 import type { ServerContext } from './server-context.js';
-import type { SocketOutput } from './socket-output.js';
-import { statusText } from './status-text.js';
+import type { SocketOutput } from '../http/socket-output.js';
+import { statusText } from '../http/status-text.js';
 
 const ALLOW = 'Allow: GET, HEAD';
 

@@ -1,10 +1,10 @@
 // The webserver on the host: node:net on 127.0.0.1 and files from a folder.
-//   node dist/appliance/webserver/main-host.js [--root DIR] [--port N] [--host ADDR] [--no-cache] [--log]
+//   node dist/appliance/webserver/run-host.js [--root DIR] [--port N] [--host ADDR] [--no-cache] [--log]
 // Bad flags: a message naming the flag, exit status 2.
 import { fileURLToPath } from 'node:url';
-import { runWebserver } from './main-guest.js';
-import { listenNet } from './net-listen.js';
-import { NodeSiteFiles } from './node-site-files.js';
+import { runWebserver } from './run-guest.js';
+import { listenNet } from './listen/net-listen.js';
+import { NodeSiteFiles } from './files/node-site-files.js';
 
 export interface HostWebserverArgs {
   root: string;
@@ -16,7 +16,7 @@ export interface HostWebserverArgs {
 
 export const DEFAULT_SITE_ROOT = fileURLToPath(new URL('../../../appliance/site/', import.meta.url));
 
-const USAGE = 'usage: main-host.js [--root DIR] [--port N] [--host ADDR] [--no-cache] [--log]';
+const USAGE = 'usage: run-host.js [--root DIR] [--port N] [--host ADDR] [--no-cache] [--log]';
 
 /** Parses the command line; throws Error with a message naming the bad flag. */
 export function parseHostArgs(argv: readonly string[]): HostWebserverArgs {

@@ -4,7 +4,7 @@
 // anything that could leave the site root or name one file two ways (403): '.' and
 // '..' segments (raw or encoded), encoded '/' or '\', raw '\', empty segments ('//',
 // which would make an absolute path).
-import { HttpError } from './http-error.js';
+import { HttpError } from '../http/http-error.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 // Raw paths made only of these need no decoding or UTF-8 check.

@@ -1,9 +1,9 @@
 // What every connection of one server shares: options, files, cache, buffers,
 // counters and the log.
-import type { BodyBufferPool } from './body-buffer-pool.js';
-import type { HttpLimits } from './http-limits.js';
-import type { SiteFiles } from './site-files.js';
-import type { SmallFileCache } from './small-file-cache.js';
+import type { BodyBufferPool } from '../files/body-buffer-pool.js';
+import type { HttpLimits } from '../http/http-limits.js';
+import type { SiteFiles } from '../files/site-files.js';
+import type { SmallFileCache } from '../files/small-file-cache.js';
 
 export interface WebServerStats {
   connectionsAccepted: number;

@@ -13,12 +13,12 @@
 // At most ctx.maxChunksInFlight chunks of one response are being read or written at
 // once (reads run ahead of writes, in parallel); write() false waits for 'drain'.
 import { contentTypeOf } from './content-types.js';
-import type { HttpRequest } from './http-request.js';
-import { responseHead } from './response-head.js';
-import type { ServerContext } from './server-context.js';
+import type { HttpRequest } from '../http/http-request.js';
+import { responseHead } from '../http/response-head.js';
+import type { ServerContext } from '../server/server-context.js';
 import type { SiteFileHandle, SiteFileStat } from './site-files.js';
-import { type ReadyChunk, sendChunksInOrder } from './ordered-chunk-sender.js';
-import type { SocketOutput } from './socket-output.js';
+import { type ReadyChunk, sendChunksInOrder } from '../http/ordered-chunk-sender.js';
+import type { SocketOutput } from '../http/socket-output.js';
 
 /** The file's size changed between stat and read: the response cannot be completed. */
 export class FileChangedError extends Error {

@@ -1,13 +1,13 @@
 // A small HTTP load generator for benchmarks where ab is missing or when keep-alive,
 // pipelining-free, ab-like numbers are wanted from Node:
-//   node dist/appliance/webserver/load-client.js --url http://127.0.0.1:8080/big.html
+//   node dist/appliance/webserver/client/load-client.js --url http://127.0.0.1:8080/big.html
 //        [-c CONCURRENCY] [-n REQUESTS] [-k] [--http10] [--json]
 // Each of the c clients sends one request at a time (as ab does), on a new connection
 // per request unless -k (keep-alive). Checks each status is 200 and each body has the
 // announced length. Bad flags: a message naming the flag, exit status 2.
 import { type Socket, createConnection } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { type LatencySummary, summarize } from '../pingpong/latency-summary.js';
+import { type LatencySummary, summarize } from '../../pingpong/latency-summary.js';
 import { HttpResponseReader } from './http-response-reader.js';
 
 export interface LoadOptions {

@@ -2,7 +2,7 @@
 // boots, starts the webserver and the ping-pong service on our drivers, and runs until
 // SIGTERM/SIGINT (then stops cleanly and exits 0). Bad flags: exit status 2.
 import { boot } from '../../kernel/guest/boot.js';
-import { type GuestApplianceArgs, parseGuestApplianceArgs, startGuestAppliance } from './guest-appliance.js';
+import { type GuestApplianceArgs, parseGuestApplianceArgs, startGuestAppliance } from './webserver-duplex-appliance.js';
 
 boot(
   'webserver',

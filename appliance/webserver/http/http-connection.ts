@@ -10,8 +10,8 @@ import { HttpError } from './http-error.js';
 import { parseRequestHead } from './http-request-parser.js';
 import { type HttpRequest, interpretRequest } from './http-request.js';
 import { RequestBodySkipper } from './request-body-skipper.js';
-import { handleRequest, sendSimple } from './request-handler.js';
-import type { ServerContext } from './server-context.js';
+import { handleRequest, sendSimple } from '../server/request-handler.js';
+import type { ServerContext } from '../server/server-context.js';
 import { ConnectionClosedError, SocketOutput } from './socket-output.js';
 
 /** Unparsed input above this pauses the socket until the requests before it are answered. */
