@@ -12,14 +12,15 @@
 // daemon code and virtiofsd, reported as ratios. Writes bench/results/appliance.json and
 // bench/results/appliance.svg (a bar chart).
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
 import type { Machine } from '../appliance/image/guest.js';
 import { GUEST_NODE_OPTIONS, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { type AbResult, printTable, runAb, writeResults } from './report.js';
-import { barChartSvg } from '../appliance/run/svg-chart.js';
+import { type Bar, type Panel, barChartSvg } from '../appliance/run/svg-chart.js';
 
 type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
 
@@ -53,6 +54,7 @@ export const TORO = {
 };
 
 const PAGE = '/big.html';
+const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
 const SMALL_PAGE = '/index.html';
 
 async function pingPong(port: number, iterations: number): Promise<PingPongRow[]> {
@@ -143,7 +145,44 @@ async function measurePage(app: RunningAppliance, o: { requests: number; rounds:
 const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 
+const guestName = (g: GuestResult): string =>
+  g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : `ours ${g.txMode}`;
+
+/** The chart of one run's guests (measured figures only): bench/results/appliance.svg. */
+function writeChart(guests: readonly GuestResult[], o: { requests: number; rounds: number; iterations: number }, svgPath: string, when: Date): string {
+  const name = guestName;
+  // Measured figures only. req/s: the median round, the line from the slowest to the
+  // fastest round; ms per request (ab's mean, concurrency / req/s): the same rounds.
+  const roundRange = (a: AbResult): readonly [number, number] | undefined => (a.rounds && a.rounds.length > 1 ? [Math.min(...a.rounds), Math.max(...a.rounds)] : undefined);
+  const bars: Bar[] = [
+    ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: req/s`, label: name(g), value: a.requestsPerSecond, ...(roundRange(a) ? { range: roundRange(a)! } : {}) }))),
+    ...guests.flatMap((g) =>
+      g.ab.map((a) => {
+        const r = roundRange(a);
+        return { group: `ab -c ${a.concurrency}: ms per request`, label: name(g), value: a.meanMsPerRequest, ...(r ? { range: [(1000 * a.concurrency) / r[1], (1000 * a.concurrency) / r[0]] as const } : {}) };
+      }),
+    ),
+    ...guests.flatMap((g) => g.pingPong.map((p) => ({ group: `ping-pong ${p.sizeBytes} B: p50 us`, label: name(g), value: p.p50Us }))),
+  ];
+  const page = `GET ${PAGE} (133 KB) via the TCP forward, a connection per request; median of ${o.rounds} rounds of ${o.requests}; line: slowest to fastest round`;
+  const panels: Record<string, Panel> = {};
+  for (const c of [1, 8]) {
+    panels[`ab -c ${c}: req/s`] = { better: 'higher', note: page };
+    panels[`ab -c ${c}: ms per request`] = { better: 'lower', note: page };
+  }
+  for (const size of [8192, 16384]) panels[`ping-pong ${size} B: p50 us`] = { better: 'lower', note: `p50 of ${o.iterations} round trips of ${size} bytes on one connection via the TCP forward (p99: appliance.json)` };
+  writeFileSync(svgPath, barChartSvg(`appliance, QEMU TCG, one run (${when.toISOString().slice(0, 16)}Z)`, bars, panels));
+  return svgPath;
+}
+
 export default async function appliance(argv: string[]): Promise<void> {
+  if (argv[0] === '--chart-only') {
+    // Draws the chart again from the last run's results (no guest is booted).
+    const results = JSON.parse(readFileSync(join(RESULTS_DIR, 'appliance.json'), 'utf8')) as { guests: GuestResult[]; requests: number; abRounds: number; iterations: number; machine: { date: string } };
+    const svg = writeChart(results.guests, { requests: results.requests, rounds: results.abRounds, iterations: results.iterations }, join(RESULTS_DIR, 'appliance.svg'), new Date(results.machine.date));
+    console.log(`chart: ${svg} (from the run of ${results.machine.date})`);
+    return;
+  }
   let o;
   try {
     o = parseArgs(argv);
@@ -207,8 +246,7 @@ export default async function appliance(argv: string[]): Promise<void> {
     );
   }
 
-  const name = (g: GuestResult): string =>
-    g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : `ours ${g.txMode}`;
+  const name = guestName;
   const ours = guests.find((g) => g.drivers === 'ours' && g.machine === 'microvm' && g.txMode === 'auto' && g.variant === undefined)!;
   const before = guests.find((g) => g.drivers === 'ours' && g.machine === 'q35');
   const kernel = guests.find((g) => g.drivers === 'kernel');
@@ -289,12 +327,6 @@ export default async function appliance(argv: string[]): Promise<void> {
       : null,
     toro: TORO,
   });
-  const svgPath = join(path, '..', 'appliance.svg');
-  const bars = [
-    ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: req/s`, label: name(g), value: a.requestsPerSecond }))),
-    ...guests.flatMap((g) => g.ab.map((a) => ({ group: `ab -c ${a.concurrency}: ms per request`, label: name(g), value: a.meanMsPerRequest }))),
-    ...guests.flatMap((g) => g.pingPong.map((p) => ({ group: `ping-pong ${p.sizeBytes} B: p50 us`, label: name(g), value: p.p50Us }))),
-  ];
-  writeFileSync(svgPath, barChartSvg(`appliance, QEMU TCG, one run (${new Date().toISOString().slice(0, 16)}Z)`, bars));
+  const svgPath = writeChart(guests, o, join(path, '..', 'appliance.svg'), new Date());
   console.log(`\nresults: ${path}\nchart: ${svgPath}`);
 }
