@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('.', import.meta.url));
 const STAMP = join(root, 'dist', '.build-stamp.json');
 /** Outputs that must exist for a skipped build to count as built. */
-const REQUIRED_OUTPUTS = ['dist/appliance/main.js', 'dist/bundles/appliance.js', 'dist/bundles/appliance.cjs', 'build/Release/tsvirtio.node'];
+const REQUIRED_OUTPUTS = ['dist/appliance/main.js', 'dist/bundles/appliance.js', 'dist/bundles/appliance.cjs', 'dist/bundles/runtime.js', 'dist/bundles/runtime.cjs', 'build/Release/tsvirtio.node'];
 
 export class BuildError extends Error {
   constructor(message) {
@@ -106,12 +106,13 @@ function findNodeGyp() {
 
 /**
  * Builds what changed. typecheck: run tsc (default true); quiet: print only a line when it
- * rebuilds; force: ignore the stamp. Throws BuildError (message: what failed).
+ * rebuilds; force: ignore the stamp; output: where its lines go (default console.log;
+ * `tsvirtio run` keeps stdout for the program). Throws BuildError (message: what failed).
  */
-export async function build({ typecheck = true, quiet = false, force = false } = {}) {
+export async function build({ typecheck = true, quiet = false, force = false, output = console.log } = {}) {
   const t0 = Date.now();
   const log = (msg) => {
-    if (!quiet) console.log(`[build] ${msg}`);
+    if (!quiet) output(`[build] ${msg}`);
   };
   const print = fingerprint();
   const stamp = force ? null : readStamp();
@@ -204,6 +205,7 @@ export async function build({ typecheck = true, quiet = false, force = false } =
       ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
       ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],
       ['appliance/run/guest-entry.ts', 'appliance.js'],
+      ['appliance/runtime/launcher.ts', 'runtime.js'], // tsvirtio run / build: a user's program behind the runtime
       ['appliance/guest/fs-tree.ts', 'fs-tree.js'],
       ['appliance/guest/fs-bench.ts', 'fs-bench.js'],
       ['tests/support/memory-hog.ts', 'memory-hog.js'], // tests/guest-oom.test.ts
@@ -235,6 +237,7 @@ export async function build({ typecheck = true, quiet = false, force = false } =
     const scriptBundles = [
       // [entry, output name]
       ['appliance/run/guest-entry.ts', 'appliance.cjs'],
+      ['appliance/runtime/launcher.ts', 'runtime.cjs'],
       ['tests/support/snapshot-probe.ts', 'snapshot-probe.cjs'], // tests/startup-snapshot.test.ts
     ];
     const importMetaAware = new Set(['kernel/native/index.ts']);
@@ -268,7 +271,7 @@ export async function build({ typecheck = true, quiet = false, force = false } =
 
   mkdirSync(join(root, 'dist'), { recursive: true });
   writeFileSync(STAMP, JSON.stringify({ fingerprint: print, typechecked: typecheck || (same && stamp.typechecked) }) + '\n');
-  if (quiet) console.log(`[build] built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  if (quiet) output(`[build] built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   return { rebuilt: true };
 }
 

@@ -8,6 +8,7 @@
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { type MainArgs, USAGE, UsageError, parseMainArgs } from './cli/start-args.js';
+import { watchStopSignals } from './cli/stop-signals.js';
 import { DEFAULT_MEMORY_MIB, DEFAULT_SITE, type RunningAppliance, StartError, startAppliance } from './run/appliance.js';
 
 export { MIN_MEMORY_MIB, USAGE, UsageError, parseMainArgs, type MainArgs } from './cli/start-args.js';
@@ -21,18 +22,7 @@ export async function runStart(args: MainArgs): Promise<number> {
   };
 
   // A signal during start-up: stop what is started, then exit 0.
-  let signalled: NodeJS.Signals | null = null;
-  let wake: () => void = () => {};
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (signalled) return;
-    signalled = sig;
-    wake();
-  };
-  // QEMU and virtiofsd run in their own process groups: a terminal's Ctrl-C or hang-up
-  // reaches only this process, which stops them in order.
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
+  const signals = watchStopSignals();
 
   let app: RunningAppliance | null = null;
   const starting = startAppliance({
@@ -45,13 +35,11 @@ export async function runStart(args: MainArgs): Promise<number> {
     progress: say,
     daemonLog: args.console || args.verbose ? (l) => process.stderr.write(`[daemon] ${l}\n`) : undefined,
   });
-  const interrupted = new Promise<'signal'>((r) => {
-    wake = () => r('signal');
-  });
+  const interrupted = signals.received.then(() => 'signal' as const);
   try {
     const first = await Promise.race([starting, interrupted]);
     if (first === 'signal') {
-      say(`${signalled}: stopping while starting…`);
+      say(`${signals.signal}: stopping while starting…`);
       try {
         const late = await starting;
         await late.stop();
@@ -80,7 +68,7 @@ export async function runStart(args: MainArgs): Promise<number> {
 
   const outcome = await Promise.race([interrupted, app.crashed]);
   if (outcome === 'signal') {
-    say(`${signalled}: stopping…`);
+    say(`${signals.signal}: stopping…`);
     await app.stop();
     say('stopped');
     return 0;

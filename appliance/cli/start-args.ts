@@ -4,6 +4,7 @@
 import { resolve } from 'node:path';
 import type { Machine } from '../image/guest.js';
 import { DEFAULT_MACHINE } from '../run/machine-defaults.js';
+import { UsageError, commonFlag, readFlags } from './flags.js';
 
 export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--console] [--verbose] [--help]
 
@@ -20,8 +21,7 @@ export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine mic
   --help          this text
 `;
 
-/** QEMU's own floor; the image's real need is checked once it is built (run/guest-memory.ts). */
-export const MIN_MEMORY_MIB = 64;
+export { MIN_MEMORY_MIB, UsageError } from './flags.js';
 
 export interface MainArgs {
   port: number;
@@ -37,67 +37,45 @@ export interface MainArgs {
   help: boolean;
 }
 
-export class UsageError extends Error {}
-
 export function parseMainArgs(argv: readonly string[]): MainArgs {
   const a: MainArgs = { port: 8080, site: null, machine: DEFAULT_MACHINE, memoryMiB: null, drivers: 'ours', console: false, verbose: false, help: false };
   let machineGiven = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq < 0 ? arg : arg.slice(0, eq);
-    const value = (): string => {
-      if (eq >= 0) return arg.slice(eq + 1);
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag}: needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case '--port': {
-        const v = value();
-        if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65534) throw new UsageError(`--port: expected a TCP port 1..65534, got ${JSON.stringify(v)}`);
-        a.port = Number(v);
-        break;
+  readFlags(argv, {
+    flag(flag, value) {
+      switch (flag) {
+        case '--port': {
+          const v = value();
+          if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65534) throw new UsageError(`--port: expected a TCP port 1..65534, got ${JSON.stringify(v)}`);
+          a.port = Number(v);
+          break;
+        }
+        case '--site': {
+          const v = value();
+          if (v === '') throw new UsageError('--site: empty path');
+          a.site = resolve(v);
+          break;
+        }
+        case '--drivers': {
+          const v = value();
+          if (v !== 'ours' && v !== 'kernel') throw new UsageError(`--drivers: expected ours or kernel, got ${JSON.stringify(v)}`);
+          a.drivers = v;
+          break;
+        }
+        case '--console':
+          a.console = true;
+          break;
+        default:
+          if (!commonFlag(flag, value, a)) throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+          if (flag === '--machine') machineGiven = true;
       }
-      case '--site': {
-        const v = value();
-        if (v === '') throw new UsageError('--site: empty path');
-        a.site = resolve(v);
-        break;
-      }
-      case '--memory': {
-        const v = value();
-        if (!/^\d{1,6}$/.test(v) || Number(v) < MIN_MEMORY_MIB) throw new UsageError(`--memory: expected MiB, at least ${MIN_MEMORY_MIB}, got ${JSON.stringify(v)}`);
-        a.memoryMiB = Number(v);
-        break;
-      }
-      case '--machine': {
-        const v = value();
-        if (v !== 'microvm' && v !== 'q35') throw new UsageError(`--machine: expected microvm or q35, got ${JSON.stringify(v)}`);
-        a.machine = v;
-        machineGiven = true;
-        break;
-      }
-      case '--drivers': {
-        const v = value();
-        if (v !== 'ours' && v !== 'kernel') throw new UsageError(`--drivers: expected ours or kernel, got ${JSON.stringify(v)}`);
-        a.drivers = v;
-        break;
-      }
-      case '--console':
-        a.console = true;
-        break;
-      case '--verbose':
-        a.verbose = true;
-        break;
-      case '--help':
-      case '-h':
-        a.help = true;
-        break;
-      default:
-        throw new UsageError(`unknown flag ${JSON.stringify(arg)}`);
-    }
-  }
+    },
+    positional(arg) {
+      throw new UsageError(`unknown flag ${JSON.stringify(arg)}`);
+    },
+    rest() {
+      throw new UsageError('unknown flag "--"');
+    },
+  });
   // Linux's own vsock and virtiofs drivers exist only in the q35 image (Debian's kernel).
   if (a.drivers === 'kernel') {
     if (machineGiven && a.machine !== 'q35') throw new UsageError('--drivers kernel runs on --machine q35 only (our microvm kernel has no vsock or virtiofs driver)');

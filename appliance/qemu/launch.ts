@@ -60,8 +60,13 @@ export interface QemuOptions {
   /** A vhost-user-vsock back end's Unix socket (it must be listening before the launch). */
   /** The guest CID is not a QEMU option here: the backend reports it (GET_CONFIG). */
   vhostUserVsock?: { socket: string };
-  /** A virtiofsd (vhost-user-fs) socket and the tag the guest mounts. */
-  virtiofs?: { socket: string; tag: string; queueSize?: number };
+  /** A virtiofsd (vhost-user-fs) socket and the tag the guest mounts; several: one device each, in order. */
+  virtiofs?: VirtiofsDevice | readonly VirtiofsDevice[];
+  /**
+   * The console's Ctrl-C: false (default) passes it to the guest; true lets it end QEMU
+   * (for a launch script run from a terminal; chardev stdio signal=on).
+   */
+  consoleSignals?: boolean;
   /** More QEMU arguments, appended last. */
   extraArgs?: string[];
   /** Called with every console chunk as it arrives (\r removed, terminal escapes kept). */
@@ -81,6 +86,18 @@ export interface QemuOptions {
   qemu?: string;
   /** Keep at most this many bytes of console output in memory (default 4 MiB; oldest dropped). */
   consoleLimit?: number;
+}
+
+/** A vhost-user-fs device: virtiofsd's socket and the tag the guest sees. */
+export interface VirtiofsDevice {
+  socket: string;
+  tag: string;
+  queueSize?: number;
+}
+
+/** The virtiofs option as a list. */
+export function virtiofsDevices(v: QemuOptions['virtiofs']): readonly VirtiofsDevice[] {
+  return v === undefined ? [] : 'socket' in v ? [v] : v;
 }
 
 export interface QemuExit {
@@ -177,7 +194,7 @@ export function qemuArgs(opts: QemuOptions): string[] {
   const machine = opts.machine ?? 'q35';
   if (machine !== 'q35' && machine !== 'microvm') throw new QemuError('ERR_QEMU_OPTIONS', `machine must be q35 or microvm, got ${JSON.stringify(machine)}`);
   const common = ['-cpu', 'max', '-m', `${mem}M`, '-smp', String(cpus), '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`];
-  const console = ['-nographic', '-nodefaults', '-no-reboot', '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console'];
+  const console = ['-nographic', '-nodefaults', '-no-reboot', '-chardev', `stdio,id=console,signal=${opts.consoleSignals ? 'on' : 'off'}`, '-serial', 'chardev:console'];
   // Device names: the virtio-mmio ones on microvm, the PCI ones on q35.
   const dev = machine === 'microvm' ? { vsock: 'vhost-user-vsock-device', fs: 'vhost-user-fs-device' } : { vsock: 'vhost-user-vsock-pci', fs: 'vhost-user-fs-pci' };
   let args: string[];
@@ -206,11 +223,10 @@ export function qemuArgs(opts: QemuOptions): string[] {
     args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
     args.push('-device', `${dev.vsock},chardev=vsock0`);
   }
-  if (opts.virtiofs) {
-    const f = opts.virtiofs;
+  for (const [i, f] of virtiofsDevices(opts.virtiofs).entries()) {
     if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
-    args.push('-chardev', `socket,id=fs0,path=${chardevPath(f.socket)}`);
-    args.push('-device', `${dev.fs},chardev=fs0,tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
+    args.push('-chardev', `socket,id=fs${i},path=${chardevPath(f.socket)}`);
+    args.push('-device', `${dev.fs},chardev=fs${i},tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
   }
   args.push(...(opts.extraArgs ?? []));
   return args;
@@ -230,7 +246,7 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   for (const [what, p] of [['kernel', opts.kernel], ['initrd', opts.initrd], ['rootfs', opts.rootfs]] as const) {
     if (p !== undefined && !existsSync(p)) throw new QemuError('ERR_QEMU_OPTIONS', `${what} not found: ${p}`);
   }
-  for (const [what, p] of [['vhost-user-vsock socket', opts.vhostUserVsock?.socket], ['virtiofs socket', opts.virtiofs?.socket]] as const) {
+  for (const [what, p] of [['vhost-user-vsock socket', opts.vhostUserVsock?.socket], ...virtiofsDevices(opts.virtiofs).map((f) => ['virtiofs socket', f.socket] as const)] as const) {
     if (p !== undefined && !existsSync(p)) {
       throw new QemuError('ERR_QEMU_OPTIONS', `${what} ${p} does not exist: start the back end before QEMU (QEMU connects to it at startup)`);
     }

@@ -14,10 +14,20 @@ export interface VirtiofsdProcess {
   stderr(): string;
 }
 
-export function spawnVirtiofsd(opts: { socketPath: string; source: string; options?: readonly string[] }): VirtiofsdProcess {
+export interface VirtiofsdOptions {
+  socketPath: string;
+  /** The folder shared. */
+  source: string;
+  /** More `-o` options. */
+  options?: readonly string[];
+  /** In a process group of its own, so that a terminal's Ctrl-C does not end it under a running guest (default false). */
+  detached?: boolean;
+}
+
+export function spawnVirtiofsd(opts: VirtiofsdOptions): VirtiofsdProcess {
   const args = [`--socket-path=${opts.socketPath}`, '-o', `source=${opts.source}`, '-o', 'sandbox=chroot'];
   for (const o of opts.options ?? []) args.push('-o', o);
-  const child = spawn(VIRTIOFSD_PATH, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(VIRTIOFSD_PATH, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached ?? false });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const ready = new Promise<void>((resolve, reject) => {
@@ -31,9 +41,9 @@ export function spawnVirtiofsd(opts: { socketPath: string; source: string; optio
       clearInterval(poll);
       reject(new Error(`cannot run ${VIRTIOFSD_PATH}: ${e.message}`));
     });
-    child.once('exit', (code) => {
+    child.once('exit', (code, signal) => {
       clearInterval(poll);
-      reject(new Error(`virtiofsd exited (${code}) before creating its socket: ${stderr}`));
+      reject(new Error(`virtiofsd exited (${code ?? signal}) before creating its socket: ${stderr.trim() || '(no output)'}`));
     });
   });
   return { child, ready, stderr: () => stderr };

@@ -34,6 +34,7 @@ import { NodeSiteFiles } from '../webserver/files/node-site-files.js';
 import { VirtioFsSiteFiles } from '../webserver/files/virtio-fs-site-files.js';
 import { vsockBufferAllocator, vsockListen, vsockListenRaw } from '../webserver/listen/vsock-adapters.js';
 import { runBulkServices } from './bulk-services.js';
+import { AUTO_ZERO_COPY_MIN_BYTES, DEFAULT_POLL_WINDOW_MS, TX_MODES as GUEST_TX_MODES } from './guest-defaults.js';
 import { kernelVsockListen } from './kernel-vsock.js';
 import { runProfileService } from './profile-service.js';
 
@@ -44,7 +45,7 @@ export const BULK_SOURCE_PORT = 6001;
 export const READY_MARKER = 'appliance-ready:';
 const VIRTIO_ID_VSOCK = 19;
 const VIRTIO_ID_FS = 26;
-const TX_MODES: readonly TxMode[] = ['auto', 'two-copy', 'single-copy', 'zero-copy'];
+const TX_MODES: readonly TxMode[] = GUEST_TX_MODES;
 
 interface EntryArgs {
   drivers: 'ours' | 'kernel';
@@ -65,7 +66,7 @@ interface EntryArgs {
 }
 
 /** With tx mode auto, DMA chunks below this are copied (VsockDriverOptions.autoZeroCopyMinBytes). */
-export const APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES = 16 * 1024;
+export const APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES = AUTO_ZERO_COPY_MIN_BYTES;
 
 /**
  * DMA memory when --dma-pages is not given (2 MiB pages): the drivers' rings and buffer
@@ -85,8 +86,7 @@ export function fileCacheBudget(freeDmaBytes: number): number {
   return Math.max(256 * 1024, Math.min(16 * 1024 * 1024, freeDmaBytes - DMA_RESERVE_BYTES));
 }
 
-/** A request every few ms keeps the drivers polling; an idle guest sleeps after this. */
-export const DEFAULT_POLL_WINDOW_MS = 5;
+export { DEFAULT_POLL_WINDOW_MS } from './guest-defaults.js';
 
 function parse(argv: readonly string[]): EntryArgs {
   const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS, dmaPages: DEFAULT_DMA_PAGES };
