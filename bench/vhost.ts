@@ -2,22 +2,179 @@
 // a stock-Linux guest (the kernel's own virtio-vsock driver, socat services), measured
 // through the daemon's hybrid Unix socket: throughput host -> guest and guest -> host
 // at 64 KiB writes, and ping-pong p50/p99 at 8192 and 16384 bytes (socat echo).
-//   npm run bench -- vhost [--mib N] [--iterations N]
+//
+// Then the cost of watching it: the same throughput with packet capture (every packet,
+// whole payload, to a file) and metrics (scraped every second) on, and off, in rounds
+// interleaved on the same guest (off/on, then on/off, ...): medians, spread (min..max),
+// and the ratio on/off of the medians and of each round's pair. The capture's own cost
+// per packet (ns, and bytes allocated: young-generation collections counted in a child
+// process with a fixed young generation) is measured apart.
+//   npm run bench -- vhost [--mib N] [--iterations N] [--rounds N] [--round-mib N]
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
 import { connectHybridVsock } from '../appliance/pingpong/hybrid-connect.js';
 import { type LinuxGuest, startLinuxGuest } from '../appliance/qemu/start.js';
-import { startDaemon } from '../drivers/virtio-vsock/daemon/daemon.js';
+import { type RunningDaemon, startDaemon } from '../drivers/virtio-vsock/daemon/daemon.js';
+import { PcapCapture } from '../drivers/virtio-vsock/daemon/pcap-capture.js';
+import { TAP_HOST_TO_GUEST } from '../drivers/virtio-vsock/device/packet-tap.js';
+import { VSOCK_HEADER_SIZE } from '../drivers/virtio-vsock/header.js';
+import type { MemoryRegion } from '../kernel/memory/guest-memory.js';
+import { DescriptorChain } from '../kernel/virtqueue/device-queue.js';
 import { guestToHost, hostToGuest } from './guest.js';
-import { printTable, writeResults } from './report.js';
+import { percentile, printTable, writeResults } from './report.js';
 
 const CID = 3;
 const ECHO_PORT = 5000;
 const SINK_PORT = 6000;
 const SOURCE_PORT = 6001;
+const ROUND_SOURCE_PORT = 6002;
+const SCRAPE_INTERVAL_MS = 1000;
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** (max - min) / median */
+  spread: number;
+}
+
+function spreadOf(xs: number[]): Spread {
+  const median = percentile(xs, 50);
+  const min = Math.min(...xs);
+  const max = Math.max(...xs);
+  return { median, min, max, spread: (max - min) / median };
+}
+
+function scrape(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let n = 0;
+      res.on('data', (c: Buffer) => (n += c.length));
+      res.on('end', () => resolve(n));
+    }).on('error', reject);
+  });
+}
+
+interface OnOffRound {
+  round: number;
+  order: string;
+  offH2g: number;
+  onH2g: number;
+  offG2h: number;
+  onG2h: number;
+}
+
+/**
+ * Capture and metrics off, then on (or on, then off: the order flips every round), each
+ * moving `bytes` both ways. "on": the daemon's capture tap on the device, /metrics scraped
+ * every second; "off": no tap, no scrape.
+ */
+async function onOffRounds(daemon: RunningDaemon, uds: string, bytes: number, rounds: number): Promise<{ rounds: OnOffRound[]; scrapes: number; captured: number }> {
+  const vm = daemon.vms.get(CID)!;
+  const capture = vm.capture;
+  if (!capture || !daemon.metrics) throw new Error('bench vhost: the daemon has no capture or metrics');
+  const url = daemon.metrics.url;
+  let scrapes = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const set = (on: boolean): void => {
+    vm.device.tap = on ? capture : null;
+    if (timer) clearInterval(timer);
+    timer = on
+      ? setInterval(() => {
+          void scrape(url).then(() => scrapes++);
+        }, SCRAPE_INTERVAL_MS)
+      : null;
+  };
+  const out: OnOffRound[] = [];
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [false, true] : [true, false];
+      const row: OnOffRound = { round: r + 1, order: order.map((o) => (o ? 'on' : 'off')).join('/'), offH2g: 0, onH2g: 0, offG2h: 0, onG2h: 0 };
+      for (const on of order) {
+        set(on);
+        const h2g = await hostToGuest(uds, bytes, SINK_PORT);
+        const g2h = await guestToHost(uds, bytes, ROUND_SOURCE_PORT);
+        if (on) {
+          row.onH2g = h2g;
+          row.onG2h = g2h;
+        } else {
+          row.offH2g = h2g;
+          row.offG2h = g2h;
+        }
+      }
+      out.push(row);
+      console.log(`  round ${r + 1} (${row.order}): host -> guest off ${row.offH2g.toFixed(1)} on ${row.onH2g.toFixed(1)} MB/s; guest -> host off ${row.offG2h.toFixed(1)} on ${row.onG2h.toFixed(1)} MB/s`);
+    }
+  } finally {
+    set(false);
+    vm.device.tap = capture;
+  }
+  return { rounds: out, scrapes, captured: capture.records };
+}
+
+/** One packet's chain for the capture micro-benchmark: header + payload in one writable segment. */
+function fakeChain(payloadBytes: number): DescriptorChain {
+  const bytes = Buffer.alloc(VSOCK_HEADER_SIZE + payloadBytes, 0x5a);
+  const region: MemoryRegion = { guestAddr: 0, size: bytes.length, bytes, view: new DataView(bytes.buffer), name: 'bench' };
+  const chain = new DescriptorChain(1);
+  chain.regions = [region];
+  chain.offsets[0] = 0;
+  chain.lengths[0] = bytes.length;
+  chain.writableCount = 1;
+  chain.writableLength = bytes.length;
+  return chain;
+}
+
+interface CaptureCost {
+  payloadBytes: number;
+  packets: number;
+  nsPerPacket: number;
+  /** Young-generation collections during the packets, with a fixed 16 MiB young generation. */
+  scavenges: number;
+  /** scavenges x 16 MiB / packets: what was allocated per packet (to within one collection). */
+  bytesPerPacket: number;
+}
+
+const YOUNG_GEN_MIB = 16;
+
+/** In the child: `packets` calls of PcapCapture.packet() to /dev/null; prints ns per packet. */
+function captureLoop(payloadBytes: number, packets: number): void {
+  const chain = fakeChain(payloadBytes);
+  const header = Buffer.alloc(VSOCK_HEADER_SIZE);
+  header.writeUInt32LE(2, 0);
+  header.writeUInt32LE(CID, 8);
+  header.writeUInt32LE(payloadBytes, 24);
+  header.writeUInt16LE(payloadBytes > 0 ? 5 : 3, 30);
+  const capture = new PcapCapture('/dev/null');
+  const t0 = performance.now();
+  for (let i = 0; i < packets; i++) capture.packet(TAP_HOST_TO_GUEST, header, chain, payloadBytes);
+  const ns = ((performance.now() - t0) * 1e6) / packets;
+  capture.close();
+  console.log(`capture-cost ${JSON.stringify({ nsPerPacket: ns })}`);
+}
+
+/**
+ * PcapCapture.packet() alone, to /dev/null (CPU and allocation, not the disk), in a child
+ * process with a fixed young generation whose collections are counted (--trace-gc).
+ */
+function captureCost(payloadBytes: number, packets: number): CaptureCost {
+  const run = fileURLToPath(new URL('./run.js', import.meta.url));
+  const r = spawnSync(process.execPath, [`--min-semi-space-size=${YOUNG_GEN_MIB}`, `--max-semi-space-size=${YOUNG_GEN_MIB}`, '--trace-gc', run, 'vhost', '--capture-cost-child', String(payloadBytes), String(packets)], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  const line = /^capture-cost (.*)$/m.exec(r.stdout);
+  if (r.status !== 0 || !line) throw new Error(`bench vhost: the capture-cost child failed (${r.status}): ${r.stderr}`);
+  const scavenges = (r.stdout.match(/Scavenge/g) ?? []).length;
+  return { payloadBytes, packets, nsPerPacket: (JSON.parse(line[1]!) as { nsPerPacket: number }).nsPerPacket, scavenges, bytesPerPacket: (scavenges * YOUNG_GEN_MIB * 1024 * 1024) / packets };
+}
 
 async function waitListening(uds: string, port: number): Promise<void> {
   for (let i = 0; ; i++) {
@@ -33,27 +190,43 @@ async function waitListening(uds: string, port: number): Promise<void> {
 }
 
 export default async function vhost(argv: string[]): Promise<void> {
+  if (argv[0] === '--capture-cost-child') {
+    captureLoop(Number(argv[1]), Number(argv[2]));
+    return;
+  }
   let mib = 16;
   let iterations = 300;
+  let rounds = 6;
+  let roundMib = 8;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = (): string => argv[++i] ?? '';
     if (a === '--mib') mib = Number(v());
     else if (a === '--iterations') iterations = Number(v());
+    else if (a === '--rounds') rounds = Number(v());
+    else if (a === '--round-mib') roundMib = Number(v());
     else {
-      console.error(`bench vhost: unknown flag ${a} (flags: --mib N, --iterations N)`);
+      console.error(`bench vhost: unknown flag ${a} (flags: --mib N, --iterations N, --rounds N, --round-mib N)`);
       process.exit(2);
     }
   }
-  if (!(mib > 0) || !(iterations > 0)) {
-    console.error('bench vhost: --mib and --iterations take positive numbers');
+  if (!(mib > 0) || !(iterations > 0) || !(rounds > 0) || !(roundMib > 0)) {
+    console.error('bench vhost: --mib, --iterations, --rounds and --round-mib take positive numbers');
     process.exit(2);
   }
   const bytes = Math.round((mib * 1024 * 1024) / 65536) * 65536;
+  const roundBytes = Math.round((roundMib * 1024 * 1024) / 65536) * 65536;
   const dir = mkdtempSync(join(tmpdir(), 'tsv-vhost-'));
   const socket = join(dir, 'vsock.sock');
   const uds = join(dir, 'vsock.uds');
-  const daemon = await startDaemon({ vms: [{ guestCid: CID, socketPath: socket, udsPath: uds }], forwards: [] }, { log: () => {} });
+  const pcap = join(dir, 'capture.pcap');
+  const daemon = await startDaemon(
+    { vms: [{ guestCid: CID, socketPath: socket, udsPath: uds }], forwards: [], pcapPath: pcap, metrics: { host: '127.0.0.1', port: 0, allowRemote: false } },
+    { log: () => {} },
+  );
+  // The first measurements run as before, without capture.
+  const capture = daemon.vms.get(CID)!.capture!;
+  daemon.vms.get(CID)!.device.tap = null;
   let guest: LinuxGuest | null = null;
   try {
     console.log('booting the stock-Linux guest…');
@@ -62,6 +235,7 @@ export default async function vhost(argv: string[]): Promise<void> {
     await guest.shell.runBackground(`socat -b 65536 VSOCK-LISTEN:${ECHO_PORT},fork,reuseaddr EXEC:cat`);
     await guest.shell.runBackground(`socat -b 65536 VSOCK-LISTEN:${SINK_PORT},fork,reuseaddr SYSTEM:'wc -c'`);
     await guest.shell.runBackground(`socat -b 65536 VSOCK-LISTEN:${SOURCE_PORT},fork,reuseaddr SYSTEM:'head -c ${bytes} /dev/zero'`);
+    await guest.shell.runBackground(`socat -b 65536 VSOCK-LISTEN:${ROUND_SOURCE_PORT},fork,reuseaddr SYSTEM:'head -c ${roundBytes} /dev/zero'`);
     for (const p of [ECHO_PORT, SINK_PORT]) await waitListening(uds, p);
     await hostToGuest(uds, 1024 * 1024, SINK_PORT); // warm-up
     const h2g = await hostToGuest(uds, bytes, SINK_PORT);
@@ -73,6 +247,36 @@ export default async function vhost(argv: string[]): Promise<void> {
       { direction: 'guest -> host', 'MB/s': Math.round(g2h * 10) / 10 },
     ]);
     printTable(`ping-pong (socat EXEC:cat echo), ${iterations} round trips`, pp.map((r) => ({ bytes: r.sizeBytes, 'p50 us': Math.round(r.p50Us), 'p99 us': Math.round(r.p99Us), 'mean us': Math.round(r.meanUs) })));
+
+    console.log(`\ncapture + metrics off vs on: ${rounds} rounds of ${roundMib} MiB each way, order flipped every round`);
+    daemon.vms.get(CID)!.device.tap = capture;
+    const onOff = await onOffRounds(daemon, uds, roundBytes, rounds);
+    const col = (k: keyof OnOffRound): number[] => onOff.rounds.map((r) => r[k] as number);
+    const stats = {
+      hostToGuest: { off: spreadOf(col('offH2g')), on: spreadOf(col('onH2g')), pairedRatio: spreadOf(onOff.rounds.map((r) => r.onH2g / r.offH2g)) },
+      guestToHost: { off: spreadOf(col('offG2h')), on: spreadOf(col('onG2h')), pairedRatio: spreadOf(onOff.rounds.map((r) => r.onG2h / r.offG2h)) },
+    };
+    const row = (dir: string, s: typeof stats.hostToGuest): Record<string, string | number> => ({
+      direction: dir,
+      'off MB/s (median)': s.off.median,
+      'off min..max': `${s.off.min.toFixed(1)}..${s.off.max.toFixed(1)}`,
+      'on MB/s (median)': s.on.median,
+      'on min..max': `${s.on.min.toFixed(1)}..${s.on.max.toFixed(1)}`,
+      'on/off (medians)': s.on.median / s.off.median,
+      'on/off per round (median, min..max)': `${s.pairedRatio.median.toFixed(3)} (${s.pairedRatio.min.toFixed(3)}..${s.pairedRatio.max.toFixed(3)})`,
+    });
+    printTable(`capture (every packet, whole payload, to a file) + metrics (scraped every ${SCRAPE_INTERVAL_MS / 1000} s): ${onOff.scrapes} scrapes, ${onOff.captured} packets captured`, [
+      row('host -> guest', stats.hostToGuest),
+      row('guest -> host', stats.guestToHost),
+    ]);
+    const costs = [captureCost(0, 1_000_000), captureCost(1024, 1_000_000), captureCost(65536, 100_000)];
+    printTable(`capture alone, PcapCapture.packet() to /dev/null (CPU and allocation, not the disk; ${YOUNG_GEN_MIB} MiB young generation)`, costs.map((c) => ({
+      'payload bytes': c.payloadBytes,
+      packets: c.packets,
+      'ns/packet': Math.round(c.nsPerPacket),
+      scavenges: c.scavenges,
+      'bytes allocated/packet': Math.round(c.bytesPerPacket),
+    })));
     const path = writeResults('vhost', {
       command: `npm run bench -- vhost ${argv.join(' ')}`.trim(),
       bytes,
@@ -80,6 +284,8 @@ export default async function vhost(argv: string[]): Promise<void> {
       hostToGuestMBps: h2g,
       guestToHostMBps: g2h,
       pingPong: pp.map((r) => ({ sizeBytes: r.sizeBytes, p50Us: r.p50Us, p99Us: r.p99Us, meanUs: r.meanUs })),
+      captureAndMetrics: { roundBytes, rounds: onOff.rounds, scrapeIntervalMs: SCRAPE_INTERVAL_MS, scrapes: onOff.scrapes, packetsCaptured: onOff.captured, ...stats },
+      captureCost: costs,
     });
     console.log(`\nresults: ${path}`);
   } finally {

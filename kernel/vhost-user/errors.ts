@@ -16,6 +16,7 @@ export type VhostUserErrorCode =
   | 'ERR_VHOST_USER_MEMORY_NOT_SHARED' // guest RAM is not shared with the back-end
   | 'ERR_VHOST_USER_RING' // a ring cannot be started (addresses, size, alignment)
   | 'ERR_VHOST_USER_SOCKET' // the socket failed (ECONNRESET, ...)
+  | 'ERR_VHOST_USER_NOT_READING' // the front-end sends requests but does not read the replies (the reply queue is bounded)
   | 'ERR_VHOST_USER_DEVICE' // the device model threw
   | 'ERR_VHOST_USER_INTERNAL'; // a bug in the back-end itself (the client is dropped, the server goes on)
 

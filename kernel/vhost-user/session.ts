@@ -78,6 +78,14 @@ const REFUSED = Symbol('refused');
 /** Guest-triggered reports (refused chains, model exceptions) logged per session before going quiet. */
 const NOISY_LOG_LIMIT = 20;
 
+/**
+ * Reply bytes queued in user space (the kernel's socket buffer is full: the front-end
+ * does not read) before the front-end is dropped. QEMU reads each reply before its next
+ * request, so it never has more than one outstanding; without a bound, a front-end that
+ * only writes makes the queue grow with every request (200k GET_FEATURES: ~130 MB).
+ */
+export const MAX_QUEUED_REPLY_BYTES = 64 * 1024;
+
 /** Requests whose reply carries a body of its own (vhost-user.rst "Communication"). */
 const HAS_REPLY = new Set<number>([Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_VRING_BASE, Request.GET_QUEUE_NUM, Request.GET_CONFIG]);
 
@@ -108,6 +116,8 @@ export class VhostUserSession {
   #closing = false;
   #memoryTableTimer: NodeJS.Timeout | null = null;
   #noisyCount = 0;
+  /** Reply bytes handed to the socket since its send queue was last empty (an upper bound of what it holds). */
+  #queuedReplyBytes = 0;
 
   constructor(
     readonly id: number,
@@ -121,6 +131,9 @@ export class VhostUserSession {
     this.#hooks = hooks;
     this.#opts = opts;
     this.#rings = Array.from({ length: model.numQueues }, (_, i) => new Vring(i));
+    socket.on('drain', () => {
+      this.#queuedReplyBytes = 0;
+    });
     const session = this;
     this.#ctx = {
       get memory(): GuestMemory {
@@ -569,8 +582,16 @@ export class VhostUserSession {
 
   // ---- output and cleanup ------------------------------------------------------------------
 
+  /** Sends a reply; drops the front-end (throws) when too many replies wait unread. */
   #send(buf: Uint8Array): void {
-    this.#socket.send(buf);
+    if (this.#socket.send(buf)) return;
+    this.#queuedReplyBytes += buf.length;
+    if (this.#queuedReplyBytes > MAX_QUEUED_REPLY_BYTES) {
+      throw new VhostUserError(
+        'ERR_VHOST_USER_NOT_READING',
+        `the front-end sends requests but does not read the replies: ${this.#queuedReplyBytes} bytes of replies wait (at most ${MAX_QUEUED_REPLY_BYTES}); dropped`,
+      );
+    }
   }
 
   #trySend(buf: Uint8Array): void {

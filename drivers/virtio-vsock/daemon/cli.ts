@@ -1,7 +1,9 @@
 // vhost-user-vsock: the daemon's command line. main(argv) parses, starts the daemon and
-// runs until SIGINT or SIGTERM. Exit status: 0 (done or --help), 1 (could not start),
-// 2 (bad flags, reported with the flag and why).
+// runs until SIGINT or SIGTERM. Exit status: 0 (done or --help), 1 (could not start:
+// the message names the socket, address or file), 2 (bad flags or config file,
+// reported with the flag, or the file and line, and why).
 import { CliUsageError, HELP_TEXT, parseArgs } from './config.js';
+import { ConfigFileError } from './config-file.js';
 import { startDaemon, type DaemonDeps } from './daemon.js';
 
 export interface CliIo {
@@ -28,8 +30,8 @@ export async function main(
   try {
     parsed = parseArgs(argv);
   } catch (e) {
-    if (e instanceof CliUsageError) {
-      io.stderr(`vhost-user-vsock: ${e.message}\nTry 'vhost-user-vsock --help'.\n`);
+    if (e instanceof CliUsageError || e instanceof ConfigFileError) {
+      io.stderr(`vhost-user-vsock: ${e instanceof ConfigFileError ? '--config ' : ''}${e.message}\nTry 'vhost-user-vsock --help'.\n`);
       return 2;
     }
     throw e;
@@ -40,12 +42,12 @@ export async function main(
   }
   let daemon;
   try {
-    daemon = await startDaemon(parsed.config, { log: (m) => io.stderr(`${m}\n`), ...deps });
+    daemon = await startDaemon(parsed.config, { log: (line) => io.stderr(`${line}\n`), ...deps });
   } catch (e) {
     io.stderr(`vhost-user-vsock: cannot start: ${(e as Error).message}\n`);
     return 1;
   }
-  io.stderr('vhost-user-vsock: running (SIGINT or SIGTERM stops)\n');
+  daemon.logger.log('info', null, 'running (SIGINT or SIGTERM stops)');
   await until();
   await daemon.close();
   return 0;

@@ -1,29 +1,15 @@
 // Command line of the vhost-user-vsock daemon: parsing and validation into a
 // DaemonConfig. Every refusal is a CliUsageError naming the flag and the reason (the
-// CLI prints it and exits with status 2).
-import { isIP } from 'node:net';
+// CLI prints it and exits with status 2); a bad --config file is a ConfigFileError
+// naming the file and line (config-file.ts).
+import { readConfigFile } from './config-file.js';
+import { LOG_LEVELS, isLogLevel } from './logger.js';
+import { PCAP_MAX_PAYLOAD_BYTES } from './pcap-capture.js';
+import { type DaemonConfig, type ForwardConfig, type VmConfig, METRICS_PORT_DEFAULT_HOST, checkMetricsHost, ignoredSettingNotice } from './settings.js';
+import * as v from './validate.js';
 
-export interface VmConfig {
-  /** The guest's CID (3 .. 4294967294). */
-  guestCid: number;
-  /** Unix socket where QEMU connects (vhost-user). */
-  socketPath: string;
-  /** Hybrid vsock Unix socket (Firecracker convention), or null for none. */
-  udsPath: string | null;
-}
-
-export interface ForwardConfig {
-  /** Host address to listen on (IPv4, IPv6 without brackets, or a host name). */
-  listenHost: string;
-  listenPort: number;
-  guestCid: number;
-  guestPort: number;
-}
-
-export interface DaemonConfig {
-  vms: VmConfig[];
-  forwards: ForwardConfig[];
-}
+export type { DaemonConfig, ForwardConfig, MetricsConfig, VmConfig } from './settings.js';
+export { UNIX_PATH_MAX_BYTES } from './validate.js';
 
 export type ParsedArgs = { help: true } | { help: false; config: DaemonConfig };
 
@@ -39,35 +25,77 @@ export class CliUsageError extends Error {
   }
 }
 
-/** sun_path holds 108 bytes including the terminating NUL (Linux unix(7)). */
-export const UNIX_PATH_MAX_BYTES = 107;
-/** "_4294967295": the suffix of a hybrid guest-connect path. */
-const UDS_PORT_SUFFIX_MAX_BYTES = 11;
-const CID_MIN = 3;
-const CID_MAX = 0xfffffffe; // 0xffffffff is VMADDR_CID_ANY
-const GUEST_PORT_MAX = 0xfffffffe; // 0xffffffff is VMADDR_PORT_ANY
 
-export const HELP_TEXT = `Usage: vhost-user-vsock --vm guest-cid=CID,socket=PATH[,uds-path=PATH] [--vm ...] [--forward ...]
+export const HELP_TEXT = `Usage: vhost-user-vsock --vm guest-cid=CID,socket=PATH[,uds-path=PATH][,pcap=FILE] [--vm ...] [--forward ...]
+       vhost-user-vsock --config FILE
+       [--log-level LEVEL] [--metrics [HOST:]PORT [--metrics-allow-remote]] [--pcap FILE [--pcap-snaplen BYTES]]
 
 A virtio-vsock device for QEMU guests, served over vhost-user (QEMU:
 -chardev socket,id=c0,path=PATH -device vhost-user-vsock-pci,chardev=c0, with guest
 RAM shared: -object memory-backend-memfd,id=mem,size=...,share=on -machine memory-backend=mem).
 
 Options:
-  --vm guest-cid=CID,socket=PATH[,uds-path=PATH]
+  --vm guest-cid=CID,socket=PATH[,uds-path=PATH][,pcap=FILE][,queue-size=N]
         One guest (repeatable, at least one).
-          guest-cid  the guest's vsock CID, ${CID_MIN}..${CID_MAX}, unique per daemon.
+          guest-cid  the guest's vsock CID, ${v.CID_MIN}..${v.CID_MAX}, unique per daemon.
           socket     Unix socket path where QEMU connects (vhost-user back end).
           uds-path   optional hybrid vsock socket (Firecracker convention): a host
                      program connects to PATH, writes "CONNECT <port>\\n", gets
                      "OK <host_port>\\n" and then a byte stream to that guest port; a
                      guest connecting to host CID 2, port P reaches the Unix socket
-                     listening at PATH_P (RST when nothing listens there).
-        Paths must be at most ${UNIX_PATH_MAX_BYTES} bytes (uds-path: ${UNIX_PATH_MAX_BYTES - UDS_PORT_SUFFIX_MAX_BYTES}, to leave room for _P).
+                     listening at PATH_P (RST when nothing listens there). While the
+                     VM is not attached (QEMU not connected, or the guest's driver not
+                     started) CONNECT gets "ERR ENOTCONN ..." at once. A socket file
+                     left at PATH by a daemon that died is removed at start; a path
+                     where a process listens, or that is not a socket, is refused.
+          pcap       capture this VM's packets to FILE (instead of --pcap).
+          queue-size largest ring size offered, a power of 2 (default 256).
+          tx-buffer-size, groups  accepted as vhost-device-vsock does; no effect here
+                     (the window per connection is 256 KiB; no sibling-VM traffic).
+        Paths must be at most ${v.UNIX_PATH_MAX_BYTES} bytes (uds-path: ${v.UDS_PATH_MAX_BYTES}, to leave room for _P).
   --forward HOST:PORT=CID:GUEST_PORT
         Listen on TCP HOST:PORT (IPv6 as [::1]:PORT) and forward each connection to
         the guest CID's vsock port GUEST_PORT (repeatable). CID must be one of the
-        --vm guests. Half-close is passed on both ways.
+        --vm guests. Half-close is passed on both ways. While the VM is not attached,
+        a client is reset at once.
+  --config FILE
+        Read the VMs from a YAML file in vhost-device-vsock's layout (instead of --vm
+        and --forward):
+          vms:
+            - guest_cid: 3
+              socket: /tmp/vhost3.socket
+              uds_path: /tmp/vm3.vsock
+              forwards:                    # ours: TCP forwards to this guest
+                - listen: 127.0.0.1:8080
+                  port: 80
+              pcap: /tmp/vm3.pcap          # ours: this VM's capture
+          log_level: info                  # ours, as the flags below
+          metrics: 127.0.0.1:9100
+          metrics_allow_remote: false
+          pcap: /tmp/all.pcap
+          pcap_snaplen: 65536
+        Per VM also queue_size, tx_buffer_size, groups (as in --vm). Flags given with
+        --config override the file's log_level, metrics, pcap and pcap_snaplen.
+        Errors name the file and line.
+  --log-level error|warn|info|debug
+        Lines below the level are not written (default info). Each line has the time,
+        the level and the VM ([cid N], or [daemon]); debug adds every connection's
+        REQUEST, RESPONSE, SHUTDOWN and RST with its ports, and each vhost-user message.
+  --metrics [HOST:]PORT
+        Serve Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to
+        ${METRICS_PORT_DEFAULT_HOST}; PORT 0 picks a free one, logged). Only loopback
+        addresses unless --metrics-allow-remote: the metrics have no access control.
+  --metrics-allow-remote
+        Allow a --metrics HOST that other machines can reach (a warning is logged).
+  --pcap FILE
+        Capture every packet of every VM (both directions) to FILE, truncated first,
+        in pcap format, link type 271 (LINKTYPE_VSOCK, as Linux's vsockmon: tshark -r
+        FILE). Each packet is written before the device moves on, so a crash of the
+        daemon loses nothing captured. A write error (disk full) stops the capture
+        with an error line; the VMs are served on.
+  --pcap-snaplen BYTES
+        Payload bytes kept per captured packet, 0..${PCAP_MAX_PAYLOAD_BYTES} (headers always kept;
+        default all).
   --help, -h
         Print this text and exit.
 
@@ -75,25 +103,20 @@ Flags take their value as the next argument or after "=" (--vm=guest-cid=3,...).
 Bad flags are reported with the flag and the reason; the exit status is then 2.
 `;
 
-const VM_KEYS = ['guest-cid', 'socket', 'uds-path'] as const;
+const VM_KEYS = ['guest-cid', 'socket', 'uds-path', 'pcap', 'queue-size', 'tx-buffer-size', 'groups'] as const;
 
-function parseCid(text: string, flag: string, what: string): number {
-  if (!/^\d{1,10}$/.test(text)) throw new CliUsageError(flag, `${flag}: ${what} ${JSON.stringify(text)} is not a decimal number`);
-  const n = Number(text);
-  if (n < CID_MIN || n > CID_MAX) {
-    throw new CliUsageError(flag, `${flag}: ${what} ${n} is reserved or out of range (${CID_MIN}..${CID_MAX}; 0, 1, 2 and 4294967295 are reserved)`);
+/** Runs a check, turning its ValueError into a CliUsageError of `flag`. */
+function checked<T>(flag: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof v.ValueError) throw new CliUsageError(flag, `${flag}: ${e.message}`);
+    throw e;
   }
-  return n;
 }
 
-function checkPath(path: string, flag: string, key: string, max: number): void {
-  if (path.length === 0) throw new CliUsageError(flag, `${flag}: ${key} is empty`);
-  if (path.includes('\0')) throw new CliUsageError(flag, `${flag}: ${key} contains a NUL byte`);
-  const bytes = Buffer.byteLength(path);
-  if (bytes > max) throw new CliUsageError(flag, `${flag}: ${key} is ${bytes} bytes long, more than the ${max} a Unix socket path allows here`);
-}
 
-export function parseVm(value: string): VmConfig {
+export function parseVm(value: string, notices: string[] = []): VmConfig {
   const flag = '--vm';
   if (value.trim() === '') throw new CliUsageError(flag, `${flag}: empty value (expected guest-cid=CID,socket=PATH[,uds-path=PATH])`);
   const seen = new Map<string, string>();
@@ -101,73 +124,84 @@ export function parseVm(value: string): VmConfig {
     const eq = part.indexOf('=');
     if (eq <= 0) throw new CliUsageError(flag, `${flag}: ${JSON.stringify(part)} is not key=value (keys: ${VM_KEYS.join(', ')})`);
     const key = part.slice(0, eq);
-    const v = part.slice(eq + 1);
+    const val = part.slice(eq + 1);
     if (!(VM_KEYS as readonly string[]).includes(key)) throw new CliUsageError(flag, `${flag}: unknown key ${JSON.stringify(key)} (keys: ${VM_KEYS.join(', ')})`);
     if (seen.has(key)) throw new CliUsageError(flag, `${flag}: ${key} given twice`);
-    seen.set(key, v);
+    seen.set(key, val);
   }
-  const cid = seen.get('guest-cid');
-  if (cid === undefined) throw new CliUsageError(flag, `${flag}: guest-cid is missing`);
+  const cidText = seen.get('guest-cid');
+  if (cidText === undefined) throw new CliUsageError(flag, `${flag}: guest-cid is missing`);
   const socketPath = seen.get('socket');
   if (socketPath === undefined) throw new CliUsageError(flag, `${flag}: socket is missing`);
-  const guestCid = parseCid(cid, flag, 'guest-cid');
-  checkPath(socketPath, flag, 'socket', UNIX_PATH_MAX_BYTES);
-  const udsPath = seen.get('uds-path') ?? null;
-  if (udsPath !== null) checkPath(udsPath, flag, 'uds-path', UNIX_PATH_MAX_BYTES - UDS_PORT_SUFFIX_MAX_BYTES);
-  if (udsPath !== null && udsPath === socketPath) throw new CliUsageError(flag, `${flag}: socket and uds-path are the same path`);
-  return { guestCid, socketPath, udsPath };
-}
-
-function parsePort(text: string, flag: string, what: string, min: number, max: number): number {
-  if (!/^\d{1,10}$/.test(text)) throw new CliUsageError(flag, `${flag}: ${what} ${JSON.stringify(text)} is not a decimal number`);
-  const n = Number(text);
-  if (n < min || n > max) throw new CliUsageError(flag, `${flag}: ${what} ${n} is out of range (${min}..${max})`);
-  return n;
+  return checked(flag, () => {
+    const vm: VmConfig = { guestCid: v.cidText(cidText, 'guest-cid'), socketPath: v.socketPath(socketPath, 'socket'), udsPath: null };
+    const uds = seen.get('uds-path');
+    if (uds !== undefined) vm.udsPath = v.socketPath(uds, 'uds-path', v.UDS_PATH_MAX_BYTES);
+    if (vm.udsPath !== null && vm.udsPath === socketPath) throw new v.ValueError('socket and uds-path are the same path');
+    const pcap = seen.get('pcap');
+    if (pcap !== undefined) vm.pcapPath = v.filePath(pcap, 'pcap');
+    const q = seen.get('queue-size');
+    if (q !== undefined) vm.maxQueueSize = v.queueSize(v.decimal(q, 'queue-size', 1, v.QUEUE_SIZE_MAX), 'queue-size');
+    const tx = seen.get('tx-buffer-size');
+    if (tx !== undefined) notices.push(ignoredSettingNotice(vm.guestCid, 'tx-buffer-size', String(v.decimal(tx, 'tx-buffer-size', 1, 0xffffffff))));
+    const g = seen.get('groups');
+    if (g !== undefined) notices.push(ignoredSettingNotice(vm.guestCid, 'groups', v.groups(g, 'groups').join('+')));
+    return vm;
+  });
 }
 
 export function parseForward(value: string): ForwardConfig {
   const flag = '--forward';
   const eq = value.lastIndexOf('=');
   if (eq < 0) throw new CliUsageError(flag, `${flag}: ${JSON.stringify(value)} is not HOST:PORT=CID:GUEST_PORT`);
-  const listen = value.slice(0, eq);
   const target = value.slice(eq + 1);
-  let host: string;
-  let portText: string;
-  const bracket = /^\[([^\]]+)\]:([^:]*)$/.exec(listen);
-  if (bracket) {
-    host = bracket[1]!;
-    portText = bracket[2]!;
-    if (isIP(host) !== 6) throw new CliUsageError(flag, `${flag}: ${JSON.stringify(host)} in brackets is not an IPv6 address`);
-  } else {
-    const colon = listen.lastIndexOf(':');
-    if (colon <= 0) throw new CliUsageError(flag, `${flag}: listen address ${JSON.stringify(listen)} is not HOST:PORT`);
-    host = listen.slice(0, colon);
-    portText = listen.slice(colon + 1);
-    if (host.includes(':')) throw new CliUsageError(flag, `${flag}: write an IPv6 listen address in brackets, as [${host}]:${portText}`);
-    if (isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(host)) {
-      throw new CliUsageError(flag, `${flag}: listen host ${JSON.stringify(host)} is not an IP address or host name`);
-    }
-  }
-  const listenPort = parsePort(portText, flag, 'listen port', 1, 65535);
-  const m = /^([^:]*):([^:]*)$/.exec(target);
-  if (!m) throw new CliUsageError(flag, `${flag}: target ${JSON.stringify(target)} is not CID:GUEST_PORT`);
-  const guestCid = parseCid(m[1]!, flag, 'guest CID');
-  const guestPort = parsePort(m[2]!, flag, 'guest port', 0, GUEST_PORT_MAX);
-  return { listenHost: host, listenPort, guestCid, guestPort };
+  return checked(flag, () => {
+    const listen = v.listenAddress(value.slice(0, eq), 'listen address', 'listen port');
+    const m = /^([^:]*):([^:]*)$/.exec(target);
+    if (!m) throw new v.ValueError(`target ${JSON.stringify(target)} is not CID:GUEST_PORT`);
+    const guestCid = v.cidText(m[1]!, 'guest CID');
+    const guestPort = v.decimal(m[2]!, 'guest port', 0, v.GUEST_PORT_MAX);
+    return { listenHost: listen.host, listenPort: listen.port, guestCid, guestPort };
+  });
 }
 
-/** Parses argv (without node and script). Throws CliUsageError. */
-export function parseArgs(argv: readonly string[]): ParsedArgs {
+/** --metrics [HOST:]PORT (port 0: any free one). */
+export function parseMetrics(value: string): { host: string; port: number } {
+  return checked('--metrics', () => {
+    if (/^\d+$/.test(value)) return { host: METRICS_PORT_DEFAULT_HOST, port: v.decimal(value, 'port', 0, 65535) };
+    return v.listenAddress(value, 'address', 'port', 0);
+  });
+}
+
+
+const FLAGS_WITH_VALUE = ['--vm', '--forward', '--config', '--log-level', '--metrics', '--pcap', '--pcap-snaplen'];
+const BOOLEAN_FLAGS = ['--metrics-allow-remote'];
+
+export interface ParseOptions {
+  /** Reads a --config file (default: from disk). */
+  readFile?: (path: string) => DaemonConfig;
+}
+
+/** Parses argv (without node and script). Throws CliUsageError, or ConfigFileError for a bad --config file. */
+export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): ParsedArgs {
   const vms: VmConfig[] = [];
   const forwards: ForwardConfig[] = [];
+  const notices: string[] = [];
+  const given = new Map<string, string>();
+  let allowRemote = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') return { help: true };
     const eq = arg.indexOf('=');
     const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
-    if (name !== '--vm' && name !== '--forward') {
+    if (BOOLEAN_FLAGS.includes(name)) {
+      if (name !== arg) throw new CliUsageError(name, `${name}: takes no value`);
+      allowRemote = true;
+      continue;
+    }
+    if (!FLAGS_WITH_VALUE.includes(name)) {
       if (arg.startsWith('-')) throw new CliUsageError(name, `${name}: unknown flag (see --help)`);
-      throw new CliUsageError(arg, `${JSON.stringify(arg)}: unexpected argument (flags are --vm, --forward, --help)`);
+      throw new CliUsageError(arg, `${JSON.stringify(arg)}: unexpected argument (see --help)`);
     }
     let value: string;
     if (name !== arg) value = arg.slice(eq + 1);
@@ -177,27 +211,61 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       value = next;
       i++;
     }
-    if (name === '--vm') vms.push(parseVm(value));
-    else forwards.push(parseForward(value));
+    if (name === '--vm') vms.push(parseVm(value, notices));
+    else if (name === '--forward') forwards.push(parseForward(value));
+    else if (given.has(name)) throw new CliUsageError(name, `${name}: given twice`);
+    else given.set(name, value);
   }
-  if (vms.length === 0) throw new CliUsageError('--vm', '--vm: at least one --vm is required');
-  const cids = new Set<number>();
-  const paths = new Set<string>();
-  for (const vm of vms) {
-    if (cids.has(vm.guestCid)) throw new CliUsageError('--vm', `--vm: guest-cid ${vm.guestCid} is used by two --vm`);
-    cids.add(vm.guestCid);
-    for (const p of [vm.socketPath, vm.udsPath]) {
-      if (p === null) continue;
-      if (paths.has(p)) throw new CliUsageError('--vm', `--vm: path ${p} is used twice`);
-      paths.add(p);
+
+  let config: DaemonConfig;
+  const file = given.get('--config');
+  if (file !== undefined) {
+    if (vms.length > 0 || forwards.length > 0) {
+      throw new CliUsageError('--config', `--config: give the VMs either in the file or with --vm and --forward, not both`);
     }
+    if (file === '') throw new CliUsageError('--config', '--config: empty path');
+    config = (opts.readFile ?? readConfigFile)(file);
+  } else {
+    if (vms.length === 0) throw new CliUsageError('--vm', '--vm: at least one --vm is required (or --config FILE)');
+    checkVmsAndForwards(vms, forwards);
+    config = { vms, forwards };
+    if (notices.length > 0) config.notices = notices;
   }
-  const listens = new Set<string>();
+
+  const level = given.get('--log-level');
+  if (level !== undefined) {
+    if (!isLogLevel(level)) throw new CliUsageError('--log-level', `--log-level: ${JSON.stringify(level)} is not one of ${LOG_LEVELS.join(', ')}`);
+    config.logLevel = level;
+  }
+  const metrics = given.get('--metrics');
+  if (metrics !== undefined) config.metrics = { ...parseMetrics(metrics), allowRemote: false };
+  if (config.metrics && allowRemote) config.metrics.allowRemote = true;
+  if (allowRemote && !config.metrics) throw new CliUsageError('--metrics-allow-remote', '--metrics-allow-remote: only with --metrics');
+  if (config.metrics) checked('--metrics', () => checkMetricsHost(config.metrics!, '--metrics-allow-remote'));
+  const pcap = given.get('--pcap');
+  if (pcap !== undefined) config.pcapPath = checked('--pcap', () => v.filePath(pcap, 'path'));
+  const snap = given.get('--pcap-snaplen');
+  if (snap !== undefined) config.pcapSnaplen = checked('--pcap-snaplen', () => v.decimal(snap, 'payload bytes', 0, PCAP_MAX_PAYLOAD_BYTES));
+  if (config.pcapSnaplen !== undefined && config.pcapPath === undefined && !config.vms.some((vm) => vm.pcapPath !== undefined)) {
+    throw new CliUsageError('--pcap-snaplen', '--pcap-snaplen: nothing is captured (no --pcap, and no VM has pcap=)');
+  }
+  return { help: false, config };
+}
+
+/** Cross-checks of the --vm and --forward flags: unique CIDs, paths and listen addresses; forwards to declared CIDs. */
+function checkVmsAndForwards(vms: readonly VmConfig[], forwards: readonly ForwardConfig[]): void {
+  const dupCid = v.firstDuplicate(vms, (vm) => vm.guestCid);
+  if (dupCid) throw new CliUsageError('--vm', `--vm: guest-cid ${vms[dupCid[1]]!.guestCid} is used by two --vm`);
+  const paths = vms.flatMap((vm) => [vm.socketPath, vm.udsPath]);
+  const dupPath = v.firstDuplicate(paths, (p) => p);
+  if (dupPath) throw new CliUsageError('--vm', `--vm: path ${paths[dupPath[1]]} is used twice`);
+  const cids = new Set(vms.map((vm) => vm.guestCid));
   for (const f of forwards) {
     if (!cids.has(f.guestCid)) throw new CliUsageError('--forward', `--forward: guest CID ${f.guestCid} is not declared by any --vm`);
-    const key = `${f.listenHost}|${f.listenPort}`;
-    if (listens.has(key)) throw new CliUsageError('--forward', `--forward: ${f.listenHost}:${f.listenPort} is forwarded twice`);
-    listens.add(key);
   }
-  return { help: false, config: { vms, forwards } };
+  const dupListen = v.firstDuplicate(forwards, (f) => `${f.listenHost}|${f.listenPort}`);
+  if (dupListen) {
+    const f = forwards[dupListen[1]]!;
+    throw new CliUsageError('--forward', `--forward: ${f.listenHost}:${f.listenPort} is forwarded twice`);
+  }
 }

@@ -250,6 +250,8 @@ export class VsockConnection {
     }
     this.rxCnt = (this.rxCnt + len) >>> 0;
     this.owner.stats.txBytes += len;
+    // The guest's window into us is now full: it waits until the host reader takes bytes.
+    if (held + len === CONN_BUF_ALLOC_BYTES) this.owner.stats.guestToHostCreditStalls++;
     if (this.socket === null) {
       // The host side is gone (closing gracefully): nobody will read; count as consumed.
       this.fwdCnt = (this.fwdCnt + len) >>> 0;
@@ -459,6 +461,7 @@ export class VsockConnection {
   private requestCreditOnce(): void {
     if (this.creditRequested || this.state !== CONN_ESTABLISHED) return;
     this.creditRequested = true;
+    this.owner.stats.hostToGuestCreditStalls++;
     this.pending.insert(PENDING_CREDIT_REQUEST);
     this.owner.schedule(this);
   }

@@ -44,6 +44,7 @@ import { ConnectionFifo } from './conn-fifo.js';
 import { VsockError } from './errors.js';
 import type { VsockHostSocket } from './host-socket.js';
 import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-api.js';
+import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-tap.js';
 import { countDrop, type VsockDeviceStats, type VsockLog } from './stats.js';
 
 const MAX_PORT = 0xffffffff;
@@ -105,6 +106,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly txHeaderBytes = Buffer.alloc(VSOCK_HEADER_SIZE);
   private readonly txHeaderView = new DataView(this.txHeaderBytes.buffer, this.txHeaderBytes.byteOffset, VSOCK_HEADER_SIZE);
   private readonly scratch: HeaderScratch;
+  /** Sees every packet moved, both ways (packet-tap.ts); null: none. */
+  tap: PacketTap | null = null;
 
   constructor(opts: MuxerOptions) {
     this.guestCid = opts.guestCid;
@@ -260,6 +263,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     }
     chain.read(0, this.txHeaderBytes, 0, VSOCK_HEADER_SIZE);
     const h = decodeHeader(this.txHeaderView, 0, this.rxHeader);
+    if (this.tap !== null) this.tap.packet(TAP_GUEST_TO_HOST, this.txHeaderBytes, chain, Math.min(h.len, chain.readableLength - VSOCK_HEADER_SIZE));
     if (h.srcCid < 0 || h.dstCid < 0) {
       countDrop(this.stats, this.log, 'reservedCidBits', `packet with reserved CID bits set (${opName(h.op)})`);
       return;
@@ -399,15 +403,20 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
         continue;
       }
       if (conn === null) {
-        rxq.push(chain, this.emitStrayRst(chain));
+        const n = this.emitStrayRst(chain);
+        if (this.tap !== null) this.tap.packet(TAP_HOST_TO_GUEST, this.scratch.bytes, chain, 0);
+        rxq.push(chain, n);
         pushed++;
         continue;
       }
       this.unlist(fifo!);
       const n = conn.emitPacket(chain, this.scratch);
+      if (n > 0) {
+        this.stats.rxPackets++;
+        if (this.tap !== null) this.tap.packet(TAP_HOST_TO_GUEST, this.scratch.bytes, chain, n - VSOCK_HEADER_SIZE);
+      }
       rxq.push(chain, n);
       pushed++;
-      if (n > 0) this.stats.rxPackets++;
       if (conn.hasRxWork()) this.schedule(conn); // to the back: round-robin
     }
     return pushed;

@@ -45,7 +45,21 @@ export interface VsockDeviceStats {
   eventsDropped: number;
   /** Host bytes written after the guest shut down its receive side (discarded). */
   hostBytesDiscarded: number;
+  /** Host -> guest data stopped because the guest granted no credit (one per stall, with its CREDIT_REQUEST). */
+  hostToGuestCreditStalls: number;
+  /** Guest -> host data filled the window we advertise (buf_alloc): a slow host reader stops its guest sender. */
+  guestToHostCreditStalls: number;
+  /** Notifications from the driver (kicks) per queue: rx, tx, event. */
+  kicks: QueueCounts;
+  /** Interrupts sent to the driver per queue: rx, tx, event. */
+  interrupts: QueueCounts;
   dropped: Record<DropReason, number>;
+}
+
+export interface QueueCounts {
+  rx: number;
+  tx: number;
+  event: number;
 }
 
 export function makeStats(): VsockDeviceStats {
@@ -65,6 +79,10 @@ export function makeStats(): VsockDeviceStats {
     eventsSent: 0,
     eventsDropped: 0,
     hostBytesDiscarded: 0,
+    hostToGuestCreditStalls: 0,
+    guestToHostCreditStalls: 0,
+    kicks: { rx: 0, tx: 0, event: 0 },
+    interrupts: { rx: 0, tx: 0, event: 0 },
     dropped,
   };
 }

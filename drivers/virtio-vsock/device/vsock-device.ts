@@ -19,6 +19,7 @@ import {
 import { VSOCK_MAX_QUEUE_SIZE } from './constants.js';
 import type { VsockHost } from './host-api.js';
 import { VsockMuxer } from './muxer.js';
+import type { PacketTap } from './packet-tap.js';
 import { countDrop, makeStats, type VsockDeviceStats, type VsockLog } from './stats.js';
 
 /** virtio device id of the socket device (5.10.1). */
@@ -36,13 +37,14 @@ export interface VsockDeviceOptions {
   maxQueueSize?: number;
   /** Open connections allowed before guest REQUESTs get RST (default 4096). */
   maxConnections?: number;
+  /** Called when `attached` changes (the driver started or stopped the rx and tx queues). */
+  onAttachedChange?: (attached: boolean) => void;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
   readonly name = 'virtio-vsock';
   readonly deviceId = VIRTIO_ID_VSOCK;
-  readonly features =
-    featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM);
+  readonly features: bigint;
   readonly numQueues = 3;
   readonly maxQueueSize: number;
   readonly stats: VsockDeviceStats = makeStats();
@@ -56,6 +58,8 @@ export class VsockDevice implements VirtioDeviceModel {
   private rxScheduled = false;
   private txScheduled = false;
   private transportResetPending = false;
+  private wasAttached = false;
+  private readonly onAttachedChange: ((attached: boolean) => void) | undefined;
 
   constructor(opts: VsockDeviceOptions) {
     const cid = opts.guestCid;
@@ -66,6 +70,26 @@ export class VsockDevice implements VirtioDeviceModel {
     this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
     this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections });
     this.host = this.muxer;
+    this.onAttachedChange = opts.onAttachedChange;
+    this.features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM);
+  }
+
+  /**
+   * True while a driver has the rx and tx queues running (vhost-user: a front end is
+   * connected and the guest's driver started the device). Host connects made meanwhile
+   * could not be answered: the host ends refuse them at once.
+   */
+  get attached(): boolean {
+    return this.queues[VSOCK_RX_QUEUE] !== null && this.queues[VSOCK_TX_QUEUE] !== null;
+  }
+
+  /** Sees every packet the device moves (packet-tap.ts): pcap capture, debug log. */
+  get tap(): PacketTap | null {
+    return this.muxer.tap;
+  }
+
+  set tap(t: PacketTap | null) {
+    this.muxer.tap = t;
   }
 
   get guestCid(): number {
@@ -103,13 +127,31 @@ export class VsockDevice implements VirtioDeviceModel {
       countDrop(this.stats, this.log, 'queueError', `${err.code}: ${err.message}`);
     };
     this.queues[index] = queue;
+    this.noteAttached();
   }
 
   queueStopped(index: number): void {
     if (index >= 0 && index < this.numQueues) this.queues[index] = null;
+    this.noteAttached();
   }
 
+  private noteAttached(): void {
+    const now = this.attached;
+    if (now === this.wasAttached) return;
+    this.wasAttached = now;
+    this.onAttachedChange?.(now);
+  }
+
+  /** The driver's notification (counted per queue). */
   kick(index: number): void {
+    if (index === VSOCK_TX_QUEUE) this.stats.kicks.tx++;
+    else if (index === VSOCK_RX_QUEUE) this.stats.kicks.rx++;
+    else if (index === VSOCK_EVENT_QUEUE) this.stats.kicks.event++;
+    this.run(index);
+  }
+
+  /** Processes queue `index` (a kick, or work the device scheduled itself). */
+  private run(index: number): void {
     try {
       if (index === VSOCK_TX_QUEUE) this.processTx();
       else if (index === VSOCK_RX_QUEUE) this.processRx();
@@ -136,6 +178,15 @@ export class VsockDevice implements VirtioDeviceModel {
     this.muxer.resetAll('device reset');
     this.queues.fill(null);
     this.transportResetPending = false;
+    this.noteAttached();
+  }
+
+  private interrupt(index: number): void {
+    if (this.ctx === null) return;
+    if (index === VSOCK_TX_QUEUE) this.stats.interrupts.tx++;
+    else if (index === VSOCK_RX_QUEUE) this.stats.interrupts.rx++;
+    else this.stats.interrupts.event++;
+    this.ctx.interrupt(index);
   }
 
   // ---- Queue processing ---------------------------------------------------------------
@@ -166,7 +217,7 @@ export class VsockDevice implements VirtioDeviceModel {
       // kick that the driver did not send.
       if (!q.enableNotifications()) break;
     }
-    if (pushed > 0 && q.flush()) this.ctx?.interrupt(VSOCK_TX_QUEUE);
+    if (pushed > 0 && q.flush()) this.interrupt(VSOCK_TX_QUEUE);
     // Answers (RESPONSE, RST, CREDIT_UPDATE) go out in the same batch.
     this.processRx();
   }
@@ -175,7 +226,7 @@ export class VsockDevice implements VirtioDeviceModel {
     const q = this.queues[VSOCK_RX_QUEUE];
     if (!q) return;
     const pushed = this.muxer.fillRx(q);
-    if (pushed > 0 && q.flush()) this.ctx?.interrupt(VSOCK_RX_QUEUE);
+    if (pushed > 0 && q.flush()) this.interrupt(VSOCK_RX_QUEUE);
   }
 
   private deliverTransportReset(): boolean {
@@ -192,7 +243,7 @@ export class VsockDevice implements VirtioDeviceModel {
       const chain = q.take();
       if (chain === null) {
         if (q.enableNotifications()) continue;
-        if (refused > 0 && q.flush()) this.ctx?.interrupt(VSOCK_EVENT_QUEUE);
+        if (refused > 0 && q.flush()) this.interrupt(VSOCK_EVENT_QUEUE);
         return false; // delivered on the next event-queue kick
       }
       if (chain.writableLength < VSOCK_EVENT_SIZE) {
@@ -207,7 +258,7 @@ export class VsockDevice implements VirtioDeviceModel {
       q.push(chain, VSOCK_EVENT_SIZE);
       this.transportResetPending = false;
       this.stats.eventsSent++;
-      if (q.flush()) this.ctx?.interrupt(VSOCK_EVENT_QUEUE);
+      if (q.flush()) this.interrupt(VSOCK_EVENT_QUEUE);
       return true;
     }
   }
@@ -217,7 +268,7 @@ export class VsockDevice implements VirtioDeviceModel {
     this.rxScheduled = true;
     setImmediate(() => {
       this.rxScheduled = false;
-      this.kick(VSOCK_RX_QUEUE);
+      this.run(VSOCK_RX_QUEUE);
     });
   }
 
@@ -226,7 +277,7 @@ export class VsockDevice implements VirtioDeviceModel {
     this.txScheduled = true;
     setImmediate(() => {
       this.txScheduled = false;
-      this.kick(VSOCK_TX_QUEUE);
+      this.run(VSOCK_TX_QUEUE);
     });
   }
 }

@@ -7,8 +7,15 @@
 //    the same write) are kept and delivered after the connection opens.
 //  - guest -> host: a guest connecting to CID 2, port P reaches the Unix socket
 //    listening at `<udsPath>_P`; when nothing listens there, the guest gets RST at once.
+//  - while no VM is attached (`attached()` false: no front end, or the guest's driver
+//    has not started the device) a CONNECT gets "ERR ENOTCONN ..." at once instead of
+//    waiting for the connect timeout.
+//  - listen(): a stale socket file at udsPath (its daemon died) is removed first; a live
+//    one, or a path that is not a socket, is refused (socket-path.ts).
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import type { VsockHost, VsockListenHandle } from '../device/host-api.js';
+import { type HostEndStats, type HostLog, type HostRefusalReason, makeHostEndStats, refusalOf } from './host-stats.js';
+import { listenOn, prepareSocketPath } from './socket-path.js';
 import { spliceStreams } from './splice.js';
 
 /** "CONNECT 4294967295\n" is 19 bytes; allow some whitespace. */
@@ -22,7 +29,11 @@ export interface HybridVsockOptions {
   connectTimeoutMs?: number;
   /** Close a client that sends no complete first line within this time (default 10 s). */
   firstLineTimeoutMs?: number;
-  log?: (message: string) => void;
+  /** Whether a VM is attached (default: always); when not, CONNECT is refused at once. */
+  attached?: () => boolean;
+  /** Names the VM in the not-attached refusal (e.g. "guest CID 3"). */
+  vmName?: string;
+  log?: HostLog;
 }
 
 /** Parses the hybrid handshake line (without its newline): the port, or an error reason. */
@@ -38,29 +49,35 @@ export function parseConnectLine(line: string): { port: number } | { error: stri
 }
 
 export class HybridVsockBackend {
+  readonly stats: HostEndStats = makeHostEndStats();
   private server: Server | null = null;
   private anyHandle: VsockListenHandle | null = null;
   private readonly sockets = new Set<Socket>();
 
   constructor(private readonly opts: HybridVsockOptions) {}
 
-  /** Starts listening at udsPath (which must not exist) and accepting guest connects. */
+  /**
+   * Starts listening at udsPath and accepting guest connects. A stale socket file there
+   * is removed first (logged); a live socket or a non-socket is refused with a
+   * SocketPathError naming the path.
+   */
   async listen(): Promise<void> {
+    const what = 'hybrid vsock socket (uds-path)';
+    const path = this.opts.udsPath;
+    if ((await prepareSocketPath(path, what)) === 'stale-removed') {
+      this.opts.log?.(`hybrid vsock: removed the stale socket ${path} (nothing was listening on it)`, 'warn');
+    }
     const server = createServer({ allowHalfOpen: true }, (s) => this.onClient(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.opts.udsPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, what, path, (done) => server.listen(path, done));
     this.server = server;
     this.anyHandle = this.opts.host.listenAny((req) => {
       const path = `${this.opts.udsPath}_${req.port}`;
+      this.stats.guestConnects++;
       const c = netConnect({ path, allowHalfOpen: true });
       this.track(c);
-      c.once('error', (e) => {
-        this.opts.log?.(`hybrid vsock: guest port ${req.peerPort} -> ${path}: ${e.message}`);
+      c.once('error', (e: NodeJS.ErrnoException) => {
+        this.stats.guestConnectsRefused++;
+        this.opts.log?.(`hybrid vsock: guest port ${req.peerPort} -> host port ${req.port}: ${path}: ${e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'nobody listens there' : e.message}: RST`, 'info');
         req.refuse();
       });
       c.once('connect', () => {
@@ -81,12 +98,15 @@ export class HybridVsockBackend {
 
   private onClient(s: Socket): void {
     this.track(s);
+    this.stats.accepted++;
     s.on('error', () => {});
     let head: Buffer = Buffer.alloc(0);
     const timer = setTimeout(() => fail('no CONNECT line in time'), this.opts.firstLineTimeoutMs ?? FIRST_LINE_TIMEOUT_MS_DEFAULT);
-    const fail = (why: string): void => {
+    const fail = (why: string, reason: HostRefusalReason = 'badRequest'): void => {
       clearTimeout(timer);
       s.off('data', onData);
+      this.stats.refused[reason]++;
+      this.opts.log?.(`hybrid vsock: client refused: ERR ${why}`, 'debug');
       s.end(`ERR ${why}\n`);
       s.destroySoon();
     };
@@ -103,6 +123,9 @@ export class HybridVsockBackend {
       s.pause();
       const parsed = parseConnectLine(head.subarray(0, nl).toString('latin1'));
       if ('error' in parsed) return fail(parsed.error);
+      if (this.opts.attached !== undefined && !this.opts.attached()) {
+        return fail(`ENOTCONN VM not attached (${this.opts.vmName ?? 'the guest'}: no front end connected, or its vsock driver has not started the device)`, 'notAttached');
+      }
       const early = head.subarray(nl + 1);
       this.connectGuest(s, parsed.port, early);
     };
@@ -119,11 +142,14 @@ export class HybridVsockBackend {
           vs.destroy();
           return;
         }
+        this.stats.connected++;
         s.write(`OK ${vs.localPort}\n`);
         if (early.length > 0) vs.write(early);
         spliceStreams(s, vs);
       },
       (e: NodeJS.ErrnoException) => {
+        this.stats.refused[refusalOf(e)]++;
+        this.opts.log?.(`hybrid vsock: CONNECT ${port}: ${e.code ?? 'EIO'}: ${e.message}`, 'debug');
         if (!s.destroyed) {
           s.end(`ERR ${e.code ?? 'EIO'}\n`);
           s.destroySoon();

@@ -1,0 +1,66 @@
+// The daemon's settings (what --vm, --forward, --config and the other flags produce),
+// and the few rules the command line and the config file share.
+import type { LogLevel } from './logger.js';
+import { ValueError, isLoopback } from './validate.js';
+
+export interface VmConfig {
+  /** The guest's CID (3 .. 4294967294). */
+  guestCid: number;
+  /** Unix socket where QEMU connects (vhost-user). */
+  socketPath: string;
+  /** Hybrid vsock Unix socket (Firecracker convention), or null for none. */
+  udsPath: string | null;
+  /** Capture file of this VM alone (instead of the daemon's --pcap). */
+  pcapPath?: string;
+  /** Largest ring size offered to the driver (queue-size; default 256). */
+  maxQueueSize?: number;
+}
+
+export interface ForwardConfig {
+  /** Host address to listen on (IPv4, IPv6 without brackets, or a host name). */
+  listenHost: string;
+  listenPort: number;
+  guestCid: number;
+  guestPort: number;
+}
+
+export interface MetricsConfig {
+  host: string;
+  /** 0 picks a free port (the daemon logs the one it got). */
+  port: number;
+  /** A non-loopback host was explicitly allowed (--metrics-allow-remote). */
+  allowRemote: boolean;
+}
+
+export interface DaemonConfig {
+  vms: VmConfig[];
+  forwards: ForwardConfig[];
+  /** Default 'info'. */
+  logLevel?: LogLevel;
+  /** Prometheus metrics over HTTP at /metrics. */
+  metrics?: MetricsConfig;
+  /** Capture of every VM without a capture file of its own. */
+  pcapPath?: string;
+  /** Payload bytes kept per captured packet (default: all, up to 262068). */
+  pcapSnaplen?: number;
+  /** Settings accepted for compatibility but without effect, logged at start (warn). */
+  notices?: string[];
+}
+
+export const METRICS_PORT_DEFAULT_HOST = '127.0.0.1';
+
+/** The log notice for a vhost-device-vsock setting accepted without effect here (tx buffer size, groups). */
+export function ignoredSettingNotice(cidNumber: number, key: string, value: string): string {
+  if (key.startsWith('tx')) return `guest CID ${cidNumber}: ${key} ${value} has no effect here: each connection's window is 256 KiB (buf_alloc)`;
+  return `guest CID ${cidNumber}: ${key} ${value} has no effect here: this daemon connects no sibling VMs (a guest reaching another CID gets RST)`;
+}
+
+/** Refuses a metrics host other machines can reach unless allowed. */
+export function checkMetricsHost(m: MetricsConfig, where: string): void {
+  if (!m.allowRemote && !isLoopback(m.host)) {
+    throw new ValueError(
+      `${m.host} is not a loopback address: anyone who can reach it could read the metrics (they have no access control); ` +
+        `use 127.0.0.1 or [::1], or allow it explicitly with ${where}`,
+    );
+  }
+}
