@@ -13,8 +13,11 @@ import { EventFd } from '../kernel/native/fd-watch.js';
 import * as n from '../kernel/native/index.js';
 import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import type { VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
-import { VirtqueueDriver } from '../kernel/virtqueue/driver-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../kernel/virtqueue/layout.js';
+import { SplitVirtqueueDriver } from '../kernel/virtqueue/driver-queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../kernel/virtqueue/layout.js';
+import { PackedVirtqueueDriver } from '../kernel/virtqueue/packed-driver-queue.js';
+import { FRESH_PACKED_STATE, encodePackedBase } from '../kernel/virtqueue/packed-layout.js';
+import type { VirtqueueDriver } from '../kernel/virtqueue/queue.js';
 import type { MemoryRegionDescription } from '../kernel/vhost-user/codec.js';
 import { encodeMemTable, encodeMessage, encodeU64, encodeVringAddr, encodeVringFile, encodeVringState } from '../kernel/vhost-user/codec.js';
 import type { VhostUserError, VhostUserErrorCode } from '../kernel/vhost-user/errors.js';
@@ -139,9 +142,9 @@ function eventFd(f: Fixture): EventFd {
 }
 
 /** The driver half over the guest RAM at the fixed ring addresses. */
-function driverQueue(ram: Uint8Array): VirtqueueDriver<number> {
+function driverQueue(ram: Uint8Array): SplitVirtqueueDriver<number> {
   const part = (gpa: number, bytes: number) => ({ bytes: ram.subarray(gpa, gpa + bytes), addr: gpa });
-  return new VirtqueueDriver<number>({
+  return new SplitVirtqueueDriver<number>({
     name: 'test driver q0',
     index: 0,
     size: RING_SIZE,
@@ -168,8 +171,8 @@ async function handshake(c: VhostUserFrontend, call: EventFd): Promise<{ feature
 }
 
 /** What QEMU sends at DRIVER_OK (vhost_dev_start), in its order. */
-async function startDevice(c: VhostUserFrontend, ramFd: number, kick: EventFd, call: EventFd, base = 0): Promise<void> {
-  await c.setFeatures(FEATURES);
+async function startDevice(c: VhostUserFrontend, ramFd: number, kick: EventFd, call: EventFd, base = 0, features = FEATURES): Promise<void> {
+  await c.setFeatures(features);
   await c.setMemTable(qemuRegions(), [ramFd, ramFd]);
   await c.setVringNum(0, RING_SIZE);
   await c.setVringBase(0, base);
@@ -270,6 +273,43 @@ test('full QEMU-like session: handshake, echo through the rings, reboot with a n
   await startDevice(c2, ram3.fd, kick3, call2);
   await echo(t, ram3.bytes, driverQueue(ram3.bytes), kick3, call2, 2, 7);
   t.is(f.model.inner.echoed, 14);
+});
+
+/** The driver half of a packed ring over the same guest RAM (driver area at AVAIL_GPA, device area at USED_GPA). */
+function packedDriverQueue(ram: Uint8Array): PackedVirtqueueDriver<number> {
+  const part = (gpa: number, bytes: number) => ({ bytes: ram.subarray(gpa, gpa + bytes), addr: gpa });
+  return new PackedVirtqueueDriver<number>({ name: 'test packed driver q0', index: 0, size: RING_SIZE, eventIdx: true, desc: part(DESC_GPA, 16 * RING_SIZE), avail: part(AVAIL_GPA, 4), used: part(USED_GPA, 4) });
+}
+
+test('packed ring session: the vring base carries positions and wrap counters both ways (GET_VRING_BASE / SET_VRING_BASE), across laps and a stop', async (t) => {
+  const f = await fixture(t);
+  const kick = eventFd(f);
+  const call = eventFd(f);
+  const c = connect(f);
+  const hs = await handshake(c, call);
+  t.is(hs.features & featureBit(VIRTIO_F_RING_PACKED), featureBit(VIRTIO_F_RING_PACKED), 'the back end offers the packed layout');
+  const packedFeatures = FEATURES | featureBit(VIRTIO_F_RING_PACKED);
+  const ram = guestRam(f);
+  const started = once(f.server, 'ring-started');
+  // QEMU's base for a fresh packed ring: positions 0, wrap counters 1, in both halves.
+  t.is(encodePackedBase(FRESH_PACKED_STATE), 0x80008000);
+  await startDevice(c, ram.fd, kick, call, encodePackedBase(FRESH_PACKED_STATE), packedFeatures);
+  await started;
+  t.true(f.logs.some((l) => /ring 0 running \(packed, size 128/.test(l)), 'the ring runs packed');
+  const q = packedDriverQueue(ram.bytes);
+  // 200 chains of two descriptors: 400 descriptors, three laps of 128 and 16 more.
+  for (let round = 0; round < 4; round++) await echo(t, ram.bytes, q, kick, call, 50, round * 50);
+  // VM stop: GET_VRING_BASE stops the ring; its reply is where both halves stand.
+  await c.setVringEnable(0, false);
+  const base = await c.getVringBase(0);
+  t.is(base, 16 | (16 << 16), 'avail and used at 16, both wrap counters 0 after three laps');
+  // VM continue: QEMU gives the base back and the ring goes on where it stood.
+  const restarted = once(f.server, 'ring-started');
+  await startDevice(c, ram.fd, kick, call, base, packedFeatures);
+  await restarted;
+  await echo(t, ram.bytes, q, kick, call, 60, 7);
+  t.is(f.model.inner.echoed, 260);
+  t.is(f.logs.filter((l) => /^warn/.test(l) && /not shared|refused|broken/.test(l)).length, 0, f.logs.join('\n'));
 });
 
 test('a second QEMU that connects while one is served waits, and is served when the first leaves', async (t) => {
@@ -622,7 +662,7 @@ test('guest RAM above 4 GiB: a 5 GiB region is mapped in chunks; rings and buffe
   await c.setVringKick(0, kick.fd);
   await c.setVringEnable(0, true);
 
-  const q = new VirtqueueDriver<number>({
+  const q = new SplitVirtqueueDriver<number>({
     name: 'high driver q0',
     index: 0,
     size: RING_SIZE,

@@ -12,9 +12,9 @@
 // tests/vsock-device-basic.test.ts; the vhost-user refusals one by one by
 // tests/vhost-user-server.test.ts.
 import test from 'ava';
-import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { startLinuxGuest, type LinuxGuest } from '../appliance/qemu/start.js';
 import { encodeMemTable, encodeMessage, encodeVringFile } from '../kernel/vhost-user/codec.js';
 import { VhostUserFrontend } from '../kernel/vhost-user/frontend-client.js';
@@ -25,16 +25,18 @@ import {
   deterministicBytes,
   deterministicChunks,
   deterministicSha256,
+  echoConnections,
   hybridConnect,
   hybridConnectRetry,
   HybridRefused,
-  pause,
+  receiveFromGuest,
+  sendToGuest,
   sha256Hex,
   startTestDaemon,
   tcpConnect,
   waitGuestListening,
+  withGuestEcho,
   writeChunks,
-  type Collected,
   type DaemonFixture,
 } from './support/linux-vsock-guest.js';
 
@@ -46,7 +48,6 @@ const FWD_NOBODY = 7998; // guest port behind forward 1, nothing listens there
 
 let fx: DaemonFixture | null = null;
 let guest: Promise<LinuxGuest> | null = null;
-const servers: Server[] = [];
 
 test.before(async () => {
   fx = await startTestDaemon('vhost-vsock-linux-data-', [FWD_BIG, FWD_NOBODY]);
@@ -55,12 +56,7 @@ test.before(async () => {
 test.after.always(async (t) => {
   const g = await guest?.catch(() => null);
   if (g?.qemu.running) await g.qemu.stop();
-  for (const s of servers) s.close();
-  if (fx) {
-    await fx.daemon.close();
-    rmSync(fx.dir, { recursive: true, force: true });
-  }
-  t.log(`daemon log (last 40 lines):\n${fx?.logs.slice(-40).join('\n')}`);
+  if (fx) t.log(`daemon log (last 40 lines):\n${await fx.dispose()}`);
 });
 
 function bootGuest(): Promise<LinuxGuest> {
@@ -69,11 +65,7 @@ function bootGuest(): Promise<LinuxGuest> {
 }
 
 /** A host listener at <uds>_port (guest -> host, CID 2 port `port`). */
-async function hostListen(port: number, onSocket: (s: Socket) => void): Promise<void> {
-  const srv = createServer({ allowHalfOpen: true }, onSocket);
-  servers.push(srv);
-  await new Promise<void>((r) => srv.listen(`${fx!.uds}_${port}`, r));
-}
+const hostListen = (port: number, onSocket: (s: Socket) => void): Promise<void> => fx!.hostListen(port, onSocket);
 
 test.serial('malformed vhost-user messages to the daemon: reason logged, client dropped, daemon goes on (QEMU follows)', async (t) => {
   const cases: Array<{ name: string; send: (c: VhostUserFrontend) => void; log: RegExp }> = [
@@ -123,16 +115,12 @@ test.serial('64 MiB host -> guest through the hybrid socket, SHA-256 equal (the 
   const port = 7001;
   const dev = fx!.daemon.devices.get(GUEST_CID)!;
   const before = { bytes: dev.stats.rxBytes, packets: dev.stats.rxPackets };
-  const inGuest = g.shell.run(`socat -u -b 65536 VSOCK-LISTEN:${port} - | tee /tmp/big | sha256sum`, { timeoutMs: 35 * 60_000 });
-  const s = await hybridConnectRetry(fx!.uds, port);
-  const peer = collect(s);
-  const sent = await writeChunks(s, deterministicChunks(SEED, BIG));
+  const { sent, guest: r, echoedBytes } = await sendToGuest(g.shell, fx!.uds, port, SEED, BIG, 35 * 60_000);
   t.is(sent.bytes, BIG);
-  const r = await inGuest;
   t.is(r.status, 0, r.output);
   t.is(r.output.split(/\s+/)[0], sent.sha256);
   t.is(sent.sha256, deterministicSha256(SEED, BIG));
-  t.is((await peer).bytes, 0);
+  t.is(echoedBytes, 0);
   // Every payload byte went to the guest exactly once (rx = device -> guest).
   t.is(dev.stats.rxBytes - before.bytes, BIG);
   const packets = dev.stats.rxPackets - before.packets;
@@ -145,17 +133,7 @@ test.serial('64 MiB guest -> host through <uds>_P, SHA-256 equal', async (t) => 
   const port = 7002;
   const dev = fx!.daemon.devices.get(GUEST_CID)!;
   const before = { bytes: dev.stats.txBytes, packets: dev.stats.txPackets };
-  let got: Promise<Collected> | null = null;
-  const accepted = new Promise<void>((resolve) =>
-    void hostListen(port, (s) => {
-      got = collect(s, false);
-      resolve();
-    }),
-  );
-  await pause(0);
-  const r = await g.shell.run(`socat -u -b 65536 - VSOCK-CONNECT:2:${port} < /tmp/big; echo status=$?; sha256sum /tmp/big; rm /tmp/big`, { timeoutMs: 35 * 60_000 });
-  await accepted;
-  const c = await got!;
+  const { got: c, guest: r } = await receiveFromGuest(g.shell, hostListen, port, 35 * 60_000);
   t.regex(r.output, /status=0/);
   t.is(c.how, 'end');
   t.is(c.bytes, BIG);
@@ -189,27 +167,10 @@ test.serial('50 connections at once through the hybrid socket, each echoed and c
   t.timeout(30 * 60_000);
   const g = await bootGuest();
   const port = 7010;
-  const job = await g.shell.runBackground(`socat -t 600 -b 65536 VSOCK-LISTEN:${port},reuseaddr,fork,backlog=128 EXEC:cat`);
-  try {
-    await waitGuestListening(fx!.uds, port);
-    const N = 50;
-    const results = await Promise.all(
-      Array.from({ length: N }, async (_, i) => {
-        const data = deterministicBytes(`conn ${i}`, 16 * 1024 + i * 97);
-        const s = await hybridConnect(fx!.uds, port);
-        const back = collect(s);
-        await writeChunks(s, [data]);
-        const r = await back;
-        return { ok: r.how === 'end' && r.bytes === data.length && r.sha256 === sha256Hex(data), i, how: r.how, bytes: r.bytes };
-      }),
-    );
-    t.deepEqual(results.filter((r) => !r.ok), []);
-    const dev = fx!.daemon.devices.get(GUEST_CID)!;
-    t.is(dev.stats.dropped.creditViolation, 0);
-    t.is(dev.stats.dropped.protocolViolation, 0);
-  } finally {
-    await g.shell.run(`kill ${job.pid}; pkill -f 'VSOCK-LISTEN:${port}' ; true`);
-  }
+  t.deepEqual(await withGuestEcho(g.shell, fx!.uds, port, () => echoConnections(fx!.uds, port, 50, 'conn')), []);
+  const dev = fx!.daemon.devices.get(GUEST_CID)!;
+  t.is(dev.stats.dropped.creditViolation, 0);
+  t.is(dev.stats.dropped.protocolViolation, 0);
 });
 
 test.serial('RST when nothing listens: host CONNECT to an empty guest port, TCP forward to it, guest connect to an empty host port', async (t) => {

@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import type { DescriptorChain, VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
+import type { RingChoice } from '../kernel/virtqueue/ring.js';
 import { VirtioFsDevice } from '../drivers/virtio-fs/device/virtio-fs-device.js';
 import { FsError, FuseCodecError, VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
 import { FuseOpcode } from '../drivers/virtio-fs/fuse-protocol.js';
@@ -58,9 +59,16 @@ class FaultyFsDevice implements VirtioDeviceModel {
     const q = this.queues[index];
     if (!q) return;
     if (this.breakRing && index === 1) {
-      // Scribble on the used ring as a buggy device would: used.idx far ahead.
-      const used = (q as unknown as { usedU16: Uint16Array }).usedU16;
-      Atomics.add(used, 1, 1000);
+      if (q.layout === 'split') {
+        // Scribble on the used ring as a buggy device would: used.idx far ahead.
+        const used = (q as unknown as { usedU16: Uint16Array }).usedU16;
+        Atomics.add(used, 1, 1000);
+      } else {
+        // A used descriptor at the next used position naming an id never made available.
+        const p = q as unknown as { descU16: Uint16Array; nextUsed: number; usedWrap: number };
+        p.descU16[p.nextUsed * 8 + 6] = 999;
+        Atomics.store(p.descU16, p.nextUsed * 8 + 7, p.usedWrap !== 0 ? 0x8080 : 0);
+      }
       this.ctx?.interrupt(index);
       return;
     }
@@ -142,7 +150,7 @@ test.after.always(() => {
   if (root) fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ dev: FaultyFsDevice; vfs: VirtioFsDriver }> {
+async function setup(t: { teardown(fn: () => unknown): void }, ring: RingChoice = 'auto'): Promise<{ dev: FaultyFsDevice; vfs: VirtioFsDriver }> {
   const dev = new FaultyFsDevice(root);
   const transport = InProcessTransport.sameThread(dev, { memoryBytes: 16 << 20 });
   let vfs: VirtioFsDriver | null = null;
@@ -153,7 +161,7 @@ async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ dev: F
       await transport.close();
     }
   });
-  vfs = await VirtioFsDriver.start(transport);
+  vfs = await VirtioFsDriver.start(transport, { ring });
   return { dev, vfs };
 }
 
@@ -254,13 +262,19 @@ test('property: any corruption of one reply fails at most that operation with Fs
   t.true(vfs.stats.badReplies > 0);
 });
 
-test('a device that breaks the ring fails requests with ERR_VIRTIO_FS_QUEUE_BROKEN instead of hanging', async (t) => {
-  const { dev, vfs } = await setup(t);
-  t.is((await vfs.stat('one.bin')).size, 1);
-  dev.breakRing = true;
-  const err = await t.throwsAsync(vfs.stat('data.bin'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
-  t.regex(err!.message, /used\.idx/);
-  await t.throwsAsync(vfs.readdir('/'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
-  await vfs.close(); // does not wait for answers that will never come
-  t.pass();
-});
+for (const [ring, message] of [
+  ['split', /used\.idx/],
+  ['packed', /used descriptor \d+ names buffer id 999, which is not an outstanding chain made available/],
+] as const) {
+  test(`${ring} ring: a device that breaks the ring fails requests with ERR_VIRTIO_FS_QUEUE_BROKEN instead of hanging`, async (t) => {
+    const { dev, vfs } = await setup(t, ring);
+    t.is(vfs.ringLayout, ring);
+    t.is((await vfs.stat('one.bin')).size, 1);
+    dev.breakRing = true;
+    const err = await t.throwsAsync(vfs.stat('data.bin'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
+    t.regex(err!.message, message);
+    await t.throwsAsync(vfs.readdir('/'), { code: 'ERR_VIRTIO_FS_QUEUE_BROKEN' });
+    await vfs.close(); // does not wait for answers that will never come
+    t.pass();
+  });
+}

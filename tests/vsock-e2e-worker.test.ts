@@ -1,5 +1,6 @@
 // The driver against the device emulator in a worker thread (real concurrency over
-// shared memory): bulk transfers with SHA-256 on both ends in each transmit mode, many
+// shared memory, packed rings unless a test asks for split ones): bulk transfers with
+// SHA-256 on both ends in each transmit mode and each ring layout, many
 // connections at once, a slow reader held back by credit, refusal, close order,
 // TRANSPORT_RESET, host-initiated connections.
 import test, { type ExecutionContext } from 'ava';
@@ -428,20 +429,55 @@ test('zero copy with DMA buffers split across many small writes and mixed with p
   }
 });
 
-test('without EVENT_IDX (flags only) across threads: 16 MiB each way, zero copy, SHA-256 equal', async (t) => {
-  const g = await startGuest({ txMode: 'zero-copy', eventIdx: false });
+for (const ring of ['split', 'packed'] as const) {
+  test(`${ring} ring (asked for) across threads: 16 MiB each way in 4 connections at once, auto mode, SHA-256 equal`, async (t) => {
+    const g = await startGuest({ ring });
+    try {
+      t.is(g.driver.ringLayout, ring);
+      const total = 16 << 20;
+      await Promise.all(
+        [0, 1, 2, 3].map(async (k) => {
+          const sock = await connect(g.driver, ECHO);
+          const back = hashReadable(sock);
+          const sentSha = await writeStream(g.driver, sock, 'auto', total / 4, 50_000 + 1000 * k, 12, 31 + k);
+          sock.end();
+          const got = await back;
+          t.is(got.bytes, total / 4);
+          t.is(got.sha, sentSha);
+        }),
+      );
+    } finally {
+      await g.stop();
+    }
+  });
+}
+
+test('the packed ring is negotiated when the device offers it (the default)', async (t) => {
+  const g = await startGuest();
   try {
-    t.false(g.driver.eventIdx);
-    const total = 16 << 20;
-    const sock = await connect(g.driver, ECHO);
-    const back = hashReadable(sock);
-    const sentSha = await writeStream(g.driver, sock, 'zero-copy', total, 40_000, 16, 21);
-    sock.end();
-    const got = await back;
-    t.is(got.bytes, total);
-    t.is(got.sha, sentSha);
-    t.is((await g.report('echo', ECHO)).sha256Received, sentSha);
+    t.is(g.driver.ringLayout, 'packed');
   } finally {
     await g.stop();
   }
 });
+
+for (const ring of ['split', 'packed'] as const) {
+  test(`${ring} ring without EVENT_IDX (flags only) across threads: 16 MiB each way, zero copy, SHA-256 equal`, async (t) => {
+    const g = await startGuest({ txMode: 'zero-copy', eventIdx: false, ring });
+    try {
+      t.false(g.driver.eventIdx);
+      t.is(g.driver.ringLayout, ring);
+      const total = 16 << 20;
+      const sock = await connect(g.driver, ECHO);
+      const back = hashReadable(sock);
+      const sentSha = await writeStream(g.driver, sock, 'zero-copy', total, 40_000, 16, 21);
+      sock.end();
+      const got = await back;
+      t.is(got.bytes, total);
+      t.is(got.sha, sentSha);
+      t.is((await g.report('echo', ECHO)).sha256Received, sentSha);
+    } finally {
+      await g.stop();
+    }
+  });
+}

@@ -5,7 +5,9 @@
 // buffers with random bytes).
 //
 // It prints `rng-probe-result: {json}` with the bytes it got and round-trip timings,
-// and exits 0 when every buffer came back filled. On microvm the result also lists the
+// and exits 0 when every buffer came back filled. `--ring=split|packed|auto` (default
+// auto: packed when the device offers it, as QEMU's `packed=on` makes it) chooses the
+// virtqueue layout (virtio 1.2, 2.7 / 2.8) for every phase. On microvm the result also lists the
 // virtio-mmio platform devices with their drivers while the rng device is still ours:
 // the root disk stays with the kernel's virtio-mmio driver (virtio-blk), the rng device
 // is on uio_pdrv_genirq.
@@ -17,7 +19,8 @@ import { PCI_COMMAND } from '../../kernel/pci/config-space.js';
 import { PciModernTransport } from '../../kernel/transport/pci-modern.js';
 import { setupDriverQueue } from '../../kernel/transport/queue-setup.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
-import type { VirtqueueDriver } from '../../kernel/virtqueue/driver-queue.js';
+import type { VirtqueueDriver } from '../../kernel/virtqueue/queue.js';
+import { acceptRingFeatures, parseRingChoice } from '../../kernel/virtqueue/ring.js';
 
 const VIRTIO_ID_ENTROPY = 4;
 const BUFFERS = 8;
@@ -32,11 +35,12 @@ boot('rng-probe', async (ctx) => {
   const t = ctx.openVirtioDevice(VIRTIO_ID_ENTROPY);
   const offered = t.deviceFeatures();
   const eventIdx = (offered & featureBit(VIRTIO_F_EVENT_IDX)) !== 0n;
-  const accepted = featureBit(VIRTIO_F_VERSION_1) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n);
+  const ring = parseRingChoice(ctx.args.find((a) => a.startsWith('--ring='))?.slice(7) ?? 'auto', '--ring');
+  const accepted = featureBit(VIRTIO_F_VERSION_1) | acceptRingFeatures(offered, { ring }, 'virtio-rng');
   t.negotiate(accepted);
-  const q: VirtqueueDriver<number> = setupDriverQueue<number>(t, 0, 'rng requestq', 64, eventIdx);
+  const q: VirtqueueDriver<number> = setupDriverQueue<number>(t, 0, 'rng requestq', 64, accepted);
   t.driverOk();
-  ctx.log(`device features 0x${offered.toString(16)}, accepted 0x${accepted.toString(16)}, queue size ${q.size}, status 0x${t.status().toString(16)}`);
+  ctx.log(`device features 0x${offered.toString(16)}, accepted 0x${accepted.toString(16)}, ${q.layout} ring, queue size ${q.size}, status 0x${t.status().toString(16)}`);
 
   // One handler for the transport; each phase installs what it waits for.
   let onUsed: (slot: number, len: number) => void = () => {};
@@ -111,10 +115,12 @@ boot('rng-probe', async (ctx) => {
   ctx.log(`costs (ns per call): ${JSON.stringify(costsNs)}`);
 
   // Phase 5: reset and initialize again without EVENT_IDX (interrupt suppression by the
-  // avail ring's NO_INTERRUPT flag instead, 2.7.7), on fresh rings; interrupts again.
+  // avail ring's NO_INTERRUPT flag instead, 2.7.7; packed: the event suppression
+  // structure's DISABLE, 2.8.10), on fresh rings; interrupts again.
   t.reset();
-  t.negotiate(featureBit(VIRTIO_F_VERSION_1));
-  const q2 = setupDriverQueue<number>(t, 0, 'rng requestq (no EVENT_IDX)', 64, false);
+  const acceptedNoEventIdx = featureBit(VIRTIO_F_VERSION_1) | acceptRingFeatures(offered, { ring, eventIdx: false }, 'virtio-rng');
+  t.negotiate(acceptedNoEventIdx);
+  const q2 = setupDriverQueue<number>(t, 0, 'rng requestq (no EVENT_IDX)', 64, acceptedNoEventIdx);
   t.driverOk();
   t.onInterrupt(() => {
     do q2.drainUsed((slot, len) => onUsed(slot, len));
@@ -142,8 +148,8 @@ boot('rng-probe', async (ctx) => {
   first.stop();
   pci?.fn.config.enableMemoryAndBusMastering();
   t.reset();
-  t.negotiate(featureBit(VIRTIO_F_VERSION_1) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n));
-  const q3 = setupDriverQueue<number>(t, 0, 'rng requestq (poll window)', 64, eventIdx);
+  t.negotiate(accepted);
+  const q3 = setupDriverQueue<number>(t, 0, 'rng requestq (poll window)', 64, accepted);
   t.driverOk();
   const windowed = new UioIntxInterrupts(first.uio, pci ? pci.fn.config : null, { pollWindowMs: 20 });
   let handled = 0;
@@ -185,6 +191,8 @@ boot('rng-probe', async (ctx) => {
 
   const result = {
     features: '0x' + offered.toString(16),
+    accepted: '0x' + accepted.toString(16),
+    ringLayout: q.layout,
     eventIdx,
     queueSize: q.size,
     lengths,

@@ -2,9 +2,9 @@
 // device-half queues over the shared guest memory, and turns doorbells into kicks.
 // Used directly (same thread) or from inprocess-worker.ts (worker thread).
 import { GuestMemory, makeRegion } from '../memory/guest-memory.js';
-import { VirtqueueDevice } from '../virtqueue/device-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, hasFeature } from '../virtqueue/layout.js';
 import type { VirtqueueError } from '../virtqueue/errors.js';
+import type { VirtqueueDevice } from '../virtqueue/queue.js';
+import { deviceQueueFor } from '../virtqueue/ring.js';
 import type { VirtioDeviceModel } from './virtio-device.js';
 
 /** Control block (Int32Array over a SharedArrayBuffer) shared by the two sides. */
@@ -65,7 +65,8 @@ export class InProcessDeviceHost {
 
   setupQueue(index: number, size: number, desc: number, avail: number, used: number): void {
     if (index < 0 || index >= this.queues.length) throw new RangeError(`${this.model.name}: no queue ${index}`);
-    const q = new VirtqueueDevice({
+    // Split or packed, as the driver accepted (virtio 1.2, 2.7 / 2.8).
+    const q = deviceQueueFor(this.features, {
       name: `${this.model.name} queue ${index}`,
       index,
       size,
@@ -73,8 +74,6 @@ export class InProcessDeviceHost {
       descAddr: desc,
       availAddr: avail,
       usedAddr: used,
-      eventIdx: hasFeature(this.features, VIRTIO_F_EVENT_IDX),
-      indirect: hasFeature(this.features, VIRTIO_F_INDIRECT_DESC),
       onError: (err) => {
         if (this.errors.length < 1000) this.errors.push(err);
       },

@@ -284,6 +284,11 @@ export class MmioTransport implements VirtioTransport {
     return this.used.sum();
   }
 
+  /** A packed queue's progress (no used->idx in memory): usedProgress() includes it. */
+  watchQueueProgress(index: number, progress: () => number): void {
+    this.used.watchFn(index, progress);
+  }
+
   driverOk(): void {
     this.checkOpen();
     this.w.write32(MMIO_STATUS, this.w.read32(MMIO_STATUS) | STATUS_DRIVER_OK);

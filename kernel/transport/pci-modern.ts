@@ -256,6 +256,11 @@ export class PciModernTransport implements VirtioTransport {
     return this.used.sum();
   }
 
+  /** A packed queue's progress (no used->idx in memory): usedProgress() includes it. */
+  watchQueueProgress(index: number, progress: () => number): void {
+    this.used.watchFn(index, progress);
+  }
+
   driverOk(): void {
     this.checkOpen();
     this.common.status = this.common.status | STATUS_DRIVER_OK;

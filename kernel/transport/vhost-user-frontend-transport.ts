@@ -13,6 +13,8 @@ import { DmaArena } from '../memory/dma.js';
 import * as native from '../native/index.js';
 import { VhostUserFrontend } from '../vhost-user/frontend-client.js';
 import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES } from '../vhost-user/protocol.js';
+import { FRESH_PACKED_STATE, encodePackedBase } from '../virtqueue/packed-layout.js';
+import { ringLayoutOf } from '../virtqueue/ring.js';
 import type { VirtioTransport } from './virtio-transport.js';
 
 export interface VhostUserFrontendOptions {
@@ -43,6 +45,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   private readonly queues = new Map<number, QueueFds>();
   private handler: () => void = () => {};
   private protocolFeatures = false;
+  private negotiated = 0n;
   private closed = false;
   private setupApplied = true;
   private barrierSeq = 0;
@@ -104,6 +107,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     if ((driverFeatures & ~this.deviceFeatures()) !== 0n) {
       throw new Error(`vhost-user: driver accepted features 0x${(driverFeatures & ~this.deviceFeatures()).toString(16)} that the back-end does not offer`);
     }
+    this.negotiated = driverFeatures;
     const f = driverFeatures | (this.protocolFeatures ? 1n << VHOST_USER_F_PROTOCOL_FEATURES : 0n);
     void this.frontend.setFeatures(f);
     const base = this.dma.addrOfOffset(0);
@@ -120,7 +124,8 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     const fe = this.frontend;
     void fe.setVringNum(index, size);
     void fe.setVringAddr(index, descAddr, usedAddr, availAddr);
-    void fe.setVringBase(index, 0);
+    // A fresh ring: split, avail index 0; packed, both positions 0 with wrap counters 1 (virtio 1.2, 2.8.1).
+    void fe.setVringBase(index, ringLayoutOf(this.negotiated) === 'packed' ? encodePackedBase(FRESH_PACKED_STATE) : 0);
     // The call fd before the kick fd: SET_VRING_KICK starts the back-end's queue thread,
     // and libvhost-user panics signalling a call fd it does not have yet.
     void fe.setVringCall(index, call);

@@ -29,6 +29,12 @@ export interface VirtioTransport {
   driverOk(): void;
   /** Rings queue `index`'s doorbell. */
   notify(index: number): void;
+  /**
+   * For transports that watch their queues' progress (usedProgress(), read by polling
+   * interrupt sources): queue `index` has no used index at a fixed address (a packed
+   * ring, virtio 1.2 2.8), `progress` says when the device returns buffers instead.
+   */
+  watchQueueProgress?(index: number, progress: () => number): void;
   /** Reads `length` bytes of the device configuration space from `offset` (a copy). */
   readConfig(offset: number, length: number): Uint8Array;
   /**

@@ -18,9 +18,10 @@ import type { UnixFdSocket } from '../native/fd-watch.js';
 import { eventfdWrite } from '../native/index.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { DeviceContext, VirtioDeviceModel } from '../transport/virtio-device.js';
-import { VirtqueueDevice } from '../virtqueue/device-queue.js';
+import type { VirtqueueDevice } from '../virtqueue/queue.js';
+import { deviceQueueFor, ringLayoutOf, ringPartLayout } from '../virtqueue/ring.js';
 import { VirtqueueError } from '../virtqueue/errors.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, availRingBytes, checkQueueSize, descTableBytes, hasFeature, usedRingBytes } from '../virtqueue/layout.js';
+import { checkQueueSize, hasFeature } from '../virtqueue/layout.js';
 import { encodeReply, encodeU64, encodeVringState, encodeConfig, type VhostUserMessage } from './codec.js';
 import { VhostUserError } from './errors.js';
 import { closeFds, readMessage } from './framing.js';
@@ -275,9 +276,12 @@ export class VhostUserSession {
       case Request.SET_VRING_BASE: {
         if (p.type !== 'vring-state') break;
         const ring = this.#ring(r, p.index);
-        if (p.num > 0xffff) throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_BASE: ring ${p.index} base ${p.num} does not fit a split ring's 16-bit index`, r);
+        // A split ring's base is its 16-bit avail index; a packed ring's carries both
+        // positions and wrap counters in 32 bits (checked when the ring starts).
+        if (p.num > 0xffff && ringLayoutOf(this.#ackedFeatures) === 'split') throw new VhostUserError('ERR_VHOST_USER_PAYLOAD', `SET_VRING_BASE: ring ${p.index} base ${p.num} does not fit a split ring's 16-bit index`, r);
         if (ring.running) throw new VhostUserError('ERR_VHOST_USER_RING', `SET_VRING_BASE: ring ${p.index} is running`, r);
         ring.base = p.num;
+        ring.baseSet = true;
         return null;
       }
       case Request.GET_VRING_BASE: {
@@ -418,14 +422,17 @@ export class VhostUserSession {
     }
     const n = ring.num;
     const a = ring.addresses;
-    const desc = this.#translate(ring, a.desc, descTableBytes(n), 'descriptor table');
-    const avail = this.#translate(ring, a.avail, availRingBytes(n), 'available ring');
-    const used = this.#translate(ring, a.used, usedRingBytes(n), 'used ring');
     const features = this.#ackedFeatures & ~(1n << VHOST_USER_F_PROTOCOL_FEATURES);
+    // Split or packed (virtio 1.2, 2.7 / 2.8), as the guest's driver accepted.
+    const packed = ringLayoutOf(features) === 'packed';
+    const parts = ringPartLayout(packed ? 'packed' : 'split', n);
+    const desc = this.#translate(ring, a.desc, parts.descBytes, packed ? 'descriptor ring' : 'descriptor table');
+    const avail = this.#translate(ring, a.avail, parts.availBytes, packed ? 'driver event suppression' : 'available ring');
+    const used = this.#translate(ring, a.used, parts.usedBytes, packed ? 'device event suppression' : 'used ring');
     const memory = this.#table.memory;
     let queue: VirtqueueDevice;
     try {
-      queue = new VirtqueueDevice({
+      queue = deviceQueueFor(features, {
         name: `${this.#model.name} ring ${ring.index}`,
         index: ring.index,
         size: n,
@@ -433,9 +440,7 @@ export class VhostUserSession {
         descAddr: desc,
         availAddr: avail,
         usedAddr: used,
-        eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX),
-        indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC),
-        startIndex: ring.base,
+        ...(ring.baseSet ? { startIndex: ring.base } : {}),
         onError: (err) => this.#onQueueError(ring, err),
       });
     } catch (err) {
@@ -446,8 +451,10 @@ export class VhostUserSession {
       this.#activated = true;
     }
     ring.queue = queue;
-    const region = memory.locate(avail, 4);
-    ring.availCheck = { view: region.view, offset: avail - region.guestAddr + 2, atStart: region.view.getUint16(avail - region.guestAddr + 2, true), kicksWithoutChange: 0, done: false };
+    // The word a guest's first kick must have changed: split, avail.idx; packed, the flags of the descriptor at our next position.
+    const watched = packed ? desc + 16 * (queue.vringBase & 0x7fff) + 14 : avail + 2;
+    const region = memory.locate(watched, 2);
+    ring.availCheck = { view: region.view, offset: watched - region.guestAddr, atStart: region.view.getUint16(watched - region.guestAddr, true), kicksWithoutChange: 0, done: false };
     if (ring.kick) {
       ring.kick.onReadable(
         () => this.#onKick(ring),
@@ -460,7 +467,7 @@ export class VhostUserSession {
       }, this.#opts.pollIntervalMs);
     }
     this.#deviceCall('queueReady', () => this.#model.queueReady(ring.index, queue));
-    this.#hooks.log('info', `session ${this.id}: ring ${ring.index} running (size ${n}, base ${ring.base}, desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)} guest-physical)`);
+    this.#hooks.log('info', `session ${this.id}: ring ${ring.index} running (${packed ? 'packed' : 'split'}, size ${n}, base ${ring.base}, desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)} guest-physical)`);
     this.#hooks.ringStarted(ring.index);
     // A kick may have been consumed before the ring could run: look once.
     this.#kickModel(ring);
@@ -471,7 +478,8 @@ export class VhostUserSession {
     const q = ring.queue;
     if (!q) return;
     ring.stopWatching();
-    ring.base = q.nextAvailIndex;
+    ring.base = q.vringBase;
+    ring.baseSet = true;
     ring.queue = null;
     ring.availCheck = null;
     this.#deviceCall('queueStopped', () => this.#model.queueStopped(ring.index));

@@ -6,7 +6,7 @@
 //   started rings are processed only while enabled (SET_VRING_ENABLE, or always when
 //   VHOST_USER_F_PROTOCOL_FEATURES was not negotiated).
 import { EventFd } from '../native/fd-watch.js';
-import type { VirtqueueDevice } from '../virtqueue/device-queue.js';
+import type { VirtqueueDevice } from '../virtqueue/queue.js';
 import { closeFds } from './framing.js';
 
 export interface RingAddresses {
@@ -21,8 +21,14 @@ export class Vring {
   /** SET_VRING_NUM; 0 until set. */
   num = 0;
   addresses: RingAddresses | null = null;
-  /** SET_VRING_BASE: the avail index to start from. Updated when the ring pauses. */
+  /**
+   * SET_VRING_BASE: where the ring starts (split: the avail index; packed: both
+   * positions with their wrap counters, kernel/virtqueue/packed-layout.ts). Updated
+   * when the ring pauses.
+   */
   base = 0;
+  /** False until SET_VRING_BASE or a pause set `base`: the ring then starts fresh. */
+  baseSet = false;
   /** Started by SET_VRING_KICK, stopped by GET_VRING_BASE. */
   started = false;
   enabled = false;
@@ -77,6 +83,7 @@ export class Vring {
     this.num = 0;
     this.addresses = null;
     this.base = 0;
+    this.baseSet = false;
   }
 
   /** Closes every fd (client gone). */

@@ -9,12 +9,10 @@
 // with the next one. Only an impossible avail.idx marks the whole queue broken, since
 // from then on no entry of the ring can be trusted (2.7.13.3.1: the device SHOULD then
 // set DEVICE_NEEDS_RESET; the transport decides that).
-import type { GuestMemory, MemoryRegion } from '../memory/guest-memory.js';
-import { GuestMemoryError } from '../memory/guest-memory.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
 import {
   AVAIL_ALIGN,
   DESC_ALIGN,
-  DESC_SIZE,
   USED_ALIGN,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -27,127 +25,15 @@ import {
   usedRingBytes,
   vringNeedEvent,
 } from './layout.js';
+import { DescriptorChain, addSegment, locateIndirectTable, mapRingPart } from './descriptor-chain.js';
 import { VirtqueueError } from './errors.js';
-import { copyBytes } from '../memory/copy.js';
+import type { DeviceQueueOptions, DeviceQueueStats, VirtqueueDevice } from './queue.js';
 
-export interface DeviceQueueOptions {
-  name: string;
-  index: number;
-  size: number;
-  memory: GuestMemory;
-  descAddr: number;
-  availAddr: number;
-  usedAddr: number;
-  /** VIRTIO_F_EVENT_IDX negotiated. */
-  eventIdx: boolean;
-  /** VIRTIO_F_INDIRECT_DESC negotiated. */
-  indirect: boolean;
-  /** Where refused chains are reported (default: ignored, but counted). */
-  onError?: (err: VirtqueueError) => void;
-  /** avail index to start from (vhost-user SET_VRING_BASE); default 0. */
-  startIndex?: number;
-}
+export { DescriptorChain } from './descriptor-chain.js';
+export type { DeviceQueueOptions, DeviceQueueStats, VirtqueueDevice } from './queue.js';
 
-/**
- * One available chain, walked and checked. Segments are stored readable first, then
- * writable, each as (region, offset inside the region, length). The object belongs to
- * its head index and is reused: it stays valid until the chain is pushed back.
- */
-export class DescriptorChain {
-  head = 0;
-  /** Readable segments come first: [0, readableCount), then writable ones. */
-  readableCount = 0;
-  writableCount = 0;
-  readableLength = 0;
-  writableLength = 0;
-  regions: MemoryRegion[] = [];
-  offsets: Float64Array;
-  lengths: Uint32Array;
-  /** Guest addresses of the segments (for diagnostics and zero-copy hand-offs). */
-  addrs: Float64Array;
-
-  constructor(capacity: number) {
-    this.offsets = new Float64Array(capacity);
-    this.lengths = new Uint32Array(capacity);
-    this.addrs = new Float64Array(capacity);
-  }
-
-  get segmentCount(): number {
-    return this.readableCount + this.writableCount;
-  }
-
-  /** Bytes of segment i (allocates a view; the copy helpers below do not). */
-  segment(i: number): Uint8Array {
-    const off = this.offsets[i]!;
-    return this.regions[i]!.bytes.subarray(off, off + this.lengths[i]!);
-  }
-
-  /**
-   * Copies up to `length` bytes of the device-readable part, starting `from` bytes into
-   * it, to dst[dstOffset...]. Returns the bytes copied.
-   */
-  read(from: number, dst: Uint8Array, dstOffset: number, length: number): number {
-    let skip = from;
-    let done = 0;
-    for (let i = 0; i < this.readableCount && done < length; i++) {
-      const len = this.lengths[i]!;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, length - done);
-      const off = this.offsets[i]! + skip;
-      copyBytes(this.regions[i]!.bytes, off, dst, dstOffset + done, n);
-      done += n;
-      skip = 0;
-    }
-    return done;
-  }
-
-  /**
-   * Copies `length` bytes of src[srcOffset...] into the device-writable part, starting
-   * `to` bytes into it. Returns the bytes copied (less when the chain is shorter).
-   */
-  write(to: number, src: Uint8Array, srcOffset: number, length: number): number {
-    let skip = to;
-    let done = 0;
-    const end = this.readableCount + this.writableCount;
-    for (let i = this.readableCount; i < end && done < length; i++) {
-      const len = this.lengths[i]!;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, length - done);
-      copyBytes(src, srcOffset + done, this.regions[i]!.bytes, this.offsets[i]! + skip, n);
-      done += n;
-      skip = 0;
-    }
-    return done;
-  }
-
-  ensureCapacity(n: number): void {
-    if (n <= this.offsets.length) return;
-    const cap = Math.max(n, this.offsets.length * 2);
-    const grow = <A extends Float64Array | Uint32Array>(a: A, make: (n: number) => A): A => {
-      const b = make(cap);
-      b.set(a);
-      return b;
-    };
-    this.offsets = grow(this.offsets, (c) => new Float64Array(c));
-    this.lengths = grow(this.lengths, (c) => new Uint32Array(c));
-    this.addrs = grow(this.addrs, (c) => new Float64Array(c));
-  }
-}
-
-export interface DeviceQueueStats {
-  chains: number;
-  refused: number;
-  notificationsSent: number;
-  notificationsSuppressed: number;
-}
-
-export class VirtqueueDevice {
+export class SplitVirtqueueDevice implements VirtqueueDevice {
+  readonly layout = 'split' as const;
   readonly name: string;
   readonly index: number;
   readonly size: number;
@@ -178,27 +64,13 @@ export class VirtqueueDevice {
     } catch (e) {
       throw new VirtqueueError('ERR_VIRTQ_SETUP', name, (e as Error).message);
     }
-    const ring = (addr: number, bytes: number, align: number, what: string): MemoryRegion => {
-      if (addr % align !== 0) throw new VirtqueueError('ERR_VIRTQ_SETUP', name, `${what} at 0x${addr.toString(16)} is not ${align}-byte aligned`);
-      let r: MemoryRegion;
-      try {
-        r = memory.locate(addr, bytes);
-      } catch (e) {
-        throw new VirtqueueError('ERR_VIRTQ_SETUP', name, `${what}: ${(e as Error).message}`);
-      }
-      if ((r.bytes.byteOffset + addr - r.guestAddr) % align !== 0) {
-        throw new VirtqueueError('ERR_VIRTQ_SETUP', name, `${what}: backing memory is not ${align}-byte aligned`);
-      }
-      return r;
-    };
-    const at = (r: MemoryRegion, addr: number): number => r.bytes.byteOffset + addr - r.guestAddr;
-    const dr = ring(opts.descAddr, descTableBytes(size), DESC_ALIGN, 'descriptor table');
-    const ar = ring(opts.availAddr, availRingBytes(size), AVAIL_ALIGN, 'available ring');
-    const ur = ring(opts.usedAddr, usedRingBytes(size), USED_ALIGN, 'used ring');
-    this.descU32 = new Uint32Array(dr.bytes.buffer, at(dr, opts.descAddr), 4 * size);
-    this.availU16 = new Uint16Array(ar.bytes.buffer, at(ar, opts.availAddr), 3 + size);
-    this.usedU16 = new Uint16Array(ur.bytes.buffer, at(ur, opts.usedAddr), 3 + 4 * size);
-    this.usedU32 = new Uint32Array(ur.bytes.buffer, at(ur, opts.usedAddr), 1 + 2 * size);
+    const dr = mapRingPart(memory, name, opts.descAddr, descTableBytes(size), DESC_ALIGN, 'descriptor table');
+    const ar = mapRingPart(memory, name, opts.availAddr, availRingBytes(size), AVAIL_ALIGN, 'available ring');
+    const ur = mapRingPart(memory, name, opts.usedAddr, usedRingBytes(size), USED_ALIGN, 'used ring');
+    this.descU32 = new Uint32Array(dr.buffer, dr.byteOffset, 4 * size);
+    this.availU16 = new Uint16Array(ar.buffer, ar.byteOffset, 3 + size);
+    this.usedU16 = new Uint16Array(ur.buffer, ur.byteOffset, 3 + 4 * size);
+    this.usedU32 = new Uint32Array(ur.buffer, ur.byteOffset, 1 + 2 * size);
     this.name = name;
     this.index = opts.index;
     this.size = size;
@@ -214,6 +86,11 @@ export class VirtqueueDevice {
 
   /** The next avail index to be taken (vhost-user GET_VRING_BASE). */
   get nextAvailIndex(): number {
+    return this.lastAvailIdx;
+  }
+
+  /** vhost-user's vring base of a split ring: the next avail index. */
+  get vringBase(): number {
     return this.lastAvailIdx;
   }
 
@@ -271,9 +148,7 @@ export class VirtqueueDevice {
 
   /** Walks and checks the chain at `head` into `chain`; returns the first fault or null. */
   private walk(head: number, chain: DescriptorChain): VirtqueueError | null {
-    chain.head = head;
-    chain.readableCount = chain.writableCount = 0;
-    chain.readableLength = chain.writableLength = 0;
+    chain.clear(head);
     const size = this.size;
     const d = this.descU32;
     let idx = head;
@@ -294,7 +169,7 @@ export class VirtqueueDevice {
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return new VirtqueueError('ERR_VIRTQ_INDIRECT_NEXT', this.name, `descriptor ${idx} has both INDIRECT and NEXT set`, idx);
         return this.walkIndirect(idx, hi, lo, len, chain, count);
       }
-      const e = this.addSegment(chain, idx, hi, lo, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, -1);
+      const e = addSegment(chain, this.memory, this.name, idx, hi, lo, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, -1);
       if (e !== null) return e;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return null;
       if (next >= size) return new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `descriptor ${idx} links to next ${next}, outside the table of ${size}`, idx);
@@ -303,30 +178,16 @@ export class VirtqueueDevice {
   }
 
   private walkIndirect(descIdx: number, hi: number, lo: number, tableLen: number, chain: DescriptorChain, countSoFar: number): VirtqueueError | null {
-    if (tableLen === 0 || tableLen % DESC_SIZE !== 0) {
-      return new VirtqueueError('ERR_VIRTQ_INDIRECT_LENGTH', this.name, `descriptor ${descIdx} points to an indirect table of ${tableLen} bytes (must be a non-zero multiple of 16)`, descIdx);
-    }
-    const entries = tableLen / DESC_SIZE;
-    if (entries + countSoFar - 1 > this.size) {
-      return new VirtqueueError('ERR_VIRTQ_CHAIN_TOO_LONG', this.name, `indirect table of descriptor ${descIdx} has ${entries} entries, more than the queue size ${this.size}`, descIdx);
-    }
-    if (hi >= 0x200000) return new VirtqueueError('ERR_VIRTQ_DESC_ADDRESS', this.name, `indirect table address of descriptor ${descIdx} is beyond 2^53`, descIdx);
-    const tableAddr = hi * 0x100000000 + lo;
-    let region: MemoryRegion;
-    try {
-      region = this.memory.locate(tableAddr, tableLen);
-    } catch (e) {
-      return new VirtqueueError('ERR_VIRTQ_DESC_ADDRESS', this.name, `indirect table of descriptor ${descIdx}: ${(e as GuestMemoryError).message}`, descIdx);
-    }
-    const v = region.view;
-    const base = tableAddr - region.guestAddr;
+    const table = locateIndirectTable(this.memory, this.name, descIdx, hi, lo, tableLen, this.size - countSoFar + 1);
+    if (table instanceof VirtqueueError) return table;
+    const { view: v, base, entries } = table;
     let i = 0;
     let walked = 0;
     for (;;) {
       if (++walked > entries) {
         return new VirtqueueError('ERR_VIRTQ_CHAIN_TOO_LONG', this.name, `indirect table of descriptor ${descIdx} loops`, descIdx);
       }
-      const o = base + i * DESC_SIZE;
+      const o = base + i * 16;
       const elo = v.getUint32(o, true);
       const ehi = v.getUint32(o + 4, true);
       const len = v.getUint32(o + 8, true);
@@ -335,7 +196,7 @@ export class VirtqueueDevice {
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         return new VirtqueueError('ERR_VIRTQ_NESTED_INDIRECT', this.name, `indirect table of descriptor ${descIdx}: entry ${i} is itself indirect`, descIdx);
       }
-      const e = this.addSegment(chain, descIdx, ehi, elo, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, i);
+      const e = addSegment(chain, this.memory, this.name, descIdx, ehi, elo, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, i);
       if (e !== null) return e;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return null;
       if (next >= entries) {
@@ -343,36 +204,6 @@ export class VirtqueueDevice {
       }
       i = next;
     }
-  }
-
-  private addSegment(chain: DescriptorChain, descIdx: number, hi: number, lo: number, len: number, writable: boolean, indirectEntry: number): VirtqueueError | null {
-    const where = indirectEntry < 0 ? `descriptor ${descIdx}` : `descriptor ${descIdx} (indirect entry ${indirectEntry})`;
-    if (!writable && chain.writableCount > 0) {
-      return new VirtqueueError('ERR_VIRTQ_READABLE_AFTER_WRITABLE', this.name, `${where} is device-readable but follows a writable one`, descIdx);
-    }
-    if (len === 0) return null; // nothing to read or write; no address to check
-    if (hi >= 0x200000) return new VirtqueueError('ERR_VIRTQ_DESC_ADDRESS', this.name, `${where}: address beyond 2^53`, descIdx);
-    const addr = hi * 0x100000000 + lo;
-    let region: MemoryRegion;
-    try {
-      region = this.memory.locate(addr, len);
-    } catch (e) {
-      return new VirtqueueError('ERR_VIRTQ_DESC_ADDRESS', this.name, `${where}: ${(e as GuestMemoryError).message}`, descIdx);
-    }
-    const n = chain.readableCount + chain.writableCount;
-    chain.ensureCapacity(n + 1);
-    chain.regions[n] = region;
-    chain.offsets[n] = addr - region.guestAddr;
-    chain.lengths[n] = len;
-    chain.addrs[n] = addr;
-    if (writable) {
-      chain.writableCount++;
-      chain.writableLength += len;
-    } else {
-      chain.readableCount++;
-      chain.readableLength += len;
-    }
-    return null;
   }
 
   /**

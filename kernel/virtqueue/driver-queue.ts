@@ -21,31 +21,16 @@ import {
   usedRingBytes,
   vringNeedEvent,
 } from './layout.js';
+import { checkRingPart } from './descriptor-chain.js';
 import { VirtqueueError } from './errors.js';
+import { type DriverQueueOptions, type RingPart, type UsedCallback, type VirtqueueDriver, addChain } from './queue.js';
 
-/** One ring part: its bytes (driver's view) and its device-visible address. */
-export interface RingPart {
-  bytes: Uint8Array;
-  addr: number;
-}
-
-export interface DriverQueueOptions {
-  name: string;
-  index: number;
-  size: number;
-  desc: RingPart;
-  avail: RingPart;
-  used: RingPart;
-  /** VIRTIO_F_EVENT_IDX negotiated. */
-  eventIdx: boolean;
-}
-
-/** Receives each used chain: the token given at add time and the bytes the device wrote. */
-export type UsedCallback<T> = (token: T, writtenLength: number) => void;
+export type { DriverQueueOptions, RingPart, UsedCallback, VirtqueueDriver } from './queue.js';
 
 const NO_DESC = 0xffff;
 
-export class VirtqueueDriver<T = unknown> {
+export class SplitVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
+  readonly layout = 'split' as const;
   readonly name: string;
   readonly index: number;
   readonly size: number;
@@ -85,15 +70,9 @@ export class VirtqueueDriver<T = unknown> {
   constructor(opts: DriverQueueOptions) {
     checkQueueSize(opts.size, opts.name);
     const { size } = opts;
-    const need = (part: RingPart, bytes: number, align: number, what: string): void => {
-      if (part.bytes.byteLength < bytes) throw new VirtqueueError('ERR_VIRTQ_SETUP', opts.name, `${what} needs ${bytes} bytes, got ${part.bytes.byteLength}`);
-      if (part.addr % align !== 0 || part.bytes.byteOffset % align !== 0) {
-        throw new VirtqueueError('ERR_VIRTQ_SETUP', opts.name, `${what} at 0x${part.addr.toString(16)} is not ${align}-byte aligned`);
-      }
-    };
-    need(opts.desc, descTableBytes(size), DESC_ALIGN, 'descriptor table');
-    need(opts.avail, availRingBytes(size), AVAIL_ALIGN, 'available ring');
-    need(opts.used, usedRingBytes(size), USED_ALIGN, 'used ring');
+    checkRingPart(opts.name, opts.desc, descTableBytes(size), DESC_ALIGN, 'descriptor table');
+    checkRingPart(opts.name, opts.avail, availRingBytes(size), AVAIL_ALIGN, 'available ring');
+    checkRingPart(opts.name, opts.used, usedRingBytes(size), USED_ALIGN, 'used ring');
     this.name = opts.name;
     this.index = opts.index;
     this.size = size;
@@ -158,11 +137,22 @@ export class VirtqueueDriver<T = unknown> {
 
   /**
    * Appends a descriptor pointing at an indirect table of `count` descriptors (2.7.5.3).
-   * The caller has written the table (DESC_SIZE bytes per entry) in device memory.
-   * Only as the last descriptor of a chain.
+   * The caller has written the table (writeIndirectEntry) in device memory. Only as the
+   * last descriptor of a chain.
    */
-  chainAddIndirect(tableAddr: number, count: number): void {
+  chainAddIndirect(tableAddr: number, count: number, writableBytes = 0): void {
     this.chainAddRaw(tableAddr, count * 16, VIRTQ_DESC_F_INDIRECT);
+    this.buildWritable += writableBytes;
+  }
+
+  /** An entry of a split indirect table (2.7.5.3): le64 addr, le32 len, le16 flags, le16 next. */
+  writeIndirectEntry(table: DataView, i: number, count: number, addr: number, length: number, writable: boolean): void {
+    const o = i * 16;
+    table.setUint32(o, addr >>> 0, true);
+    table.setUint32(o + 4, Math.floor(addr / 0x100000000), true);
+    table.setUint32(o + 8, length, true);
+    table.setUint16(o + 12, (writable ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0), true);
+    table.setUint16(o + 14, i + 1 < count ? i + 1 : 0, true);
   }
 
   private chainAddRaw(addr: number, length: number, flags: number): void {
@@ -225,13 +215,7 @@ export class VirtqueueDriver<T = unknown> {
 
   /** Convenience (allocates): one chain from [addr, len] lists. Returns the head. */
   add(token: T, readable: ReadonlyArray<readonly [number, number]>, writable: ReadonlyArray<readonly [number, number]> = []): number {
-    if (readable.length + writable.length > this.free) {
-      throw new VirtqueueError('ERR_VIRTQ_FULL', this.name, `chain of ${readable.length + writable.length} needs more than ${this.free} free descriptors`);
-    }
-    this.chainBegin();
-    for (const [a, l] of readable) this.chainAdd(a, l, false);
-    for (const [a, l] of writable) this.chainAdd(a, l, true);
-    return this.chainCommit(token);
+    return addChain(this, token, readable, writable);
   }
 
   /**
@@ -258,6 +242,11 @@ export class VirtqueueDriver<T = unknown> {
   /** True when the device has returned chains not yet collected. */
   hasUsed(): boolean {
     return Atomics.load(this.usedU16, 1) !== this.lastUsedIdx;
+  }
+
+  /** used.idx: it moves whenever the device returns chains. */
+  usedProgress(): number {
+    return Atomics.load(this.usedU16, 1);
   }
 
   /**

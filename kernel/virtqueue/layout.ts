@@ -48,6 +48,10 @@ export const VIRTIO_F_INDIRECT_DESC = 28n;
 export const VIRTIO_F_EVENT_IDX = 29n;
 export const VIRTIO_F_VERSION_1 = 32n;
 export const VIRTIO_F_ACCESS_PLATFORM = 33n;
+/** The packed layout (2.8) instead of the split one. */
+export const VIRTIO_F_RING_PACKED = 34n;
+/** The device uses buffers in the order the driver made them available (2.8.8 for packed rings). */
+export const VIRTIO_F_IN_ORDER = 35n;
 
 export const featureBit = (bit: bigint): bigint => 1n << bit;
 export const hasFeature = (features: bigint, bit: bigint): boolean => (features & (1n << bit)) !== 0n;

@@ -2,13 +2,14 @@
 // [readable request | writable response] and copies the request into the response,
 // returning its length. Loadable in a worker (createDevice) or used directly.
 import type { DeviceContext, VirtioDeviceModel } from '../../kernel/transport/virtio-device.js';
-import type { VirtqueueDevice } from '../../kernel/virtqueue/device-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
+import type { VirtqueueDevice } from '../../kernel/virtqueue/queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
 
 export class EchoDevice implements VirtioDeviceModel {
   readonly name = 'echo';
   readonly deviceId = 0xfff0;
-  readonly features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC);
+  // Both ring layouts; it answers every chain as it takes it, so in order too.
+  readonly features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_F_RING_PACKED) | featureBit(VIRTIO_F_IN_ORDER);
   readonly numQueues = 1;
   readonly maxQueueSize: number;
   private ctx: DeviceContext | null = null;

@@ -4,10 +4,11 @@
 // Unix socket's CONNECT with retries (the guest's listener may not be up yet), and
 // socket helpers that never rely on the clock for their verdicts.
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { GuestShell, RunResult } from '../../appliance/qemu/guest-shell.js';
 import { parseArgs, type DaemonConfig } from '../../drivers/virtio-vsock/daemon/config.js';
 import { startDaemon, type RunningDaemon } from '../../drivers/virtio-vsock/daemon/daemon.js';
 
@@ -23,6 +24,10 @@ export interface DaemonFixture {
   logs: string[];
   /** Resolves with the first log line (past or future) matching `re`. */
   waitLog(re: RegExp): Promise<string>;
+  /** A host listener at <uds>_port (guest -> host, CID 2 port `port`), closed by dispose(). */
+  hostListen(port: number, onSocket: (s: Socket) => void): Promise<void>;
+  /** Closes the host listeners and the daemon, removes the folder; returns the daemon log's last 40 lines. */
+  dispose(): Promise<string>;
 }
 
 /** Starts the daemon (real kernel/vhost-user server) for CID 3 with the given forwards (guest ports; bound to 127.0.0.1, any free port). */
@@ -49,7 +54,19 @@ export async function startTestDaemon(prefix: string, forwardGuestPorts: number[
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve) => waiters.push({ re, resolve }));
   };
-  return { dir, socket, uds, daemon, logs, waitLog };
+  const servers: Server[] = [];
+  const hostListen = async (port: number, onSocket: (s: Socket) => void): Promise<void> => {
+    const srv = createServer({ allowHalfOpen: true }, onSocket);
+    servers.push(srv);
+    await new Promise<void>((r) => srv.listen(`${uds}_${port}`, r));
+  };
+  const dispose = async (): Promise<string> => {
+    for (const s of servers) s.close();
+    await daemon.close();
+    rmSync(dir, { recursive: true, force: true });
+    return logs.slice(-40).join('\n');
+  };
+  return { dir, socket, uds, daemon, logs, waitLog, hostListen, dispose };
 }
 
 /** A deterministic pseudo-random byte stream (AES-128-CTR over zeros, keyed by `seed`), in chunks. */
@@ -231,3 +248,64 @@ export async function waitGuestListening(uds: string, port: number): Promise<voi
 }
 
 export { pause };
+
+// ---- Transfers with the guest's socat, shared by the Linux guest test files.
+
+/**
+ * Host -> guest: `bytes` of deterministicChunks(seed) through the hybrid socket into
+ * `socat VSOCK-LISTEN:port` in the guest, which keeps a copy at /tmp/big and hashes it.
+ * Resolves with what was sent, the guest's `sha256sum` line and the bytes the host got back.
+ */
+export async function sendToGuest(shell: GuestShell, uds: string, port: number, seed: string, bytes: number, timeoutMs: number): Promise<{ sent: { bytes: number; sha256: string }; guest: RunResult; echoedBytes: number }> {
+  const inGuest = shell.run(`socat -u -b 65536 VSOCK-LISTEN:${port} - | tee /tmp/big | sha256sum`, { timeoutMs });
+  const s = await hybridConnectRetry(uds, port);
+  const peer = collect(s);
+  const sent = await writeChunks(s, deterministicChunks(seed, bytes));
+  const guest = await inGuest;
+  return { sent, guest, echoedBytes: (await peer).bytes };
+}
+
+/**
+ * Guest -> host: the guest sends /tmp/big (sendToGuest's copy) to CID 2 port `port` and
+ * removes it; `listen` puts the host listener at <uds>_port. Resolves with what the host
+ * read and the guest's output (`status=N` and its sha256sum of the file).
+ */
+export async function receiveFromGuest(shell: GuestShell, listen: (port: number, onSocket: (s: Socket) => void) => Promise<void>, port: number, timeoutMs: number): Promise<{ got: Collected; guest: RunResult }> {
+  let got: Promise<Collected> | null = null;
+  const accepted = new Promise<void>((resolve) =>
+    void listen(port, (s) => {
+      got = collect(s, false);
+      resolve();
+    }),
+  );
+  await pause(0);
+  const guest = await shell.run(`socat -u -b 65536 - VSOCK-CONNECT:2:${port} < /tmp/big; echo status=$?; sha256sum /tmp/big; rm /tmp/big`, { timeoutMs });
+  await accepted;
+  return { got: await got!, guest };
+}
+
+/** Runs `fn` while the guest echoes every connection to vsock port `port` (a `fork` socat listener). */
+export async function withGuestEcho<T>(shell: GuestShell, uds: string, port: number, fn: () => Promise<T>): Promise<T> {
+  const job = await shell.runBackground(`socat -t 600 -b 65536 VSOCK-LISTEN:${port},reuseaddr,fork,backlog=128 EXEC:cat`);
+  try {
+    await waitGuestListening(uds, port);
+    return await fn();
+  } finally {
+    await shell.run(`kill ${job.pid}; pkill -f 'VSOCK-LISTEN:${port}' ; true`);
+  }
+}
+
+/** `n` connections at once through the hybrid socket to an echo on `port`, each with its own bytes; resolves with the ones that did not come back intact. */
+export async function echoConnections(uds: string, port: number, n: number, seed: string): Promise<Array<{ i: number; how: string; bytes: number }>> {
+  const results = await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const data = deterministicBytes(`${seed} ${i}`, 16 * 1024 + i * 97);
+      const s = await hybridConnect(uds, port);
+      const back = collect(s);
+      await writeChunks(s, [data]);
+      const r = await back;
+      return { i, ok: r.how === 'end' && r.bytes === data.length && r.sha256 === sha256Hex(data), how: r.how, bytes: r.bytes };
+    }),
+  );
+  return results.filter((r) => !r.ok).map(({ i, how, bytes }) => ({ i, how, bytes }));
+}

@@ -143,10 +143,10 @@ export async function startDaemonProcess(cleanup: Cleanup, args: readonly string
   await ready;
 }
 
-/** Our vsock device emulator for CID 3 behind a vhost-user server in this process, on `socket`. */
-export async function startVsockBackend(cleanup: Cleanup, socket: string): Promise<{ device: VsockDevice; server: VhostUserServer }> {
+/** Our vsock device emulator for CID 3 behind a vhost-user server in this process, on `socket` (its log lines to `log`, if given). */
+export async function startVsockBackend(cleanup: Cleanup, socket: string, log: (line: string) => void = () => {}): Promise<{ device: VsockDevice; server: VhostUserServer }> {
   const device = new VsockDevice({ guestCid: 3 });
-  const server = await startVhostUserServer({ socketPath: socket, model: device, log: () => {} });
+  const server = await startVhostUserServer({ socketPath: socket, model: device, log: (level, message) => log(`${level} ${message}`) });
   cleanup.add(() => server.close());
   return { device, server };
 }
@@ -163,15 +163,22 @@ export interface GuestSpec {
   memoryMiB?: number;
   vhostUserVsock?: { socket: string };
   virtiofs?: { socket: string; tag: string };
-  /** QEMU's own virtio-rng device: virtio-rng-device (virtio-mmio) or modern-only virtio-rng-pci. */
-  rng?: boolean;
+  /** QEMU's own virtio-rng device: virtio-rng-device (virtio-mmio) or modern-only virtio-rng-pci; 'packed' with packed=on (VIRTIO_F_RING_PACKED offered). */
+  rng?: boolean | 'packed';
+  /**
+   * The vhost-user devices with packed=on (QEMU offers VIRTIO_F_RING_PACKED where the
+   * back end does: vhost-user-fs masks it by virtiofsd's features, vhost-user-vsock
+   * does not). The launcher has no such option yet: the devices are given as extra
+   * arguments here, with the launcher's names and chardev ids.
+   */
+  packedRings?: boolean;
   /** A safety net against a hung guest (QEMU is killed), not an assertion. */
   timeoutMs: number;
 }
 
-/** QEMU's virtio-rng on `machine`. */
-export function rngDeviceArgs(machine: Machine): string[] {
-  return ['-device', machine === 'microvm' ? 'virtio-rng-device' : 'virtio-rng-pci,disable-legacy=on'];
+/** QEMU's virtio-rng on `machine` (with `packed`: offering the packed ring layout, virtio 1.2 2.8). */
+export function rngDeviceArgs(machine: Machine, packed = false): string[] {
+  return ['-device', (machine === 'microvm' ? 'virtio-rng-device' : 'virtio-rng-pci,disable-legacy=on') + (packed ? ',packed=on' : '')];
 }
 
 /**
@@ -187,16 +194,26 @@ export async function launchGuest(machine: Machine, spec: GuestSpec, cleanup: Cl
     ...(spec.args ? { args: spec.args } : {}),
     ...(spec.name ? { name: spec.name } : {}),
   });
+  const packed = spec.packedRings === true;
   return cleanup.qemu(
     launchQemu({
       ...bootOptions(image),
       ...(spec.memoryMiB ? { memoryMiB: spec.memoryMiB } : {}),
-      ...(spec.vhostUserVsock ? { vhostUserVsock: spec.vhostUserVsock } : {}),
-      ...(spec.virtiofs ? { virtiofs: spec.virtiofs } : {}),
-      extraArgs: spec.rng ? rngDeviceArgs(machine) : [],
+      ...(spec.vhostUserVsock && !packed ? { vhostUserVsock: spec.vhostUserVsock } : {}),
+      ...(spec.virtiofs && !packed ? { virtiofs: spec.virtiofs } : {}),
+      extraArgs: [...(spec.rng ? rngDeviceArgs(machine, spec.rng === 'packed') : []), ...(packed ? packedVhostUserArgs(machine, spec) : [])],
       timeoutMs: spec.timeoutMs,
     }),
   );
+}
+
+/** spec's vhost-user devices with packed=on (see GuestSpec.packedRings). */
+function packedVhostUserArgs(machine: Machine, spec: GuestSpec): string[] {
+  const pci = machine === 'q35';
+  const args: string[] = [];
+  if (spec.vhostUserVsock) args.push('-chardev', `socket,id=vsock0,path=${spec.vhostUserVsock.socket}`, '-device', `vhost-user-vsock-${pci ? 'pci' : 'device'},chardev=vsock0,packed=on`);
+  if (spec.virtiofs) args.push('-chardev', `socket,id=fs0,path=${spec.virtiofs.socket}`, '-device', `vhost-user-fs-${pci ? 'pci' : 'device'},chardev=fs0,tag=${spec.virtiofs.tag},packed=on`);
+  return args;
 }
 
 /**

@@ -83,7 +83,7 @@ export async function startGuestAppliance(ctx: BootContext, args: GuestAppliance
     log: args.log ? (line) => ctx.log(line) : undefined,
   });
   const pp = await runPingPong({ listen, port: args.pingPongPort });
-  ctx.log(`webserver on vsock port ${web.port} (cid ${vsock.localCid}), ping-pong on ${pp.port}, site ${fs.tag}:${args.siteRoot}`);
+  ctx.log(`webserver on vsock port ${web.port} (cid ${vsock.localCid}), ping-pong on ${pp.port}, site ${fs.tag}:${args.siteRoot}; rings: vsock ${vsock.ringLayout}, fs ${fs.ringLayout}`);
   return {
     vsock,
     fs,

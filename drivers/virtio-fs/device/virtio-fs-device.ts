@@ -11,7 +11,7 @@
 import { readSync } from 'node:fs';
 import type { DeviceContext, VirtioDeviceModel } from '../../../kernel/transport/virtio-device.js';
 import type { DescriptorChain, VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
 import { errnoOf } from '../errno.js';
 import {
   FuseCodecError,
@@ -63,6 +63,8 @@ export interface VirtioFsDeviceOptions {
   maxQueueSize?: number;
   /** entry_valid / attr_valid in replies, in seconds (default 1, as virtiofsd's cache=auto). */
   cacheTimeoutSeconds?: number;
+  /** Offer the packed ring layout, VIRTIO_F_RING_PACKED (default true; false: split rings only). */
+  packed?: boolean;
 }
 
 export interface VirtioFsDeviceStats {
@@ -97,7 +99,7 @@ const utf8Decoder = new TextDecoder();
 export class VirtioFsDevice implements VirtioDeviceModel {
   readonly name: string;
   readonly deviceId = VIRTIO_ID_FS;
-  readonly features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC);
+  readonly features: bigint;
   readonly numQueues = 2; // hiprio + one request queue
   readonly maxQueueSize: number;
   readonly host: HostDirectory;
@@ -119,6 +121,8 @@ export class VirtioFsDevice implements VirtioDeviceModel {
     this.configBytes = encodeVirtioFsConfig({ tag: opts.tag, numRequestQueues: 1 });
     this.maxQueueSize = opts.maxQueueSize ?? 128;
     this.timeout = opts.cacheTimeoutSeconds ?? 1;
+    // Either ring layout (virtio 1.2, 2.7 / 2.8): the queues are the same to this model.
+    this.features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | (opts.packed === false ? 0n : featureBit(VIRTIO_F_RING_PACKED));
   }
 
   get stats(): VirtioFsDeviceStats {

@@ -2,8 +2,8 @@
 // API shaped like node:fs/promises. It never knows which transport or memory it runs
 // on: everything goes through VirtioTransport and its DMA arena.
 //
-// Start-up (3.1.1): reset, check device id 26, accept VERSION_1 (+ EVENT_IDX when
-// offered), read the config (tag, num_request_queues), set up hiprio (0) and the first
+// Start-up (3.1.1): reset, check device id 26, accept VERSION_1 (+ EVENT_IDX and the
+// packed ring layout when offered), read the config (tag, num_request_queues), set up hiprio (0) and the first
 // request queue (1), DRIVER_OK, then FUSE_INIT (fuse.h: version negotiation).
 //
 // Reads: a READ's data descriptor points at the caller's DMA buffer, so the device
@@ -12,8 +12,9 @@
 import { copyBytes } from '../../../kernel/memory/copy.js';
 import { setupDriverQueue } from '../../../kernel/transport/queue-setup.js';
 import type { VirtioTransport } from '../../../kernel/transport/virtio-transport.js';
-import type { VirtqueueDriver } from '../../../kernel/virtqueue/driver-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit, hasFeature } from '../../../kernel/virtqueue/layout.js';
+import { VIRTIO_F_VERSION_1, featureBit, hasFeature } from '../../../kernel/virtqueue/layout.js';
+import type { RingLayout, VirtqueueDriver } from '../../../kernel/virtqueue/queue.js';
+import { type RingChoice, acceptRingFeatures } from '../../../kernel/virtqueue/ring.js';
 import { errnoOf } from '../errno.js';
 import {
   FuseCodecError,
@@ -84,6 +85,8 @@ export interface VirtioFsDriverOptions {
   hiprioQueueSize?: number;
   /** Negotiate VIRTIO_F_EVENT_IDX when offered (default true). */
   eventIdx?: boolean;
+  /** Ring layout: 'auto' (default) packed when the device offers it, else split; 'split' or 'packed' to force one ('packed' fails when not offered). */
+  ring?: RingChoice;
   /** Lookup cache capacity in entries (default 1024). */
   cacheEntries?: number;
   /** Bytes per DMA pool chunk, and the largest READ (default 128 KiB). */
@@ -234,15 +237,15 @@ export class VirtioFsDriver implements FileHandleOwner {
     transport.reset();
     const offered = transport.deviceFeatures();
     if (!hasFeature(offered, VIRTIO_F_VERSION_1)) throw new VirtioFsError('ERR_VIRTIO_FS_FEATURES', 'the device does not offer VIRTIO_F_VERSION_1');
-    const eventIdx = opts.eventIdx !== false && hasFeature(offered, VIRTIO_F_EVENT_IDX);
-    transport.negotiate(featureBit(VIRTIO_F_VERSION_1) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n));
+    const features = featureBit(VIRTIO_F_VERSION_1) | acceptRingFeatures(offered, { eventIdx: opts.eventIdx, ring: opts.ring }, 'virtio-fs device');
+    transport.negotiate(features);
     const cfg = decodeVirtioFsConfig(transport.readConfig(0, 40));
     if (cfg.numRequestQueues < 1) throw new VirtioFsError('ERR_VIRTIO_FS_CONFIG', `device ${cfg.tag} has ${cfg.numRequestQueues} request queues`);
     const queues: VirtqueueDriver<FuseRequest>[] = [];
     let driver: VirtioFsDriver | null = null;
     try {
-      queues.push(setupDriverQueue<FuseRequest>(transport, VIRTIO_FS_HIPRIO_QUEUE, 'virtio-fs hiprio', opts.hiprioQueueSize ?? 16, eventIdx));
-      queues.push(setupDriverQueue<FuseRequest>(transport, VIRTIO_FS_REQUEST_QUEUE, 'virtio-fs requests', opts.queueSize ?? 128, eventIdx));
+      queues.push(setupDriverQueue<FuseRequest>(transport, VIRTIO_FS_HIPRIO_QUEUE, 'virtio-fs hiprio', opts.hiprioQueueSize ?? 16, features));
+      queues.push(setupDriverQueue<FuseRequest>(transport, VIRTIO_FS_REQUEST_QUEUE, 'virtio-fs requests', opts.queueSize ?? 128, features));
       driver = new VirtioFsDriver(transport, cfg.tag, queues, opts);
       const d = driver;
       transport.onInterrupt(() => {
@@ -274,6 +277,11 @@ export class VirtioFsDriver implements FileHandleOwner {
       cacheEvictions: this.cache.evictions,
       ...this.counters,
     };
+  }
+
+  /** The ring layout negotiated (virtio 1.2, 2.7 split / 2.8 packed): diagnostics only. */
+  get ringLayout(): RingLayout {
+    return this.requests.queue.layout;
   }
 
   /** Request queue size (chains of >= 2 descriptors: at most half as many requests in flight). */

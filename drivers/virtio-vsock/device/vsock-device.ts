@@ -7,7 +7,7 @@
 // 0 and 1 only, so transportReset() then resets the connections without an event.
 import type { DeviceContext, VirtioDeviceModel } from '../../../kernel/transport/virtio-device.js';
 import type { VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
 import {
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_EVENT_QUEUE,
@@ -39,6 +39,8 @@ export interface VsockDeviceOptions {
   maxConnections?: number;
   /** Called when `attached` changes (the driver started or stopped the rx and tx queues). */
   onAttachedChange?: (attached: boolean) => void;
+  /** Offer the packed ring layout, VIRTIO_F_RING_PACKED (default true; false: split rings only). */
+  packed?: boolean;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -71,7 +73,9 @@ export class VsockDevice implements VirtioDeviceModel {
     this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections });
     this.host = this.muxer;
     this.onAttachedChange = opts.onAttachedChange;
-    this.features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM);
+    // Either ring layout (virtio 1.2, 2.7 / 2.8): the queues are the same to this model.
+    this.features =
+      featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) | (opts.packed === false ? 0n : featureBit(VIRTIO_F_RING_PACKED));
   }
 
   /**

@@ -15,8 +15,9 @@
 import { BufferPool } from '../../../kernel/memory/dma.js';
 import { setupDriverQueue } from '../../../kernel/transport/queue-setup.js';
 import type { VirtioTransport } from '../../../kernel/transport/virtio-transport.js';
-import type { VirtqueueDriver } from '../../../kernel/virtqueue/driver-queue.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit, hasFeature } from '../../../kernel/virtqueue/layout.js';
+import type { RingLayout, VirtqueueDriver } from '../../../kernel/virtqueue/queue.js';
+import { type RingChoice, acceptRingFeatures } from '../../../kernel/virtqueue/ring.js';
 import {
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_EVENT_QUEUE,
@@ -78,8 +79,10 @@ export interface VsockDriverOptions {
   ephemeralPorts?: [number, number];
   /** Defaults for sockets (high-water marks, allowHalfOpen). */
   socket?: VsockSocketOptions;
-  /** Negotiate VIRTIO_F_EVENT_IDX when offered (default true; false uses the flags of 2.7.7 / 2.7.10). */
+  /** Negotiate VIRTIO_F_EVENT_IDX when offered (default true; false uses the flags of 2.7.7 / 2.7.10, 2.8.10). */
   eventIdx?: boolean;
+  /** Ring layout: 'auto' (default) packed when the device offers it, else split; 'split' or 'packed' to force one ('packed' fails when not offered). */
+  ring?: RingChoice;
 }
 
 export interface ConnectOptions extends VsockSocketOptions {
@@ -151,9 +154,9 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     this.eventIdx = hasFeature(features, VIRTIO_F_EVENT_IDX);
     this.localCid = readGuestCid(transport);
     const qsize = opts.queueSize ?? 256;
-    this.rxq = setupDriverQueue<number>(transport, VSOCK_RX_QUEUE, 'vsock rx', qsize, this.eventIdx);
-    this.txq = setupDriverQueue<number>(transport, VSOCK_TX_QUEUE, 'vsock tx', qsize, this.eventIdx);
-    this.evq = setupDriverQueue<number>(transport, VSOCK_EVENT_QUEUE, 'vsock event', EVENT_BUFFERS, this.eventIdx);
+    this.rxq = setupDriverQueue<number>(transport, VSOCK_RX_QUEUE, 'vsock rx', qsize, features);
+    this.txq = setupDriverQueue<number>(transport, VSOCK_TX_QUEUE, 'vsock tx', qsize, features);
+    this.evq = setupDriverQueue<number>(transport, VSOCK_EVENT_QUEUE, 'vsock event', EVENT_BUFFERS, features);
     const rxPayload = opts.rxBufferPayload ?? VSOCK_MAX_PKT_PAYLOAD;
     const rxBuffers = Math.min(opts.rxBuffers ?? 64, this.rxq.size);
     // Slots rounded to a cache line so every buffer starts aligned.
@@ -168,7 +171,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
 
   /**
    * Initializes the device (virtio 1.2, 3.1.1): reset, negotiate VERSION_1, EVENT_IDX
-   * when offered and STREAM, set up rx/tx/event queues, fill rx and event queues,
+   * and RING_PACKED when offered and STREAM, set up rx/tx/event queues (split or
+   * packed: the rest of the driver does not know which), fill rx and event queues,
    * DRIVER_OK.
    */
   static async start(transport: VirtioTransport, opts: VsockDriverOptions = {}): Promise<VsockDriver> {
@@ -177,8 +181,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     transport.reset();
     const offered = transport.deviceFeatures();
     if (!hasFeature(offered, VIRTIO_F_VERSION_1)) throw new VsockError('ERR_VSOCK_NO_DEVICE', 'the device does not offer VIRTIO_F_VERSION_1');
-    let features = featureBit(VIRTIO_F_VERSION_1);
-    if (hasFeature(offered, VIRTIO_F_EVENT_IDX) && opts.eventIdx !== false) features |= featureBit(VIRTIO_F_EVENT_IDX);
+    // EVENT_IDX and the packed layout when offered (unless opts say otherwise).
+    let features = featureBit(VIRTIO_F_VERSION_1) | acceptRingFeatures(offered, { eventIdx: opts.eventIdx, ring: opts.ring }, 'vsock device');
     // STREAM is implied when no socket-type bit is offered (5.10.3, legacy devices).
     if (hasFeature(offered, VIRTIO_VSOCK_F_STREAM)) features |= featureBit(VIRTIO_VSOCK_F_STREAM);
     transport.negotiate(features);
@@ -190,6 +194,11 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     driver.kickIfNeeded(driver.rxq, VSOCK_RX_QUEUE);
     driver.kickIfNeeded(driver.evq, VSOCK_EVENT_QUEUE);
     return driver;
+  }
+
+  /** The ring layout negotiated (virtio 1.2, 2.7 split / 2.8 packed): diagnostics only. */
+  get ringLayout(): RingLayout {
+    return this.rxq.layout;
   }
 
   // ---- Public API
