@@ -25,7 +25,7 @@
 // suppression structure after it.
 //
 // Memory ordering. A driver publishes a batch of chains with one release: the store of
-// its first head's flags (Atomics.store). When we find no chain at our position, that
+// its first head's id and flags, one 32-bit Atomics.store. When we find no chain at our position, that
 // position is where the driver's next batch begins, so the head read there is an
 // acquiring Atomics.load, and everything the driver wrote for that batch is visible
 // after it. Heads after it in the same run are read with plain loads: within the batch
@@ -86,7 +86,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   private usedWrap: number;
   private signalledL: number; // linear used position at the last interrupt decision
   private pendingFirst = NONE; // position of the first used descriptor since flush(), flags held back
-  private pendingFirstFlags = 0;
+  private pendingFirstWord = 0; // its id | flags << 16, stored at once by flush()
 
   private readonly chains: (DescriptorChain | undefined)[]; // by buffer id
   private scratch = new DescriptorChain(4); // the chain being walked
@@ -181,8 +181,8 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
       const head = this.nextAvail;
       let wrap = this.availWrap;
       // See "Memory ordering" at the top: an acquiring load where a driver batch begins.
-      // (The acquire reads exactly the 16 bits the driver's release wrote; a plain read takes id and flags at once.)
-      const word = this.acquire ? (Atomics.load(d16, head * 8 + 7) << 16) | d16[head * 8 + 6]! : this.descU32[head * 4 + 3]!;
+      // Either read takes id and flags at once, as the driver stores them.
+      const word = this.acquire ? Atomics.load(this.descU32, head * 4 + 3) : this.descU32[head * 4 + 3]!;
       let flags = word >>> 16;
       const bits = flags & AVAIL_USED;
       if (bits !== (wrap !== 0 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED)) {
@@ -191,6 +191,34 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
         return null; // not made available yet
       }
       this.acquire = false;
+      // The common case, one direct descriptor: its id is the chain's (2.8.6), no walk.
+      if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
+        const id = word & 0xffff;
+        let next = head + 1;
+        if (next === size) {
+          next = 0;
+          wrap ^= 1;
+        }
+        this.nextAvail = next;
+        this.availWrap = wrap;
+        if (id >= size || this.held[id] === 1) {
+          this.refuseChain(null, head, id, 1);
+          continue;
+        }
+        const chain = this.chains[id] ?? (this.chains[id] = new DescriptorChain(4));
+        chain.clear(id);
+        const b = head * 4;
+        const err = addSegment(chain, this.memory, this.name, head, this.descU32[b + 1]!, this.descU32[b]!, this.descU32[b + 2]!, (flags & VIRTQ_DESC_F_WRITE) !== 0, -1);
+        if (err !== null) {
+          this.refuse(err, id, 1);
+          continue;
+        }
+        chain.ringDescriptors = 1;
+        this.held[id] = 1;
+        if (this.inOrder) this.enqueueTaken(id, 0);
+        this.stats.chains++;
+        return chain;
+      }
       // The buffer id belongs in the chain's last descriptor (2.8.6); drivers write it in
       // every one (Linux does, so do we), so the head's id names the chain object to walk
       // into, and a mismatch found at the end only costs a swap.
@@ -364,9 +392,8 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
     const flags = (this.usedWrap !== 0 ? AVAIL_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0); // 2.8.1, 2.8.3
     this.descU32[pos * 4 + 2] = len;
     if (this.pendingFirst === NONE) {
-      this.descU16[pos * 8 + 6] = id;
       this.pendingFirst = pos;
-      this.pendingFirstFlags = flags;
+      this.pendingFirstWord = id | (flags << 16);
     } else {
       this.descU32[pos * 4 + 3] = id | (flags << 16);
     }
@@ -418,7 +445,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   flush(): boolean {
     if (this.inOrder) this.closeBatch();
     if (this.pendingFirst === NONE) return false;
-    Atomics.store(this.descU16, this.pendingFirst * 8 + 7, this.pendingFirstFlags);
+    Atomics.store(this.descU32, this.pendingFirst * 4 + 3, this.pendingFirstWord);
     this.pendingFirst = NONE;
     const oldL = this.signalledL;
     const newL = linear(this.nextUsed, this.usedWrap, this.size);

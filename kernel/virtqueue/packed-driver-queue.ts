@@ -22,10 +22,12 @@
 // device's event suppression structure after it, 2.8.21.3.1).
 //
 // Memory ordering on the way back mirrors the device half's: the device makes a batch
-// of used descriptors visible with one release (its first descriptor's flags), written
-// where we stopped last time; so each drainUsed() reads the first flags with an
-// acquiring Atomics.load and the rest with plain loads, covered by that acquire or, for
-// a batch flushed meanwhile, by x86's ordering (see packed-device-queue.ts).
+// of used descriptors visible with one release (its first descriptor's id and flags in
+// one 32-bit store), written where we stopped last time; so each drainUsed() reads the
+// first id and flags with an acquiring Atomics.load and the rest with plain loads,
+// covered by that acquire or, for a batch flushed meanwhile, by x86's ordering (see
+// packed-device-queue.ts). Id and flags always travel as one 32-bit word, in both
+// directions: a 32-bit load of two 16-bit stores still in the store buffer stalls.
 import { checkRingPart } from './descriptor-chain.js';
 import { VirtqueueError } from './errors.js';
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, checkQueueSize } from './layout.js';
@@ -92,7 +94,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
 
   // The batch's first head, made available by publish().
   private pendingHead = NONE;
-  private pendingHeadFlags = 0;
+  private pendingHeadWord = 0; // its id | flags << 16, stored at once by publish()
 
   // Chain being built by chainBegin/chainAdd/chainCommit.
   private buildId = NONE;
@@ -254,9 +256,8 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     this.descU32[b] = addr >>> 0;
     this.descU32[b + 1] = addr > 0xffffffff ? Math.floor(addr / 0x100000000) : 0;
     this.descU32[b + 2] = length >>> 0;
-    // The id goes in every descriptor (the device reads the last one's, 2.8.6): with the
-    // flags, once they are final; the first descriptor's now, its flags come last.
-    if (count === 0) this.descU16[pos * 8 + 6] = this.buildId;
+    // The id goes in every descriptor (the device reads the last one's, 2.8.6), with the
+    // flags in one 32-bit store once they are final; the first descriptor's at commit.
     this.buildPos = pos;
     // 2.8.1: AVAIL = the Driver Ring Wrap Counter, USED = its inverse.
     this.buildFlags = flags | (this.buildWrap !== 0 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
@@ -286,12 +287,13 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     this.chainWritable[id] = this.buildWritable;
     this.commitSeq[id] = this.commitCount++;
     if (this.inOrder) this.recordOrder(id);
+    const headWord = id | (headFlags << 16);
     if (this.pendingHead === NONE) {
       this.pendingHead = this.buildHead;
-      this.pendingHeadFlags = headFlags;
+      this.pendingHeadWord = headWord;
     } else {
       // Not the batch's first chain: the device cannot reach it before publish().
-      this.descU16[this.buildHead * 8 + 7] = headFlags;
+      this.descU32[this.buildHead * 4 + 3] = headWord;
     }
     let next = this.buildPos + 1;
     let wrap = this.buildWrap;
@@ -349,7 +351,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     if (this.pendingHead === NONE) return false;
     // Sequentially consistent: every descriptor written before is visible first, and the
     // load below cannot move above it.
-    Atomics.store(this.descU16, this.pendingHead * 8 + 7, this.pendingHeadFlags);
+    Atomics.store(this.descU32, this.pendingHead * 4 + 3, this.pendingHeadWord);
     this.pendingHead = NONE;
     this.publishedSeq = this.commitCount;
     const oldL = this.publishedL;
@@ -376,15 +378,15 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
    */
   drainUsed(onUsed: UsedCallback<T>, max = Infinity): number {
     if (this.broken !== null) throw this.broken;
-    const d16 = this.descU16;
+    const d32 = this.descU32;
     let n = 0;
-    // See "Memory ordering" at the top: the first read acquires, the rest are plain.
-    let f = Atomics.load(d16, this.lastUsed * 8 + 7);
+    // See "Memory ordering" at the top: the first read acquires, the rest are plain;
+    // each reads id and flags at once (the device stores them together).
+    let word = Atomics.load(d32, this.lastUsed * 4 + 3);
     while (n < max) {
       const slot = this.lastUsed;
-      // id and flags: after the first, one plain load for both.
-      const word = n === 0 ? d16[slot * 8 + 6]! | (f << 16) : this.descU32[slot * 4 + 3]!;
-      f = word >>> 16;
+      if (n > 0) word = d32[slot * 4 + 3]!;
+      const f = word >>> 16;
       // Used in this lap: AVAIL = USED = our Device Ring Wrap Counter copy (2.8.1).
       if ((f & AVAIL_USED) !== (this.usedWrap !== 0 ? AVAIL_USED : 0)) break;
       const id = word & 0xffff;
