@@ -21,6 +21,22 @@ import { spliceStreams } from './splice.js';
 /** "CONNECT 4294967295\n" is 19 bytes; allow some whitespace. */
 export const FIRST_LINE_MAX_BYTES = 64;
 export const FIRST_LINE_TIMEOUT_MS_DEFAULT = 10_000;
+/** How long a refused client may go on sending (read and dropped) before it is closed. */
+export const REFUSED_LINGER_MS = 2_000;
+
+/**
+ * Sends the ERR line and ends our side, reading and dropping what the client still
+ * sends until it ends (at most REFUSED_LINGER_MS): a socket closed with unread bytes
+ * resets the connection, and a client still writing then lost the ERR line (found by
+ * fuzz/targets/hybrid-connect.ts: "DO\r\n" written in pieces got no answer at all).
+ */
+function refuseClient(s: Socket, line: string): void {
+  s.on('data', () => {});
+  s.resume();
+  s.end(line);
+  const linger = setTimeout(() => s.destroy(), REFUSED_LINGER_MS);
+  s.once('close', () => clearTimeout(linger));
+}
 
 export interface HybridVsockOptions {
   host: VsockHost;
@@ -102,13 +118,15 @@ export class HybridVsockBackend {
     s.on('error', () => {});
     let head: Buffer = Buffer.alloc(0);
     const timer = setTimeout(() => fail('no CONNECT line in time'), this.opts.firstLineTimeoutMs ?? FIRST_LINE_TIMEOUT_MS_DEFAULT);
+    let refused = false;
     const fail = (why: string, reason: HostRefusalReason = 'badRequest'): void => {
+      if (refused) return;
+      refused = true;
       clearTimeout(timer);
       s.off('data', onData);
       this.stats.refused[reason]++;
       this.opts.log?.(`hybrid vsock: client refused: ERR ${why}`, 'debug');
-      s.end(`ERR ${why}\n`);
-      s.destroySoon();
+      refuseClient(s, `ERR ${why}\n`);
     };
     const onData = (chunk: Buffer): void => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
@@ -150,10 +168,7 @@ export class HybridVsockBackend {
       (e: NodeJS.ErrnoException) => {
         this.stats.refused[refusalOf(e)]++;
         this.opts.log?.(`hybrid vsock: CONNECT ${port}: ${e.code ?? 'EIO'}: ${e.message}`, 'debug');
-        if (!s.destroyed) {
-          s.end(`ERR ${e.code ?? 'EIO'}\n`);
-          s.destroySoon();
-        }
+        if (!s.destroyed) refuseClient(s, `ERR ${e.code ?? 'EIO'}\n`);
       },
     );
   }
