@@ -31,6 +31,7 @@ export async function runStart(args: MainArgs): Promise<number> {
     machine: args.machine,
     memoryMiB: args.memoryMiB ?? DEFAULT_MEMORY_MIB[args.machine],
     drivers: args.drivers,
+    ...(args.drivers === 'ours' ? { ring: args.ring } : {}),
     echoConsole: args.console,
     progress: say,
     daemonLog: args.console || args.verbose ? (l) => process.stderr.write(`[daemon] ${l}\n`) : undefined,

@@ -3,13 +3,14 @@
 // same page at -c 1 and -c 8, on the path before it (q35 + PCI, 1 GiB, no snapshot): the
 // microvm path must serve at least as fast (`--machines microvm` skips the q35 guest).
 //   npm run bench -- appliance [--requests N] [--rounds N] [--warm-up S] [--iterations N]
-//                              [--modes auto,two-copy,...] [--no-kernel]
+//                              [--modes auto,two-copy,...] [--no-kernel] [--no-packed]
 // For each guest: the webserver's 133 KB page with ab (-c 1 -n N, as Toro measured, and
 // -c 8), through the daemon's TCP forward; ping-pong p50/p99 at 8192 and 16384 bytes.
 // Guests: our drivers (ab with the default transmit mode "auto"; ping-pong once per
 // transmit mode, the mode passed to the guest as an argument) and the same appliance
 // code on the Linux kernel's own drivers (AF_VSOCK + mounted virtiofs) on the same
-// daemon code and virtiofsd, reported as ratios. Writes bench/results/appliance.json and
+// daemon code and virtiofsd, reported as ratios; and our drivers with the vsock rings
+// packed (virtio 1.2 2.8, QEMU's packed=on) beside the split rings (`--no-packed` skips it). Writes bench/results/appliance.json and
 // bench/results/appliance.svg (a bar chart).
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -35,8 +36,8 @@ interface GuestResult {
   drivers: 'ours' | 'kernel';
   /** The QEMU machine (microvm: the default path; q35: the path before it, PCI, 1 GiB, no snapshot). */
   machine: Machine;
-  /** Set for the run without the webserver's file cache (every request reads through virtio-fs). */
-  variant?: 'no-cache';
+  /** no-cache: without the webserver's file cache (every request reads through virtio-fs); packed: the vsock rings packed. */
+  variant?: 'no-cache' | 'packed';
   txMode: TxMode | null;
   bootMs: number;
   ab: AbResult[];
@@ -66,10 +67,10 @@ async function pingPong(port: number, iterations: number): Promise<PingPongRow[]
 /** Guest node options and vCPUs for every guest of the run (--node-options, --cpus). */
 const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [...GUEST_NODE_OPTIONS], cpus: 1 };
 
-async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = [], machine: Machine = 'microvm'): Promise<T> {
-  const label = `${machine}, ${drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}`}`;
+async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = [], machine: Machine = 'microvm', ring?: 'split' | 'packed'): Promise<T> {
+  const label = `${machine}, ${drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}${ring ? `, ${ring} rings` : ''}`}`;
   // q35 is the path before microvm as it was: PCI, 1 GiB, the ESM bundle (no snapshot).
-  const app = await startAppliance({ port: 0, pingPongPort: 0, machine, ...(machine === 'q35' ? { snapshot: false } : {}), drivers, txMode, guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
+  const app = await startAppliance({ port: 0, pingPongPort: 0, machine, ...(machine === 'q35' ? { snapshot: false } : {}), drivers, txMode, ...(ring ? { ring } : {}), guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
   const onSignal = (): void => {
     void app.stop().then(() => process.exit(130));
   };
@@ -82,8 +83,8 @@ async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefin
   }
 }
 
-function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean } {
-  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true };
+function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean } {
+  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -95,6 +96,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--iterations') o.iterations = Number(value());
     else if (a === '--modes') o.modes = value().split(',') as TxMode[];
     else if (a === '--no-kernel') o.kernel = false;
+    else if (a === '--no-packed') o.packed = false;
     else if (a === '--ab-auto-only') o.abAllModes = false;
     else if (a === '--no-uncached-run') o.noCacheRun = false;
     else if (a === '--warm-up') o.warmUpSeconds = Number(value());
@@ -105,7 +107,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
       const v = value();
       if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new Error(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
       o.q35 = v !== 'microvm';
-    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
+    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
   }
   if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
   if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
@@ -146,7 +148,7 @@ const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 
 const guestName = (g: GuestResult): string =>
-  g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : `ours ${g.txMode}`;
+  g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : g.variant === 'packed' ? `ours ${g.txMode}, packed rings` : `ours ${g.txMode}`;
 
 /** The chart of one run's guests (measured figures only): bench/results/appliance.svg. */
 function writeChart(guests: readonly GuestResult[], o: { requests: number; rounds: number; iterations: number }, svgPath: string, when: Date): string {
@@ -213,6 +215,21 @@ export default async function appliance(argv: string[]): Promise<void> {
       }),
     );
   }
+  if (o.packed) {
+    // The same guest with the vsock rings packed (QEMU's vhost-user-vsock packed=on, our
+    // daemon offers it, our driver insists on it); the virtio-fs rings stay split.
+    console.log('\nour drivers, tx-mode auto, packed vsock rings');
+    guests.push(
+      await withGuest(
+        'ours',
+        'auto',
+        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'packed' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }),
+        [],
+        'microvm',
+        'packed',
+      ),
+    );
+  }
   if (o.noCacheRun) {
     // The same guest without the webserver's file cache: every request stats, opens and
     // reads the page through virtio-fs (as Toro does), so the difference to "ours auto"
@@ -249,6 +266,7 @@ export default async function appliance(argv: string[]): Promise<void> {
   const name = guestName;
   const ours = guests.find((g) => g.drivers === 'ours' && g.machine === 'microvm' && g.txMode === 'auto' && g.variant === undefined)!;
   const before = guests.find((g) => g.drivers === 'ours' && g.machine === 'q35');
+  const packed = guests.find((g) => g.variant === 'packed');
   const kernel = guests.find((g) => g.drivers === 'kernel');
 
   const abRows: Array<Record<string, string | number>> = [];
@@ -295,6 +313,14 @@ export default async function appliance(argv: string[]): Promise<void> {
   }
   printTable(`ping-pong over the TCP forward, ${o.iterations} round trips per size`, ppRows);
   console.log(`  toro (blog, another machine): 8192 B: ${TORO.pingPongMs[8192]} ms, 16384 B: ${TORO.pingPongMs[16384]} ms (the "time" its ping-pong test printed; the post does not say per what)`);
+  if (packed) {
+    const pp = (size: number): string => {
+      const a = packed.pingPong.find((p) => p.sizeBytes === size);
+      const b = ours.pingPong.find((p) => p.sizeBytes === size);
+      return a && b ? `${r2(a.p50Us / b.p50Us)}x` : '?';
+    };
+    console.log(`\npacked vsock rings vs split, ${PAGE}: -c 1 ${r2(packed.ab[0]!.requestsPerSecond / ours.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(packed.ab[1]!.requestsPerSecond / ours.ab[1]!.requestsPerSecond)}x req/s; ping-pong p50 8192 B ${pp(8192)}, 16384 B ${pp(16384)}`);
+  }
   if (before) {
     console.log(`\nmicrovm (default) vs q35 (the path before), ${PAGE}: -c 1 ${r2(ours.ab[0]!.requestsPerSecond / before.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(ours.ab[1]!.requestsPerSecond / before.ab[1]!.requestsPerSecond)}x (>= 1: no regression)`);
   }
@@ -316,6 +342,13 @@ export default async function appliance(argv: string[]): Promise<void> {
       ? {
           abC1RequestsPerSecond: r2(ours.ab[0]!.requestsPerSecond / before.ab[0]!.requestsPerSecond),
           abC8RequestsPerSecond: r2(ours.ab[1]!.requestsPerSecond / before.ab[1]!.requestsPerSecond),
+        }
+      : null,
+    // Packed vsock rings against split, same machine and transmit mode, same run (req/s: > 1 is faster).
+    packedVsSplit: packed
+      ? {
+          abC1RequestsPerSecond: r2(packed.ab[0]!.requestsPerSecond / ours.ab[0]!.requestsPerSecond),
+          abC8RequestsPerSecond: r2(packed.ab[1]!.requestsPerSecond / ours.ab[1]!.requestsPerSecond),
         }
       : null,
     ratiosVsLinux: kernel

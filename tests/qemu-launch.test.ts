@@ -36,6 +36,15 @@ test('arguments: q35, shared memfd RAM, kernel/initrd/append, serial on stdio, v
   t.throws(() => qemuArgs({ kernel: '/k', initrd: '/i', append: '', virtiofs: { socket: '/s', tag: 'a,b' } }), { instanceOf: QemuError });
 });
 
+test('packed: the vhost-user devices get packed=on (virtio 1.2 2.8), on both machines; without it QEMU keeps its default', (t) => {
+  const microvm = qemuArgs({ machine: 'microvm', kernel: '/k', rootfs: '/r', append: '', vhostUserVsock: { socket: '/v', packed: true }, virtiofs: { socket: '/f', tag: 'site', packed: true } }).join(' ');
+  t.regex(microvm, /-device vhost-user-vsock-device,chardev=vsock0,packed=on/);
+  t.regex(microvm, /-device vhost-user-fs-device,chardev=fs0,tag=site,packed=on/);
+  const q35 = qemuArgs({ kernel: '/k', initrd: '/i', append: '', vhostUserVsock: { socket: '/v', packed: true }, virtiofs: { socket: '/f', tag: 'site' } }).join(' ');
+  t.regex(q35, /-device vhost-user-vsock-pci,chardev=vsock0,packed=on/);
+  t.notRegex(q35, /vhost-user-fs-pci[^ ]*packed/);
+});
+
 test('launch refuses missing files and back-end sockets before starting QEMU', (t) => {
   const k = join(dir, 'vmlinuz');
   writeFileSync(k, '');

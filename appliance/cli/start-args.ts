@@ -6,7 +6,7 @@ import type { Machine } from '../image/guest.js';
 import { DEFAULT_MACHINE } from '../run/machine-defaults.js';
 import { UsageError, commonFlag, readFlags } from './flags.js';
 
-export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--console] [--verbose] [--help]
+export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--ring split|packed] [--console] [--verbose] [--help]
 
   --port N        host TCP port of the website (default 8080); ping-pong on N+1
   --site DIR      folder served (default appliance/site)
@@ -16,6 +16,9 @@ export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine mic
                   image needs is refused before the launch, with what it needs
   --drivers D     ours (default: our TypeScript drivers) or kernel (Linux's own;
                   q35 only)
+  --ring R        the vsock rings: split (default) or packed (virtio 1.2 2.8: QEMU
+                  offers it with packed=on; the virtio-fs rings stay split, as
+                  virtiofsd 7.2 has no packed rings)
   --console       copy the guest's serial console to stderr
   --verbose       the build's steps and the vsock daemon's log on the terminal
   --help          this text
@@ -31,6 +34,8 @@ export interface MainArgs {
   /** null: the machine's default. */
   memoryMiB: number | null;
   drivers: 'ours' | 'kernel';
+  /** Our drivers' vsock ring layout. */
+  ring: 'split' | 'packed';
   console: boolean;
   /** Build output and the daemon's log on the terminal. */
   verbose: boolean;
@@ -38,8 +43,9 @@ export interface MainArgs {
 }
 
 export function parseMainArgs(argv: readonly string[]): MainArgs {
-  const a: MainArgs = { port: 8080, site: null, machine: DEFAULT_MACHINE, memoryMiB: null, drivers: 'ours', console: false, verbose: false, help: false };
+  const a: MainArgs = { port: 8080, site: null, machine: DEFAULT_MACHINE, memoryMiB: null, drivers: 'ours', ring: 'split', console: false, verbose: false, help: false };
   let machineGiven = false;
+  let ringGiven = false;
   readFlags(argv, {
     flag(flag, value) {
       switch (flag) {
@@ -61,6 +67,13 @@ export function parseMainArgs(argv: readonly string[]): MainArgs {
           a.drivers = v;
           break;
         }
+        case '--ring': {
+          const v = value();
+          if (v !== 'split' && v !== 'packed') throw new UsageError(`--ring: expected split or packed, got ${JSON.stringify(v)}`);
+          a.ring = v;
+          ringGiven = true;
+          break;
+        }
         case '--console':
           a.console = true;
           break;
@@ -80,6 +93,7 @@ export function parseMainArgs(argv: readonly string[]): MainArgs {
   if (a.drivers === 'kernel') {
     if (machineGiven && a.machine !== 'q35') throw new UsageError('--drivers kernel runs on --machine q35 only (our microvm kernel has no vsock or virtiofs driver)');
     a.machine = 'q35';
+    if (ringGiven) throw new UsageError('--ring chooses the ring layout of our drivers: not with --drivers kernel');
   }
   return a;
 }

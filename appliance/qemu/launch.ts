@@ -59,7 +59,8 @@ export interface QemuOptions {
   cpus?: number;
   /** A vhost-user-vsock back end's Unix socket (it must be listening before the launch). */
   /** The guest CID is not a QEMU option here: the backend reports it (GET_CONFIG). */
-  vhostUserVsock?: { socket: string };
+  /** packed: the device offers the packed ring layout (QEMU's packed=on; virtio 1.2 2.8) when the back end does. */
+  vhostUserVsock?: { socket: string; packed?: boolean };
   /** A virtiofsd (vhost-user-fs) socket and the tag the guest mounts; several: one device each, in order. */
   virtiofs?: VirtiofsDevice | readonly VirtiofsDevice[];
   /**
@@ -93,6 +94,8 @@ export interface VirtiofsDevice {
   socket: string;
   tag: string;
   queueSize?: number;
+  /** packed=on: QEMU masks it by the back end's features (Debian's virtiofsd 7.2 offers none: the rings stay split). */
+  packed?: boolean;
 }
 
 /** The virtiofs option as a list. */
@@ -221,12 +224,12 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.vhostUserVsock) {
     const v = opts.vhostUserVsock;
     args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
-    args.push('-device', `${dev.vsock},chardev=vsock0`);
+    args.push('-device', `${dev.vsock},chardev=vsock0${v.packed ? ',packed=on' : ''}`);
   }
   for (const [i, f] of virtiofsDevices(opts.virtiofs).entries()) {
     if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
     args.push('-chardev', `socket,id=fs${i},path=${chardevPath(f.socket)}`);
-    args.push('-device', `${dev.fs},chardev=fs${i},tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}`);
+    args.push('-device', `${dev.fs},chardev=fs${i},tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}${f.packed ? ',packed=on' : ''}`);
   }
   args.push(...(opts.extraArgs ?? []));
   return args;

@@ -54,6 +54,12 @@ export interface ApplianceOptions {
   memoryMiB?: number;
   drivers?: 'ours' | 'kernel';
   txMode?: 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
+  /**
+   * Ring layout of our drivers (default: split, QEMU's default for its devices): packed
+   * gives the vhost-user devices packed=on and makes our drivers insist on it; the
+   * virtio-fs rings stay split (virtiofsd 7.2 offers no packed layout).
+   */
+  ring?: 'split' | 'packed';
   /** Progress lines ("building image…"). */
   progress?: (line: string) => void;
   /** Daemon log lines (default: dropped). */
@@ -131,6 +137,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
   const guestArgs = [`--drivers=${drivers}`, `--port=${GUEST_WEB_PORT}`, `--pingpong-port=${GUEST_PINGPONG_PORT}`, '--tag=site'];
   if (drivers === 'ours') guestArgs.push(`--dma-pages=${dmaPages}`);
   if (drivers === 'ours' && opts.txMode) guestArgs.push(`--tx-mode=${opts.txMode}`);
+  if (drivers === 'ours' && opts.ring) guestArgs.push(`--ring=${opts.ring}`);
   guestArgs.push(...(opts.guestArgs ?? []));
   const program: GuestProgram = {
     name: drivers === 'kernel' ? 'appliance-kernel' : 'appliance',
@@ -157,6 +164,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     readyLine: READY_MARKER,
     bootTimeoutMs: opts.bootTimeoutMs ?? 5 * 60_000,
     ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
+    packedRings: opts.ring === 'packed',
     ...(opts.compression ? { compression: opts.compression } : {}),
     echoConsole: opts.echoConsole ? '[guest] ' : false,
     progress,

@@ -26,6 +26,7 @@ import type { Duplex } from 'node:stream';
 import { VirtioFsDriver } from '../../drivers/virtio-fs/driver/index.js';
 import { VsockDriver } from '../../drivers/virtio-vsock/index.js';
 import type { TxMode } from '../../drivers/virtio-vsock/driver/connection.js';
+import { type RingChoice, parseRingChoice } from '../../kernel/virtqueue/ring.js';
 import { boot } from '../../kernel/guest/boot.js';
 import { startProgram } from '../../kernel/guest/startup-snapshot.js';
 import { runPingPong } from '../pingpong/echo-server.js';
@@ -50,6 +51,8 @@ const TX_MODES: readonly TxMode[] = GUEST_TX_MODES;
 interface EntryArgs {
   drivers: 'ours' | 'kernel';
   txMode: TxMode;
+  /** The vsock rings: auto (packed when the device offers it), split or packed (virtio 1.2 2.7 / 2.8). */
+  ring: RingChoice;
   port: number;
   pingPongPort: number;
   tag: string;
@@ -89,7 +92,7 @@ export function fileCacheBudget(freeDmaBytes: number): number {
 export { DEFAULT_POLL_WINDOW_MS } from './guest-defaults.js';
 
 function parse(argv: readonly string[]): EntryArgs {
-  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS, dmaPages: DEFAULT_DMA_PAGES };
+  const a: EntryArgs = { drivers: 'ours', txMode: 'auto', ring: 'auto', port: 80, pingPongPort: 5000, tag: 'site', cache: true, cacheMaxFileBytes: null, log: false, profilePort: null, pollWindowMs: DEFAULT_POLL_WINDOW_MS, dmaPages: DEFAULT_DMA_PAGES };
   for (const arg of argv) {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
@@ -102,6 +105,9 @@ function parse(argv: readonly string[]): EntryArgs {
       case '--tx-mode':
         if (!(TX_MODES as readonly string[]).includes(v)) throw new Error(`--tx-mode: expected one of ${TX_MODES.join(', ')}, got ${JSON.stringify(v)}`);
         a.txMode = v as TxMode;
+        break;
+      case '--ring':
+        a.ring = parseRingChoice(v, '--ring');
         break;
       case '--port':
       case '--pingpong-port':
@@ -165,7 +171,7 @@ function runAppliance(args: EntryArgs): void {
         // Both at once: the vsock device is set up while FUSE_INIT travels to virtiofsd.
         const [fs, vsock] = await Promise.all([
           VirtioFsDriver.start(ctx.openVirtioDevice(VIRTIO_ID_FS, devOpts)),
-          VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES }),
+          VsockDriver.start(ctx.openVirtioDevice(VIRTIO_ID_VSOCK, devOpts), { txMode: args.txMode, ring: args.ring, autoZeroCopyMinBytes: APPLIANCE_AUTO_ZERO_COPY_MIN_BYTES }),
         ]);
         ctx.stage('devices-ready');
         // Cached bodies live in DMA memory (sent by descriptor): the cache gets what the drivers left.
@@ -196,7 +202,7 @@ function runAppliance(args: EntryArgs): void {
           () => ctx.log(`vsock ${JSON.stringify(vsock.stats)}; fs ${JSON.stringify(fs.stats)}; open handles ${JSON.stringify(files.openHandleStats)}`),
         );
         ctx.stage('listening');
-        ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
+        ctx.log(`${READY_MARKER} drivers=ours tx-mode=${args.txMode} ring=${vsock.ringLayout} cid=${vsock.localCid} web=${web.port} pingpong=${pp.port}`);
       } else {
         mkdirSync('/mnt', { recursive: true });
         const { execFileSync } = await import('node:child_process');

@@ -68,6 +68,8 @@ export interface StartGuestOptions {
   bootTimeoutMs?: number;
   /** Guest vCPUs (default 1). */
   cpus?: number;
+  /** The vhost-user devices with packed=on: QEMU offers the packed ring layout (virtio 1.2 2.8) where the back end does (our vsock daemon: yes; virtiofsd 7.2: no). */
+  packedRings?: boolean;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
   /** Copy the console to stderr, each line prefixed with this (or "[guest] " for true). */
@@ -250,8 +252,8 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
           opts.onLine?.(line);
         },
         cpus: opts.cpus,
-        vhostUserVsock: { socket: vsockSocket },
-        virtiofs: opts.shares.map((s, i) => ({ socket: fsSockets[i]!, tag: s.tag })),
+        vhostUserVsock: { socket: vsockSocket, packed: opts.packedRings === true },
+        virtiofs: opts.shares.map((s, i) => ({ socket: fsSockets[i]!, tag: s.tag, packed: opts.packedRings === true })),
         echo: opts.echoConsole === true ? '[guest] ' : (opts.echoConsole ?? false),
       });
     } catch (e) {

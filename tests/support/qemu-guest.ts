@@ -168,8 +168,7 @@ export interface GuestSpec {
   /**
    * The vhost-user devices with packed=on (QEMU offers VIRTIO_F_RING_PACKED where the
    * back end does: vhost-user-fs masks it by virtiofsd's features, vhost-user-vsock
-   * does not). The launcher has no such option yet: the devices are given as extra
-   * arguments here, with the launcher's names and chardev ids.
+   * does not).
    */
   packedRings?: boolean;
   /** A safety net against a hung guest (QEMU is killed), not an assertion. */
@@ -199,21 +198,12 @@ export async function launchGuest(machine: Machine, spec: GuestSpec, cleanup: Cl
     launchQemu({
       ...bootOptions(image),
       ...(spec.memoryMiB ? { memoryMiB: spec.memoryMiB } : {}),
-      ...(spec.vhostUserVsock && !packed ? { vhostUserVsock: spec.vhostUserVsock } : {}),
-      ...(spec.virtiofs && !packed ? { virtiofs: spec.virtiofs } : {}),
-      extraArgs: [...(spec.rng ? rngDeviceArgs(machine, spec.rng === 'packed') : []), ...(packed ? packedVhostUserArgs(machine, spec) : [])],
+      ...(spec.vhostUserVsock ? { vhostUserVsock: { ...spec.vhostUserVsock, packed } } : {}),
+      ...(spec.virtiofs ? { virtiofs: { ...spec.virtiofs, packed } } : {}),
+      extraArgs: spec.rng ? rngDeviceArgs(machine, spec.rng === 'packed') : [],
       timeoutMs: spec.timeoutMs,
     }),
   );
-}
-
-/** spec's vhost-user devices with packed=on (see GuestSpec.packedRings). */
-function packedVhostUserArgs(machine: Machine, spec: GuestSpec): string[] {
-  const pci = machine === 'q35';
-  const args: string[] = [];
-  if (spec.vhostUserVsock) args.push('-chardev', `socket,id=vsock0,path=${spec.vhostUserVsock.socket}`, '-device', `vhost-user-vsock-${pci ? 'pci' : 'device'},chardev=vsock0,packed=on`);
-  if (spec.virtiofs) args.push('-chardev', `socket,id=fs0,path=${spec.virtiofs.socket}`, '-device', `vhost-user-fs-${pci ? 'pci' : 'device'},chardev=fs0,tag=${spec.virtiofs.tag},packed=on`);
-  return args;
 }
 
 /**
