@@ -173,3 +173,24 @@ test('the CLI as a process: bad flag exits 2, --help exits 0', (t) => {
   t.is(help.status, 0);
   t.regex(help.stdout, /^Usage: vhost-user-vsock/);
 });
+
+test('--ring: auto (default) offers the packed layout beside split (bit 34), split offers split only; anything else is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vsock-daemon-'));
+  const factory: VhostUserServerFactory = async () => ({ close: async () => {} });
+  const packedBit = 1n << 34n;
+  try {
+    for (const [flags, offered] of [[[], true], [['--ring', 'auto'], true], [['--ring=split'], false]] as const) {
+      const { config } = parseArgs(['--vm', `guest-cid=3,socket=${join(dir, 'v.sock')}`, ...flags]) as { help: false; config: Parameters<typeof startDaemon>[0] };
+      const d = await startDaemon(config, { createVhostUserServer: factory, log: () => {} });
+      try {
+        t.is((d.devices.get(3)!.features & packedBit) !== 0n, offered, flags.join(' ') || 'no --ring');
+      } finally {
+        await d.close();
+      }
+    }
+    const e = t.throws(() => parseArgs(['--vm', `guest-cid=3,socket=${join(dir, 'v.sock')}`, '--ring', 'packed']), { instanceOf: CliUsageError });
+    t.is(e?.message, '--ring: "packed" is not one of auto, split');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

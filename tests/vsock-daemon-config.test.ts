@@ -38,7 +38,7 @@ test("vhost-device-vsock's own example file is accepted; tx_buffer_size and grou
   t.regex(c.notices![1]!, /^vsock\.yaml:7: guest CID 3: groups group1\+groupA has no effect here: this daemon connects no sibling VMs/);
 });
 
-test('our keys: forwards and pcap per VM; log_level, metrics, pcap, pcap_snaplen', (t) => {
+test('our keys: forwards and pcap per VM; log_level, metrics, pcap, pcap_snaplen, ring', (t) => {
   const c = parseConfigText(
     `# a comment
 vms:
@@ -56,6 +56,7 @@ log_level: debug
 metrics: 9100
 pcap: /var/log/all.pcap
 pcap_snaplen: 128
+ring: split
 `,
     'x.yaml',
   );
@@ -72,6 +73,7 @@ pcap_snaplen: 128
     metrics: { host: '127.0.0.1', port: 9100, allowRemote: false },
     pcapPath: '/var/log/all.pcap',
     pcapSnaplen: 128,
+    ring: 'split',
   });
   const remote = parseConfigText('vms:\n  - {guest_cid: 3, socket: /s}\nmetrics: 0.0.0.0:9100\nmetrics_allow_remote: true\n', 'r.yaml');
   t.deepEqual(remote.metrics, { host: '0.0.0.0', port: 9100, allowRemote: true });
@@ -110,6 +112,7 @@ const BAD: Array<[string, string, number, RegExp]> = [
   ['metrics not loopback', `vms:\n${VM}metrics: 0.0.0.0:9100\n`, 4, /metrics: 0\.0\.0\.0 is not a loopback address.*metrics_allow_remote: true/],
   ['metrics_allow_remote a string', `vms:\n${VM}metrics: 0.0.0.0:9100\nmetrics_allow_remote: yes\n`, 5, /metrics_allow_remote: expected true or false, got the string "yes"/],
   ['metrics bad port', `vms:\n${VM}metrics: 127.0.0.1:99999\n`, 4, /metrics: port 99999 is out of range/],
+  ['ring packed', `vms:\n${VM}ring: packed\n`, 4, /ring: "packed" is not one of auto, split/],
   ['pcap_snaplen without pcap', `vms:\n${VM}pcap_snaplen: 10\n`, 4, /pcap_snaplen: nothing is captured/],
   ['pcap_snaplen too big', `vms:\n${VM}pcap: /x\npcap_snaplen: 999999\n`, 5, /pcap_snaplen: payload bytes 999999 is out of range/],
   ['duplicate CIDs', `vms:\n${VM}  - guest_cid: 3\n    socket: /tmp/other.sock\n`, 4, /guest_cid 3 is also the guest_cid of the VM at line 2/],

@@ -22,7 +22,7 @@
 // paths or listen addresses are ConfigFileErrors naming the file, line and column.
 import { readFileSync, statSync } from 'node:fs';
 import { LineCounter, type Node, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap } from 'yaml';
-import { type DaemonConfig, type ForwardConfig, type VmConfig, checkMetricsHost, ignoredSettingNotice, METRICS_PORT_DEFAULT_HOST } from './settings.js';
+import { type DaemonConfig, type ForwardConfig, type VmConfig, checkMetricsHost, ignoredSettingNotice, isRingOffer, METRICS_PORT_DEFAULT_HOST, RING_OFFERS } from './settings.js';
 import { LOG_LEVELS, isLogLevel } from './logger.js';
 import * as v from './validate.js';
 
@@ -43,7 +43,7 @@ export class ConfigFileError extends Error {
   }
 }
 
-const TOP_KEYS = ['vms', 'log_level', 'metrics', 'metrics_allow_remote', 'pcap', 'pcap_snaplen'] as const;
+const TOP_KEYS = ['vms', 'log_level', 'metrics', 'metrics_allow_remote', 'pcap', 'pcap_snaplen', 'ring'] as const;
 const VM_KEYS = ['guest_cid', 'socket', 'uds_path', 'queue_size', 'tx_buffer_size', 'groups', 'forwards', 'pcap'] as const;
 const FORWARD_KEYS = ['listen', 'port'] as const;
 /** vhost-device-vsock's vsock backend, which this daemon does not have. */
@@ -118,6 +118,12 @@ class ConfigReader {
       const s = this.string(level.value, 'log_level', level.key);
       if (!isLogLevel(s)) throw this.error(level.value, `log_level: ${JSON.stringify(s)} is not one of ${LOG_LEVELS.join(', ')}`);
       config.logLevel = s;
+    }
+    const ring = top.get('ring');
+    if (ring !== undefined) {
+      const s = this.string(ring.value, 'ring', ring.key);
+      if (!isRingOffer(s)) throw this.error(ring.value, `ring: ${JSON.stringify(s)} is not one of ${RING_OFFERS.join(', ')}`);
+      config.ring = s;
     }
     const metrics = top.get('metrics');
     const allowRemote = top.get('metrics_allow_remote');

@@ -5,7 +5,7 @@
 import { readConfigFile } from './config-file.js';
 import { LOG_LEVELS, isLogLevel } from './logger.js';
 import { PCAP_MAX_PAYLOAD_BYTES } from './pcap-capture.js';
-import { type DaemonConfig, type ForwardConfig, type VmConfig, METRICS_PORT_DEFAULT_HOST, checkMetricsHost, ignoredSettingNotice } from './settings.js';
+import { type DaemonConfig, type ForwardConfig, type VmConfig, METRICS_PORT_DEFAULT_HOST, RING_OFFERS, checkMetricsHost, ignoredSettingNotice, isRingOffer } from './settings.js';
 import * as v from './validate.js';
 
 export type { DaemonConfig, ForwardConfig, MetricsConfig, VmConfig } from './settings.js';
@@ -29,6 +29,7 @@ export class CliUsageError extends Error {
 export const HELP_TEXT = `Usage: vhost-user-vsock --vm guest-cid=CID,socket=PATH[,uds-path=PATH][,pcap=FILE] [--vm ...] [--forward ...]
        vhost-user-vsock --config FILE
        [--log-level LEVEL] [--metrics [HOST:]PORT [--metrics-allow-remote]] [--pcap FILE [--pcap-snaplen BYTES]]
+       [--ring auto|split]
 
 A virtio-vsock device for QEMU guests, served over vhost-user (QEMU:
 -chardev socket,id=c0,path=PATH -device vhost-user-vsock-pci,chardev=c0, with guest
@@ -74,8 +75,9 @@ Options:
           metrics_allow_remote: false
           pcap: /tmp/all.pcap
           pcap_snaplen: 65536
+          ring: auto
         Per VM also queue_size, tx_buffer_size, groups (as in --vm). Flags given with
-        --config override the file's log_level, metrics, pcap and pcap_snaplen.
+        --config override the file's log_level, metrics, pcap, pcap_snaplen and ring.
         Errors name the file and line.
   --log-level error|warn|info|debug
         Lines below the level are not written (default info). Each line has the time,
@@ -96,6 +98,11 @@ Options:
   --pcap-snaplen BYTES
         Payload bytes kept per captured packet, 0..${PCAP_MAX_PAYLOAD_BYTES} (headers always kept;
         default all).
+  --ring auto|split
+        auto (default): offer the packed ring layout (VIRTIO_F_RING_PACKED, virtio 1.2
+        2.8) beside the split one; the guest's driver chooses, and QEMU passes the
+        offer on only with packed=on on the device (-device vhost-user-vsock-pci,
+        chardev=c0,packed=on). split: offer split rings only.
   --help, -h
         Print this text and exit.
 
@@ -174,7 +181,7 @@ export function parseMetrics(value: string): { host: string; port: number } {
 }
 
 
-const FLAGS_WITH_VALUE = ['--vm', '--forward', '--config', '--log-level', '--metrics', '--pcap', '--pcap-snaplen'];
+const FLAGS_WITH_VALUE = ['--vm', '--forward', '--config', '--log-level', '--metrics', '--pcap', '--pcap-snaplen', '--ring'];
 const BOOLEAN_FLAGS = ['--metrics-allow-remote'];
 
 export interface ParseOptions {
@@ -236,6 +243,11 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
   if (level !== undefined) {
     if (!isLogLevel(level)) throw new CliUsageError('--log-level', `--log-level: ${JSON.stringify(level)} is not one of ${LOG_LEVELS.join(', ')}`);
     config.logLevel = level;
+  }
+  const ring = given.get('--ring');
+  if (ring !== undefined) {
+    if (!isRingOffer(ring)) throw new CliUsageError('--ring', `--ring: ${JSON.stringify(ring)} is not one of ${RING_OFFERS.join(', ')}`);
+    config.ring = ring;
   }
   const metrics = given.get('--metrics');
   if (metrics !== undefined) config.metrics = { ...parseMetrics(metrics), allowRemote: false };

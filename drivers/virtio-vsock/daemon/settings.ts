@@ -43,9 +43,16 @@ export interface DaemonConfig {
   pcapPath?: string;
   /** Payload bytes kept per captured packet (default: all, up to 262068). */
   pcapSnaplen?: number;
+  /** Ring layouts offered: auto (default) offers packed beside split, split offers split only. */
+  ring?: RingOffer;
   /** Settings accepted for compatibility but without effect, logged at start (warn). */
   notices?: string[];
 }
+
+/** What the device offers: the packed ring layout beside the split one (auto), or split only. */
+export type RingOffer = 'auto' | 'split';
+export const RING_OFFERS: readonly RingOffer[] = ['auto', 'split'];
+export const isRingOffer = (s: string): s is RingOffer => (RING_OFFERS as readonly string[]).includes(s);
 
 export const METRICS_PORT_DEFAULT_HOST = '127.0.0.1';
 
