@@ -157,6 +157,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       const cid = vm.guestCid;
       const device = new VsockDevice({
         guestCid: cid,
+        packed: config.ring !== 'split',
         log: (m) => logger.log('warn', cid, m),
         ...(vm.maxQueueSize !== undefined ? { maxQueueSize: vm.maxQueueSize } : {}),
         onAttachedChange: (attached) =>
