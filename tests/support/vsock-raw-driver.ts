@@ -6,7 +6,7 @@ import { InProcessTransport, type WorkerDeviceSpec } from '../../kernel/transpor
 import { setupDriverQueue } from '../../kernel/transport/queue-setup.js';
 import type { VirtioDeviceModel } from '../../kernel/transport/virtio-device.js';
 import type { VirtqueueDriver } from '../../kernel/virtqueue/driver-queue.js';
-import { DESC_SIZE, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTQ_DESC_F_NEXT, featureBit } from '../../kernel/virtqueue/layout.js';
+import { DESC_SIZE, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
 import {
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_CID_HOST,
@@ -75,6 +75,8 @@ export interface RawDriverOptions {
   /** Guest memory bytes (default 16 MiB). */
   memoryBytes?: number;
   queueSize?: number;
+  /** Accept the packed ring layout (VIRTIO_F_RING_PACKED, virtio 1.2 2.8) instead of split rings. */
+  packed?: boolean;
 }
 
 interface RxSlot {
@@ -124,10 +126,11 @@ export class VsockRawDriver {
 
   private static setup(t: InProcessTransport, opts: RawDriverOptions): VsockRawDriver {
     const size = opts.queueSize ?? 128;
-    t.negotiate(featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM));
-    const rx = setupDriverQueue<RxSlot>(t, VSOCK_RX_QUEUE, 'raw rx', size, true);
-    const tx = setupDriverQueue<Uint8Array[]>(t, VSOCK_TX_QUEUE, 'raw tx', size, true);
-    const ev = opts.eventQueue === false ? null : setupDriverQueue<Uint8Array>(t, VSOCK_EVENT_QUEUE, 'raw event', 8, true);
+    const features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) | (opts.packed ? featureBit(VIRTIO_F_RING_PACKED) : 0n);
+    t.negotiate(features);
+    const rx = setupDriverQueue<RxSlot>(t, VSOCK_RX_QUEUE, 'raw rx', size, features);
+    const tx = setupDriverQueue<Uint8Array[]>(t, VSOCK_TX_QUEUE, 'raw tx', size, features);
+    const ev = opts.eventQueue === false ? null : setupDriverQueue<Uint8Array>(t, VSOCK_EVENT_QUEUE, 'raw event', 8, features);
     t.driverOk();
     const d = new VsockRawDriver(t, rx, tx, ev, opts);
     t.onInterrupt(() => d.onInterrupt());
@@ -318,13 +321,8 @@ export class VsockRawDriver {
     if (shape.indirect) {
       const table = dma.allocate(DESC_SIZE * segs.length, 16);
       const v = new DataView(table.buffer, table.byteOffset, table.byteLength);
-      segs.forEach(([a, l], i) => {
-        v.setUint32(i * 16, a >>> 0, true);
-        v.setUint32(i * 16 + 4, Math.floor(a / 0x100000000), true);
-        v.setUint32(i * 16 + 8, l, true);
-        v.setUint16(i * 16 + 12, i + 1 < segs.length ? VIRTQ_DESC_F_NEXT : 0, true);
-        v.setUint16(i * 16 + 14, i + 1 < segs.length ? i + 1 : 0, true);
-      });
+      // In the queue's layout: split entries link with NEXT (2.7.5.3), packed ones follow one another (2.8.7).
+      segs.forEach(([a, l], i) => this.tx.writeIndirectEntry(v, i, segs.length, a, l, false));
       bufs.push(table);
       this.tx.chainBegin();
       this.tx.chainAddIndirect(dma.addressOf(table), segs.length);
