@@ -31,7 +31,7 @@ export class BuildError extends Error {
   }
 }
 
-const SOURCE_DIRS = ['kernel', 'drivers', 'appliance', 'tests', 'bench'];
+const SOURCE_DIRS = ['kernel', 'drivers', 'appliance', 'tests', 'bench', 'fuzz'];
 
 function walk(dir, out) {
   if (!existsSync(dir)) return out;
