@@ -106,6 +106,8 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   private batchDescs = 0;
   private batchId = 0;
   private batchLen = 0;
+  /** Descriptors of chains taken or refused and not yet returned used (bounded by the ring with IN_ORDER). */
+  private inFlightDescs = 0;
 
   /** Set when the ring can no longer be followed; take() then returns null until a reset. */
   broken: VirtqueueError | null = null;
@@ -199,6 +201,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
           next = 0;
           wrap ^= 1;
         }
+        if (this.overcommitted(head, 1)) return null;
         this.nextAvail = next;
         this.availWrap = wrap;
         if (id >= size || this.held[id] === 1) {
@@ -215,6 +218,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
         }
         chain.ringDescriptors = 1;
         this.held[id] = 1;
+        this.inFlightDescs++;
         if (this.inOrder) this.enqueueTaken(id, 0);
         this.stats.chains++;
         return chain;
@@ -249,6 +253,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
         if (err === null) err = this.checkDescriptor(chain, pos, flags, count);
       }
       const id = count === 1 ? guess : d16[pos * 8 + 6]!;
+      if (this.overcommitted(head, count)) return null;
       if (++pos === size) {
         pos = 0;
         wrap ^= 1;
@@ -271,6 +276,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
       chain.head = id;
       chain.ringDescriptors = count;
       this.held[id] = 1;
+      this.inFlightDescs += count;
       if (this.inOrder) this.enqueueTaken(id, 0);
       this.stats.chains++;
       return chain;
@@ -306,6 +312,19 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
       if (e !== null) return e;
     }
     return null;
+  }
+
+  /**
+   * With IN_ORDER, a chain that would make more descriptors outstanding than the ring has
+   * (the driver made positions available again before they were used) breaks the ring:
+   * every chain not returned waits in one queue of `size` entries and a run of them
+   * shares one used descriptor, so neither could hold it (found by
+   * fuzz/targets/virtqueue.ts). Returns true when it did.
+   */
+  private overcommitted(head: number, count: number): boolean {
+    if (!this.inOrder || this.inFlightDescs + count <= this.size) return false;
+    this.markBroken(new VirtqueueError('ERR_VIRTQ_IN_ORDER', this.name, `the chain at descriptor ${head} makes ${this.inFlightDescs + count} descriptors outstanding, more than the ring's ${this.size} (positions made available again before they were used)`, head));
+    return true;
   }
 
   /** A descriptor where one available in this lap must be (see the top): the ring is broken. */
@@ -345,6 +364,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   /** A bad chain whose end we found: returned used with length 0. */
   private refuse(err: VirtqueueError, id: number, descs: number): void {
     this.stats.refused++;
+    this.inFlightDescs += descs;
     if (!this.inOrder) this.writeUsed(id, 0, descs);
     else if (this.orderCount === 0) this.emitInOrder(id, 0, descs, false);
     else this.enqueueTaken(id, descs); // after the chains taken before it
@@ -388,6 +408,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
 
   /** Writes a used descriptor at our next used position and skips the chain's descriptors (2.8.6). */
   private writeUsed(id: number, len: number, descs: number): void {
+    this.inFlightDescs -= descs;
     const pos = this.nextUsed;
     const flags = (this.usedWrap !== 0 ? AVAIL_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0); // 2.8.1, 2.8.3
     this.descU32[pos * 4 + 2] = len;
