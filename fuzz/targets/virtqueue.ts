@@ -32,12 +32,7 @@ const AVAIL = A + 0x1000;
 const USED = A + 0x2000;
 const DATA = A + 0x3000;
 const MAX_OPS = 300;
-/**
- * VIRTIO_F_IN_ORDER on packed rings is off: no device offers it yet, and its two open
- * faults (fuzz/open-findings/virtqueue/, see fuzz/README.md) would stop every campaign.
- * Set to true to fuzz it again once they are fixed.
- */
-const FUZZ_IN_ORDER = false;
+
 
 const mem = new GuardedMemory([
   { name: 'fuzz A', guestAddr: A, size: A_SIZE },
@@ -112,7 +107,7 @@ class Harness {
       usedAddr: USED,
       eventIdx: (cfg & 2) !== 0,
       indirect: (cfg & 4) !== 0,
-      inOrder: FUZZ_IN_ORDER && (cfg & 8) !== 0,
+      inOrder: (cfg & 8) !== 0,
       startIndex: start,
       onError: (e) => this.onError(e),
     });
@@ -289,6 +284,11 @@ class Harness {
     for (let i = 0; i <= this.size && this.q.hasAvailable(); i++) this.take();
     this.take();
     if (this.q.broken !== null) return;
+    if ((this.q as { inOrder?: boolean }).inOrder) {
+      // IN_ORDER: a driver offers more only when the ring has room (2.8.8); return everything first.
+      while (this.order.length > 0) this.push(false, 0);
+      this.flush();
+    }
     let id = -1;
     for (let i = 0; i < this.size && id < 0; i++) if (!this.held.has(i)) id = i;
     if (id < 0) return; // the device holds every id: nothing can be offered
