@@ -796,7 +796,14 @@ export class VirtioFsDriver implements FileHandleOwner {
         const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
         let buf: Buffer;
         if (size > 0) {
-          buf = Buffer.allocUnsafe(size);
+          try {
+            buf = Buffer.allocUnsafe(size);
+          } catch (e) {
+            // fuse_attr.size is any u64 the device says: a size no Buffer can hold is a
+            // file too large to read whole (found by fuzz/targets/fuse-reply.ts).
+            if ((e as NodeJS.ErrnoException).code === 'ERR_OUT_OF_RANGE') throw new FsError(errnoOf('EFBIG')!, 'read', path);
+            throw e;
+          }
           const n = await this.readRange(h, buf, size);
           if (n < size) buf = buf.subarray(0, n);
         } else {
