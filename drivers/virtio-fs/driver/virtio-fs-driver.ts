@@ -385,7 +385,8 @@ export class VirtioFsDriver implements FileHandleOwner {
     }
   }
 
-  private async getattrRaw(nodeid: number, fh: number): Promise<{ attr: FuseAttr; valid: number; nsec: number } | number> {
+  /** GETATTR of `nodeid`, whose type (mode & S_IFMT) is `type`: a reply changing it is refused. */
+  private async getattrRaw(nodeid: number, fh: number, type: number): Promise<{ attr: FuseAttr; valid: number; nsec: number } | number> {
     const r = await this.requests.acquire();
     try {
       r.begin(Op.GETATTR, this.nextUnique(), nodeid);
@@ -393,7 +394,13 @@ export class VirtioFsDriver implements FileHandleOwner {
       r.setArgs(FUSE_GETATTR_IN_SIZE, FUSE_ATTR_OUT_SIZE);
       const len = await this.send(r);
       if (len < 0) return len;
-      const a = this.decode(r, () => decodeAttrOut(r.dv, REPLY_OFFSET + FUSE_OUT_HEADER_SIZE, len));
+      const a = this.decode(r, () => {
+        const out = decodeAttrOut(r.dv, REPLY_OFFSET + FUSE_OUT_HEADER_SIZE, len);
+        // A node's type never changes (Linux's FUSE then marks the inode bad): cached, such
+        // a reply turned the root into a file for every later path (found by fuzz/targets/fuse-reply.ts).
+        if ((out.attr.mode & S_IFMT) !== type) throw new FuseCodecError('ERR_FUSE_FIELD', `fuse_attr.mode 0o${out.attr.mode.toString(8)} changes the type of node ${nodeid} (was 0o${type.toString(8)})`);
+        return out;
+      });
       return { attr: a.attr, valid: a.attrValid, nsec: a.attrValidNsec };
     } finally {
       this.requests.release(r);
@@ -642,7 +649,7 @@ export class VirtioFsDriver implements FileHandleOwner {
   private async freshAttr(c: CachedInode, fh: number, syscall: string, path: string): Promise<FuseAttr> {
     const now = performance.now();
     if (now < c.attrExpires) return c.attr;
-    const a = await this.getattrRaw(c.nodeid, fh);
+    const a = await this.getattrRaw(c.nodeid, fh, c.attr.mode & S_IFMT);
     if (typeof a === 'number') throw this.fsError(-a, syscall, path);
     if (c === this.root) {
       c.attr = a.attr;
@@ -827,6 +834,9 @@ export class VirtioFsDriver implements FileHandleOwner {
       let release: () => void = () => {};
       try {
         const size = (await this.freshAttr(h.inode, h.fh, 'read', path)).size;
+        // A file larger than all of DMA memory can never be read into it (the size is any
+        // u64 the device says; found by fuzz/targets/fuse-reply.ts).
+        if (size > this.transport.dma.size) throw new FsError(errnoOf('EFBIG')!, 'read', path);
         const piece = this.maxRead;
         const count = Math.max(1, Math.ceil(size / piece));
         let chunks: Uint8Array[];
