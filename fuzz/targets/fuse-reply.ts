@@ -3,18 +3,20 @@
 // lies: the real device serves a host folder, and the input decides, reply by reply,
 // whether it answers truly, flips bytes of the reply, claims another written length,
 // sets a header field to a chosen value, or answers with the input's bytes. The driver
-// meanwhile runs operations the input picks (stat, lstat, readFile, readdir, readlink,
-// statfs, open/read/stat/release), on either ring layout.
+// meanwhile runs operations the input picks (stat, lstat, readFile, readFileDma, readdir,
+// readlink, statfs, open/read/stat/release), on either ring layout.
 //
 // Invariants: every operation resolves or fails with one of the driver's errors
 // (FsError for an errno the device sent, FuseCodecError naming the opcode for a reply
-// that breaks FUSE, VirtioFsError); nothing else is thrown; a FuseCodecError is counted
+// that breaks FUSE, VirtioFsError, and DmaError ERR_DMA_EXHAUSTED for a file larger than
+// the DMA arena); nothing else is thrown; a FuseCodecError is counted
 // in stats.badReplies, which never exceeds the replies tampered with; and once the
 // device answers truly again the driver works: a file and a folder never touched
 // before read back exactly (the next request works).
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DmaError } from '../../kernel/memory/dma.js';
 import { InProcessTransport } from '../../kernel/transport/inprocess.js';
 import type { DeviceContext, VirtioDeviceModel } from '../../kernel/transport/virtio-device.js';
 import type { DescriptorChain } from '../../kernel/virtqueue/descriptor-chain.js';
@@ -138,7 +140,9 @@ async function settle(what: string, op: () => Promise<unknown>): Promise<boolean
     await op();
     return false;
   } catch (e) {
-    check(e instanceof FsError || e instanceof FuseCodecError || e instanceof VirtioFsError, () => `${what} failed with ${(e as Error)?.name}: ${(e as Error)?.stack ?? String(e)}`);
+    // DMA memory for a file is finite: ERR_DMA_EXHAUSTED says so (readFileDma of a file larger than the arena).
+    const dmaExhausted = e instanceof DmaError && e.code === 'ERR_DMA_EXHAUSTED';
+    check(e instanceof FsError || e instanceof FuseCodecError || e instanceof VirtioFsError || dmaExhausted, () => `${what} failed with ${(e as Error)?.name}: ${(e as Error)?.stack ?? String(e)}`);
     check(e.message.length > 0, () => `${what} failed without a message`);
     if (e instanceof FuseCodecError) check(/^FUSE [A-Z_]+ \(unique -?\d+\): /.test(e.message) || e.opcode < 0, () => `${what}: codec error without its request: ${e.message}`);
     return e instanceof FuseCodecError;
@@ -150,21 +154,23 @@ async function run(input: Uint8Array): Promise<void> {
   const ring = r.bool() ? 'packed' : 'split';
   const dev = new LyingFsDevice(root);
   dev.lies = r;
-  const transport = InProcessTransport.sameThread(dev, { memoryBytes: 8 << 20 });
+  const transport = InProcessTransport.sameThread(dev, { memoryBytes: 2 << 20 });
+  // Small READs and a small pool: files of a few chunks take the multi-READ and large-file paths.
+  const options = { ring, chunkSize: 16 * 1024, chunkCount: 8, queueSize: 32 } as const;
   let vfs: VirtioFsDriver | null = null;
   try {
     let codecErrors = 0;
     try {
-      vfs = await VirtioFsDriver.start(transport, { ring });
+      vfs = await VirtioFsDriver.start(transport, options);
     } catch (e) {
       check(e instanceof FuseCodecError || e instanceof VirtioFsError || e instanceof FsError, () => `start failed with ${(e as Error)?.name}: ${(e as Error)?.stack}`);
       dev.lies = null;
-      vfs = await VirtioFsDriver.start(transport, { ring });
+      vfs = await VirtioFsDriver.start(transport, options);
     }
     const v = vfs;
     for (let i = 0; i < MAX_OPS && !r.exhausted; i++) {
       const path = r.pick(PATHS);
-      const kind = r.u8() % 8;
+      const kind = r.u8() % 9;
       let bad = false;
       switch (kind) {
         case 0:
@@ -184,6 +190,9 @@ async function run(input: Uint8Array): Promise<void> {
           break;
         case 5:
           bad = await settle('statfs', () => v.statfs());
+          break;
+        case 8:
+          bad = await settle(`readFileDma ${path}`, async () => (await v.readFileDma(path)).release());
           break;
         default:
           bad = await settle(`open/read ${path}`, async () => {
