@@ -4,6 +4,7 @@
 // microvm path must serve at least as fast (`--machines microvm` skips the q35 guest).
 //   npm run bench -- appliance [--requests N] [--rounds N] [--warm-up S] [--iterations N]
 //                              [--modes auto,two-copy,...] [--no-kernel] [--no-packed]
+//                              [--results NAME]  (bench/results/NAME.json and .svg; default appliance)
 // For each guest: the webserver's 133 KB page with ab (-c 1 -n N, as Toro measured, and
 // -c 8), through the daemon's TCP forward; ping-pong p50/p99 at 8192 and 16384 bytes.
 // Guests: our drivers (ab with the default transmit mode "auto"; ping-pong once per
@@ -83,8 +84,8 @@ async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefin
   }
 }
 
-function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean } {
-  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true };
+function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean; results: string } {
+  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true, results: 'appliance' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -97,6 +98,10 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--modes') o.modes = value().split(',') as TxMode[];
     else if (a === '--no-kernel') o.kernel = false;
     else if (a === '--no-packed') o.packed = false;
+    else if (a === '--results') {
+      o.results = value();
+      if (!/^[a-z0-9-]+$/.test(o.results)) throw new Error(`--results: a file name of a-z, 0-9 and -, got ${JSON.stringify(o.results)}`);
+    }
     else if (a === '--ab-auto-only') o.abAllModes = false;
     else if (a === '--no-uncached-run') o.noCacheRun = false;
     else if (a === '--warm-up') o.warmUpSeconds = Number(value());
@@ -107,7 +112,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
       const v = value();
       if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new Error(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
       o.q35 = v !== 'microvm';
-    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
+    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --results NAME, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
   }
   if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
   if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
@@ -327,7 +332,7 @@ export default async function appliance(argv: string[]): Promise<void> {
   console.log(`\n* Toro's figures are from ${TORO.machine}; they are typed in, not measured here, and not drawn in the chart.`);
   console.log(`  ${TORO.tcgHereNote}`);
 
-  const path = writeResults('appliance', {
+  const path = writeResults(o.results, {
     command: `npm run bench -- appliance ${argv.join(' ')}`.trim(),
     page: PAGE,
     requests: o.requests,
@@ -360,6 +365,6 @@ export default async function appliance(argv: string[]): Promise<void> {
       : null,
     toro: TORO,
   });
-  const svgPath = writeChart(guests, o, join(path, '..', 'appliance.svg'), new Date());
+  const svgPath = writeChart(guests, o, join(path, '..', `${o.results}.svg`), new Date());
   console.log(`\nresults: ${path}\nchart: ${svgPath}`);
 }
