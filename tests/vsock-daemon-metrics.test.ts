@@ -65,7 +65,7 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
   for (const line of text.slice(0, -1).split('\n')) {
     let m;
     if ((m = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$/.exec(line))) helps.add(m[1]!);
-    else if ((m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge)$/.exec(line))) {
+    else if ((m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram)$/.exec(line))) {
       if (types.has(m[1]!)) throw new Error(`TYPE twice for ${m[1]}`);
       types.set(m[1]!, m[2]!);
     } else if ((m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+]+|NaN|[+-]Inf)$/.exec(line))) {
@@ -80,7 +80,11 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
         }
         if (consumed !== m[2].length) throw new Error(`bad labels: ${line}`);
       }
-      if (!types.has(m[1]!) || !helps.has(m[1]!)) throw new Error(`sample before its HELP and TYPE: ${line}`);
+      // A histogram's samples are its name with _bucket (label le), _sum and _count.
+      const hist = /^(.*)_(bucket|sum|count)$/.exec(m[1]!);
+      const family = hist && types.get(hist[1]!) === 'histogram' ? hist[1]! : m[1]!;
+      if (!types.has(family) || !helps.has(family)) throw new Error(`sample before its HELP and TYPE: ${line}`);
+      if (family !== m[1]! && hist![2] === 'bucket' && labels.le === undefined) throw new Error(`bucket without le: ${line}`);
       samples.push({ name: m[1]!, labels, value: Number(m[3]) });
     } else throw new Error(`not an exposition line: ${JSON.stringify(line)}`);
   }
@@ -122,7 +126,7 @@ test('GET /metrics: the exposition format; per-VM values match the device after 
   const { samples, types } = parseExposition(res.body);
   for (const [name, type] of types) {
     if (type === 'counter') t.regex(name, /_total$/, `counter ${name}`);
-    else t.notRegex(name, /_total$/, `gauge ${name}`);
+    else t.notRegex(name, /_total$/, `${type} ${name}`);
   }
   const dev = fx.daemon.devices.get(3)!;
   t.is(value(samples, 'vsock_vm_attached', { cid: '3' }), 1);
@@ -145,6 +149,15 @@ test('GET /metrics: the exposition format; per-VM values match the device after 
   t.is(value(samples, 'vsock_credit_stalls_total', { cid: '3', direction: 'host_to_guest' }), 0);
   t.true(value(samples, 'process_resident_memory_bytes', {})! > 1e6);
   t.true(value(samples, 'nodejs_heap_size_used_bytes', {})! > 0);
+  // Event loop: busy and idle time, and the delay histogram (cumulative buckets, +Inf = count).
+  t.true(value(samples, 'nodejs_eventloop_time_seconds_total', { state: 'active' })! > 0);
+  t.true(value(samples, 'nodejs_eventloop_time_seconds_total', { state: 'idle' })! >= 0);
+  t.is(types.get('nodejs_eventloop_delay_seconds'), 'histogram');
+  const buckets = samples.filter((s) => s.name === 'nodejs_eventloop_delay_seconds_bucket');
+  t.is(buckets.at(-1)!.labels.le, '+Inf');
+  for (let i = 1; i < buckets.length; i++) t.true(buckets[i]!.value >= buckets[i - 1]!.value, `bucket le=${buckets[i]!.labels.le} is cumulative`);
+  t.is(buckets.at(-1)!.value, value(samples, 'nodejs_eventloop_delay_seconds_count', {})!);
+  t.true(value(samples, 'nodejs_eventloop_delay_seconds_sum', {})! >= 0);
   t.is(value(samples, 'vsock_metrics_http_requests_total', { result: 'served' }), 1);
   // HEAD and / are answered too.
   t.is((await get(port, '/metrics', 'HEAD')).status, 200);

@@ -15,6 +15,7 @@ import { HybridVsockBackend } from '../host/hybrid-unix.js';
 import { prepareSocketPath } from '../host/socket-path.js';
 import { TcpForward, formatHostPort } from '../host/tcp-forward.js';
 import type { DaemonConfig } from './config.js';
+import { EventLoopDelaySampler } from './event-loop-delay.js';
 import { type DaemonLogger, type LogLevel, createLogger } from './logger.js';
 import { type VmMetricsSource, renderMetrics } from './metrics.js';
 import { MetricsServer } from './metrics-server.js';
@@ -120,6 +121,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const forwards: TcpForward[] = [];
   const captures = new Map<string, PcapCapture>();
   let metrics: MetricsServer | null = null;
+  let loopDelay: EventLoopDelaySampler | null = null;
   const closers: Array<() => Promise<void>> = [];
   const close = async (): Promise<void> => {
     for (const c of closers.splice(0).reverse()) {
@@ -215,13 +217,17 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
           return { stats: f.stats, listen: a ? formatHostPort(a.address, a.port) : '', guestPort: f.guestPort };
         }),
       }));
-      return renderMetrics(sources, [...captures.values()], metrics?.stats ?? null);
+      return renderMetrics(sources, [...captures.values()], metrics?.stats ?? null, loopDelay);
     };
     if (config.metrics) {
       const m = config.metrics;
       const server = await MetricsServer.start({ host: m.host, port: m.port, render, log: (level, message) => logger.log(level, null, message) });
       metrics = server;
       closers.push(() => server.close());
+      const sampler = new EventLoopDelaySampler();
+      sampler.start();
+      loopDelay = sampler;
+      closers.push(async () => sampler.stop());
       logger.log('info', null, `metrics at ${server.url}`);
       if (!isLoopback(m.host)) {
         logger.log('warn', null, `metrics at ${server.url} may be reachable from other machines (--metrics-allow-remote): they have no access control`);

@@ -3,7 +3,9 @@
 // drops by reason, credit stalls, ring kicks and interrupts, and its host ends; per
 // capture file its records and state; per process its memory and CPU time. Names carry
 // their unit and counters end in _total, as Prometheus' naming conventions ask.
+import { performance } from 'node:perf_hooks';
 import { DROP_REASONS, type VsockDeviceStats } from '../device/stats.js';
+import { EVENT_LOOP_DELAY_BUCKETS_SECONDS, type EventLoopDelaySampler } from './event-loop-delay.js';
 import { HOST_REFUSAL_REASONS, type HostEndStats } from '../host/host-stats.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -62,6 +64,17 @@ class Exposition {
         .join(',');
       this.#lines.push(`${name}${l ? `{${l}}` : ''} ${formatValue(value)}`);
     }
+  }
+
+  /** A histogram: cumulative _bucket{le} samples, _sum and _count (counts per bucket given not cumulative, +Inf last). */
+  histogram(name: string, help: string, bounds: readonly number[], counts: ArrayLike<number>, sum: number): void {
+    this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+    let cumulative = 0;
+    for (let i = 0; i <= bounds.length; i++) {
+      cumulative += counts[i]!;
+      this.#lines.push(`${name}_bucket{le="${i < bounds.length ? formatValue(bounds[i]!) : '+Inf'}"} ${cumulative}`);
+    }
+    this.#lines.push(`${name}_sum ${formatValue(sum)}`, `${name}_count ${cumulative}`);
   }
 
   text(): string {
@@ -141,7 +154,7 @@ function captureFamilies(e: Exposition, captures: readonly CaptureMetricsSource[
   e.family('vsock_capture_errors_total', 'counter', 'Write errors of the capture file (the first one stops it).', captures.map((c): Sample => [{ file: c.path }, c.failure === null ? 0 : 1]));
 }
 
-function processFamilies(e: Exposition, http: MetricsHttpStats | null): void {
+function processFamilies(e: Exposition, http: MetricsHttpStats | null, loopDelay: EventLoopDelaySampler | null): void {
   const mem = process.memoryUsage();
   const cpu = process.cpuUsage();
   e.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[{}, mem.rss]]);
@@ -150,6 +163,14 @@ function processFamilies(e: Exposition, http: MetricsHttpStats | null): void {
   e.family('nodejs_heap_size_total_bytes', 'gauge', 'V8 heap size in bytes.', [[{}, mem.heapTotal]]);
   e.family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap used in bytes.', [[{}, mem.heapUsed]]);
   e.family('nodejs_external_memory_bytes', 'gauge', 'Memory of C++ objects bound to JavaScript objects (Buffers...) in bytes.', [[{}, mem.external]]);
+  const elu = performance.eventLoopUtilization();
+  e.family('nodejs_eventloop_time_seconds_total', 'counter', 'Time the event loop spent running callbacks (active) and waiting for events (idle) since the start, in seconds.', [
+    [{ state: 'active' }, elu.active / 1000],
+    [{ state: 'idle' }, elu.idle / 1000],
+  ]);
+  if (loopDelay) {
+    e.histogram('nodejs_eventloop_delay_seconds', 'How much later than asked a timer set every 20 ms fired: what any event waits behind the work in progress.', EVENT_LOOP_DELAY_BUCKETS_SECONDS, loopDelay.counts, loopDelay.sumSeconds);
+  }
   if (http) {
     e.family('vsock_metrics_http_requests_total', 'counter', 'Requests to the metrics HTTP server, by result.', [
       [{ result: 'served' }, http.requests],
@@ -159,11 +180,11 @@ function processFamilies(e: Exposition, http: MetricsHttpStats | null): void {
 }
 
 /** The exposition text of every family. */
-export function renderMetrics(vms: readonly VmMetricsSource[], captures: readonly CaptureMetricsSource[], http: MetricsHttpStats | null = null): string {
+export function renderMetrics(vms: readonly VmMetricsSource[], captures: readonly CaptureMetricsSource[], http: MetricsHttpStats | null = null, loopDelay: EventLoopDelaySampler | null = null): string {
   const e = new Exposition();
   deviceFamilies(e, vms);
   hostEndFamilies(e, vms);
   captureFamilies(e, captures);
-  processFamilies(e, http);
+  processFamilies(e, http, loopDelay);
   return e.text();
 }
