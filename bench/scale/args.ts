@@ -1,0 +1,108 @@
+// Command line of `npm run bench -- scale`.
+
+export interface ScaleArgs {
+  vms: number;
+  conns: number;
+  /** Load processes for the VMs (the ping-pong VM has one more of its own). */
+  workers: number;
+  /** Paced connections: bytes per second per direction, written once this many are due. */
+  rate: number;
+  chunk: number;
+  rounds: number;
+  busySeconds: number;
+  quietSeconds: number;
+  churnSeconds: number;
+  churnEveryMs: number;
+  badSeconds: number;
+  pingSize: number;
+  ring: 'auto' | 'split' | 'packed';
+  /** Results file name under bench/results (without .json). */
+  out: string;
+  /** VMs flooding (default 1; 0: every VM paced). */
+  floodVms: number;
+  /** Repository whose daemon is run (default this one): a copy built before a change, for before/after runs. */
+  daemonRoot: string | null;
+  /** Extra node flags for the daemon (e.g. --cpu-prof). */
+  daemonNodeArgs: string[];
+  /** nice(1) value of the daemon and of the ping-pong's process (default 0). */
+  daemonNice: number;
+}
+
+export const SCALE_USAGE = `usage: npm run bench -- scale [--vms N] [--conns M] [--workers W] [--rate BYTES_PER_S] [--chunk BYTES]
+       [--rounds R] [--busy-seconds S] [--quiet-seconds S] [--churn-seconds S] [--churn-every-ms MS]
+       [--bad-seconds S] [--ping-size BYTES] [--ring auto|split|packed] [--flood-vms K] [--out NAME]
+       [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N]
+N simulated VMs (default 64) with M connections each (default 100) on one vhost-user-vsock
+daemon; VM 1 floods, the others send --rate bytes/s each way per connection. A 65th VM
+carries the ping-pong. Writes bench/results/NAME.json (default scale). --daemon-root runs
+the daemon of another checkout (built), for before/after comparisons in the same conditions.`;
+
+const DEFAULTS: ScaleArgs = {
+  vms: 64,
+  conns: 100,
+  workers: 2,
+  rate: 512,
+  chunk: 512,
+  rounds: 3,
+  busySeconds: 10,
+  quietSeconds: 5,
+  churnSeconds: 10,
+  churnEveryMs: 1000,
+  badSeconds: 10,
+  pingSize: 64,
+  ring: 'auto',
+  out: 'scale',
+  floodVms: 1,
+  daemonRoot: null,
+  daemonNodeArgs: [],
+  daemonNice: 0,
+};
+
+export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
+  const a: ScaleArgs = { ...DEFAULTS };
+  const numbers: Record<string, keyof ScaleArgs> = {
+    '--vms': 'vms',
+    '--conns': 'conns',
+    '--workers': 'workers',
+    '--rate': 'rate',
+    '--chunk': 'chunk',
+    '--rounds': 'rounds',
+    '--busy-seconds': 'busySeconds',
+    '--quiet-seconds': 'quietSeconds',
+    '--churn-seconds': 'churnSeconds',
+    '--churn-every-ms': 'churnEveryMs',
+    '--bad-seconds': 'badSeconds',
+    '--ping-size': 'pingSize',
+    '--flood-vms': 'floodVms',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag}: missing value\n${SCALE_USAGE}`);
+    const key = numbers[flag];
+    if (key !== undefined) {
+      const n = Number(value);
+      if (!Number.isFinite(n) || n < 0) throw new Error(`${flag}: ${JSON.stringify(value)} is not a number >= 0`);
+      (a as unknown as Record<string, number>)[key] = n;
+    } else if (flag === '--ring') {
+      if (value !== 'auto' && value !== 'split' && value !== 'packed') throw new Error(`--ring: auto, split or packed, not ${JSON.stringify(value)}`);
+      a.ring = value;
+    } else if (flag === '--daemon-root') {
+      a.daemonRoot = value;
+    } else if (flag === '--daemon-nice') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--daemon-nice: -20..19, not ${JSON.stringify(value)}`);
+      a.daemonNice = n;
+    } else if (flag === '--daemon-node-args') {
+      a.daemonNodeArgs = value.split(' ').filter((x) => x !== '');
+    } else if (flag === '--out') {
+      if (!/^[\w.-]+$/.test(value)) throw new Error(`--out: a file name, not ${JSON.stringify(value)}`);
+      a.out = value;
+    } else {
+      throw new Error(`unknown flag ${flag}\n${SCALE_USAGE}`);
+    }
+  }
+  if (a.vms < 8) throw new Error('--vms: at least 8 (a flooding VM, 4 misbehaving ones, churned ones and quiet ones)');
+  if (a.workers < 1) throw new Error('--workers: at least 1');
+  return a;
+}
