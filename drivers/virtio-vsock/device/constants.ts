@@ -26,6 +26,28 @@ export const MAX_PKT_PAYLOAD_BYTES = 64 * 1024;
 export const HOST_TO_GUEST_QUEUE_LIMIT_BYTES = 256 * 1024;
 
 /**
+ * Host-to-guest bytes queued over all connections of one VM before its host writers are
+ * held back too, oldest held first (see HOST_TO_GUEST_QUEUE_LIMIT_BYTES for one
+ * connection). It bounds what one VM's host side holds whatever its connection count,
+ * and it is what stops the daemon from reading a flooding VM's host sockets faster than
+ * its guest takes the bytes: reads wait until the queue drains.
+ */
+export const HOST_TO_GUEST_VM_LIMIT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Work one VM's device does in one event-loop turn before it yields (setImmediate): tx
+ * chains taken and their bytes, rx packets written and their bytes. Every VM of the
+ * daemon runs on one event loop, and an event of another VM (a kick, a ping-pong byte)
+ * waits behind whatever the loop does in that turn: a VM that floods gets this much per
+ * turn, then the others' events run. (vhost-device-vsock gives each VM a thread instead;
+ * `npm run bench -- scale` measures the quiet VM's round trip with one VM flooding.)
+ */
+export const TX_CHAINS_PER_TURN = 256;
+export const TX_BYTES_PER_TURN = 256 * 1024;
+export const RX_PACKETS_PER_TURN = 256;
+export const RX_BYTES_PER_TURN = 256 * 1024;
+
+/**
  * Guest payloads up to this size are copied into a shared staging buffer instead of a
  * chunk of their own, so a slow reader facing many tiny packets holds bytes, not
  * per-packet objects (its window of 256 KiB could otherwise be 256 Ki one-byte chunks).

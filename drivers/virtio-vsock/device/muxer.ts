@@ -29,7 +29,10 @@ import {
   CONNECT_TIMEOUT_MS_DEFAULT,
   EPHEMERAL_PORT_COUNT,
   EPHEMERAL_PORT_FIRST,
+  HOST_TO_GUEST_VM_LIMIT_BYTES,
   MAX_CONNECTIONS,
+  RX_BYTES_PER_TURN,
+  RX_PACKETS_PER_TURN,
   STRAY_RST_QUEUE_ENTRIES,
 } from './constants.js';
 import {
@@ -63,6 +66,8 @@ export interface MuxerOptions {
   wake: () => void;
   /** Guest REQUESTs beyond this many open connections get RST (default MAX_CONNECTIONS). */
   maxConnections?: number;
+  /** Host-to-guest bytes queued over all connections before host writers wait (default HOST_TO_GUEST_VM_LIMIT_BYTES). */
+  hostToGuestLimit?: number;
 }
 
 /** Gracefully closed connections remembered for late packets (see recentlyClosed). */
@@ -97,6 +102,15 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly urgent = new ConnectionFifo();
   private readonly normal = new ConnectionFifo();
 
+  /**
+   * Host-to-guest bytes queued over every connection, and the connections whose host
+   * writer waits for that total to drop below hostToGuestLimit, oldest first.
+   */
+  private toGuestQueued = 0;
+  private readonly hostToGuestLimit: number;
+  private readonly roomWaiters = new ConnectionFifo();
+  private releasingWaiters = false;
+
   /** RSTs with no connection behind them: ring of (src cid, src port, dst port). */
   private readonly strayRst = new Uint32Array(3 * STRAY_RST_QUEUE_ENTRIES);
   private strayHead = 0;
@@ -115,6 +129,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.log = opts.log;
     this.wake = opts.wake;
     this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+    this.hostToGuestLimit = opts.hostToGuestLimit ?? HOST_TO_GUEST_VM_LIMIT_BYTES;
     const bytes = Buffer.alloc(VSOCK_HEADER_SIZE);
     this.scratch = { header: new VsockHeader(), bytes, view: new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE) };
   }
@@ -203,6 +218,42 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.wake();
   }
 
+  countToGuest(delta: number): void {
+    this.toGuestQueued += delta;
+    if (delta < 0 && !this.roomWaiters.isEmpty) this.releaseRoomWaiters();
+  }
+
+  hasHostToGuestRoom(): boolean {
+    return this.toGuestQueued < this.hostToGuestLimit;
+  }
+
+  waitForHostToGuestRoom(conn: VsockConnection): void {
+    if (conn.inRoomWaitList) return;
+    conn.inRoomWaitList = true;
+    this.roomWaiters.push(conn);
+  }
+
+  /** Host-to-guest bytes queued over all connections (the per-VM bound's count). */
+  get hostToGuestQueued(): number {
+    return this.toGuestQueued;
+  }
+
+  /** Lets held host writers go, oldest first, while the VM's queue has room (a write may fill it again). */
+  private releaseRoomWaiters(): void {
+    if (this.releasingWaiters) return;
+    this.releasingWaiters = true;
+    try {
+      while (this.hasHostToGuestRoom()) {
+        const c = this.roomWaiters.shift();
+        if (c === undefined) break;
+        c.inRoomWaitList = false;
+        c.releaseWriteIfRoom();
+      }
+    } finally {
+      this.releasingWaiters = false;
+    }
+  }
+
   forget(conn: VsockConnection, sendRst: boolean): void {
     const m = this.conns.get(conn.localPort);
     if (m !== undefined && m.get(conn.peerPort) === conn) {
@@ -247,6 +298,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.strayCount = 0;
     this.urgent.clear();
     this.normal.clear();
+    this.roomWaiters.clear();
   }
 
   // ---- Guest -> host ------------------------------------------------------------------
@@ -372,13 +424,20 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
 
   /**
    * Fills guest rx buffers with pending packets: RSTs first, then one packet per
-   * connection in turn. Returns the number of chains pushed (the caller flushes). Sets
-   * starved when work remains but the guest gave no more buffers.
+   * connection in turn, up to this turn's share (RX_PACKETS_PER_TURN, RX_BYTES_PER_TURN).
+   * Returns the number of chains pushed (the caller flushes). Sets starved when work
+   * remains but the guest gave no more buffers, turnSpent when the share ran out first.
    */
   fillRx(rxq: VirtqueueDevice): number {
     let pushed = 0;
+    let bytes = 0;
     this.starved = false;
+    this.turnSpent = false;
     for (;;) {
+      if (pushed >= RX_PACKETS_PER_TURN || bytes >= RX_BYTES_PER_TURN) {
+        this.turnSpent = this.strayCount > 0 || this.hasRxWork();
+        break;
+      }
       let conn: VsockConnection | null = null;
       let fifo: ConnectionFifo | null = null;
       if (this.strayCount === 0) {
@@ -411,6 +470,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       }
       this.unlist(fifo!);
       const n = conn.emitPacket(chain, this.scratch);
+      bytes += n;
       if (n > 0) {
         this.stats.rxPackets++;
         if (this.tap !== null) this.tap.packet(TAP_HOST_TO_GUEST, this.scratch.bytes, chain, n - VSOCK_HEADER_SIZE);
@@ -439,6 +499,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
 
   /** Set by fillRx() when packets wait for rx buffers the guest has not given. */
   starved = false;
+  /** Set by fillRx() when it stopped at this turn's share with packets left. */
+  turnSpent = false;
 
   private emitStrayRst(chain: DescriptorChain): number {
     const i = 3 * this.strayHead;
