@@ -26,12 +26,14 @@ export interface ScaleArgs {
   daemonNodeArgs: string[];
   /** nice(1) value of the daemon and of the ping-pong's process (default 0). */
   daemonNice: number;
+  /** Show the daemon's stdout (with --daemon-node-args "--trace-gc"). */
+  daemonStdout: boolean;
 }
 
 export const SCALE_USAGE = `usage: npm run bench -- scale [--vms N] [--conns M] [--workers W] [--rate BYTES_PER_S] [--chunk BYTES]
        [--rounds R] [--busy-seconds S] [--quiet-seconds S] [--churn-seconds S] [--churn-every-ms MS]
        [--bad-seconds S] [--ping-size BYTES] [--ring auto|split|packed] [--flood-vms K] [--out NAME]
-       [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N]
+       [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N] [--daemon-stdout]
 N simulated VMs (default 64) with M connections each (default 100) on one vhost-user-vsock
 daemon; VM 1 floods, the others send --rate bytes/s each way per connection. A 65th VM
 carries the ping-pong. Writes bench/results/NAME.json (default scale). --daemon-root runs
@@ -56,6 +58,7 @@ const DEFAULTS: ScaleArgs = {
   daemonRoot: null,
   daemonNodeArgs: [],
   daemonNice: 0,
+  daemonStdout: false,
 };
 
 export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
@@ -77,6 +80,10 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
+    if (flag === '--daemon-stdout') {
+      a.daemonStdout = true;
+      continue;
+    }
     const value = argv[++i];
     if (value === undefined) throw new Error(`${flag}: missing value\n${SCALE_USAGE}`);
     const key = numbers[flag];

@@ -110,6 +110,8 @@ export interface DaemonProcessOptions {
   root?: string | null;
   /** Flags for node itself (--cpu-prof...). */
   nodeArgs?: readonly string[];
+  /** Pass the daemon's stdout through (what node flags such as --trace-gc print); default: dropped. */
+  showStdout?: boolean;
   /** Scheduling niceness (nice(1)); negative: the daemon goes before other work on a busy machine, as a system service may be set up. */
   nice?: number;
 }
@@ -120,7 +122,7 @@ export function startDaemonProcess(args: readonly string[], opts: DaemonProcessO
   const argv = [...(opts.nodeArgs ?? []), bin, ...args, '--metrics', '127.0.0.1:0'];
   // nice execs node: the pid stays the daemon's.
   const [cmd, cmdArgs] = opts.nice ? ['nice', ['-n', String(opts.nice), process.execPath, ...argv]] : [process.execPath, argv];
-  const child = spawn(cmd, cmdArgs, { stdio: ['ignore', process.env.SCALE_DAEMON_STDOUT === 'inherit' ? 'inherit' : 'ignore', 'pipe'] });
+  const child = spawn(cmd, cmdArgs, { stdio: ['ignore', opts.showStdout ? 'inherit' : 'ignore', 'pipe'] });
   let log = '';
   const keep = (d: Buffer): void => {
     log = (log + d.toString()).slice(-20000);
