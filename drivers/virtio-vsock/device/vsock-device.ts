@@ -16,7 +16,7 @@ import {
   VSOCK_RX_QUEUE,
   VSOCK_TX_QUEUE,
 } from '../header.js';
-import { VSOCK_MAX_QUEUE_SIZE } from './constants.js';
+import { TX_BYTES_PER_TURN, TX_CHAINS_PER_TURN, VSOCK_MAX_QUEUE_SIZE } from './constants.js';
 import type { VsockHost } from './host-api.js';
 import { VsockMuxer } from './muxer.js';
 import type { PacketTap } from './packet-tap.js';
@@ -24,9 +24,6 @@ import { countDrop, makeStats, type VsockDeviceStats, type VsockLog } from './st
 
 /** virtio device id of the socket device (5.10.1). */
 export const VIRTIO_ID_VSOCK = 19;
-
-/** Tx chains handled per kick before yielding to the event loop (fairness with host I/O). */
-const TX_CHAINS_PER_TURN = 1024;
 
 export interface VsockDeviceOptions {
   /** The guest's CID (3 .. 0xfffffffe; 0, 1, 2 and 0xffffffff are reserved, 5.10.4). */
@@ -41,6 +38,8 @@ export interface VsockDeviceOptions {
   onAttachedChange?: (attached: boolean) => void;
   /** Offer the packed ring layout, VIRTIO_F_RING_PACKED (default true; false: split rings only). */
   packed?: boolean;
+  /** Host-to-guest bytes queued over all connections before host writers wait (default HOST_TO_GUEST_VM_LIMIT_BYTES). */
+  hostToGuestLimit?: number;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -70,7 +69,7 @@ export class VsockDevice implements VirtioDeviceModel {
     }
     this.log = opts.log;
     this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
-    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections });
+    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections, hostToGuestLimit: opts.hostToGuestLimit });
     this.host = this.muxer;
     this.onAttachedChange = opts.onAttachedChange;
     // Either ring layout (virtio 1.2, 2.7 / 2.8): the queues are the same to this model.
@@ -108,6 +107,11 @@ export class VsockDevice implements VirtioDeviceModel {
   /** Bytes held on the host side over all connections, both directions. */
   get hostBufferedBytes(): number {
     return this.muxer.hostBufferedBytes;
+  }
+
+  /** Host-to-guest bytes queued in the connections, waiting for the guest (bounded per VM: hostToGuestLimit). */
+  get hostToGuestQueuedBytes(): number {
+    return this.muxer.hostToGuestQueued;
   }
 
   /** Configuration space (5.10.4): le64 guest_cid. */
@@ -199,11 +203,13 @@ export class VsockDevice implements VirtioDeviceModel {
     const q = this.queues[VSOCK_TX_QUEUE];
     if (!q) return;
     let handled = 0;
+    let bytes = 0;
     let pushed = 0;
     q.disableNotifications();
     for (;;) {
       let chain;
       while ((chain = q.take()) !== null) {
+        bytes += chain.readableLength;
         try {
           this.muxer.onTxChain(chain);
         } catch (e) {
@@ -211,9 +217,10 @@ export class VsockDevice implements VirtioDeviceModel {
         }
         q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
         pushed++;
-        if (++handled >= TX_CHAINS_PER_TURN) break;
+        if (++handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) break;
       }
-      if (handled >= TX_CHAINS_PER_TURN) {
+      // This VM's share of the turn is used: the rest waits for the next one (constants.ts).
+      if (handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) {
         this.scheduleTx();
         break;
       }
@@ -231,6 +238,8 @@ export class VsockDevice implements VirtioDeviceModel {
     if (!q) return;
     const pushed = this.muxer.fillRx(q);
     if (pushed > 0 && q.flush()) this.interrupt(VSOCK_RX_QUEUE);
+    // Packets left after this turn's share (constants.ts): the next turn writes them.
+    if (this.muxer.turnSpent) this.scheduleRx();
   }
 
   private deliverTransportReset(): boolean {
