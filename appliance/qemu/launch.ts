@@ -308,12 +308,26 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', onChunk);
   child.stderr!.setEncoding('utf8');
+  // QEMU writes one message in pieces ("qemu-system-x86_64:", " ", the text): echo and
+  // filter whole lines only (what is left at exit is echoed then).
+  let stderrPartial = '';
+  const echoStderr = (text: string): void => {
+    // After stop() QEMU says "terminating on signal 15 from pid <ours>": expected, not echoed.
+    const shown = stopped ? text.replace(/^qemu-system-[\w-]+: terminating on signal \d+ from pid \d+.*\n?/gm, '') : text;
+    if (shown) process.stderr.write(shown.replace(/^(?=.)/gm, `[qemu ${pid} stderr] `));
+  };
   child.stderr!.on('data', (s: string) => {
     stderrText += s;
     if (stderrText.length > 65536) stderrText = stderrText.slice(-65536);
-    // After stop() QEMU says "terminating on signal 15 from pid <ours>": expected, not echoed.
-    const shown = stopped ? s.replace(/^qemu-system-[\w-]+: terminating on signal \d+ from pid \d+.*\n?/gm, '') : s;
-    if (shown) process.stderr.write(shown.replace(/^(?=.)/gm, `[qemu ${pid} stderr] `));
+    stderrPartial += s;
+    const end = stderrPartial.lastIndexOf('\n');
+    if (end < 0) return;
+    echoStderr(stderrPartial.slice(0, end + 1));
+    stderrPartial = stderrPartial.slice(end + 1);
+  });
+  child.stderr!.on('end', () => {
+    if (stderrPartial) echoStderr(`${stderrPartial}\n`);
+    stderrPartial = '';
   });
   child.stdin!.on('error', () => {
     /* QEMU gone: writes are dropped */

@@ -217,10 +217,29 @@ export function deviceOpenedPattern(machine: Machine, id: number): RegExp {
   return new RegExp(`${where} -> /dev/uio\\d+, virtio device ${id}, interrupts: uio\\d+ ${machine === 'microvm' ? 'IRQ' : 'INTx'}`);
 }
 
-/** The JSON after `marker` on the first console line that starts with it, or null. */
+/** A kernel log message on the serial console ("[   12.345678] ..."), which may cut into a line of the program's. */
+const KERNEL_MESSAGE = /\[\s*\d+\.\d{6}\][^\n]*\n?/g;
+
+/**
+ * The JSON after `marker` on the first console line that starts with it, or null. A
+ * kernel message printed while the program wrote its (long) line can split it: kernel
+ * messages are taken out and the following lines joined until the JSON is whole.
+ */
 export function resultLine<T>(consoleText: string, marker: string): T | null {
-  const line = consoleText.split('\n').find((l) => l.startsWith(marker));
-  return line === undefined ? null : (JSON.parse(line.slice(marker.length)) as T);
+  const lines = consoleText.split('\n');
+  const at = lines.findIndex((l) => l.startsWith(marker));
+  if (at < 0) return null;
+  const rest = lines.slice(at, at + 8).join('\n').slice(marker.length).replace(KERNEL_MESSAGE, '').split('\n');
+  let text = '';
+  for (const [i, part] of rest.entries()) {
+    text += part;
+    try {
+      return JSON.parse(text) as T;
+    } catch (e) {
+      if (i === rest.length - 1) throw e;
+    }
+  }
+  return null;
 }
 
 /**
