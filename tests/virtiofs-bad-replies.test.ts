@@ -8,10 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
-import type { DeviceContext, VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import type { DescriptorChain, VirtqueueDevice } from '../kernel/virtqueue/device-queue.js';
 import type { RingChoice } from '../kernel/virtqueue/ring.js';
-import { VirtioFsDevice } from '../drivers/virtio-fs/device/virtio-fs-device.js';
+import { TamperingFsDevice } from './support/tampering-fs-device.js';
 import { FsError, FuseCodecError, VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
 import { FuseOpcode } from '../drivers/virtio-fs/fuse-protocol.js';
 import { readU64, writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
@@ -19,73 +18,37 @@ import { readU64, writeU64 } from '../drivers/virtio-fs/fuse-codec.js';
 type FaultKind = 'length' | 'unique' | 'errno-range' | 'errno-positive' | 'short' | 'body' | 'error-with-body' | 'init-major' | 'init-minor' | 'random';
 
 /** Wraps the real device and corrupts the next reply to `opcode`. */
-class FaultyFsDevice implements VirtioDeviceModel {
-  readonly inner: VirtioFsDevice;
+class FaultyFsDevice extends TamperingFsDevice {
   readonly name = 'faulty virtio-fs';
-  readonly deviceId: number;
-  readonly features: bigint;
-  readonly numQueues: number;
-  readonly maxQueueSize: number;
   fault: { opcode: number; kind: FaultKind; noise?: Uint8Array; written?: number } | null = null;
   /** Next kick on the request queue: publish an impossible used.idx instead of serving. */
   breakRing = false;
-  private ctx: DeviceContext | null = null;
-  private readonly queues: (VirtqueueDevice | null)[] = [null, null];
 
   constructor(root: string) {
-    this.inner = new VirtioFsDevice({ root, tag: 'faulty' });
-    this.deviceId = this.inner.deviceId;
-    this.features = this.inner.features;
-    this.numQueues = this.inner.numQueues;
-    this.maxQueueSize = this.inner.maxQueueSize;
+    super(root, 'faulty');
   }
-  config(): Uint8Array {
-    return this.inner.config();
-  }
-  activate(ctx: DeviceContext): void {
-    this.ctx = ctx;
-  }
-  queueReady(index: number, q: VirtqueueDevice): void {
-    this.queues[index] = q;
-  }
-  queueStopped(index: number): void {
-    this.queues[index] = null;
-  }
-  reset(): void {
-    this.queues[0] = this.queues[1] = null;
-    this.inner.reset();
-  }
-  kick(index: number): void {
-    const q = this.queues[index];
-    if (!q) return;
-    if (this.breakRing && index === 1) {
-      if (q.layout === 'split') {
-        // Scribble on the used ring as a buggy device would: used.idx far ahead.
-        const used = (q as unknown as { usedU16: Uint16Array }).usedU16;
-        Atomics.add(used, 1, 1000);
-      } else {
-        // A used descriptor at the next used position naming an id never made available.
-        const p = q as unknown as { descU16: Uint16Array; nextUsed: number; usedWrap: number };
-        p.descU16[p.nextUsed * 8 + 6] = 999;
-        Atomics.store(p.descU16, p.nextUsed * 8 + 7, p.usedWrap !== 0 ? 0x8080 : 0);
-      }
-      this.ctx?.interrupt(index);
-      return;
+
+  protected override intercept(index: number, q: VirtqueueDevice): boolean {
+    if (!this.breakRing || index !== 1) return false;
+    if (q.layout === 'split') {
+      // Scribble on the used ring as a buggy device would: used.idx far ahead.
+      const used = (q as unknown as { usedU16: Uint16Array }).usedU16;
+      Atomics.add(used, 1, 1000);
+    } else {
+      // A used descriptor at the next used position naming an id never made available.
+      const p = q as unknown as { descU16: Uint16Array; nextUsed: number; usedWrap: number };
+      p.descU16[p.nextUsed * 8 + 6] = 999;
+      Atomics.store(p.descU16, p.nextUsed * 8 + 7, p.usedWrap !== 0 ? 0x8080 : 0);
     }
-    for (;;) {
-      let chain: DescriptorChain | null;
-      while ((chain = q.take()) !== null) {
-        const opcode = readOpcode(chain);
-        let n = this.inner.serve(index, chain);
-        if (this.fault && this.fault.opcode === opcode) {
-          n = this.fault.kind === 'random' ? scramble(chain, n, this.fault.noise!, this.fault.written!) : corrupt(chain, n, this.fault.kind);
-          this.fault = null;
-        }
-        q.push(chain, n);
-      }
-      if (q.flush()) this.ctx?.interrupt(index);
-      if (!q.enableNotifications()) break;
-    }
+    this.ctx?.interrupt(index);
+    return true;
+  }
+
+  protected answer(chain: DescriptorChain, n: number): number {
+    if (!this.fault || this.fault.opcode !== readOpcode(chain)) return n;
+    const f = this.fault;
+    this.fault = null;
+    return f.kind === 'random' ? scramble(chain, n, f.noise!, f.written!) : corrupt(chain, n, f.kind);
   }
 }
 

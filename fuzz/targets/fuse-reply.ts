@@ -18,10 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DmaError } from '../../kernel/memory/dma.js';
 import { InProcessTransport } from '../../kernel/transport/inprocess.js';
-import type { DeviceContext, VirtioDeviceModel } from '../../kernel/transport/virtio-device.js';
 import type { DescriptorChain } from '../../kernel/virtqueue/descriptor-chain.js';
-import type { VirtqueueDevice } from '../../kernel/virtqueue/queue.js';
-import { VirtioFsDevice } from '../../drivers/virtio-fs/device/virtio-fs-device.js';
+import { TamperingFsDevice } from '../../tests/support/tampering-fs-device.js';
 import { FsError, FuseCodecError, VirtioFsDriver, VirtioFsError } from '../../drivers/virtio-fs/driver/index.js';
 import { ByteReader } from '../engine/byte-reader.js';
 import { InvariantError, check, type FuzzTarget } from '../engine/target.js';
@@ -31,55 +29,18 @@ const PATHS = ['one.bin', 'data.bin', 'dir', 'dir/inner.txt', 'link', 'missing',
 const MAX_OPS = 12;
 
 /** The real device, with the input choosing what happens to each reply. */
-class LyingFsDevice implements VirtioDeviceModel {
-  readonly inner: VirtioFsDevice;
+class LyingFsDevice extends TamperingFsDevice {
   readonly name = 'lying virtio-fs';
-  readonly deviceId: number;
-  readonly features: bigint;
-  readonly numQueues: number;
-  readonly maxQueueSize: number;
   /** Where the lies come from; null: the truth from now on. */
   lies: ByteReader | null = null;
   tampered = 0;
-  private ctx: DeviceContext | null = null;
-  private readonly queues: (VirtqueueDevice | null)[] = [null, null];
 
   constructor(root: string) {
-    this.inner = new VirtioFsDevice({ root, tag: 'fuzz' });
-    this.deviceId = this.inner.deviceId;
-    this.features = this.inner.features;
-    this.numQueues = this.inner.numQueues;
-    this.maxQueueSize = this.inner.maxQueueSize;
-  }
-  config(): Uint8Array {
-    return this.inner.config();
-  }
-  activate(ctx: DeviceContext): void {
-    this.ctx = ctx;
-  }
-  queueReady(index: number, q: VirtqueueDevice): void {
-    this.queues[index] = q;
-  }
-  queueStopped(index: number): void {
-    this.queues[index] = null;
-  }
-  reset(): void {
-    this.queues[0] = this.queues[1] = null;
-    this.inner.reset();
-  }
-  kick(index: number): void {
-    const q = this.queues[index];
-    if (!q) return;
-    for (;;) {
-      let chain: DescriptorChain | null;
-      while ((chain = q.take()) !== null) q.push(chain, this.answer(chain, this.inner.serve(index, chain)));
-      if (q.flush()) this.ctx?.interrupt(index);
-      if (!q.enableNotifications()) break;
-    }
+    super(root, 'fuzz');
   }
 
   /** Applies the next lie to a served reply; returns the written length to report. */
-  private answer(chain: DescriptorChain, written: number): number {
+  protected answer(chain: DescriptorChain, written: number): number {
     const r = this.lies;
     if (r === null || r.exhausted || chain.writableCount === 0) return written;
     const mode = r.u8() % 10;
