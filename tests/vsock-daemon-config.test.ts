@@ -26,16 +26,22 @@ const VHOST_DEVICE_VSOCK_EXAMPLE = `vms:
       groups: group2+groupB
 `;
 
-test("vhost-device-vsock's own example file is accepted; tx_buffer_size and groups become notices", (t) => {
+test("vhost-device-vsock's own example file is accepted; groups are sibling groups, tx_buffer_size becomes a notice", (t) => {
   const c = parseConfigText(VHOST_DEVICE_VSOCK_EXAMPLE, 'vsock.yaml');
   t.deepEqual(c.vms, [
-    { guestCid: 3, socketPath: '/tmp/vhost3.socket', udsPath: '/tmp/vm3.vsock', maxQueueSize: 1024 },
-    { guestCid: 4, socketPath: '/tmp/vhost4.socket', udsPath: '/tmp/vm4.vsock', maxQueueSize: 256 },
+    { guestCid: 3, socketPath: '/tmp/vhost3.socket', udsPath: '/tmp/vm3.vsock', maxQueueSize: 1024, groups: ['group1', 'groupA'] },
+    { guestCid: 4, socketPath: '/tmp/vhost4.socket', udsPath: '/tmp/vm4.vsock', maxQueueSize: 256, groups: ['group2', 'groupB'] },
   ]);
   t.deepEqual(c.forwards, []);
-  t.is(c.notices?.length, 4);
+  t.is(c.notices?.length, 2);
   t.regex(c.notices![0]!, /^vsock\.yaml:5: guest CID 3: tx_buffer_size 65536 has no effect here/);
-  t.regex(c.notices![1]!, /^vsock\.yaml:7: guest CID 3: groups group1\+groupA has no effect here: this daemon connects no sibling VMs/);
+});
+
+test('group: is groups: spelled as the --vm key; both in one VM, or a bad name, are refused with the line', (t) => {
+  const c = parseConfigText('vms:\n  - guest_cid: 3\n    socket: /s\n    group: a+b+a\n', 'v.yaml');
+  t.deepEqual(c.vms[0]!.groups, ['a', 'b']);
+  t.throws(() => parseConfigText('vms:\n  - guest_cid: 3\n    socket: /s\n    group: a\n    groups: b\n', 'v.yaml'), { message: /v\.yaml:4.*group and groups are the same key/ });
+  t.throws(() => parseConfigText(`vms:\n  - guest_cid: 3\n    socket: /s\n    group: ${'x'.repeat(65)}\n`, 'v.yaml'), { message: /v\.yaml:4.*1-64 letters/ });
 });
 
 test('our keys: forwards and pcap per VM; log_level, metrics, pcap, pcap_snaplen, ring', (t) => {
@@ -183,10 +189,15 @@ for (const [name, argv, extra] of FLAGS_OK) {
   });
 }
 
-test('--vm pcap=, queue-size=, and the accepted-without-effect tx-buffer-size= and groups=', (t) => {
-  const p = parseArgs(['--vm', `${V},pcap=/tmp/v.pcap,queue-size=512,tx-buffer-size=65536,groups=a+b`]) as { help: false; config: import('../drivers/virtio-vsock/daemon/config.js').DaemonConfig };
-  t.deepEqual(p.config.vms, [{ guestCid: 3, socketPath: '/tmp/s.sock', udsPath: null, pcapPath: '/tmp/v.pcap', maxQueueSize: 512 }]);
-  t.is(p.config.notices?.length, 2);
+test('--vm pcap=, queue-size=, group=/groups= (sibling groups) and the accepted-without-effect tx-buffer-size=', (t) => {
+  type Parsed = { help: false; config: import('../drivers/virtio-vsock/daemon/config.js').DaemonConfig };
+  const p = parseArgs(['--vm', `${V},pcap=/tmp/v.pcap,queue-size=512,tx-buffer-size=65536,groups=a+b`]) as Parsed;
+  t.deepEqual(p.config.vms, [{ guestCid: 3, socketPath: '/tmp/s.sock', udsPath: null, pcapPath: '/tmp/v.pcap', maxQueueSize: 512, groups: ['a', 'b'] }]);
+  t.is(p.config.notices?.length, 1);
+  t.deepEqual((parseArgs(['--vm', `${V},group=lab`]) as Parsed).config.vms[0]!.groups, ['lab']);
+  t.throws(() => parseArgs(['--vm', `${V},group=a,groups=b`]), { message: /--vm: group and groups are the same key/ });
+  t.throws(() => parseArgs(['--vm', `${V},group=a b`]), { message: /--vm: group "a b": expected names joined by/ });
+  t.throws(() => parseArgs(['--vm', `${V},group=`]), { message: /--vm: group "": expected names joined by/ });
 });
 
 const FLAGS_BAD: Array<[string, string[], string, RegExp]> = [

@@ -33,6 +33,10 @@ export const VSOCK_OP_CREDIT_REQUEST = 7;
 export const VSOCK_SHUTDOWN_RCV = 1;
 export const VSOCK_SHUTDOWN_SEND = 2;
 
+/** RW flags of a SEQPACKET connection (5.10.6.3): end of message, end of record. */
+export const VSOCK_SEQ_EOM = 1;
+export const VSOCK_SEQ_EOR = 2;
+
 /** Event queue: the only event id (5.10.6.7). */
 export const VSOCK_EVENT_TRANSPORT_RESET = 0;
 export const VSOCK_EVENT_SIZE = 4;

@@ -12,7 +12,7 @@
 // the witness connection carries data both ways afterwards.
 import { VsockDevice } from '../../drivers/virtio-vsock/device/vsock-device.js';
 import type { VsockHostSocket } from '../../drivers/virtio-vsock/device/host-socket.js';
-import { VSOCK_CID_HOST, VSOCK_HEADER_SIZE, VSOCK_OP_REQUEST, VSOCK_OP_RESPONSE, VSOCK_OP_RST, VSOCK_OP_RW, VSOCK_TYPE_STREAM, VsockHeader, encodeHeader } from '../../drivers/virtio-vsock/header.js';
+import { VSOCK_CID_HOST, VSOCK_HEADER_SIZE, VSOCK_OP_REQUEST, VSOCK_OP_RESPONSE, VSOCK_OP_RST, VSOCK_OP_RW, VSOCK_TYPE_SEQPACKET, VSOCK_TYPE_STREAM, VsockHeader, encodeHeader } from '../../drivers/virtio-vsock/header.js';
 import { VsockRawDriver, type RawPacket } from '../../tests/support/vsock-raw-driver.js';
 import { ByteReader } from '../engine/byte-reader.js';
 import { InvariantError, check, type FuzzTarget } from '../engine/target.js';
@@ -37,7 +37,8 @@ function checkRxPacket({ header: h, usedLength }: RawPacket): void {
   check(usedLength >= VSOCK_HEADER_SIZE, () => `rx packet of ${usedLength} bytes, shorter than a header`);
   // An RST answering a packet addressed elsewhere comes from the CID it was addressed to (5.10.6.4).
   check((h.srcCid === VSOCK_CID_HOST || h.op === VSOCK_OP_RST) && h.dstCid === GUEST_CID, () => `rx packet ${h}: wrong CIDs`);
-  check(h.type === VSOCK_TYPE_STREAM && h.op >= VSOCK_OP_REQUEST && h.op <= 7, () => `rx packet ${h}: type or op`);
+  // An RST answering a SEQPACKET packet has that type (Linux ignores an RST of another type than its socket's).
+  check((h.type === VSOCK_TYPE_STREAM || (h.type === VSOCK_TYPE_SEQPACKET && h.op === VSOCK_OP_RST)) && h.op >= VSOCK_OP_REQUEST && h.op <= 7, () => `rx packet ${h}: type or op`);
   check(h.len === usedLength - VSOCK_HEADER_SIZE, () => `rx packet ${h}: len ${h.len} but ${usedLength - VSOCK_HEADER_SIZE} payload bytes written`);
   check(h.op === VSOCK_OP_RW || h.len === 0, () => `rx packet ${h}: payload on a non-RW packet`);
 }

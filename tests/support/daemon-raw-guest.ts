@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DaemonConfig } from '../../drivers/virtio-vsock/daemon/config.js';
 import { type DaemonDeps, type RunningDaemon, startDaemon } from '../../drivers/virtio-vsock/daemon/daemon.js';
-import { RawStream, VsockRawDriver } from './vsock-raw-driver.js';
+import { RawStream, VsockRawDriver, type RawDriverOptions } from './vsock-raw-driver.js';
 
 export interface RawGuestDaemon {
   dir: string;
@@ -16,7 +16,7 @@ export interface RawGuestDaemon {
   /** Every log line so far. */
   logs: string[];
   /** Drives VM `cid`'s device with a raw driver (made once): the VM is attached from then on. */
-  attach(cid: number): VsockRawDriver;
+  attach(cid: number, opts?: RawDriverOptions): VsockRawDriver;
   /** Stops the raw driver of VM `cid` (the device is reset: the VM is detached). */
   detach(cid: number): Promise<void>;
   /** Resolves with the first log line (past or future) matching `re`. */
@@ -50,12 +50,12 @@ export async function startRawGuestDaemon(prefix: string, make: (dir: string) =>
     dir,
     daemon,
     logs,
-    attach(cid) {
+    attach(cid, opts) {
       const device = daemon.devices.get(cid);
       if (!device) throw new Error(`no VM with CID ${cid}`);
       const had = drivers.get(cid);
       if (had) return had;
-      const drv = VsockRawDriver.sameThread(device);
+      const drv = VsockRawDriver.sameThread(device, opts);
       drivers.set(cid, drv);
       return drv;
     },

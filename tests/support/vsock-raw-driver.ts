@@ -8,6 +8,7 @@ import type { VirtioDeviceModel } from '../../kernel/transport/virtio-device.js'
 import type { VirtqueueDriver } from '../../kernel/virtqueue/driver-queue.js';
 import { DESC_SIZE, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../kernel/virtqueue/layout.js';
 import {
+  VIRTIO_VSOCK_F_SEQPACKET,
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_CID_HOST,
   VSOCK_EVENT_QUEUE,
@@ -77,6 +78,8 @@ export interface RawDriverOptions {
   queueSize?: number;
   /** Accept the packed ring layout (VIRTIO_F_RING_PACKED, virtio 1.2 2.8) instead of split rings. */
   packed?: boolean;
+  /** Negotiate VIRTIO_VSOCK_F_SEQPACKET. */
+  seqpacket?: boolean;
 }
 
 interface RxSlot {
@@ -126,7 +129,7 @@ export class VsockRawDriver {
 
   private static setup(t: InProcessTransport, opts: RawDriverOptions): VsockRawDriver {
     const size = opts.queueSize ?? 128;
-    const features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) | (opts.packed ? featureBit(VIRTIO_F_RING_PACKED) : 0n);
+    const features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) | (opts.packed ? featureBit(VIRTIO_F_RING_PACKED) : 0n) | (opts.seqpacket ? featureBit(VIRTIO_VSOCK_F_SEQPACKET) : 0n);
     t.negotiate(features);
     const rx = setupDriverQueue<RxSlot>(t, VSOCK_RX_QUEUE, 'raw rx', size, features);
     const tx = setupDriverQueue<Uint8Array[]>(t, VSOCK_TX_QUEUE, 'raw tx', size, features);
@@ -376,6 +379,8 @@ export class RawStream {
     readonly guestPort: number,
     public hostPort: number,
     readonly bufAlloc = 64 * 1024,
+    /** The peer: the host (default) or a sibling guest's CID; and the socket type. */
+    readonly peer: { cid?: number; type?: number } = {},
   ) {
     if (hostPort >= 0) drv.route(guestPort, hostPort, (p) => this.onPacket(p));
   }
@@ -401,7 +406,7 @@ export class RawStream {
   private send(op: number, payload?: Uint8Array, flags = 0): void {
     this.lastFwdCntSent = this.rxCnt;
     this.consumedUnannounced = 0;
-    this.drv.send({ srcPort: this.guestPort, dstPort: this.hostPort, op, flags, bufAlloc: this.bufAlloc, fwdCnt: this.rxCnt >>> 0 }, payload);
+    this.drv.send({ srcPort: this.guestPort, dstPort: this.hostPort, dstCid: this.peer.cid ?? VSOCK_CID_HOST, type: this.peer.type ?? VSOCK_TYPE_STREAM, op, flags, bufAlloc: this.bufAlloc, fwdCnt: this.rxCnt >>> 0 }, payload);
   }
 
   private onPacket(p: RawPacket): void {

@@ -6,7 +6,7 @@
 //       uds_path: /tmp/vm3.vsock
 //       queue_size: 256               # largest ring size offered
 //       tx_buffer_size: 65536         # accepted, no effect (logged)
-//       groups: group1+groupA         # accepted, no effect (logged): no sibling-VM traffic
+//       groups: group1+groupA         # sibling groups (group: works too): guests sharing one reach each other
 //       forwards:                     # ours
 //         - listen: 127.0.0.1:8080
 //           port: 80
@@ -44,7 +44,7 @@ export class ConfigFileError extends Error {
 }
 
 const TOP_KEYS = ['vms', 'log_level', 'metrics', 'metrics_allow_remote', 'pcap', 'pcap_snaplen', 'ring'] as const;
-const VM_KEYS = ['guest_cid', 'socket', 'uds_path', 'queue_size', 'tx_buffer_size', 'groups', 'forwards', 'pcap'] as const;
+const VM_KEYS = ['guest_cid', 'socket', 'uds_path', 'queue_size', 'tx_buffer_size', 'groups', 'group', 'forwards', 'pcap'] as const;
 const FORWARD_KEYS = ['listen', 'port'] as const;
 /** vhost-device-vsock's vsock backend, which this daemon does not have. */
 const VSOCK_BACKEND_KEYS = ['forward-cid', 'forward_cid', 'forward-listen', 'forward_listen'];
@@ -170,10 +170,12 @@ class ConfigReader {
       const n = this.check(tx.value, 'tx_buffer_size', () => v.inRange(this.integer(tx.value, 'tx_buffer_size', tx.key), 'size', 1, 0xffffffff));
       this.notices.push(`${this.where(tx.key)}: ${ignoredSettingNotice(guestCid, 'tx_buffer_size', String(n))}`);
     }
-    const g = e.get('groups');
+    const g1 = e.get('group');
+    const g = e.get('groups') ?? g1;
+    if (g1 !== undefined && g !== g1) throw this.error(g1.key, 'group and groups are the same key (names joined by +); give one');
     if (g !== undefined) {
-      const names = this.check(g.value, 'groups', () => v.groups(this.string(g.value, 'groups', g.key), 'groups'));
-      this.notices.push(`${this.where(g.key)}: ${ignoredSettingNotice(guestCid, 'groups', names.join('+'))}`);
+      const key = g === g1 ? 'group' : 'groups';
+      vm.groups = this.check(g.value, key, () => v.groups(this.string(g.value, key, g.key), key));
     }
     const p = e.get('pcap');
     if (p !== undefined) vm.pcapPath = this.check(p.value, 'pcap', () => v.filePath(this.string(p.value, 'pcap', p.key), 'path'));

@@ -36,7 +36,7 @@ A virtio-vsock device for QEMU guests, served over vhost-user (QEMU:
 RAM shared: -object memory-backend-memfd,id=mem,size=...,share=on -machine memory-backend=mem).
 
 Options:
-  --vm guest-cid=CID,socket=PATH[,uds-path=PATH][,pcap=FILE][,queue-size=N]
+  --vm guest-cid=CID,socket=PATH[,uds-path=PATH][,pcap=FILE][,queue-size=N][,group=NAME[+NAME...]]
         One guest (repeatable, at least one).
           guest-cid  the guest's vsock CID, ${v.CID_MIN}..${v.CID_MAX}, unique per daemon.
           socket     Unix socket path where QEMU connects (vhost-user back end).
@@ -51,8 +51,14 @@ Options:
                      where a process listens, or that is not a socket, is refused.
           pcap       capture this VM's packets to FILE (instead of --pcap).
           queue-size largest ring size offered, a power of 2 (default 256).
-          tx-buffer-size, groups  accepted as vhost-device-vsock does; no effect here
-                     (the window per connection is 256 KiB; no sibling-VM traffic).
+          group      sibling groups, names joined by + (groups= as vhost-device-vsock
+                     spells it works too): this guest reaches the CID of every other
+                     --vm that shares a group with it (stream and SEQPACKET, the
+                     guests' own credit, SHUTDOWN and RST passed through). Without it
+                     the guest reaches only the host. A REQUEST to a CID that is
+                     absent, not running, or in no shared group gets RST at once.
+          tx-buffer-size  accepted as vhost-device-vsock does; no effect here (the
+                     window per connection is 256 KiB).
         Paths must be at most ${v.UNIX_PATH_MAX_BYTES} bytes (uds-path: ${v.UDS_PATH_MAX_BYTES}, to leave room for _P).
   --forward HOST:PORT=CID:GUEST_PORT
         Listen on TCP HOST:PORT (IPv6 as [::1]:PORT) and forward each connection to
@@ -110,7 +116,7 @@ Flags take their value as the next argument or after "=" (--vm=guest-cid=3,...).
 Bad flags are reported with the flag and the reason; the exit status is then 2.
 `;
 
-const VM_KEYS = ['guest-cid', 'socket', 'uds-path', 'pcap', 'queue-size', 'tx-buffer-size', 'groups'] as const;
+const VM_KEYS = ['guest-cid', 'socket', 'uds-path', 'pcap', 'queue-size', 'tx-buffer-size', 'group', 'groups'] as const;
 
 /** Runs a check, turning its ValueError into a CliUsageError of `flag`. */
 function checked<T>(flag: string, f: () => T): T {
@@ -151,8 +157,10 @@ export function parseVm(value: string, notices: string[] = []): VmConfig {
     if (q !== undefined) vm.maxQueueSize = v.queueSize(v.decimal(q, 'queue-size', 1, v.QUEUE_SIZE_MAX), 'queue-size');
     const tx = seen.get('tx-buffer-size');
     if (tx !== undefined) notices.push(ignoredSettingNotice(vm.guestCid, 'tx-buffer-size', String(v.decimal(tx, 'tx-buffer-size', 1, 0xffffffff))));
-    const g = seen.get('groups');
-    if (g !== undefined) notices.push(ignoredSettingNotice(vm.guestCid, 'groups', v.groups(g, 'groups').join('+')));
+    if (seen.has('group') && seen.has('groups')) throw new v.ValueError('group and groups are the same key (names joined by +); give one');
+    const key = seen.has('group') ? 'group' : 'groups';
+    const g = seen.get(key);
+    if (g !== undefined) vm.groups = v.groups(g, key);
     return vm;
   });
 }

@@ -9,6 +9,8 @@
 // into kick() calls on the device; tests pass a fake.
 import type { VirtioDeviceModel } from '../../../kernel/transport/virtio-device.js';
 import type { PacketTap } from '../device/packet-tap.js';
+import type { VsockMuxer } from '../device/muxer.js';
+import { SiblingRouter } from '../device/sibling-router.js';
 import { VsockDevice } from '../device/vsock-device.js';
 import type { HostLogLevel } from '../host/host-stats.js';
 import { HybridVsockBackend } from '../host/hybrid-unix.js';
@@ -153,12 +155,16 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     }
   };
 
+  // One router for the daemon: guests of a shared group reach each other (sibling-router.ts).
+  const router = new SiblingRouter<VsockMuxer>();
   try {
     for (const n of config.notices ?? []) logger.log('warn', null, n);
     for (const vm of config.vms) {
       const cid = vm.guestCid;
       const device = new VsockDevice({
         guestCid: cid,
+        router,
+        groups: vm.groups ?? [],
         packed: config.ring !== 'split',
         log: (m) => logger.log('warn', cid, m),
         ...(vm.maxQueueSize !== undefined ? { maxQueueSize: vm.maxQueueSize } : {}),
@@ -166,6 +172,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
           logger.log('info', cid, attached ? 'VM attached: the guest driver started the device' : 'VM detached: the device stopped (guest reset, front end gone); host connects are refused until it starts again'),
       });
       devices.set(cid, device);
+      closers.push(async () => device.dispose());
       const pcapPath = vm.pcapPath ?? config.pcapPath;
       const capture = pcapPath !== undefined ? captureAt(pcapPath, cid) : null;
       const taps: PacketTap[] = [];
@@ -189,7 +196,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       });
       closers.push(() => server.close());
       vms.set(cid, { cid, device, hybrid, forwards: [], capture, udsPath: vm.udsPath });
-      logger.log('info', cid, `vhost-user at ${vm.socketPath}${vm.udsPath ? `, hybrid vsock at ${vm.udsPath}` : ''}`);
+      const groups = vm.groups !== undefined && vm.groups.length > 0 ? `, sibling groups ${vm.groups.join('+')}` : '';
+      logger.log('info', cid, `vhost-user at ${vm.socketPath}${vm.udsPath ? `, hybrid vsock at ${vm.udsPath}` : ''}${groups}`);
     }
     for (const f of config.forwards) {
       const device = devices.get(f.guestCid)!;

@@ -15,6 +15,9 @@ export interface DeviceMetricsSource {
   readonly connections: number;
   readonly hostBufferedBytes: number;
   readonly attached: boolean;
+  /** Connections with sibling guests, and their bytes waiting for this guest's rx buffers (optional: 0). */
+  readonly siblingConnections?: number;
+  readonly siblingQueuedBytes?: number;
 }
 
 export interface VmMetricsSource {
@@ -124,6 +127,12 @@ function deviceFamilies(e: Exposition, vms: readonly VmMetricsSource[]): void {
     [{ cid: vm.cid, op: 'credit_update' }, s.creditUpdatesSent],
     [{ cid: vm.cid, op: 'credit_request' }, s.creditRequestsSent],
   ]));
+  e.family('vsock_sibling_connections_open', 'gauge', 'Connections with sibling guests (--vm group=) open now, any state.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.siblingConnections ?? 0]]));
+  e.family('vsock_sibling_sent_total', 'counter', 'What this guest sent to sibling guests: packets and payload bytes.', perVm(vms, (vm, s) => [
+    [{ cid: vm.cid, unit: 'packets' }, s.siblingPackets],
+    [{ cid: vm.cid, unit: 'bytes' }, s.siblingBytes],
+  ]));
+  e.family('vsock_sibling_queued_bytes', 'gauge', 'Bytes from sibling guests waiting for this guest\'s rx buffers.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.siblingQueuedBytes ?? 0]]));
   e.family('vsock_host_buffered_bytes', 'gauge', 'Bytes held on the host side over all connections, both directions.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.hostBufferedBytes]]));
   e.family('vsock_host_discarded_bytes_total', 'counter', 'Host bytes written after the guest shut down its receive side (discarded).', perVm(vms, (vm, s) => [[{ cid: vm.cid }, s.hostBytesDiscarded]]));
   e.family('vsock_ring_kicks_total', 'counter', 'Notifications from the guest driver, by queue.', perVm(vms, (vm, s) => QUEUES.map((q): Sample => [{ cid: vm.cid, queue: q }, s.kicks[q]])));

@@ -14,6 +14,8 @@ export interface VmConfig {
   pcapPath?: string;
   /** Largest ring size offered to the driver (queue-size; default 256). */
   maxQueueSize?: number;
+  /** Sibling groups (group= / groups=): guests sharing one reach each other's CIDs. None: the host only. */
+  groups?: string[];
 }
 
 export interface ForwardConfig {
@@ -56,10 +58,9 @@ export const isRingOffer = (s: string): s is RingOffer => (RING_OFFERS as readon
 
 export const METRICS_PORT_DEFAULT_HOST = '127.0.0.1';
 
-/** The log notice for a vhost-device-vsock setting accepted without effect here (tx buffer size, groups). */
+/** The log notice for a vhost-device-vsock setting accepted without effect here (tx buffer size). */
 export function ignoredSettingNotice(cidNumber: number, key: string, value: string): string {
-  if (key.startsWith('tx')) return `guest CID ${cidNumber}: ${key} ${value} has no effect here: each connection's window is 256 KiB (buf_alloc)`;
-  return `guest CID ${cidNumber}: ${key} ${value} has no effect here: this daemon connects no sibling VMs (a guest reaching another CID gets RST)`;
+  return `guest CID ${cidNumber}: ${key} ${value} has no effect here: each connection's window is 256 KiB (buf_alloc)`;
 }
 
 /** Refuses a metrics host other machines can reach unless allowed. */

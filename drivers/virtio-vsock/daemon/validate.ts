@@ -107,11 +107,11 @@ export function payloadCap(n: number, what: string): number {
   return inRange(n, what, 0, PCAP_MAX_PAYLOAD_BYTES);
 }
 
-/** vhost-device-vsock's groups: names joined by '+'. */
+/** vhost-device-vsock's groups: names joined by '+' (each 1-64 letters, digits, _ . -), duplicates dropped. */
 export function groups(text: string, what: string): string[] {
   const names = text.split('+');
-  for (const g of names) if (!/^[A-Za-z0-9_.-]+$/.test(g)) throw new ValueError(`${what} ${JSON.stringify(text)}: expected names joined by '+' (letters, digits, _ . -)`);
-  return names;
+  for (const g of names) if (!/^[A-Za-z0-9_.-]{1,64}$/.test(g)) throw new ValueError(`${what} ${JSON.stringify(text)}: expected names joined by '+' (1-64 letters, digits, _ . -)`);
+  return [...new Set(names)];
 }
 
 /** The first pair of items with equal keys (null keys ignored): [earlier index, later index], or null. */

@@ -76,3 +76,18 @@ export const CONNECT_TIMEOUT_MS_DEFAULT = 10_000;
 
 /** Largest split-ring size the device offers. */
 export const VSOCK_MAX_QUEUE_SIZE = 256;
+
+/**
+ * Bytes of packets from sibling guests that may wait for one guest's rx buffers (the
+ * SiblingQueue's ring, allocated when the first sibling packet comes). The guests'
+ * credit keeps honest traffic well below it; a sender that fills it (its peer stopped
+ * taking rx buffers, or it ignores credit) gets RST on that connection (siblingQueueFull).
+ */
+export const SIBLING_QUEUE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * REQUESTs a guest may have outstanding towards siblings (no RESPONSE or RST yet). A
+ * REQUEST beyond it gets RST (siblingPendingLimit): a flood towards a guest that never
+ * answers costs the daemon a bounded table.
+ */
+export const SIBLING_PENDING_REQUESTS_MAX = 256;

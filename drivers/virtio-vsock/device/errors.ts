@@ -8,7 +8,9 @@ export type VsockErrorCode =
   | 'ETIMEDOUT' // no RESPONSE within the connect timeout
   | 'EADDRINUSE' // listen() on a port that already has a listener
   | 'EADDRNOTAVAIL' // no free local port for a host-initiated connection
-  | 'ERR_VSOCK_BAD_PORT'; // a port outside 0..2^32-1
+  | 'ERR_VSOCK_BAD_PORT' // a port outside 0..2^32-1
+  | 'ERR_VSOCK_DUPLICATE_CID' // two devices joined one sibling router with the same CID
+  | 'ERR_VSOCK_BAD_GROUP'; // a sibling group name outside [A-Za-z0-9_.-]{1,64}
 
 export class VsockError extends Error {
   constructor(

@@ -3,9 +3,11 @@
 // rx buffers from the connections that have work, round-robin.
 //
 // Connections are keyed by (local cid, local port, peer cid, peer port). The device
-// only accepts packets from src_cid = the guest's CID to dst_cid = 2 (others are
-// dropped or reset before the lookup), so the key reduces to the port pair, kept in a
-// two-level map (local port, then peer port): no key object per packet.
+// only accepts packets from src_cid = the guest's CID; to dst_cid = 2 the key reduces
+// to the port pair, kept in a two-level map (local port, then peer port): no key
+// object per packet. Packets to another guest's CID go to that guest when the
+// SiblingRouter allows it (sibling-router.ts), with one SiblingLink per connection
+// (sibling-links.ts) and the receiver's SiblingQueue (sibling-queue.ts) between them.
 import type { DescriptorChain, VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
 import {
   VSOCK_CID_HOST,
@@ -13,11 +15,15 @@ import {
   VSOCK_OP_CREDIT_REQUEST,
   VSOCK_OP_INVALID,
   VSOCK_OP_REQUEST,
+  VSOCK_OP_RESPONSE,
   VSOCK_OP_RST,
   VSOCK_OP_RW,
   VSOCK_OP_SHUTDOWN,
+  VSOCK_SEQ_EOM,
+  VSOCK_SEQ_EOR,
   VSOCK_SHUTDOWN_RCV,
   VSOCK_SHUTDOWN_SEND,
+  VSOCK_TYPE_SEQPACKET,
   VSOCK_TYPE_STREAM,
   VsockHeader,
   decodeHeader,
@@ -33,6 +39,8 @@ import {
   MAX_CONNECTIONS,
   RX_BYTES_PER_TURN,
   RX_PACKETS_PER_TURN,
+  SIBLING_PENDING_REQUESTS_MAX,
+  SIBLING_QUEUE_BYTES,
   STRAY_RST_QUEUE_ENTRIES,
 } from './constants.js';
 import {
@@ -48,9 +56,14 @@ import { VsockError } from './errors.js';
 import type { VsockHostSocket } from './host-socket.js';
 import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-api.js';
 import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-tap.js';
-import { countDrop, type VsockDeviceStats, type VsockLog } from './stats.js';
+import { LINK_ESTABLISHED, LINK_REQUESTED, SiblingLink, SiblingLinkTable } from './sibling-links.js';
+import { SiblingQueue } from './sibling-queue.js';
+import type { SiblingRouter } from './sibling-router.js';
+import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 
 const MAX_PORT = 0xffffffff;
+/** Words per queued stray RST: src cid, src port, dst port, type. */
+const STRAY_WORDS = 4;
 
 function checkPort(port: number, what: string): void {
   if (!Number.isInteger(port) || port < 0 || port > MAX_PORT) {
@@ -68,6 +81,8 @@ export interface MuxerOptions {
   maxConnections?: number;
   /** Host-to-guest bytes queued over all connections before host writers wait (default HOST_TO_GUEST_VM_LIMIT_BYTES). */
   hostToGuestLimit?: number;
+  /** Routes packets to other guests' CIDs (the caller joins this muxer to it); none: only the host is reachable. */
+  router?: SiblingRouter<VsockMuxer>;
 }
 
 /** Gracefully closed connections remembered for late packets (see recentlyClosed). */
@@ -111,8 +126,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly roomWaiters = new ConnectionFifo();
   private releasingWaiters = false;
 
-  /** RSTs with no connection behind them: ring of (src cid, src port, dst port). */
-  private readonly strayRst = new Uint32Array(3 * STRAY_RST_QUEUE_ENTRIES);
+  /** RSTs with no connection behind them: ring of (src cid, src port, dst port, type). */
+  private readonly strayRst = new Uint32Array(STRAY_WORDS * STRAY_RST_QUEUE_ENTRIES);
   private strayHead = 0;
   private strayCount = 0;
 
@@ -123,6 +138,18 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   /** Sees every packet moved, both ways (packet-tap.ts); null: none. */
   tap: PacketTap | null = null;
 
+  /** VIRTIO_VSOCK_F_SEQPACKET negotiated by the guest's driver (the device sets it). */
+  seqpacket = false;
+  /** The guest's driver runs its queues (the device sets it): siblings may reach it. */
+  reachable = false;
+  private readonly router: SiblingRouter<VsockMuxer> | null;
+  /** Packets from siblings waiting for rx buffers (allocated on first use). */
+  private siblingQueue: SiblingQueue | null = null;
+  readonly siblingLinks = new SiblingLinkTable<VsockMuxer>();
+  /** fillRx alternates between the sibling queue and the connections. */
+  private siblingTurn = false;
+  private readonly pieceLen = new Int32Array(1);
+
   constructor(opts: MuxerOptions) {
     this.guestCid = opts.guestCid;
     this.stats = opts.stats;
@@ -130,6 +157,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.wake = opts.wake;
     this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
     this.hostToGuestLimit = opts.hostToGuestLimit ?? HOST_TO_GUEST_VM_LIMIT_BYTES;
+    this.router = opts.router ?? null;
     const bytes = Buffer.alloc(VSOCK_HEADER_SIZE);
     this.scratch = { header: new VsockHeader(), bytes, view: new DataView(bytes.buffer, bytes.byteOffset, VSOCK_HEADER_SIZE) };
   }
@@ -194,6 +222,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
 
   get connections(): number {
     return this.connectionCount;
+  }
+
+  /** Connections with sibling guests (any state). */
+  get siblingConnections(): number {
+    return this.siblingLinks.size;
+  }
+
+  /** Bytes from siblings waiting for this guest's rx buffers. */
+  get siblingQueuedBytes(): number {
+    return this.siblingQueue?.bytes ?? 0;
   }
 
   /** Bytes buffered on the host side over all connections (both directions). */
@@ -261,7 +299,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       if (m.size === 0) this.conns.delete(conn.localPort);
       this.connectionCount--;
     }
-    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort);
+    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort, VSOCK_TYPE_STREAM);
     else this.rememberClosed(conn.localPort * 0x100000000 + conn.peerPort);
   }
 
@@ -274,15 +312,17 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.recentlyClosed.add(key);
   }
 
-  private queueRst(srcCid: number, srcPort: number, dstPort: number): void {
+  /** Queues an RST to this guest from srcCid:srcPort (the host, or a sibling) to its dstPort. */
+  queueRst(srcCid: number, srcPort: number, dstPort: number, type: number): void {
     if (this.strayCount === STRAY_RST_QUEUE_ENTRIES) {
       countDrop(this.stats, this.log, 'strayRstOverflow', `RST ${srcCid}:${srcPort} -> ${this.guestCid}:${dstPort}`);
       return;
     }
-    const i = 3 * ((this.strayHead + this.strayCount) % STRAY_RST_QUEUE_ENTRIES);
+    const i = STRAY_WORDS * ((this.strayHead + this.strayCount) % STRAY_RST_QUEUE_ENTRIES);
     this.strayRst[i] = srcCid;
     this.strayRst[i + 1] = srcPort;
     this.strayRst[i + 2] = dstPort;
+    this.strayRst[i + 3] = type;
     this.strayCount++;
     this.wake();
   }
@@ -295,6 +335,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     const all: VsockConnection[] = [];
     for (const m of this.conns.values()) for (const c of m.values()) all.push(c);
     for (const c of all) c.reset(why);
+    this.resetSiblings();
     this.strayCount = 0;
     this.urgent.clear();
     this.normal.clear();
@@ -325,7 +366,9 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       countDrop(this.stats, this.log, 'wrongSrcCid', `${h} (guest CID is ${this.guestCid})`);
       return;
     }
-    if (h.type !== VSOCK_TYPE_STREAM) return this.refuse(h, 'badType', `type ${h.type} (only STREAM is offered)`);
+    if (h.type === VSOCK_TYPE_SEQPACKET) {
+      if (!this.seqpacket) return this.refuse(h, 'seqpacketNotNegotiated', `${h} (VIRTIO_VSOCK_F_SEQPACKET not negotiated)`);
+    } else if (h.type !== VSOCK_TYPE_STREAM) return this.refuse(h, 'badType', `type ${h.type} (STREAM and SEQPACKET are offered)`);
     if (h.op === VSOCK_OP_INVALID || h.op > VSOCK_OP_CREDIT_REQUEST) return this.refuse(h, 'badOp', `unknown op ${h.op}`);
     if (h.op !== VSOCK_OP_RW && h.len !== 0) return this.refuse(h, 'badHeader', `${opName(h.op)} with len ${h.len}`);
     if (h.op === VSOCK_OP_SHUTDOWN && (h.flags & ~(VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND)) !== 0) {
@@ -334,8 +377,17 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     if (h.len > chain.readableLength - VSOCK_HEADER_SIZE) {
       return this.refuse(h, 'lengthMismatch', `len ${h.len} but the chain holds ${chain.readableLength - VSOCK_HEADER_SIZE} payload bytes`);
     }
+    if (h.op === VSOCK_OP_RW && h.flags !== 0) {
+      // 5.10.6.3: EOM and EOR mark SEQPACKET messages; a stream packet has no flags.
+      if (h.type === VSOCK_TYPE_STREAM) return this.refuse(h, 'badFlags', `${h}: RW on a stream with flags`);
+      if ((h.flags & ~(VSOCK_SEQ_EOM | VSOCK_SEQ_EOR)) !== 0) return this.refuse(h, 'badFlags', `${h}: unknown RW flags`);
+    }
     if (h.len > CONN_BUF_ALLOC_BYTES) return this.refuse(h, 'creditViolation', `len ${h.len} exceeds buf_alloc ${CONN_BUF_ALLOC_BYTES}`);
-    if (h.dstCid !== VSOCK_CID_HOST) return this.refuse(h, 'unknownDstCid', `${h} (only the host, CID 2, is reachable)`);
+    if (h.dstCid !== VSOCK_CID_HOST) return this.toSibling(h, chain);
+    if (h.type === VSOCK_TYPE_SEQPACKET) {
+      // The host ends are byte streams (Unix SOCK_STREAM, TCP): they would merge messages.
+      return this.refuse(h, 'seqpacketToHost', `${h} (the host ends carry streams only)`);
+    }
 
     const conn = this.lookup(h.dstPort, h.srcPort);
     if (conn !== undefined) {
@@ -351,7 +403,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     }
     if (h.op !== VSOCK_OP_REQUEST && this.recentlyClosed.has(h.dstPort * 0x100000000 + h.srcPort)) {
       this.stats.dropped.lateAfterClose++;
-      this.queueRst(h.dstCid, h.dstPort, h.srcPort);
+      this.queueRst(h.dstCid, h.dstPort, h.srcPort, VSOCK_TYPE_STREAM);
       return;
     }
     if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);
@@ -359,12 +411,123 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   }
 
   /** Answers a bad or unwanted packet with RST (never an RST), resetting its connection. */
-  private refuse(h: VsockHeader, reason: Parameters<typeof countDrop>[2], detail: string): void {
+  private refuse(h: VsockHeader, reason: DropReason, detail: string): void {
     countDrop(this.stats, this.log, reason, detail);
-    if (h.op === VSOCK_OP_RST) return;
-    const conn = h.dstCid === VSOCK_CID_HOST ? this.lookup(h.dstPort, h.srcPort) : undefined;
-    if (conn !== undefined) conn.reset(reason);
-    else this.queueRst(h.dstCid, h.dstPort, h.srcPort);
+    if (h.op === VSOCK_OP_RST) {
+      const link = h.dstCid === VSOCK_CID_HOST ? undefined : this.siblingLinks.get(h.dstCid, h.srcPort, h.dstPort);
+      if (link !== undefined) this.resetLink(link, false);
+      return;
+    }
+    if (h.dstCid === VSOCK_CID_HOST && h.type === VSOCK_TYPE_STREAM) {
+      const conn = this.lookup(h.dstPort, h.srcPort);
+      if (conn !== undefined) return conn.reset(reason);
+    } else if (h.dstCid !== VSOCK_CID_HOST) {
+      const link = this.siblingLinks.get(h.dstCid, h.srcPort, h.dstPort);
+      if (link !== undefined) return this.resetLink(link, true);
+    }
+    this.queueRst(h.dstCid, h.dstPort, h.srcPort, h.type === VSOCK_TYPE_SEQPACKET ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM);
+  }
+
+  // ---- Guest -> sibling guest ---------------------------------------------------------
+
+  /**
+   * A packet to another guest's CID: forwarded into that guest's SiblingQueue when the
+   * router lets this guest reach it and the packet fits the connection (sibling-links.ts).
+   */
+  private toSibling(h: VsockHeader, chain: DescriptorChain): void {
+    if (h.dstCid === this.guestCid) return this.refuse(h, 'ownCid', `${h} (the guest's own CID)`);
+    const peer = this.router === null ? null : this.router.route(this.guestCid, h.dstCid);
+    if (peer === null) return this.refuse(h, 'unknownDstCid', `${h} (not the host, nor a running guest of a shared group)`);
+    let link = this.siblingLinks.get(h.dstCid, h.srcPort, h.dstPort);
+    if (link === undefined) {
+      if (h.op === VSOCK_OP_RST) {
+        this.stats.rstReceived++;
+        this.stats.dropped.rstUnknownIgnored++;
+        return;
+      }
+      if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);
+      if (h.type === VSOCK_TYPE_SEQPACKET && !peer.seqpacket) return this.refuse(h, 'seqpacketNotNegotiated', `${h} (CID ${peer.guestCid} did not negotiate VIRTIO_VSOCK_F_SEQPACKET)`);
+      if (this.connectionCount + this.siblingLinks.size >= this.maxConnections) return this.refuse(h, 'tooManyConnections', `${h}: ${this.maxConnections} connections open`);
+      if (this.siblingLinks.pendingRequests >= SIBLING_PENDING_REQUESTS_MAX) {
+        return this.refuse(h, 'siblingPendingLimit', `${h}: ${SIBLING_PENDING_REQUESTS_MAX} REQUESTs to siblings unanswered`);
+      }
+      link = new SiblingLink(h.type, this, this.guestCid, h.srcPort, peer, peer.guestCid, h.dstPort);
+      this.siblingLinks.add(peer.guestCid, h.srcPort, h.dstPort, link);
+      peer.siblingLinks.add(this.guestCid, h.dstPort, h.srcPort, link);
+      this.siblingLinks.pendingRequests++;
+    } else {
+      if (h.type !== link.type) return this.refuse(h, 'badType', `${h} on a connection of type ${link.type}`);
+      const problem = this.siblingOpProblem(link, h);
+      if (problem !== null) return this.refuse(h, 'protocolViolation', `${h}: ${problem}`);
+    }
+    const from = link.side(this.guestCid);
+    const to = link.other(this.guestCid);
+    link.noteCredit(from, h.bufAlloc, h.fwdCnt);
+    if (h.op === VSOCK_OP_RW) {
+      if (!link.fits(from, to, h.len)) return this.refuse(h, 'creditViolation', `${h}: beyond CID ${to.cid}'s window (buf_alloc ${to.bufAlloc}, fwd_cnt ${to.fwdCnt}, tx_cnt ${from.txCnt})`);
+      from.txCnt = (from.txCnt + h.len) >>> 0;
+    }
+    if (h.op === VSOCK_OP_RESPONSE) {
+      link.state = LINK_ESTABLISHED;
+      to.muxer.siblingLinks.pendingRequests--;
+    }
+    if (!peer.acceptFromSibling(this.txHeaderBytes, chain, h.len)) {
+      return this.refuse(h, 'siblingQueueFull', `${h}: CID ${peer.guestCid} has ${peer.siblingQueuedBytes} bytes waiting for its rx buffers`);
+    }
+    this.stats.siblingPackets++;
+    this.stats.siblingBytes += h.len;
+    if (h.op === VSOCK_OP_RST) {
+      this.stats.rstReceived++;
+      this.dropLink(link);
+    }
+  }
+
+  /** Why op `h.op` may not go on `link` now (null: it may). */
+  private siblingOpProblem(link: SiblingLink<VsockMuxer>, h: VsockHeader): string | null {
+    if (h.op === VSOCK_OP_REQUEST) return 'REQUEST on an open connection';
+    if (link.state === LINK_REQUESTED) {
+      if (h.op === VSOCK_OP_RST) return null;
+      if (link.a.cid === this.guestCid) return 'before the RESPONSE';
+      if (h.op !== VSOCK_OP_RESPONSE) return 'before its RESPONSE';
+    } else if (h.op === VSOCK_OP_RESPONSE) return 'RESPONSE on an open connection';
+    return null;
+  }
+
+  /** Queues a sibling's packet (header + len bytes of `chain`) for this guest. False: no room. */
+  acceptFromSibling(header: Uint8Array, chain: DescriptorChain, len: number): boolean {
+    this.siblingQueue ??= new SiblingQueue(SIBLING_QUEUE_BYTES);
+    if (!this.siblingQueue.push(header, chain, len)) return false;
+    this.wake();
+    return true;
+  }
+
+  /** Forgets `link` on both sides. */
+  private dropLink(link: SiblingLink<VsockMuxer>): void {
+    const { a, b } = link;
+    a.muxer.siblingLinks.remove(b.cid, a.port, b.port);
+    b.muxer.siblingLinks.remove(a.cid, b.port, a.port);
+    if (link.state === LINK_REQUESTED) a.muxer.siblingLinks.pendingRequests--;
+  }
+
+  /** Forgets `link` and sends RST to the other guest, and with both to this one too. */
+  private resetLink(link: SiblingLink<VsockMuxer>, both: boolean): void {
+    this.dropLink(link);
+    const me = link.side(this.guestCid);
+    const peer = link.other(this.guestCid);
+    peer.muxer.queueRst(me.cid, me.port, peer.port, link.type);
+    if (both) this.queueRst(peer.cid, peer.port, me.port, link.type);
+  }
+
+  /** This guest is gone or reset: its siblings get RST for every connection with it. */
+  resetSiblings(): void {
+    for (const link of this.siblingLinks.drain()) {
+      const peer = link.other(this.guestCid);
+      const me = link.side(this.guestCid);
+      peer.muxer.siblingLinks.remove(me.cid, peer.port, me.port);
+      if (link.state === LINK_REQUESTED && peer === link.a) peer.muxer.siblingLinks.pendingRequests--;
+      peer.muxer.queueRst(me.cid, me.port, peer.port, link.type);
+    }
+    this.siblingQueue?.clear();
   }
 
   private onGuestRequest(h: VsockHeader): void {
@@ -418,6 +581,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   /** True when some packet waits for a guest rx buffer. */
   hasRxWork(): boolean {
     if (this.strayCount > 0) return true;
+    if (this.siblingQueue !== null && !this.siblingQueue.isEmpty) return true;
     const hasWork = (c: VsockConnection): boolean => c.hasRxWork();
     return this.urgent.some(hasWork) || this.normal.some(hasWork);
   }
@@ -440,14 +604,22 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       }
       let conn: VsockConnection | null = null;
       let fifo: ConnectionFifo | null = null;
+      let sibling = false;
       if (this.strayCount === 0) {
-        conn = this.firstWithWork(this.urgent);
-        fifo = this.urgent;
-        if (conn === null) {
-          conn = this.firstWithWork(this.normal);
-          fifo = this.normal;
+        const siblingWork = this.siblingQueue !== null && !this.siblingQueue.isEmpty;
+        if (siblingWork && this.siblingTurn) sibling = true;
+        else {
+          conn = this.firstWithWork(this.urgent);
+          fifo = this.urgent;
+          if (conn === null) {
+            conn = this.firstWithWork(this.normal);
+            fifo = this.normal;
+          }
+          if (conn === null) {
+            if (!siblingWork) break;
+            sibling = true;
+          }
         }
-        if (conn === null) break;
       }
       const chain = rxq.take();
       if (chain === null) {
@@ -458,6 +630,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       if (chain.writableLength < VSOCK_HEADER_SIZE) {
         countDrop(this.stats, this.log, 'rxBufferTooShort', `rx chain of ${chain.writableLength} writable bytes`);
         rxq.push(chain, 0);
+        pushed++;
+        continue;
+      }
+      if (sibling) {
+        const n = this.siblingQueue!.emit(chain, this.pieceLen);
+        this.siblingTurn = false;
+        bytes += n;
+        this.stats.rxPackets++;
+        if (this.tap !== null) this.tap.packet(TAP_HOST_TO_GUEST, this.siblingQueue!.lastHeader, chain, this.pieceLen[0]!);
+        rxq.push(chain, n);
         pushed++;
         continue;
       }
@@ -477,6 +659,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       }
       rxq.push(chain, n);
       pushed++;
+      this.siblingTurn = true;
       if (conn.hasRxWork()) this.schedule(conn); // to the back: round-robin
     }
     return pushed;
@@ -503,10 +686,11 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   turnSpent = false;
 
   private emitStrayRst(chain: DescriptorChain): number {
-    const i = 3 * this.strayHead;
+    const i = STRAY_WORDS * this.strayHead;
     this.strayHead = (this.strayHead + 1) % STRAY_RST_QUEUE_ENTRIES;
     this.strayCount--;
     const h = this.scratch.header.set(this.strayRst[i]!, this.strayRst[i + 1]!, this.guestCid, this.strayRst[i + 2]!, VSOCK_OP_RST, 0, 0, 0, 0);
+    h.type = this.strayRst[i + 3]!;
     encodeHeader(h, this.scratch.view, 0);
     chain.write(0, this.scratch.bytes, 0, VSOCK_HEADER_SIZE);
     this.stats.rstSent++;

@@ -7,8 +7,12 @@ export const DROP_REASONS = [
   'lengthMismatch', // header len larger than the payload the chain holds: RST
   'reservedCidBits', // upper 32 bits of src_cid or dst_cid set: dropped
   'wrongSrcCid', // src_cid is not the guest's CID: dropped
-  'unknownDstCid', // dst_cid is not the host (2): RST
-  'badType', // type is not STREAM: RST
+  'unknownDstCid', // dst_cid is neither the host (2) nor a running sibling of a shared group: RST
+  'ownCid', // dst_cid is the guest's own CID: RST
+  'badType', // type neither STREAM nor SEQPACKET, or not the connection's type: RST
+  'seqpacketNotNegotiated', // SEQPACKET packet without VIRTIO_VSOCK_F_SEQPACKET (this guest's or the sibling's): RST
+  'seqpacketToHost', // SEQPACKET REQUEST to the host: its ends are byte streams: RST
+  'badFlags', // RW with flags on a stream, or flags other than EOM/EOR: RST
   'badOp', // op outside REQUEST..CREDIT_REQUEST: RST
   'badHeader', // len on a non-RW op, unknown SHUTDOWN flags: RST
   'unknownConnection', // packet (not REQUEST, not RST) for no connection: RST
@@ -18,6 +22,8 @@ export const DROP_REASONS = [
   'lateAfterClose', // packet for a connection closed gracefully moments ago (late CREDIT_UPDATE, repeated SHUTDOWN): RST, counted, not logged
   'creditViolation', // RW beyond the buf_alloc we advertised: RST
   'protocolViolation', // op not allowed in the connection's state: RST
+  'siblingQueueFull', // the sibling's queue of packets waiting for its rx buffers is full: RST both ends
+  'siblingPendingLimit', // REQUEST beyond SIBLING_PENDING_REQUESTS_MAX unanswered ones to siblings: RST
   'rxBufferTooShort', // guest rx chain with fewer than 44 writable bytes: returned unused
   'strayRstOverflow', // too many RSTs waiting for rx buffers: RST dropped
   'queueError', // a chain refused by the virtqueue layer (bad descriptor etc.)
@@ -35,6 +41,9 @@ export interface VsockDeviceStats {
   txBytes: number;
   rxBytes: number;
   rstSent: number;
+  /** Packets and payload bytes this guest sent to sibling guests. */
+  siblingPackets: number;
+  siblingBytes: number;
   rstReceived: number;
   creditUpdatesSent: number;
   creditRequestsSent: number;
@@ -71,6 +80,8 @@ export function makeStats(): VsockDeviceStats {
     txBytes: 0,
     rxBytes: 0,
     rstSent: 0,
+    siblingPackets: 0,
+    siblingBytes: 0,
     rstReceived: 0,
     creditUpdatesSent: 0,
     creditRequestsSent: 0,

@@ -9,6 +9,7 @@ import type { DeviceContext, VirtioDeviceModel } from '../../../kernel/transport
 import type { VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureBit } from '../../../kernel/virtqueue/layout.js';
 import {
+  VIRTIO_VSOCK_F_SEQPACKET,
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_EVENT_QUEUE,
   VSOCK_EVENT_SIZE,
@@ -20,6 +21,7 @@ import { TX_BYTES_PER_TURN, TX_CHAINS_PER_TURN, VSOCK_MAX_QUEUE_SIZE } from './c
 import type { VsockHost } from './host-api.js';
 import { VsockMuxer } from './muxer.js';
 import type { PacketTap } from './packet-tap.js';
+import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, makeStats, type VsockDeviceStats, type VsockLog } from './stats.js';
 
 /** virtio device id of the socket device (5.10.1). */
@@ -40,6 +42,14 @@ export interface VsockDeviceOptions {
   packed?: boolean;
   /** Host-to-guest bytes queued over all connections before host writers wait (default HOST_TO_GUEST_VM_LIMIT_BYTES). */
   hostToGuestLimit?: number;
+  /** Offer VIRTIO_VSOCK_F_SEQPACKET (default true). */
+  seqpacket?: boolean;
+  /**
+   * Sibling routing: this guest joins `router` with `groups` and reaches the guests that
+   * share a group with it (sibling-router.ts). No router, or no groups: only the host.
+   */
+  router?: SiblingRouter<VsockMuxer>;
+  groups?: readonly string[];
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -61,6 +71,7 @@ export class VsockDevice implements VirtioDeviceModel {
   private transportResetPending = false;
   private wasAttached = false;
   private readonly onAttachedChange: ((attached: boolean) => void) | undefined;
+  private readonly leaveRouter: (() => void) | null;
 
   constructor(opts: VsockDeviceOptions) {
     const cid = opts.guestCid;
@@ -69,12 +80,23 @@ export class VsockDevice implements VirtioDeviceModel {
     }
     this.log = opts.log;
     this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
-    this.muxer = new VsockMuxer({ guestCid: cid, stats: this.stats, log: opts.log, wake: () => this.scheduleRx(), maxConnections: opts.maxConnections, hostToGuestLimit: opts.hostToGuestLimit });
+    this.muxer = new VsockMuxer({
+      guestCid: cid,
+      stats: this.stats,
+      log: opts.log,
+      wake: () => this.scheduleRx(),
+      maxConnections: opts.maxConnections,
+      hostToGuestLimit: opts.hostToGuestLimit,
+      router: opts.router,
+    });
+    this.leaveRouter = opts.router !== undefined ? opts.router.join(this.muxer, opts.groups ?? []) : null;
     this.host = this.muxer;
     this.onAttachedChange = opts.onAttachedChange;
     // Either ring layout (virtio 1.2, 2.7 / 2.8): the queues are the same to this model.
     this.features =
-      featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) | (opts.packed === false ? 0n : featureBit(VIRTIO_F_RING_PACKED));
+      featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_VSOCK_F_STREAM) |
+      (opts.seqpacket === false ? 0n : featureBit(VIRTIO_VSOCK_F_SEQPACKET)) |
+      (opts.packed === false ? 0n : featureBit(VIRTIO_F_RING_PACKED));
   }
 
   /**
@@ -123,8 +145,29 @@ export class VsockDevice implements VirtioDeviceModel {
     return b;
   }
 
-  activate(ctx: DeviceContext, _features: bigint): void {
+  activate(ctx: DeviceContext, features: bigint): void {
     this.ctx = ctx;
+    this.muxer.seqpacket = (features & featureBit(VIRTIO_VSOCK_F_SEQPACKET)) !== 0n;
+  }
+
+  /** VIRTIO_VSOCK_F_SEQPACKET was negotiated. */
+  get seqpacket(): boolean {
+    return this.muxer.seqpacket;
+  }
+
+  /** Connections with sibling guests, and the bytes from siblings waiting for rx buffers. */
+  get siblingConnections(): number {
+    return this.muxer.siblingConnections;
+  }
+
+  get siblingQueuedBytes(): number {
+    return this.muxer.siblingQueuedBytes;
+  }
+
+  /** Leaves the sibling router (the daemon drops this VM); siblings' connections to it get RST. */
+  dispose(): void {
+    this.muxer.resetSiblings();
+    this.leaveRouter?.();
   }
 
   queueReady(index: number, queue: VirtqueueDevice): void {
@@ -147,6 +190,9 @@ export class VsockDevice implements VirtioDeviceModel {
     const now = this.attached;
     if (now === this.wasAttached) return;
     this.wasAttached = now;
+    this.muxer.reachable = now;
+    // A guest that stops its queues is gone for its siblings: their connections get RST.
+    if (!now) this.muxer.resetSiblings();
     this.onAttachedChange?.(now);
   }
 
