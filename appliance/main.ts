@@ -29,6 +29,7 @@ export async function runStart(args: MainArgs): Promise<number> {
     port: args.port,
     site: args.site ?? DEFAULT_SITE,
     machine: args.machine,
+    icu: args.icu,
     memoryMiB: args.memoryMiB ?? DEFAULT_MEMORY_MIB[args.machine],
     drivers: args.drivers,
     ...(args.drivers === 'ours' ? { ring: args.ring } : {}),

@@ -2,7 +2,8 @@
 # Installs what the project needs on Debian 12 (run as root, or with sudo available):
 # QEMU (TCG guests; it ships /usr/lib/qemu/virtiofsd), ab (apache2-utils) for the
 # appliance benchmark, mksquashfs (squashfs-tools) for the microvm root file system,
-# tshark to decode the vsock daemon's packet captures in tests,
+# tshark to decode the vsock daemon's packet captures in tests, genrb (icu-devtools)
+# for the microvm image's English-only ICU data,
 # what building the microvm guest kernel needs (flex, bison, bc, libelf-dev; gcc and
 # make come with the machine), then the npm packages (which also builds the native
 # addon). The guest images and the kernel source are fetched later with
@@ -17,6 +18,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v ab >/dev/null 2>&1 || need+=(apache2-utils)
 command -v mksquashfs >/dev/null 2>&1 || need+=(squashfs-tools)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)   # decodes the daemon's packet captures in tests
+command -v genrb >/dev/null 2>&1 || need+=(icu-devtools)   # res_index.res of the trimmed ICU data (appliance/image/icu-data.ts)
 for tool in flex bison bc patch strip; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$( [ "$tool" = strip ] && echo binutils || echo "$tool")")
 done

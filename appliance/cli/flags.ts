@@ -86,16 +86,26 @@ export function parseApp(v: string, command: string): string {
   return app;
 }
 
+/** node's ICU data in the microvm image (appliance/image/icu-data.ts): en or full. */
+export type IcuFlag = 'en' | 'full';
+
+export function parseIcuFlag(v: string, flag = '--icu'): IcuFlag {
+  if (v !== 'en' && v !== 'full') throw new UsageError(`${flag}: expected en (English only, the default) or full (every locale and converter), got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** What every command that boots a guest takes. */
 export interface GuestCommandArgs {
   machine: Machine;
+  /** microvm: node's ICU data (default en). */
+  icu: IcuFlag;
   /** null: the machine's default. */
   memoryMiB: number | null;
   verbose: boolean;
   help: boolean;
 }
 
-/** --memory, --machine, --verbose, --help (-h) into `a`; false when `flag` is none of them. */
+/** --memory, --machine, --icu, --verbose, --help (-h) into `a`; false when `flag` is none of them. */
 export function commonFlag(flag: string, value: () => string, a: GuestCommandArgs): boolean {
   switch (flag) {
     case '--memory':
@@ -103,6 +113,9 @@ export function commonFlag(flag: string, value: () => string, a: GuestCommandArg
       return true;
     case '--machine':
       a.machine = parseMachineFlag(value());
+      return true;
+    case '--icu':
+      a.icu = parseIcuFlag(value());
       return true;
     case '--verbose':
       a.verbose = true;
@@ -126,7 +139,7 @@ export interface ProgramCommandArgs extends GuestCommandArgs {
 }
 
 export function programCommandDefaults(): ProgramCommandArgs {
-  return { app: null, programArgs: [], machine: DEFAULT_MACHINE, memoryMiB: null, txMode: 'auto', verbose: false, help: false };
+  return { app: null, programArgs: [], machine: DEFAULT_MACHINE, icu: 'en', memoryMiB: null, txMode: 'auto', verbose: false, help: false };
 }
 
 /**

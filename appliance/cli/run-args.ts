@@ -9,7 +9,7 @@ import { type ProgramCommandArgs, UsageError, parseProgramCommand, parseTag, pro
 export { UsageError } from './flags.js';
 
 export const RUN_USAGE = `usage: tsvirtio run APP [--forward [HOST:]PORT=GUEST_PORT]... [--share DIR[:TAG]]... [--memory MiB]
-                    [--machine microvm|q35] [--tx-mode M] [--console] [--verbose] [--help] [-- ARGS]
+                    [--machine microvm|q35] [--icu en|full] [--tx-mode M] [--console] [--verbose] [--help] [-- ARGS]
 
 Boots APP (a .js or .ts file, or a folder with a main.ts, bundled with esbuild) as the
 only program of a QEMU guest; it imports its API from 'tsvirtio/guest'
@@ -29,6 +29,8 @@ status when it ends; Ctrl-C stops the guest (status 130).
                   image needs is refused before the launch, with what it needs
   --machine M     microvm (default: our kernel, virtio-mmio, boots in about 2 s) or
                   q35 (PCI devices, Debian's kernel)
+  --icu D         node's ICU data on microvm: en (default, English only) or full
+                  (every locale, e.g. de-DE formatting; a 15 MB larger image)
   --tx-mode M     how the vsock driver transmits: auto (default), two-copy,
                   single-copy, zero-copy
   --console       the guest's whole serial console on stderr (kernel, runtime)

@@ -30,6 +30,7 @@ import {
 } from './guest.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
 import { hostTscKhz } from './host-tsc.js';
+import { checkIcuChoice, type IcuData, prepareIcuData } from './icu-data.js';
 import { buildGuestKernel, type KernelBuildOptions } from './kernel-build.js';
 import { buildSquashfs, type SquashfsCompression } from './squashfs.js';
 
@@ -76,7 +77,7 @@ export const MICROVM_KERNEL_ARGS: readonly string[] = [
 ];
 
 export interface NodeGuestOptions {
-  /** The JavaScript file to run (e.g. an esbuild bundle); it becomes /app/main.js. */
+  /** The JavaScript file to run (e.g. an esbuild bundle); it becomes /app/main.js (not shipped with `snapshot`). */
   main: string;
   /** A V8 startup snapshot of the program (appliance/image/snapshot.ts): run instead of main.js. */
   snapshot?: string;
@@ -100,8 +101,14 @@ export interface NodeGuestOptions {
   machine?: Machine;
   /** microvm: squashfs compression (default lz4). */
   compression?: SquashfsCompression;
-  /** microvm: progress of a kernel build. */
+  /** microvm: progress of a kernel build (and of the ICU data's, icu-data.ts). */
   kernelBuild?: KernelBuildOptions;
+  /**
+   * microvm: node's ICU data (icu-data.ts). Default `en`: English only, node's linked
+   * 33 MB package emptied and a trimmed one in /usr/share/icu; `full`: node as it is.
+   * q35 always has node as it is.
+   */
+  icu?: IcuData;
 }
 
 export const DEFAULT_HUGEPAGES: Record<Machine, number> = { q35: 32, microvm: 8 };
@@ -146,9 +153,11 @@ ${runProgram(command, 'poweroff -f')}
  * the root is read-only, so /tmp is a tmpfs. `reboot -f` ends QEMU (-no-reboot): with
  * no ACPI there is no power-off.
  */
-function microvmInit(command: string): string {
+function microvmInit(command: string, env: Readonly<Record<string, string>>): string {
+  for (const [k, v] of Object.entries(env)) if (!/^[A-Z_][A-Z0-9_]*$/.test(k) || !/^[A-Za-z0-9_.,:/+-]*$/.test(v)) throw new Error(`unsupported init environment ${k}=${v}`);
+  const extra = Object.entries(env).map(([k, v]) => ` ${k}=${v}`).join('');
   return `#!/bin/busybox sh
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb${extra}
 ${COLLECT_INIT_ARGS}
 mount -t proc proc /proc
 ${stageLine('init')}
@@ -169,19 +178,27 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
   const machine = opts.machine ?? 'q35';
   const name = opts.name ?? `node-guest-${basename(opts.main).replace(/[^A-Za-z0-9_.-]/g, '_')}`;
   const command = nodeCommand(opts.nodeOptions ?? [], opts.snapshot !== undefined);
-  const files: InitramfsFile[] = [{ guest: '/app/main.js', host: opts.main, mode: 0o644 }, ...(opts.files ?? [])];
-  if (opts.snapshot !== undefined) files.push({ guest: GUEST_SNAPSHOT_PATH, host: opts.snapshot, mode: 0o644 });
+  // From a snapshot node never reads main.js (the snapshot holds the program): not shipped.
+  const files: InitramfsFile[] =
+    opts.snapshot === undefined
+      ? [{ guest: '/app/main.js', host: opts.main, mode: 0o644 }, ...(opts.files ?? [])]
+      : [...(opts.files ?? []), { guest: GUEST_SNAPSHOT_PATH, host: opts.snapshot, mode: 0o644 }];
   const hugepages = `hugepages=${opts.hugepages ?? DEFAULT_HUGEPAGES[machine]}`;
 
   if (machine === 'microvm') {
-    const [kernel, busybox, tscKhz] = await Promise.all([buildGuestKernel(opts.kernelBuild), fetchBusybox(), hostTscKhz()]);
+    const [kernel, busybox, tscKhz, icu] = await Promise.all([
+      buildGuestKernel(opts.kernelBuild),
+      fetchBusybox(),
+      hostTscKhz(),
+      prepareIcuData({ node: opts.node ?? process.execPath, icu: checkIcuChoice(opts.icu ?? 'en', `image ${name}`), ...(opts.kernelBuild?.progress ? { progress: opts.kernelBuild.progress } : {}) }),
+    ]);
     const squashfs = await buildSquashfs({
       name: `${name}-microvm`,
       busybox,
-      executables: [{ host: opts.node ?? process.execPath, guest: '/usr/bin/node', strip: true }],
+      executables: [{ host: icu.node, guest: '/usr/bin/node', strip: icu.strip }],
       directories: [{ guest: '/app' }, { guest: '/mnt' }],
-      files,
-      init: microvmInit(command),
+      files: [...files, ...(icu.dataFile ? [{ guest: icu.dataFile.guest, host: icu.dataFile.host, mode: 0o644 }] : [])],
+      init: microvmInit(command, icu.env),
       ...(opts.compression ? { compression: opts.compression } : {}),
     });
     return {

@@ -11,6 +11,7 @@ import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import type { RunningDaemon } from '../../drivers/virtio-vsock/daemon/daemon.js';
 import type { AnyGuestImage, Machine } from '../image/guest.js';
+import type { IcuData } from '../image/icu-data.js';
 import type { SquashfsCompression } from '../image/squashfs.js';
 import type { QemuInstance } from '../qemu/launch.js';
 import type { BootTimeline } from './boot-stages.js';
@@ -78,6 +79,8 @@ export interface ApplianceOptions {
   snapshot?: boolean;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
+  /** microvm: node's ICU data: en (default: English only, a smaller image) or full (every locale). */
+  icu?: IcuData;
   /** The page fetched to tell that the webserver answers (default "/"). */
   readinessPath?: string;
   /** Called with each boot stage as it is seen (the timeline so far). */
@@ -166,6 +169,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
     packedRings: opts.ring === 'packed',
     ...(opts.compression ? { compression: opts.compression } : {}),
+    ...(opts.icu ? { icu: opts.icu } : {}),
     echoConsole: opts.echoConsole ? '[guest] ' : false,
     progress,
     ...(opts.daemonLog ? { daemonLog: opts.daemonLog } : {}),

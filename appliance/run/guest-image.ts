@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AnyGuestImage, Machine } from '../image/guest.js';
+import type { IcuData } from '../image/icu-data.js';
 import type { InitramfsFile } from '../image/initramfs.js';
 import { buildNodeGuest } from '../image/node-guest.js';
 import { buildStartupSnapshot } from '../image/snapshot.js';
@@ -40,6 +41,8 @@ export interface GuestImageOptions {
   machine: Machine;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
+  /** microvm: node's ICU data, en (default) or full (appliance/image/icu-data.ts). */
+  icu?: IcuData;
   /** Progress lines (a kernel build prints its steps). */
   progress?: (line: string) => void;
 }
@@ -68,6 +71,7 @@ export async function buildGuestImage(program: GuestProgram, opts: GuestImageOpt
     modules: program.modules ?? [],
     nodeOptions: program.nodeOptions,
     ...(opts.compression ? { compression: opts.compression } : {}),
+    ...(opts.icu ? { icu: opts.icu } : {}),
     kernelBuild: { progress },
   });
 }

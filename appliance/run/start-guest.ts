@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startDaemon, type RunningDaemon } from '../../drivers/virtio-vsock/daemon/daemon.js';
 import { bootOptions, type AnyGuestImage, type Machine } from '../image/guest.js';
+import type { IcuData } from '../image/icu-data.js';
 import type { SquashfsCompression } from '../image/squashfs.js';
 import { type QemuExit, type QemuInstance, findQemu, launchQemu } from '../qemu/launch.js';
 import { VIRTIOFSD_PATH, type VirtiofsdProcess, spawnVirtiofsd } from '../qemu/virtiofsd.js';
@@ -72,6 +73,8 @@ export interface StartGuestOptions {
   packedRings?: boolean;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
+  /** microvm: node's ICU data, en (default) or full (appliance/image/icu-data.ts). */
+  icu?: IcuData;
   /** Copy the console to stderr, each line prefixed with this (or "[guest] " for true). */
   echoConsole?: boolean | string;
   /** Every console line (stage markers included). */
@@ -189,7 +192,7 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
     progress('building image…');
     let image: AnyGuestImage;
     try {
-      image = await buildGuestImage(program, { machine, progress, ...(opts.compression ? { compression: opts.compression } : {}) });
+      image = await buildGuestImage(program, { machine, progress, ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.icu ? { icu: opts.icu } : {}) });
     } catch (e) {
       throw new StartError('image', (e as Error).message);
     }

@@ -32,7 +32,7 @@ export async function buildProgramCommand(args: BuildArgs): Promise<number> {
   const program = programGuest({ app, bundle, shares: args.tags.length, txMode: args.txMode, programArgs: args.programArgs });
   let image;
   try {
-    image = await buildGuestImage(program, { machine: args.machine, progress: args.verbose ? (l) => process.stderr.write(`tsvirtio: ${l}\n`) : () => {} });
+    image = await buildGuestImage(program, { machine: args.machine, icu: args.icu, progress: args.verbose ? (l) => process.stderr.write(`tsvirtio: ${l}\n`) : () => {} });
   } catch (e) {
     return fail(`cannot build the image: ${(e as Error).message}`);
   }

@@ -37,6 +37,7 @@ export async function runProgramCommand(args: RunArgs): Promise<number> {
     const starting = startGuest({
       program: programGuest({ app, bundle, shares: args.shares.length, txMode: args.txMode, programArgs: args.programArgs }),
       machine: args.machine,
+      icu: args.icu,
       memoryMiB,
       shares: args.shares,
       forwards: args.forwards,
