@@ -44,6 +44,8 @@ test('defaults: microvm, the machine memory, tx mode auto, no forward or share',
   t.is(a.machine, 'microvm');
   t.is(a.memoryMiB, null);
   t.is(a.txMode, 'auto');
+  t.is(a.icu, 'en');
+  t.is(parseRunArgs([app, '--icu', 'full']).icu, 'full');
   t.deepEqual(a.forwards, []);
   t.deepEqual(a.shares, []);
   t.deepEqual(a.programArgs, []);
@@ -107,6 +109,7 @@ test('bad flags: a UsageError naming the flag and what is wrong', (t) => {
     [[app, '--memory', '12'], /^--memory: expected MiB, at least 64, got "12"$/],
     [[app, '--memory', 'lots'], /^--memory: /],
     [[app, '--machine', 'pc'], /^--machine: expected microvm or q35, got "pc"$/],
+    [[app, '--icu', 'small'], /^--icu: expected en \(English only, the default\) or full \(every locale and converter\), got "small"$/],
     [[app, '--tx-mode', 'fast'], /^--tx-mode: expected one of auto, two-copy, single-copy, zero-copy, got "fast"$/],
     [[], /^APP: which program\? \(usage: tsvirtio run APP\)$/],
     [[join(dir, 'nope.ts')], /^APP: .*nope\.ts is not a file \(usage: tsvirtio run APP\)$/],

@@ -37,6 +37,15 @@ test('--drivers kernel moves to q35; with --ring it is refused (the ring belongs
   t.regex(usageError(['--drivers', 'kernel', '--machine', 'microvm']), /--drivers kernel runs on --machine q35 only/);
 });
 
+test('--icu en (default) or full; the usage explains the flag', (t) => {
+  t.is(parseMainArgs([]).icu, 'en');
+  t.is(parseMainArgs(['--icu', 'full']).icu, 'full');
+  t.is(parseMainArgs(['--icu=en']).icu, 'en');
+  t.regex(USAGE, /--icu D +node's ICU data on microvm: en \(default/);
+  t.is(usageError(['--icu', 'de']), '--icu: expected en (English only, the default) or full (every locale and converter), got "de"');
+  t.is(usageError(['--icu']), '--icu: needs a value');
+});
+
 test('bad values name the flag and what was given', (t) => {
   t.is(usageError(['--ring', 'ring']), '--ring: expected split or packed, got "ring"');
   t.is(usageError(['--port', '70000']), '--port: expected a TCP port 1..65534, got "70000"');
