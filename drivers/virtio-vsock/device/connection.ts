@@ -346,6 +346,11 @@ export class VsockConnection {
     if (s !== null && !s.destroyed) s.destroy(new VsockError('ECONNRESET', `vsock connection ${this.describe()} reset: ${why}`));
   }
 
+  /** Payload bytes received from the guest (what an RST reports as consumed: muxer.forget). */
+  get guestBytesReceived(): number {
+    return this.rxCnt;
+  }
+
   /**
    * Forgets the connection (the muxer drops it, a RST is queued when sendRst) and
    * detaches the host socket, which the caller destroys or leaves to its owner.

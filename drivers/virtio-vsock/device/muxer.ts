@@ -62,8 +62,8 @@ import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 
 const MAX_PORT = 0xffffffff;
-/** Words per queued stray RST: src cid, src port, dst port, type. */
-const STRAY_WORDS = 4;
+/** Words per queued stray RST: src cid, src port, dst port, type, buf_alloc, fwd_cnt. */
+const STRAY_WORDS = 6;
 
 function checkPort(port: number, what: string): void {
   if (!Number.isInteger(port) || port < 0 || port > MAX_PORT) {
@@ -126,7 +126,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly roomWaiters = new ConnectionFifo();
   private releasingWaiters = false;
 
-  /** RSTs with no connection behind them: ring of (src cid, src port, dst port, type). */
+  /** RSTs with no connection behind them: ring of (src cid, src port, dst port, type, buf_alloc, fwd_cnt). */
   private readonly strayRst = new Uint32Array(STRAY_WORDS * STRAY_RST_QUEUE_ENTRIES);
   private strayHead = 0;
   private strayCount = 0;
@@ -299,7 +299,9 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       if (m.size === 0) this.conns.delete(conn.localPort);
       this.connectionCount--;
     }
-    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort, VSOCK_TYPE_STREAM);
+    // The RST carries our window with every guest byte counted as consumed (they are
+    // dropped with the connection): see queueRst.
+    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort, VSOCK_TYPE_STREAM, CONN_BUF_ALLOC_BYTES, conn.guestBytesReceived);
     else this.rememberClosed(conn.localPort * 0x100000000 + conn.peerPort);
   }
 
@@ -312,8 +314,17 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.recentlyClosed.add(key);
   }
 
-  /** Queues an RST to this guest from srcCid:srcPort (the host, or a sibling) to its dstPort. */
-  queueRst(srcCid: number, srcPort: number, dstPort: number, type: number): void {
+  /**
+   * Queues an RST to this guest from srcCid:srcPort (the host, or a sibling) to its dstPort.
+   * For a connection that existed, bufAlloc/fwdCnt should give the guest room to send
+   * (fwd_cnt = every byte it sent): Linux takes the credit of every packet, the RST's
+   * too, before it closes the socket (virtio_transport_recv_pkt ->
+   * virtio_transport_space_update), and a socket reset while it still holds unread
+   * bytes stays TCP_ESTABLISHED (virtio_transport_do_close), where poll() reports
+   * EPOLLOUT only with credit. With buf_alloc 0 a program that waits to be able to write
+   * before it reads (socat) never wakes to see the reset, and never closes the socket.
+   */
+  queueRst(srcCid: number, srcPort: number, dstPort: number, type: number, bufAlloc = 0, fwdCnt = 0): void {
     if (this.strayCount === STRAY_RST_QUEUE_ENTRIES) {
       countDrop(this.stats, this.log, 'strayRstOverflow', `RST ${srcCid}:${srcPort} -> ${this.guestCid}:${dstPort}`);
       return;
@@ -323,6 +334,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.strayRst[i + 1] = srcPort;
     this.strayRst[i + 2] = dstPort;
     this.strayRst[i + 3] = type;
+    this.strayRst[i + 4] = bufAlloc;
+    this.strayRst[i + 5] = fwdCnt;
     this.strayCount++;
     this.wake();
   }
@@ -514,8 +527,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.dropLink(link);
     const me = link.side(this.guestCid);
     const peer = link.other(this.guestCid);
-    peer.muxer.queueRst(me.cid, me.port, peer.port, link.type);
-    if (both) this.queueRst(peer.cid, peer.port, me.port, link.type);
+    peer.muxer.queueRst(me.cid, me.port, peer.port, link.type, me.bufAlloc, peer.txCnt);
+    if (both) this.queueRst(peer.cid, peer.port, me.port, link.type, peer.bufAlloc, me.txCnt);
   }
 
   /** This guest is gone or reset: its siblings get RST for every connection with it. */
@@ -525,7 +538,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       const me = link.side(this.guestCid);
       peer.muxer.siblingLinks.remove(me.cid, peer.port, me.port);
       if (link.state === LINK_REQUESTED && peer === link.a) peer.muxer.siblingLinks.pendingRequests--;
-      peer.muxer.queueRst(me.cid, me.port, peer.port, link.type);
+      peer.muxer.queueRst(me.cid, me.port, peer.port, link.type, me.bufAlloc, peer.txCnt);
     }
     this.siblingQueue?.clear();
   }
@@ -689,7 +702,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     const i = STRAY_WORDS * this.strayHead;
     this.strayHead = (this.strayHead + 1) % STRAY_RST_QUEUE_ENTRIES;
     this.strayCount--;
-    const h = this.scratch.header.set(this.strayRst[i]!, this.strayRst[i + 1]!, this.guestCid, this.strayRst[i + 2]!, VSOCK_OP_RST, 0, 0, 0, 0);
+    const h = this.scratch.header.set(this.strayRst[i]!, this.strayRst[i + 1]!, this.guestCid, this.strayRst[i + 2]!, VSOCK_OP_RST, 0, 0, this.strayRst[i + 4]!, this.strayRst[i + 5]!);
     h.type = this.strayRst[i + 3]!;
     encodeHeader(h, this.scratch.view, 0);
     chain.write(0, this.scratch.bytes, 0, VSOCK_HEADER_SIZE);

@@ -22,8 +22,11 @@ import {
   VSOCK_OP_RESPONSE,
   VSOCK_OP_RST,
   VSOCK_OP_SHUTDOWN,
+  VSOCK_SEQ_EOM,
   VSOCK_SHUTDOWN_RCV,
   VSOCK_SHUTDOWN_SEND,
+  VSOCK_TYPE_SEQPACKET,
+  VSOCK_TYPE_STREAM,
 } from '../header.js';
 import { CreditState } from './credit.js';
 import { VsockError } from './errors.js';
@@ -79,6 +82,8 @@ export interface ConnectionEvents {
   onEstablished(): void;
   /** Payload bytes arrived, at bytes[offset, offset + length): copy them now. */
   onData(bytes: Uint8Array, offset: number, length: number): void;
+  /** SEQPACKET: the bytes given to onData since the last call form one message (EOM). */
+  onMessageEnd?(): void;
   /** The peer sends no more (SHUTDOWN SEND). */
   onPeerEnd(): void;
   /** The connection failed (refused, reset, timed out). */
@@ -132,6 +137,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     readonly remotePort: number,
     bufAlloc: number,
     state: ConnState,
+    /** VSOCK_TYPE_STREAM, or VSOCK_TYPE_SEQPACKET: one write is one message (tx-path.ts), EOM ends a received one. */
+    readonly type: number = VSOCK_TYPE_STREAM,
   ) {
     this.credit = new CreditState(bufAlloc);
     this.state = state;
@@ -223,8 +230,8 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
   }
 
-  /** RW payload at bytes[offset, offset + length). */
-  onData(bytes: Uint8Array, offset: number, length: number): void {
+  /** RW payload at bytes[offset, offset + length), with the packet's flags (EOM ends a SEQPACKET message). */
+  onData(bytes: Uint8Array, offset: number, length: number, flags = 0): void {
     if (this.state !== CONN_ESTABLISHED || (this.localShutdown & VSOCK_SHUTDOWN_RCV) !== 0) {
       this.host.stats.rxDropped++;
       return;
@@ -238,6 +245,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
     this.host.stats.rxBytes += length;
     this.events?.onData(bytes, offset, length);
+    if (this.type === VSOCK_TYPE_SEQPACKET && (flags & VSOCK_SEQ_EOM) !== 0) this.events?.onMessageEnd?.();
     this.onConsumed();
   }
 
@@ -270,6 +278,13 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
     if (chunks instanceof Uint8Array) this.cursor.resetOne(chunks, this.host.dma);
     else this.cursor.reset(chunks, this.host.dma);
+    if (this.type === VSOCK_TYPE_SEQPACKET && this.state === CONN_ESTABLISHED && this.cursor.remaining > this.credit.peerBufAlloc) {
+      // The peer could never hold it whole (Linux: virtio_transport_seqpacket_enqueue).
+      const n = this.cursor.remaining;
+      this.cursor.clear();
+      cb(new VsockError('EMSGSIZE', `message of ${n} bytes is larger than the peer's receive buffer (${this.credit.peerBufAlloc} bytes) on ${this.describe()}`, 'write'));
+      return;
+    }
     if ((this.txMode ?? this.host.txMode) === 'zero-copy' && this.cursor.remaining > 0 && !this.cursor.currentIsDma()) this.host.stats.txZeroCopyMisses++;
     this.writeCb = cb;
     this.writeError = null;

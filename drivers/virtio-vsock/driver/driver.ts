@@ -19,6 +19,7 @@ import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit, hasFeature } from '
 import type { RingLayout, VirtqueueDriver } from '../../../kernel/virtqueue/queue.js';
 import { type RingChoice, acceptRingFeatures } from '../../../kernel/virtqueue/ring.js';
 import {
+  VIRTIO_VSOCK_F_SEQPACKET,
   VIRTIO_VSOCK_F_STREAM,
   VSOCK_EVENT_QUEUE,
   VSOCK_EVENT_SIZE,
@@ -33,6 +34,7 @@ import {
   VSOCK_OP_SHUTDOWN,
   VSOCK_RX_QUEUE,
   VSOCK_TX_QUEUE,
+  VSOCK_TYPE_SEQPACKET,
   VSOCK_TYPE_STREAM,
   VsockHeader,
   decodeHeader,
@@ -46,6 +48,7 @@ import { EPHEMERAL_PORT_MAX, EPHEMERAL_PORT_MIN, PortAllocator } from './port-al
 import type { RawConnectionOptions, RawVsockConnection } from './raw-connection.js';
 import { RawVsockListener } from './raw-listener.js';
 import { VsockServer, type ListenerHost, type VsockListener } from './server.js';
+import { type SocketType, VsockSeqpacketSocket } from './seqpacket-socket.js';
 import { VsockSocket, type VsockSocketOptions } from './socket.js';
 import { type VsockDriverStats, newStats } from './stats.js';
 import { TxPath } from './tx-path.js';
@@ -89,6 +92,8 @@ export interface ConnectOptions extends VsockSocketOptions {
   cid: number;
   port: number;
   timeoutMs?: number;
+  /** 'seqpacket': a message-oriented socket (VsockSeqpacketSocket); needs VIRTIO_VSOCK_F_SEQPACKET. Default 'stream'. */
+  type?: SocketType;
 }
 
 const EVENT_BUFFERS = 8;
@@ -104,6 +109,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   /** Our CID, from the device configuration (le64 guest_cid at offset 0, 5.10.4). */
   localCid: number;
   readonly eventIdx: boolean;
+  /** VIRTIO_VSOCK_F_SEQPACKET was negotiated: SEQPACKET sockets work. */
+  readonly seqpacket: boolean;
   /** The transport's DMA memory (rings, pools, and user buffers from allocBuffer). */
   readonly dma: VirtioTransport['dma'];
 
@@ -152,6 +159,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     const [pmin, pmax] = opts.ephemeralPorts ?? [EPHEMERAL_PORT_MIN, EPHEMERAL_PORT_MAX];
     this.ports = new PortAllocator(pmin, pmax);
     this.eventIdx = hasFeature(features, VIRTIO_F_EVENT_IDX);
+    this.seqpacket = hasFeature(features, VIRTIO_VSOCK_F_SEQPACKET);
     this.localCid = readGuestCid(transport);
     const qsize = opts.queueSize ?? 256;
     this.rxq = setupDriverQueue<number>(transport, VSOCK_RX_QUEUE, 'vsock rx', qsize, features);
@@ -185,6 +193,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     let features = featureBit(VIRTIO_F_VERSION_1) | acceptRingFeatures(offered, { eventIdx: opts.eventIdx, ring: opts.ring }, 'vsock device');
     // STREAM is implied when no socket-type bit is offered (5.10.3, legacy devices).
     if (hasFeature(offered, VIRTIO_VSOCK_F_STREAM)) features |= featureBit(VIRTIO_VSOCK_F_STREAM);
+    if (hasFeature(offered, VIRTIO_VSOCK_F_SEQPACKET)) features |= featureBit(VIRTIO_VSOCK_F_SEQPACKET);
     transport.negotiate(features);
     const driver = new VsockDriver(transport, features, opts);
     driver.fillRx();
@@ -205,11 +214,13 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
 
   /** A server (net.Server-like); call listen(port) on it. */
   createServer(onConnection?: (socket: VsockSocket) => void): VsockServer;
-  createServer(options: VsockSocketOptions, onConnection?: (socket: VsockSocket) => void): VsockServer;
-  createServer(a?: VsockSocketOptions | ((socket: VsockSocket) => void), b?: (socket: VsockSocket) => void): VsockServer {
-    const options = typeof a === 'object' ? a : {};
+  createServer(options: VsockSocketOptions & { type?: SocketType }, onConnection?: (socket: VsockSocket) => void): VsockServer;
+  createServer(a?: (VsockSocketOptions & { type?: SocketType }) | ((socket: VsockSocket) => void), b?: (socket: VsockSocket) => void): VsockServer {
+    const { type, ...options } = typeof a === 'object' ? a : {};
     const cb = typeof a === 'function' ? a : b;
-    return new VsockServer(this, { ...this.socketDefaults, ...options }, cb);
+    // A SEQPACKET server hands out VsockSeqpacketSocket (one 'data' chunk per message).
+    if (type === 'seqpacket' && !this.seqpacket) throw new VsockError('ESOCKTNOSUPPORT', 'vsock createServer: the device did not offer VIRTIO_VSOCK_F_SEQPACKET', 'listen');
+    return new VsockServer(this, { ...this.socketDefaults, ...options }, cb, type === 'seqpacket' ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM);
   }
 
   /**
@@ -228,9 +239,12 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     if (!Number.isInteger(cid) || cid < 0 || cid > 0xffffffff || !Number.isInteger(port) || port < 0 || port > 0xffffffff) {
       throw new RangeError(`vsock connect: bad address ${String(cid)}:${String(port)}`);
     }
+    const seqpacket = options.type === 'seqpacket';
+    if (seqpacket && !this.seqpacket) throw new VsockError('ESOCKTNOSUPPORT', 'vsock connect: the device did not offer VIRTIO_VSOCK_F_SEQPACKET', 'connect');
     const localPort = this.ports.allocate((p) => this.listeners.has(p) || this.conns.hasLocalPort(p));
-    const conn = new VsockConnection(this, localPort, cid, port, this.bufAlloc, CONN_CONNECTING);
-    const socket = new VsockSocket(conn, this.localCid, { ...this.socketDefaults, ...options });
+    const conn = new VsockConnection(this, localPort, cid, port, this.bufAlloc, CONN_CONNECTING, seqpacket ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM);
+    const opts = { ...this.socketDefaults, ...options };
+    const socket = seqpacket ? new VsockSeqpacketSocket(conn, this.localCid, opts) : new VsockSocket(conn, this.localCid, opts);
     if (onConnect) socket.once('connect', onConnect);
     if (this.closed) {
       process.nextTick(() => socket.destroy(new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver is closed', 'connect')));
@@ -450,8 +464,8 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   /** Lets connections blocked on tx slots continue, oldest first. */
   private serviceTxWaiters(): void {
     while (this.rstBacklog.length > 0 && this.tx.canSendControl()) {
-      const [a, b, c] = this.rstBacklog.splice(0, 3) as [number, number, number];
-      this.tx.sendRstTo(a, b, c);
+      const [a, b, c, type] = this.rstBacklog.splice(0, 4) as [number, number, number, number];
+      this.tx.sendRstTo(a, b, c, type);
       this.scheduleFlush();
     }
     if (this.txWaiters.length === 0) return;
@@ -511,19 +525,22 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
   private dispatch(h: VsockHeader, payloadOff: number): void {
     const conn = this.conns.get(h.dstPort, h.srcCid, h.srcPort);
     if (conn === undefined) {
-      if (h.op === VSOCK_OP_REQUEST && h.type === VSOCK_TYPE_STREAM) this.accept(h);
+      if (h.op === VSOCK_OP_REQUEST) this.accept(h);
       else if (h.op !== VSOCK_OP_RST) this.rstUnknown(h); // never answer an RST with an RST
       else this.stats.rxDropped++;
       return;
     }
-    if (h.type !== VSOCK_TYPE_STREAM) {
+    if (h.type !== conn.type) {
+      // Not this connection's type (Linux answers such a packet with RST, keeping the socket).
       this.stats.rxDropped++;
+      if (h.op !== VSOCK_OP_RST) this.rstUnknown(h);
       return;
     }
-    conn.takeCredit(h.bufAlloc, h.fwdCnt);
+    // An RST's credit is not taken: it could restart a write that the reset must fail.
+    if (h.op !== VSOCK_OP_RST) conn.takeCredit(h.bufAlloc, h.fwdCnt);
     switch (h.op) {
       case VSOCK_OP_RW:
-        conn.onData(this.arenaBytes, payloadOff, h.len);
+        conn.onData(this.arenaBytes, payloadOff, h.len, h.flags);
         break;
       case VSOCK_OP_CREDIT_UPDATE:
         this.stats.creditUpdatesReceived++;
@@ -552,20 +569,22 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
 
   private accept(h: VsockHeader): void {
     const server = this.listeners.get(h.dstPort);
-    if (!server || !server.acceptsMore) {
+    // A listener takes its own type only (a SEQPACKET one exists only when negotiated).
+    if (!server || !server.acceptsMore || (server.type ?? VSOCK_TYPE_STREAM) !== h.type) {
       this.rstUnknown(h);
       return;
     }
-    const conn = new VsockConnection(this, h.dstPort, h.srcCid, h.srcPort, this.bufAlloc, CONN_ESTABLISHED);
+    const conn = new VsockConnection(this, h.dstPort, h.srcCid, h.srcPort, this.bufAlloc, CONN_ESTABLISHED, h.type);
     conn.credit.onPeerHeader(h.bufAlloc, h.fwdCnt);
     this.addConnection(conn);
     server.onRequest(conn);
   }
 
   private rstUnknown(h: VsockHeader): void {
-    if (this.tx.sendRstTo(h.dstPort, h.srcCid, h.srcPort)) this.scheduleFlush();
-    else if (this.rstBacklog.length < 3 * 1024) {
-      this.rstBacklog.push(h.dstPort, h.srcCid, h.srcPort);
+    const type = h.type === VSOCK_TYPE_SEQPACKET ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM;
+    if (this.tx.sendRstTo(h.dstPort, h.srcCid, h.srcPort, type)) this.scheduleFlush();
+    else if (this.rstBacklog.length < 4 * 1024) {
+      this.rstBacklog.push(h.dstPort, h.srcCid, h.srcPort, type);
       this.scheduleFlush(); // arms tx interrupts
     }
   }

@@ -9,6 +9,8 @@ export type VsockErrorCode =
   | 'EPIPE' // write after the peer said it receives no more (SHUTDOWN RCV) or the connection closed
   | 'EADDRINUSE' // listen() on a port already bound
   | 'EADDRNOTAVAIL' // no free ephemeral port
+  | 'EMSGSIZE' // a SEQPACKET message larger than the peer's receive buffer (buf_alloc)
+  | 'ESOCKTNOSUPPORT' // a SEQPACKET socket on a device without VIRTIO_VSOCK_F_SEQPACKET
   | 'ERR_VSOCK_NO_DEVICE' // the device lacks something the driver needs (VERSION_1, queues)
   | 'ERR_VSOCK_PROTOCOL' // the peer broke the protocol (credit overrun, bad header)
   | 'ERR_VSOCK_DRIVER_CLOSED' // the driver was closed under the socket

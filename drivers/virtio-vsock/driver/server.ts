@@ -5,12 +5,16 @@
 import { EventEmitter } from 'node:events';
 import type { VsockConnection } from './connection.js';
 import { VsockError } from './errors.js';
+import { VSOCK_TYPE_SEQPACKET, VSOCK_TYPE_STREAM } from '../header.js';
+import { VsockSeqpacketSocket } from './seqpacket-socket.js';
 import { VsockSocket, type VsockSocketOptions } from './socket.js';
 
 /** What the driver needs from a bound port: a VsockServer (sockets) or a RawVsockListener. */
 export interface VsockListener {
   /** False: answer REQUESTs with RST. */
   readonly acceptsMore: boolean;
+  /** The connection type it accepts (default VSOCK_TYPE_STREAM); REQUESTs of another get RST. */
+  readonly type?: number;
   /** A REQUEST was accepted: wrap `conn` (conn.attach), send RESPONSE (conn.accept()), hand it out. */
   onRequest(conn: VsockConnection): void;
   /** Stops listening (unbinds the port). */
@@ -39,6 +43,8 @@ export class VsockServer extends EventEmitter implements VsockListener {
     /** Options for accepted sockets. */
     readonly socketOptions: VsockSocketOptions = {},
     onConnection?: (socket: VsockSocket) => void,
+    /** VSOCK_TYPE_STREAM (VsockSocket) or VSOCK_TYPE_SEQPACKET (VsockSeqpacketSocket). */
+    readonly type: number = VSOCK_TYPE_STREAM,
   ) {
     super();
     if (onConnection) this.on('connection', onConnection);
@@ -103,7 +109,7 @@ export class VsockServer extends EventEmitter implements VsockListener {
 
   /** @internal An accepted connection: a socket for it, RESPONSE, then 'connection'. */
   onRequest(conn: VsockConnection): void {
-    const socket = new VsockSocket(conn, this.host.localCid, this.socketOptions);
+    const socket = this.type === VSOCK_TYPE_SEQPACKET ? new VsockSeqpacketSocket(conn, this.host.localCid, this.socketOptions) : new VsockSocket(conn, this.host.localCid, this.socketOptions);
     conn.accept();
     this.sockets.add(socket);
     socket.once('close', () => {

@@ -33,10 +33,11 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   /** The connection, null once released. */
   private conn: VsockConnection | null;
 
-  /** @internal Made by the driver (connect) or a server (incoming). */
-  constructor(conn: VsockConnection, localCid: number, opts: VsockSocketOptions = {}) {
+  /** @internal Made by the driver (connect) or a server (incoming); `messages`: each readable chunk is one message (SEQPACKET). */
+  constructor(conn: VsockConnection, localCid: number, opts: VsockSocketOptions = {}, messages = false) {
     super({
       allowHalfOpen: opts.allowHalfOpen ?? false,
+      readableObjectMode: messages,
       readableHighWaterMark: opts.readableHighWaterMark,
       writableHighWaterMark: opts.writableHighWaterMark,
       decodeStrings: true,
@@ -167,8 +168,19 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   /** Every chunk taken out of the readable buffer advances fwd_cnt (credit for the peer). */
   override read(size?: number): any {
     const chunk: unknown = super.read(size);
-    if (chunk !== null && this.conn !== null) this.conn.onConsumed();
+    if (chunk !== null) {
+      this.noteConsumed(chunk as Buffer);
+      if (this.conn !== null) this.conn.onConsumed();
+    }
     return chunk;
+  }
+
+  /** A chunk left the readable buffer (before the connection recounts what is unconsumed). */
+  protected noteConsumed(_chunk: Buffer): void {}
+
+  /** Resets the idle timer (activity). */
+  protected noteActivity(): void {
+    this.touch();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {

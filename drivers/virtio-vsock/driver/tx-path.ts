@@ -18,7 +18,7 @@
 import { BufferPool, type DmaArena } from '../../../kernel/memory/dma.js';
 import { copyBytes } from '../../../kernel/memory/copy.js';
 import type { VirtqueueDriver } from '../../../kernel/virtqueue/driver-queue.js';
-import { VSOCK_HEADER_SIZE, VSOCK_OP_RST, VSOCK_OP_RW, VsockHeader, encodeHeader } from '../header.js';
+import { VSOCK_HEADER_SIZE, VSOCK_OP_RST, VSOCK_OP_RW, VSOCK_SEQ_EOM, VSOCK_SEQ_EOR, VSOCK_TYPE_SEQPACKET, VSOCK_TYPE_STREAM, VsockHeader, encodeHeader } from '../header.js';
 import { VSOCK_MAX_PKT_PAYLOAD, type CreditState } from './credit.js';
 import type { VsockDriverStats } from './stats.js';
 import type { WriteCursor } from './write-cursor.js';
@@ -28,6 +28,8 @@ export interface PacketEnds {
   readonly localPort: number;
   readonly remoteCid: number;
   readonly remotePort: number;
+  /** VSOCK_TYPE_STREAM or VSOCK_TYPE_SEQPACKET (a message per write: packets are never merged, EOM|EOR on its last). */
+  readonly type: number;
   readonly credit: CreditState;
   /** Data slot of this connection's open (not yet committed) single-copy packet, -1 if none. */
   txOpenSlot: number;
@@ -105,15 +107,17 @@ export class TxPath {
     if (!this.canSendControl()) return false;
     const c = ends.credit;
     this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, op, 0, flags, c.bufAlloc, c.fwdCnt);
+    this.hdr.type = ends.type;
     c.onHeaderSent();
     this.queueHeaderOnly();
     return true;
   }
 
-  /** Queues an RST for a packet that matches no connection (no credit state). */
-  sendRstTo(localPort: number, remoteCid: number, remotePort: number): boolean {
+  /** Queues an RST for a packet that matches no connection (no credit state), of that packet's type. */
+  sendRstTo(localPort: number, remoteCid: number, remotePort: number, type: number = VSOCK_TYPE_STREAM): boolean {
     if (!this.canSendControl()) return false;
     this.hdr.set(this.localCid, localPort, remoteCid, remotePort, VSOCK_OP_RST, 0, 0, 0, 0);
+    this.hdr.type = type;
     this.queueHeaderOnly();
     this.stats.rstSent++;
     return true;
@@ -138,6 +142,7 @@ export class TxPath {
     if (viaPacketObject) return this.sendViaPacketObject(ends, cur, maxLen);
     const c = ends.credit;
     const stats = this.stats;
+    if (ends.type === VSOCK_TYPE_SEQPACKET) return this.sendMessagePiece(ends, cur, maxLen);
     if (ends.txOpenSlot >= 0) {
       const room = VSOCK_MAX_PKT_PAYLOAD - ends.txOpenLen;
       if (room > 0) {
@@ -163,6 +168,19 @@ export class TxPath {
     return n;
   }
 
+  /** SEQPACKET: one packet of its own per call (never merged), EOM|EOR when it ends the write. */
+  private sendMessagePiece(ends: PacketEnds, cur: WriteCursor, maxLen: number): number {
+    if (this.freeDescriptors() <= 0) return 0;
+    const slot = this.dataPool.alloc();
+    if (slot < 0) return 0;
+    const n = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
+    gather(cur, this.arenaBytes, this.dataOffsets[slot]! + VSOCK_HEADER_SIZE, n, this.stats);
+    ends.credit.onSent(n);
+    this.stats.txBytes += n;
+    this.commitDataSlot(ends, slot, n, messageFlags(ends, cur));
+    return n;
+  }
+
   /** Puts a connection's open packet on the ring (header written now, with the latest fwd_cnt). */
   private commitOpen(ends: PacketEnds): void {
     const slot = ends.txOpenSlot;
@@ -175,7 +193,7 @@ export class TxPath {
       this.open[i] = this.open[this.open.length - 1]!;
       this.open.pop();
     }
-    this.commitDataSlot(ends, slot, len);
+    this.commitDataSlot(ends, slot, len, 0);
   }
 
   /** Commits every open packet (before the batch is published). */
@@ -187,14 +205,15 @@ export class TxPath {
       const len = ends.txOpenLen;
       ends.txOpenSlot = -1;
       ends.txOpenLen = 0;
-      this.commitDataSlot(ends, slot, len);
+      this.commitDataSlot(ends, slot, len, 0);
     }
     open.length = 0;
   }
 
-  private commitDataSlot(ends: PacketEnds, slot: number, len: number): void {
+  private commitDataSlot(ends: PacketEnds, slot: number, len: number, flags: number): void {
     const c = ends.credit;
-    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, flags, c.bufAlloc, c.fwdCnt);
+    this.hdr.type = ends.type;
     c.onHeaderSent();
     encodeHeader(this.hdr, this.arenaView, this.dataOffsets[slot]!);
     const q = this.queue;
@@ -211,7 +230,9 @@ export class TxPath {
     if (slot < 0) return 0;
     const len = Math.min(maxLen, cur.remaining, VSOCK_MAX_PKT_PAYLOAD);
     const c = ends.credit;
-    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    const flags = ends.type === VSOCK_TYPE_SEQPACKET && len === cur.remaining ? MESSAGE_END : 0;
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, flags, c.bufAlloc, c.fwdCnt);
+    this.hdr.type = ends.type;
     c.onHeaderSent();
     const stats = this.stats;
     // Copy 1: into the packet object.
@@ -264,7 +285,8 @@ export class TxPath {
       segs++;
     }
     const c = ends.credit;
-    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, 0, c.bufAlloc, c.fwdCnt);
+    this.hdr.set(this.localCid, ends.localPort, ends.remoteCid, ends.remotePort, VSOCK_OP_RW, len, messageFlags(ends, cur), c.bufAlloc, c.fwdCnt);
+    this.hdr.type = ends.type;
     c.onHeaderSent();
     encodeHeader(this.hdr, this.arenaView, this.headerOffsets[slot]!);
     this.zcOwner[slot] = owner;
@@ -323,6 +345,13 @@ function gather(cur: WriteCursor, dst: Uint8Array, dstOff: number, len: number, 
   }
   stats.txCopies++;
   stats.txCopiedBytes += len;
+}
+
+const MESSAGE_END = VSOCK_SEQ_EOM | VSOCK_SEQ_EOR;
+
+/** RW flags of the packet just filled from `cur`: EOM|EOR when it ends a SEQPACKET write (one write, one message and record). */
+function messageFlags(ends: PacketEnds, cur: WriteCursor): number {
+  return ends.type === VSOCK_TYPE_SEQPACKET && cur.remaining === 0 ? MESSAGE_END : 0;
 }
 
 function alignUp(n: number, a: number): number {

@@ -1,0 +1,129 @@
+// Issue 11's finding: host clients killed (SIGKILL) in the middle of a stream, through
+// the hybrid socket, into a Linux guest's `socat VSOCK-LISTEN:...,fork EXEC:/bin/cat`
+// echo. The daemon must answer each dead client with an RST to the guest; what the guest
+// then does with its socket is Linux's (net/vmw_vsock/virtio_transport_common.c:
+// virtio_transport_recv_connected, case VIRTIO_VSOCK_OP_RST -> virtio_transport_do_close:
+// SOCK_DONE, peer_shutdown = SHUTDOWN_MASK, TCP_CLOSING once the receive queue is empty,
+// sk_state_change wakes every waiter; the socket is freed when its process closes it).
+// A socket reset while it still holds unread bytes stays TCP_ESTABLISHED, and poll()
+// reports EPOLLOUT only with credit (af_vsock.c vsock_poll); the RST's own buf_alloc and
+// fwd_cnt are taken first (virtio_transport_recv_pkt -> virtio_transport_space_update).
+// An RST with buf_alloc 0 left socat (which reads one side only when it can write the
+// other) asleep in select with its cat blocked writing to it: 2 to 7 of 15 stayed for
+// good. The device's RSTs now carry its window with every guest byte counted as
+// consumed; this file asserts that no guest-side socat child stays (where one sleeps is
+// logged: /proc/PID/wchan and stack).
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { startLinuxGuest, type LinuxGuest } from '../appliance/qemu/start.js';
+import { GUEST_CID, pause, startTestDaemon, waitGuestListening, type DaemonFixture } from './support/linux-vsock-guest.js';
+
+const SAFETY_TIMEOUT_MS = 30 * 60 * 1000; // kills a stuck QEMU; not an assertion
+const PORT = 7100;
+const CLIENTS = 15;
+
+let fx: DaemonFixture | null = null;
+let guest: LinuxGuest | null = null;
+const clients: ChildProcess[] = [];
+
+test.before(async () => {
+  fx = await startTestDaemon('vhost-vsock-killed-client-');
+  guest = await startLinuxGuest({ launch: { vhostUserVsock: { socket: fx.socket }, timeoutMs: SAFETY_TIMEOUT_MS } });
+});
+
+test.after.always(async (t) => {
+  for (const c of clients) if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
+  if (guest?.qemu.running) await guest.qemu.stop();
+  if (fx) t.log(`daemon log (last 40 lines):\n${await fx.dispose()}`);
+});
+
+/** A host process that CONNECTs through the hybrid socket and writes without end, never reading; prints "flowing" after 1 MiB. */
+const CLIENT_SOURCE = `
+const net = require('node:net');
+const s = net.connect({ path: process.argv[1] });
+const chunk = Buffer.alloc(65536, 0x61);
+let sent = 0, said = false, ok = false, buf = '';
+s.on('error', () => process.exit(3));
+s.on('data', (d) => {
+  if (ok) return;
+  buf += d.toString('latin1');
+  if (!buf.includes('\\n')) return;
+  if (!buf.startsWith('OK ')) process.exit(2);
+  ok = true;
+  s.pause(); // never read the echo
+  const go = () => {
+    while (s.write(chunk)) { sent += chunk.length; if (!said && sent >= 1 << 20) { said = true; process.stdout.write('flowing\\n'); } }
+    sent += chunk.length;
+  };
+  s.on('drain', go);
+  go();
+});
+s.write('CONNECT ${PORT}\\n');
+`;
+
+function startClient(uds: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, ['-e', CLIENT_SOURCE, uds], { stdio: ['ignore', 'pipe', 'inherit'] });
+    clients.push(c);
+    c.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('flowing')) resolve(c);
+    });
+    c.once('exit', (code, sig) => reject(new Error(`client exited early: ${code ?? sig}`)));
+  });
+}
+
+interface Child {
+  pid: number;
+  comm: string;
+  ppid: number;
+  wchan: string;
+}
+
+async function processes(g: LinuxGuest): Promise<Child[]> {
+  const r = await g.shell.run('for d in /proc/[0-9]*; do p=${d#/proc/}; [ -r $d/stat ] || continue; set -- $(cat $d/stat 2>/dev/null); echo "$p $4 $(cat $d/comm 2>/dev/null) $(cat $d/wchan 2>/dev/null)"; done');
+  return r.output
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 3 && /^\d+$/.test(f[0]!))
+    .map((f) => ({ pid: Number(f[0]), ppid: Number(f[1]), comm: f[2]!, wchan: f[3] ?? '' }));
+}
+
+test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin/cat: the daemon resets each; where each guest-side socat child that stays sleeps`, async (t) => {
+  const g = guest!;
+  const job = await g.shell.runBackground(`socat VSOCK-LISTEN:${PORT},reuseaddr,fork EXEC:/bin/cat`);
+  await waitGuestListening(fx!.uds, PORT);
+  const dev = fx!.daemon.devices.get(GUEST_CID)!;
+  const rstBefore = dev.stats.rstSent;
+  const procs = await Promise.all(Array.from({ length: CLIENTS }, () => startClient(fx!.uds)));
+  t.is(dev.connections, CLIENTS);
+  for (const c of procs) process.kill(c.pid!, 'SIGKILL');
+  // The daemon sees each host socket close and resets its connection: no connection left.
+  for (let i = 0; dev.connections > 0 && i < 2400; i++) await pause(50);
+  t.is(dev.connections, 0);
+  t.true(dev.stats.rstSent - rstBefore >= CLIENTS, `RSTs sent: ${dev.stats.rstSent - rstBefore}`);
+  // Let the guest run what the RSTs woke: poll until no socat child is left, or every one
+  // left is in the deadlock that never ends (socat in select, its cat blocked writing to
+  // it) in three looks in a row. A bounded poll, not a verdict by time.
+  let children: Child[] = [];
+  const stuck = (all: Child[], c: Child): boolean => c.wchan === 'do_select' && all.some((k) => k.ppid === c.pid && /sock_alloc_send_pskb|pipe_write|unix_stream/.test(k.wchan));
+  for (let i = 0, settled = 0; i < 2400 && settled < 3; i++) {
+    await pause(250);
+    const all = await processes(g);
+    const listener = all.filter((p) => p.comm === 'socat').sort((a, b) => a.pid - b.pid)[0];
+    children = all.filter((p) => p.comm === 'socat' && p.pid !== listener?.pid);
+    if (children.length === 0) break;
+    settled = children.every((c) => stuck(all, c)) ? settled + 1 : 0;
+  }
+  const all = await processes(g);
+  const lines = children.map((c) => {
+    const cats = all.filter((p) => p.ppid === c.pid);
+    return `socat ${c.pid} sleeps in ${c.wchan || '?'}; ${cats.map((k) => `${k.comm} ${k.pid} in ${k.wchan || '?'}`).join(', ') || 'no child'}`;
+  });
+  t.log(`guest-side socat children alive after the RSTs: ${children.length} of ${CLIENTS}\n${lines.join('\n')}`);
+  const stacks = await g.shell.run(`for p in ${children.map((c) => c.pid).join(' ')}; do echo "== $p"; cat /proc/$p/stack 2>/dev/null | head -6; done`);
+  t.log(stacks.output);
+  await g.shell.run(`kill ${job.pid}; pkill socat; true`);
+  // Every RST carries the device's window with all the guest's bytes counted as consumed
+  // (muxer.ts queueRst): the guest socket polls writable, socat writes, gets EPIPE, exits.
+  t.is(children.length, 0);
+});
