@@ -149,5 +149,7 @@ for (const machine of MACHINES) {
     t.is(result.echoedBytes, 'hello over the hybrid socket\n'.length + 50 * 64 + (1 << 20) + 3);
     t.true(result.interrupts > 0);
     t.notRegex(g.qemu.console(), /PANIC/);
+    // boot() locked node's code at the start (BootOptions.lockCode's default).
+    t.regex(g.qemu.console(), /vsock-echo: code locked in RAM: \d+ read-only file mappings, [\d.]+ MiB/);
   });
 }

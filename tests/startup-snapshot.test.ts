@@ -51,6 +51,8 @@ interface ProbeReport {
   lazyBuiltin: string;
   firstAddonCandidate: string;
   pageSize: number | string;
+  perfNowMs: number;
+  uptimeMs: number;
 }
 
 function report(r: Run): ProbeReport {
@@ -91,12 +93,17 @@ test('a probe snapshot: arguments, lazy built-ins and the addon next to the blob
   t.is(again.path, first.path);
   t.is(again.size, first.size);
 
-  // Flags after `--`: process.argv in script shape, the blob as the program.
+  // Flags after `--`: process.argv in script shape, the blob as the program. (1.5 s after
+  // the build, so a clock counting from the build would show.)
+  await new Promise((r) => setTimeout(r, 1500));
   const a = report(node(['--snapshot-blob', first.path, '--', '--alpha', '--beta=2']));
   t.deepEqual(a.args, ['--alpha', '--beta=2']);
   t.is(a.program, first.path);
   t.true(a.topLevelRanWhileBuilding, 'the top level ran at build time, not again from the blob');
   t.is(a.lazyBuiltin, 'function');
+  // performance (loaded into the snapshot by startProgram) counts from this process's
+  // start: within a second of process.uptime(), not offset by the time since the build.
+  t.true(a.perfNowMs >= 0 && Math.abs(a.perfNowMs - a.uptimeMs) < 1000, `performance.now() ${a.perfNowMs} ms, uptime ${a.uptimeMs} ms`);
   // No addon in the blob's folder or above (a temp dir): the clear error, searched from the blob's folder.
   t.is(a.firstAddonCandidate, join(outDir, 'build', 'Release', 'tsvirtio.node'));
   t.is(a.pageSize, 'native addon not built: run `npm ci` (or `node build.mjs`)');

@@ -228,7 +228,8 @@ function runAppliance(args: EntryArgs): void {
       for (const c of closers) await c();
       return 0;
     },
-    { dmaPages: args.drivers === 'kernel' ? 1 : args.dmaPages },
+    // A server: node's code is locked in RAM after the first requests (kernel/guest/boot.ts).
+    { dmaPages: args.drivers === 'kernel' ? 1 : args.dmaPages, lockCode: 'after-listening' },
   );
 }
 

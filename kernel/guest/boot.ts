@@ -8,8 +8,9 @@
 //      virtio-mmio transport; PCI on q35: bind to uio_pci_generic, open the modern PCI
 //      transport), with uio interrupts (or busy polling);
 //   4. the appliance's main; its return value is the exit status;
+//   (node's code is locked in RAM at the start, or once a server listens: BootOptions.lockCode)
 //   5. close the transports (device reset, bus mastering off), release DMA memory, exit.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeSync } from 'node:fs';
 import { claimVirtioMmioDevice, isVirtioMmioDeviceName } from '../platform/index.js';
 import { findPciDevices, pciIdString } from '../pci/devices.js';
 import { PciError } from '../pci/errors.js';
@@ -57,9 +58,38 @@ export function secondsSinceKernelStart(): number {
   return Number(process.hrtime.bigint()) / 1e9;
 }
 
+/** Set once fd 1 refused a write (EAGAIN): lines then go through process.stdout, in order. */
+let consoleViaStream = false;
+
+/**
+ * Writes a line to the console (fd 1, the serial console in the guest) at once.
+ * Not process.stdout: its first use builds a tty stream (loading node:tty and node:net),
+ * which took about a tenth of the appliance's boot in a cold guest under TCG. A console
+ * write is synchronous either way, so lines keep their order with process.stdout's.
+ */
+export function consoleLine(line: string): void {
+  if (consoleViaStream) {
+    process.stdout.write(`${line}\n`);
+    return;
+  }
+  const bytes = Buffer.from(`${line}\n`);
+  let off = 0;
+  while (off < bytes.length) {
+    try {
+      off += writeSync(1, bytes, off);
+    } catch (e) {
+      // A non-blocking pipe that is full: from now on node's stream, which queues (in order).
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      consoleViaStream = true;
+      process.stdout.write(bytes.subarray(off));
+      return;
+    }
+  }
+}
+
 /** Prints a boot stage marker (the host's boot timeline reads these; see appliance/run/boot-stages.ts). */
 export function markStage(name: string, atSeconds = secondsSinceKernelStart()): void {
-  process.stdout.write(`${STAGE_MARKER} ${name} ${atSeconds.toFixed(3)}\n`);
+  consoleLine(`${STAGE_MARKER} ${name} ${atSeconds.toFixed(3)}`);
 }
 
 export interface BootContext {
@@ -82,16 +112,23 @@ export interface BootContext {
 export interface BootOptions {
   /** 2 MiB DMA pages to allocate (default 4; the image reserves hugepages=N). */
   dmaPages?: number;
+  /**
+   * When node's code is locked in RAM (code-lock.ts): 'start' (default) before anything
+   * else; 'after-listening' for a program that marks the 'listening' stage (a server):
+   * LOCK_AFTER_LISTENING_MS after that mark, so its first requests are served first, or
+   * LOCK_FALLBACK_MS after the start if the mark never comes.
+   */
+  lockCode?: 'start' | 'after-listening';
 }
 
-/** Seconds since the guest kernel started (/proc/uptime), or NaN outside Linux. */
-export function kernelUptimeSeconds(): number {
-  try {
-    return Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]);
-  } catch {
-    return NaN;
-  }
-}
+/**
+ * How long the code lock waits after 'listening'. Locking walks every resident page of
+ * node's ~86 MB of mappings in the kernel: 100-250 ms in a cold guest under TCG, which
+ * was on the way from launch to the appliance's first response.
+ */
+export const LOCK_AFTER_LISTENING_MS = 500;
+/** ... and at the latest this long after the program started (a slow, loaded guest may take several seconds to listen). */
+export const LOCK_FALLBACK_MS = 30_000;
 
 function describeError(e: unknown): string {
   if (e instanceof Error) return `${e.name}${'code' in e && e.code ? ` [${String(e.code)}]` : ''}: ${e.message}\n${e.stack?.split('\n').slice(1).join('\n') ?? ''}`;
@@ -107,10 +144,20 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
   /** PCI addresses and platform device names of the open devices: one transport per device. */
   const opened = new Set<string>();
   let dma: HugepageDma | null = null;
-  const log = (m: string): void => {
-    process.stdout.write(`${name}: ${m}\n`);
-  };
+  const log = (m: string): void => consoleLine(`${name}: ${m}`);
   let exiting = false;
+  /** The pending code lock (BootOptions.lockCode), null once done or when locked at the start. */
+  let lockTimer: NodeJS.Timeout | null = null;
+  const lockCode = (): void => {
+    lockTimer = null;
+    const t0 = performance.now();
+    try {
+      const r = lockCodeInMemory(); // see code-lock.ts: out of memory must reach the OOM killer, not thrash
+      log(`code locked in RAM: ${r.mappings} read-only file mappings, ${(r.bytes / 1048576).toFixed(1)} MiB, in ${(performance.now() - t0).toFixed(0)} ms`);
+    } catch (e) {
+      log(`locking node's code in RAM failed (${(e as Error).message}): under memory pressure the guest may thrash instead of reaching the OOM killer`);
+    }
+  };
 
   const shutdown = async (): Promise<void> => {
     for (const t of transports.splice(0).reverse()) {
@@ -125,7 +172,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
   };
 
   const panic = (what: string, e: unknown): void => {
-    process.stdout.write(`PANIC: ${name}: ${what}: ${describeError(e)}\n`);
+    consoleLine(`PANIC: ${name}: ${what}: ${describeError(e)}`);
     if (exiting) process.exit(PANIC_STATUS);
     exiting = true;
     // Stop every device synchronously (status 0 = reset) before memory goes away.
@@ -144,23 +191,28 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
   const start = async (): Promise<number> => {
     const mainLoaded = performance.now();
     const now = secondsSinceKernelStart();
-    markStage('node-start', now - process.uptime());
+    const nodeStarted = now - process.uptime();
+    markStage('node-start', nodeStarted);
     markStage('program-loaded', now);
-    log(`node started ${(kernelUptimeSeconds() - mainLoaded / 1000).toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
-    try {
-      lockCodeInMemory(); // see code-lock.ts: out of memory must reach the OOM killer, not thrash
-    } catch (e) {
-      log(`locking node's code in RAM failed (${(e as Error).message}): under memory pressure the guest may thrash instead of reaching the OOM killer`);
-    }
+    log(`node started ${nodeStarted.toFixed(2)} s after the kernel (node ${process.version}), program loaded ${mainLoaded.toFixed(0)} ms after node started, args ${JSON.stringify(process.argv.slice(2))}`);
+    if (opts.lockCode !== 'after-listening') lockCode();
+    else lockTimer = setTimeout(lockCode, LOCK_FALLBACK_MS).unref();
+    const dmaStart = performance.now();
     dma = allocateHugepageDma({ pages: opts.dmaPages ?? 4, name: `${name} dma` });
     markStage('dma-ready');
-    log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} (${performance.now().toFixed(0)} ms after node started)`);
+    log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} in ${(performance.now() - dmaStart).toFixed(0)} ms (${performance.now().toFixed(0)} ms after node started)`);
     const dmaRef = dma;
     const ctx: BootContext = {
       dma: dmaRef,
       args: process.argv.slice(2),
       log,
-      stage: (n) => markStage(n),
+      stage: (n) => {
+        markStage(n);
+        if (n === 'listening' && lockTimer !== null) {
+          clearTimeout(lockTimer);
+          lockTimer = setTimeout(lockCode, LOCK_AFTER_LISTENING_MS).unref();
+        }
+      },
       openVirtioDevice(virtioDeviceId, o = {}) {
         const mode = o.interrupts ?? 'uio';
         if (virtioBus() === 'mmio') {

@@ -56,8 +56,18 @@ function decodeEntryHalves(lo: number, hi: number, base: bigint, index: number):
  * `vaddr` (4 KiB aligned), with one read.
  */
 export function readPageFrames(vaddr: bigint, count: number, path = PAGEMAP_PATH): number[] {
+  return readSomePageFrames(vaddr, count, Array.from({ length: count }, (_, i) => i), path);
+}
+
+/**
+ * Physical frame numbers of the pages at `indexes` (each below `span`) among the `span`
+ * consecutive 4 KiB pages from `vaddr` (4 KiB aligned): one open and one read of the
+ * span's entries, and only the wanted entries decoded (a boot checks 2 of every 512).
+ */
+export function readSomePageFrames(vaddr: bigint, span: number, indexes: readonly number[], path = PAGEMAP_PATH): number[] {
   if (vaddr % BigInt(SMALL_PAGE_SIZE) !== 0n) throw new RangeError(`pagemap: address 0x${vaddr.toString(16)} is not 4 KiB aligned`);
-  const buf = Buffer.alloc(count * 8);
+  for (const i of indexes) if (!Number.isInteger(i) || i < 0 || i >= span) throw new RangeError(`pagemap: page index ${i} is outside the span of ${span} pages`);
+  const buf = Buffer.alloc(span * 8);
   const fd = openSync(path, 'r');
   try {
     const position = Number((vaddr / BigInt(SMALL_PAGE_SIZE)) * 8n);
@@ -66,9 +76,5 @@ export function readPageFrames(vaddr: bigint, count: number, path = PAGEMAP_PATH
   } finally {
     closeSync(fd);
   }
-  const frames: number[] = new Array<number>(count);
-  for (let i = 0; i < count; i++) {
-    frames[i] = decodeEntryHalves(buf.readUInt32LE(i * 8), buf.readUInt32LE(i * 8 + 4), vaddr, i);
-  }
-  return frames;
+  return indexes.map((i) => decodeEntryHalves(buf.readUInt32LE(i * 8), buf.readUInt32LE(i * 8 + 4), vaddr, i));
 }

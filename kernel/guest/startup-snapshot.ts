@@ -71,6 +71,12 @@ export function startProgram(main: () => void): void {
     main();
     return;
   }
+  // The \`performance\` global is loaded on first use (node:perf_hooks and five internal
+  // modules): touched here, it is part of the snapshot, and the guest's first
+  // performance.now() costs microseconds instead of about 5 ms natively (~100 ms cold
+  // under TCG). Node refreshes its time origin when a process starts from the blob
+  // (tests/startup-snapshot.test.ts checks the clock).
+  performance.now();
   v8.startupSnapshot.setDeserializeMainFunction(() => {
     const argv = scriptShapedArgv(process.argv, startupSnapshotBlob() ?? process.execPath);
     process.argv.splice(0, process.argv.length, ...argv);

@@ -15,6 +15,7 @@ boot(
       return 2;
     }
     const app = await startGuestAppliance(ctx, args);
+    ctx.stage('listening');
     await new Promise<void>((resolve) => {
       process.once('SIGTERM', resolve);
       process.once('SIGINT', resolve);
@@ -23,5 +24,5 @@ boot(
     ctx.log(`stopped; vsock ${JSON.stringify(app.vsock.stats)}; fs ${JSON.stringify(app.fs.stats)}`);
     return 0;
   },
-  { dmaPages: 24 },
+  { dmaPages: 24, lockCode: 'after-listening' },
 );

@@ -157,5 +157,17 @@ export function webserverQemuTests(suite: WebserverQemuSuite): void {
       t.log(`ping-pong p50: 8 KiB ${out.results[0].p50Us} us, 16 KiB ${out.results[1].p50Us} us (TCG)`);
       t.regex(g.qemu.console(), /webserver: GET \/big\.html HTTP\/1\.\d 200/);
     });
+
+    guestTest(`${machine}: node's code is locked in RAM after the server listens, not before (BootOptions.lockCode)`, async (t) => {
+      const g = await guests.get(machine);
+      const locked = /webserver: code locked in RAM: (\d+) read-only file mappings, ([\d.]+) MiB/;
+      // The lock comes LOCK_AFTER_LISTENING_MS after the mark: wait for the line, however slow the guest.
+      for (let i = 0; i < 600 && !locked.test(g.qemu.console()); i++) await new Promise((r) => setTimeout(r, 100));
+      const text = g.qemu.console();
+      const m = locked.exec(text);
+      if (m === null) return t.fail(`no code-lock line in the console:\n${text.slice(-3000)}`);
+      t.true(Number(m[1]) >= 5 && Number(m[2]) > 50, m[0]); // node's binary alone maps ~86 MB
+      t.true(text.indexOf('tsvirtio-stage: listening') >= 0 && text.indexOf('tsvirtio-stage: listening') < m.index, 'locked before the listening mark');
+    });
   }
 }
