@@ -14,7 +14,9 @@
 //
 // and the init script sets NODE_ICU_DATA=/usr/share/icu (ICU looks up an item in the
 // linked package, now empty, then in that folder's package). What node's own small-icu
-// builds shipped for years. `icu: 'full'` leaves node as it is.
+// builds shipped for years. That node also has its unwind tables zeroed (1.7 MB of the
+// image; elf-sections.ts says what that costs: native backtraces of a crash).
+// `icu: 'full'` leaves node as it is.
 //
 // When the symbol or the package header is not as expected (another node build), the
 // image keeps node as it is and the build's progress output says why. The results are
@@ -27,6 +29,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameS
 import { join } from 'node:path';
 import { fileFingerprint, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir, run } from './debian.js';
+import { UNWIND_SECTIONS, zeroSections } from './elf-sections.js';
 import { emptyPackageInPlace, findEmbeddedIcu, type IcuItem, parsePackage, resIndexSource, trimItems, writePackage } from './icu-package.js';
 
 /** `en`: English-only ICU data in a file beside an emptied node (default on microvm); `full`: node as it is. */
@@ -40,7 +43,7 @@ export const EN_LOCALES: readonly string[] = ['en', 'en_US', 'en_US_POSIX'];
 export const GUEST_ICU_DIR = '/usr/share/icu';
 
 /** Bump when what this file produces changes. */
-const BUILDER_VERSION = 3;
+const BUILDER_VERSION = 4;
 
 const GENRB_HINT = 'genrb is in icu-devtools: npm run setup, or apt-get install -y icu-devtools';
 
@@ -117,11 +120,13 @@ export async function prepareIcuData(opts: { node: string; icu: IcuData; progres
     const exe = readFileSync(stripped);
     const at = findEmbeddedIcu(exe, `${stripped} (stripped ${node})`);
     emptyPackageInPlace(exe, at.offset, at.size, `${at.symbol} in the stripped ${node}`);
+    // And its unwind tables (elf-sections.ts: only native crash backtraces read them).
+    const unwind = zeroSections(exe, UNWIND_SECTIONS, `the stripped ${node}`);
     writeFileSync(stripped, exe, { mode: 0o755 });
 
     const result: StoredResult = {
       dataName: datName,
-      note: `ICU data: en only (${trimmed.items.length + indexes.length} of ${pkg.items.length} items, ${(data.length / 1e6).toFixed(1)} of ${(embedded.size / 1e6).toFixed(1)} MB; full data: --icu full)`,
+      note: `ICU data: en only (${trimmed.items.length + indexes.length} of ${pkg.items.length} items, ${(data.length / 1e6).toFixed(1)} of ${(embedded.size / 1e6).toFixed(1)} MB; full data: --icu full); node's unwind tables dropped (${(unwind.reduce((n, u) => n + u.size, 0) / 1e6).toFixed(1)} MB)`,
     };
     for (const f of readdirSync(tmp)) if (f.endsWith('.txt') || f.endsWith('.res')) rmSync(join(tmp, f), { recursive: true, force: true });
     writeFileSync(join(tmp, 'result.json'), JSON.stringify(result, null, 2) + '\n');
