@@ -201,6 +201,7 @@ export async function build({ typecheck = true, quiet = false, force = false, ou
       ['appliance/guest/rng-probe.ts', 'rng-probe.js'],
       ['appliance/guest/vsock-echo.ts', 'vsock-echo.js'],
       ['appliance/guest/vsock-matrix.ts', 'vsock-matrix.js'],
+      ['appliance/guest/vsock-sibling-peer.ts', 'vsock-sibling-peer.js'], // tests/appliance-linux-siblings.test.ts
       ['appliance/guest/panic-probe.ts', 'panic-probe.js'],
       ['appliance/guest/virtiofs-probe.ts', 'virtiofs-probe.js'],
       ['appliance/guest/file-server-probe.ts', 'file-server-probe.js'],

@@ -2,9 +2,10 @@
 // linux-source package (the same cached package the kernel work uses; nothing else is
 // downloaded): only tools/testing/vsock and tools/include are taken from the tarball,
 // and the binary is linked statically so the test guest needs no libraries for it.
-import { existsSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cacheDir, fetchDebianPackage, run } from '../../appliance/image/debian.js';
+import { cacheDir, fetchDebianPackage, repoRoot, run } from '../../appliance/image/debian.js';
 
 export const LINUX_SOURCE_PACKAGE = 'linux-source-6.1';
 
@@ -47,4 +48,12 @@ export function parseVsockTestOutput(output: string): VsockTestCase[] {
     }
   }
   return cases;
+}
+
+/** Builds (or finds cached) tests/support/vsock-seqpacket-peer.c, statically linked; returns its path. */
+export async function buildSeqpacketPeer(): Promise<string> {
+  const src = join(repoRoot(), 'tests', 'support', 'vsock-seqpacket-peer.c');
+  const bin = join(cacheDir('vsock-test'), `vsock-seqpacket-peer-${createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 12)}`);
+  if (!existsSync(bin)) await run('gcc', ['-O2', '-Wall', '-Werror', '-static', '-o', bin, src], { hint: 'needs gcc and libc6-dev (build-essential)' });
+  return bin;
 }
