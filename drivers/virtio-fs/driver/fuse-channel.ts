@@ -122,17 +122,19 @@ export class FuseChannel {
   private idleWaiters: Array<() => void> = [];
   broken: VirtioFsError | null = null;
 
+  /** Records made so far: each is made the first time all earlier ones are in use, up to recordCount. */
+  private made = 0;
+
   constructor(
     readonly name: string,
     private readonly transport: VirtioTransport,
     readonly queue: VirtqueueDriver<FuseRequest>,
-    recordCount: number,
+    private readonly recordCount: number,
   ) {
+    // The DMA slots are taken now; their records (three typed-array views each) when
+    // first needed: making all of them up front (a queue's size, twice) cost tens of ms of
+    // a cold guest's boot under TCG, for records most programs never use at once.
     this.slots = new BufferPool(transport.dma, SLOT_SIZE, recordCount);
-    for (let i = 0; i < recordCount; i++) {
-      const s = this.slots.alloc();
-      this.records.push(new FuseRequest(s, this.slots.views[s]!, this.slots.addrs[s]!));
-    }
   }
 
   /** Most data descriptors one request may use on this queue. */
@@ -144,6 +146,11 @@ export class FuseChannel {
   acquire(): FuseRequest | Promise<FuseRequest> {
     const r = this.records.pop();
     if (r !== undefined) return r;
+    if (this.made < this.recordCount) {
+      this.made++;
+      const s = this.slots.alloc();
+      return new FuseRequest(s, this.slots.views[s]!, this.slots.addrs[s]!);
+    }
     return new Promise((resolve) => this.recordWaiters.push(resolve));
   }
 
