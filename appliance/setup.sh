@@ -25,6 +25,10 @@ done
 [ -e /usr/include/libelf.h ] || need+=(libelf-dev)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
+# Linux's vsock_test and the SEQPACKET test peer are linked statically from linux-source's
+# tarball (tests/support/vsock-test-build.ts): libc.a and the uapi headers, and xz for tar.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
