@@ -507,7 +507,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   }
 
   /** Queues a sibling's packet (header + len bytes of `chain`) for this guest. False: no room. */
-  acceptFromSibling(header: Uint8Array, chain: DescriptorChain, len: number): boolean {
+  acceptFromSibling(header: Buffer, chain: DescriptorChain, len: number): boolean {
     this.siblingQueue ??= new SiblingQueue(SIBLING_QUEUE_BYTES);
     if (!this.siblingQueue.push(header, chain, len)) return false;
     this.wake();

@@ -44,11 +44,11 @@ export class SiblingQueue {
    * Queues header + `len` payload bytes read from `chain` at offset 44. False when the
    * ring has no room (nothing is queued then).
    */
-  push(header: Uint8Array, chain: DescriptorChain, len: number): boolean {
+  push(header: Buffer, chain: DescriptorChain, len: number): boolean {
     const need = VSOCK_HEADER_SIZE + len;
     if (need > this.capacity - this.used) return false;
     let tail = (this.head + this.used) % this.capacity;
-    tail = this.copyIn(tail, header, 0, VSOCK_HEADER_SIZE);
+    tail = this.copyIn(tail, header, VSOCK_HEADER_SIZE);
     let from = VSOCK_HEADER_SIZE;
     let left = len;
     while (left > 0) {
@@ -63,10 +63,11 @@ export class SiblingQueue {
     return true;
   }
 
-  private copyIn(at: number, src: Uint8Array, off: number, n: number): number {
+  /** Copies src[0, n) to the ring at `at` (wrapping); Buffer.copy, no view objects. */
+  private copyIn(at: number, src: Buffer, n: number): number {
     const first = Math.min(n, this.capacity - at);
-    this.ring.set(src.subarray(off, off + first), at);
-    if (first < n) this.ring.set(src.subarray(off + first, off + n), 0);
+    src.copy(this.ring, at, 0, first);
+    if (first < n) src.copy(this.ring, 0, first, n);
     return (at + n) % this.capacity;
   }
 
