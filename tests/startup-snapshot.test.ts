@@ -157,6 +157,20 @@ test('V8 options are part of the blob: built with them, it runs only with them',
   t.regex(mismatch.stderr, /different V8 configurations/);
 });
 
+test('eager compilation (the default): the program\'s bytecode is in the blob, which runs without V8 flags', async (t) => {
+  const dir = join(work, 'eager');
+  mkdirSync(dir);
+  const entry = join(dir, 'probe.cjs');
+  copyProbe(entry);
+  const eager = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe' });
+  const lazy = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe', eagerCompile: false });
+  t.not(eager.path, lazy.path);
+  // Functions never called while building (main, the addon loader, ...) have bytecode only in the eager blob.
+  t.true(eager.size > lazy.size, `eager ${eager.size} B, lazy ${lazy.size} B`);
+  // startProgram put V8's default back before the heap was written: no --no-lazy needed, none refused.
+  for (const blob of [eager.path, lazy.path]) t.deepEqual(report(node(['--snapshot-blob', blob, '--', '--x'])).args, ['--x']);
+});
+
 test('a failing entry: ImageBuildError with node\'s error', async (t) => {
   const dir = join(work, 'failing');
   mkdirSync(dir);

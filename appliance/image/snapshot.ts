@@ -20,7 +20,7 @@ import { fileFingerprint, pruneStale, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir } from './debian.js';
 
 /** Bump when what goes into a blob changes in a way the key does not see. */
-const SNAPSHOT_BUILDER_VERSION = 1;
+const SNAPSHOT_BUILDER_VERSION = 2;
 /** Superseded blobs of the same name older than this are deleted after a build. */
 const PRUNE_AGE_MS = 30 * 60 * 1000;
 /** A safety net: building the appliance's snapshot takes about a second. */
@@ -40,6 +40,15 @@ export interface StartupSnapshotSpec {
   nodeOptions?: readonly string[];
   /** The cache folder (default .cache/snapshots). */
   outDir?: string;
+  /**
+   * Compile the whole program when the blob is built (default true): the builder runs
+   * with --no-lazy, so the entry's script is compiled eagerly and its bytecode is in the
+   * blob; startProgram() (kernel/guest/startup-snapshot.ts) restores V8's default before
+   * the heap is written, so the blob runs without the flag. In a cold guest under TCG,
+   * compiling each function on its first call was a large part of the time from node's
+   * start to the first response. The entry must call startProgram().
+   */
+  eagerCompile?: boolean;
   /** The blob is named `<name>-<key>.blob`. */
   name: string;
 }
@@ -66,12 +75,14 @@ export async function buildStartupSnapshot(spec: StartupSnapshotSpec): Promise<S
   const node = resolve(spec.node ?? process.execPath);
   if (!existsSync(node)) throw new ImageBuildError('ERR_SNAPSHOT_NODE', `node binary not found: ${node}`);
   const nodeOptions = [...(spec.nodeOptions ?? [])];
+  const eager = spec.eagerCompile ?? true;
 
   const h = createHash('sha256');
   h.update(`tsvirtio-snapshot v${SNAPSHOT_BUILDER_VERSION}\n`);
   const realNode = realpathSync(node);
   h.update(`node ${realNode} ${fileFingerprint(realNode)}\n`);
   h.update(`options ${JSON.stringify(nodeOptions)}\n`);
+  h.update(`eager ${eager}\n`);
   h.update(`entry ${fileFingerprint(entry)}\n`);
   const key = h.digest('hex').slice(0, 16);
   const outDir = spec.outDir ?? cacheDir('snapshots');
@@ -81,7 +92,7 @@ export async function buildStartupSnapshot(spec: StartupSnapshotSpec): Promise<S
 
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await runBuilder(node, [...nodeOptions, '--snapshot-blob', tmp, '--build-snapshot', entry], entry);
+    await runBuilder(node, [...nodeOptions, ...(eager ? ['--no-lazy'] : []), '--snapshot-blob', tmp, '--build-snapshot', entry], entry);
     if (!existsSync(tmp)) {
       throw new ImageBuildError('ERR_SNAPSHOT_BUILD', `cannot build the startup snapshot of ${entry} with ${node}: node exited 0 but wrote no blob (did the entry call process.exit()?)`);
     }
