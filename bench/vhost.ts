@@ -9,10 +9,15 @@
 // and the ratio on/off of the medians and of each round's pair. The capture's own cost
 // per packet (ns, and bytes allocated: young-generation collections counted in a child
 // process with a fixed young generation) is measured apart.
-//   npm run bench -- vhost [--mib N] [--iterations N] [--rounds N] [--round-mib N]
+//
+// Last, guest to guest (sibling routing, both VMs in one --vm group): a second stock-Linux
+// guest boots, and each guest sends to the other and to the host in interleaved rounds
+// (socat -u at 64 KiB writes, timed in the sender by busybox `time`, 10 ms resolution).
+//   npm run bench -- vhost [--mib N] [--iterations N] [--rounds N] [--round-mib N] [--sibling-mib N] [--no-siblings]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -36,6 +41,70 @@ const SINK_PORT = 6000;
 const SOURCE_PORT = 6001;
 const ROUND_SOURCE_PORT = 6002;
 const SCRAPE_INTERVAL_MS = 1000;
+const SIBLING_CID = 4;
+const SIBLING_GROUP = 'bench';
+const SIBLING_SINK_PORT = 7000;
+const HOST_SINK_PORT = 7100;
+
+/** MB/s of `bytes` sent by `guest` to cid:port at 64 KiB writes, timed in the guest (busybox time). */
+async function guestSend(guest: LinuxGuest, cid: number, port: number, bytes: number): Promise<number> {
+  const r = await guest.shell.run(`time sh -c 'head -c ${bytes} /dev/zero | socat -u -b 65536 - VSOCK-CONNECT:${cid}:${port}'`, { timeoutMs: 30 * 60 * 1000 });
+  const m = /real\s+(\d+)m\s*([\d.]+)s/.exec(r.output);
+  if (r.status !== 0 || !m) throw new Error(`bench vhost: send to ${cid}:${port} failed: ${r.output}`);
+  return bytes / (Number(m[1]) * 60 + Number(m[2])) / 1e6;
+}
+
+interface SiblingRound {
+  round: number;
+  /** MB/s, per sender: to the host, and to the other guest. */
+  aToHost: number;
+  aToB: number;
+  bToHost: number;
+  bToA: number;
+}
+
+/**
+ * Guest to guest beside guest to host: guest B boots on the daemon's second VM (one
+ * group with A); rounds alternate the order of the four transfers.
+ */
+async function siblingRounds(a: LinuxGuest, socketB: string, udsA: string, udsB: string, bytes: number, rounds: number): Promise<{ rounds: SiblingRound[]; bootMs: number }> {
+  const sinks = [udsA, udsB].map((u) => {
+    const srv = createServer((s) => {
+      s.on('data', () => {});
+      s.on('error', () => {});
+    });
+    srv.listen(`${u}_${HOST_SINK_PORT}`);
+    return srv;
+  });
+  let b: LinuxGuest | null = null;
+  try {
+    console.log('\nbooting the second stock-Linux guest (sibling of the first)…');
+    b = await startLinuxGuest({ launch: { vhostUserVsock: { socket: socketB } } });
+    for (const g of [a, b]) await g.shell.runBackground(`socat -u -b 65536 VSOCK-LISTEN:${SIBLING_SINK_PORT},fork,reuseaddr OPEN:/dev/null`);
+    await guestSend(a, SIBLING_CID, SIBLING_SINK_PORT, 1 << 20).catch(async () => {
+      await new Promise((r) => setTimeout(r, 1000)); // the sink may not listen yet: one retry
+      return guestSend(a, SIBLING_CID, SIBLING_SINK_PORT, 1 << 20);
+    });
+    const out: SiblingRound[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const row: SiblingRound = { round: r + 1, aToHost: 0, aToB: 0, bToHost: 0, bToA: 0 };
+      const steps: Array<() => Promise<void>> = [
+        async () => void (row.aToHost = await guestSend(a, 2, HOST_SINK_PORT, bytes)),
+        async () => void (row.aToB = await guestSend(a, SIBLING_CID, SIBLING_SINK_PORT, bytes)),
+        async () => void (row.bToHost = await guestSend(b!, 2, HOST_SINK_PORT, bytes)),
+        async () => void (row.bToA = await guestSend(b!, CID, SIBLING_SINK_PORT, bytes)),
+      ];
+      if (r % 2 === 1) steps.reverse();
+      for (const step of steps) await step();
+      out.push(row);
+      console.log(`  round ${r + 1}: A -> host ${row.aToHost.toFixed(1)}, A -> B ${row.aToB.toFixed(1)}, B -> host ${row.bToHost.toFixed(1)}, B -> A ${row.bToA.toFixed(1)} MB/s`);
+    }
+    return { rounds: out, bootMs: b.bootMs };
+  } finally {
+    if (b?.qemu.running) await b.qemu.stop();
+    for (const s of sinks) s.close();
+  }
+}
 
 interface Spread {
   median: number;
@@ -198,6 +267,8 @@ export default async function vhost(argv: string[]): Promise<void> {
   let iterations = 300;
   let rounds = 6;
   let roundMib = 8;
+  let siblingMib = 64;
+  let siblings = true;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = (): string => argv[++i] ?? '';
@@ -205,13 +276,15 @@ export default async function vhost(argv: string[]): Promise<void> {
     else if (a === '--iterations') iterations = Number(v());
     else if (a === '--rounds') rounds = Number(v());
     else if (a === '--round-mib') roundMib = Number(v());
+    else if (a === '--sibling-mib') siblingMib = Number(v());
+    else if (a === '--no-siblings') siblings = false;
     else {
-      console.error(`bench vhost: unknown flag ${a} (flags: --mib N, --iterations N, --rounds N, --round-mib N)`);
+      console.error(`bench vhost: unknown flag ${a} (flags: --mib N, --iterations N, --rounds N, --round-mib N, --sibling-mib N, --no-siblings)`);
       process.exit(2);
     }
   }
-  if (!(mib > 0) || !(iterations > 0) || !(rounds > 0) || !(roundMib > 0)) {
-    console.error('bench vhost: --mib, --iterations, --rounds and --round-mib take positive numbers');
+  if (!(mib > 0) || !(iterations > 0) || !(rounds > 0) || !(roundMib > 0) || !(siblingMib > 0)) {
+    console.error('bench vhost: --mib, --iterations, --rounds, --round-mib and --sibling-mib take positive numbers');
     process.exit(2);
   }
   const bytes = Math.round((mib * 1024 * 1024) / 65536) * 65536;
@@ -220,10 +293,21 @@ export default async function vhost(argv: string[]): Promise<void> {
   const socket = join(dir, 'vsock.sock');
   const uds = join(dir, 'vsock.uds');
   const pcap = join(dir, 'capture.pcap');
+  const socketB = join(dir, 'vsock-b.sock');
+  const udsB = join(dir, 'vsock-b.uds');
   const daemon = await startDaemon(
-    { vms: [{ guestCid: CID, socketPath: socket, udsPath: uds }], forwards: [], pcapPath: pcap, metrics: { host: '127.0.0.1', port: 0, allowRemote: false } },
+    {
+      vms: [
+        { guestCid: CID, socketPath: socket, udsPath: uds, groups: [SIBLING_GROUP] },
+        { guestCid: SIBLING_CID, socketPath: socketB, udsPath: udsB, groups: [SIBLING_GROUP] },
+      ],
+      forwards: [],
+      pcapPath: pcap,
+      metrics: { host: '127.0.0.1', port: 0, allowRemote: false },
+    },
     { log: () => {} },
   );
+  daemon.vms.get(SIBLING_CID)!.device.tap = null;
   // The first measurements run as before, without capture.
   const capture = daemon.vms.get(CID)!.capture!;
   daemon.vms.get(CID)!.device.tap = null;
@@ -277,7 +361,24 @@ export default async function vhost(argv: string[]): Promise<void> {
       scavenges: c.scavenges,
       'bytes allocated/packet': Math.round(c.bytesPerPacket),
     })));
+    let sibling: { bytes: number; rounds: SiblingRound[]; bootMs: number; ratios: Record<string, Spread> } | null = null;
+    if (siblings) {
+      daemon.vms.get(CID)!.device.tap = null;
+      const sibBytes = Math.round((siblingMib * 1024 * 1024) / 65536) * 65536;
+      const sr = await siblingRounds(guest, socketB, uds, udsB, sibBytes, 3);
+      const med = (k: keyof SiblingRound): number => percentile(sr.rounds.map((r) => r[k]), 50);
+      const ratios = {
+        aToBOverAToHost: spreadOf(sr.rounds.map((r) => r.aToB / r.aToHost)),
+        bToAOverBToHost: spreadOf(sr.rounds.map((r) => r.bToA / r.bToHost)),
+      };
+      sibling = { bytes: sibBytes, rounds: sr.rounds, bootMs: sr.bootMs, ratios };
+      printTable(`guest to guest (sibling routing) beside guest to host: ${siblingMib} MiB at 64 KiB writes, socat -u, timed in the sender; medians of ${sr.rounds.length} rounds`, [
+        { sender: 'guest A (CID 3)', 'to host MB/s': med('aToHost'), 'to the other guest MB/s': med('aToB'), 'guest/host per round (median, min..max)': `${ratios.aToBOverAToHost.median.toFixed(2)} (${ratios.aToBOverAToHost.min.toFixed(2)}..${ratios.aToBOverAToHost.max.toFixed(2)})` },
+        { sender: 'guest B (CID 4)', 'to host MB/s': med('bToHost'), 'to the other guest MB/s': med('bToA'), 'guest/host per round (median, min..max)': `${ratios.bToAOverBToHost.median.toFixed(2)} (${ratios.bToAOverBToHost.min.toFixed(2)}..${ratios.bToAOverBToHost.max.toFixed(2)})` },
+      ]);
+    }
     const path = writeResults('vhost', {
+      sibling,
       command: `npm run bench -- vhost ${argv.join(' ')}`.trim(),
       bytes,
       iterations,
