@@ -14,7 +14,6 @@ import {
   localeOfItem,
   parsePackage,
   resIndexSource,
-  SMALL_CONVERTER_MAX,
   trimItems,
   writePackage,
   type IcuItem,
@@ -50,7 +49,7 @@ const ITEMS: IcuItem[] = [
   item('rfc3491.spp', 'stringprep'),
   item('cnvalias.icu', 'aliases'),
   item('ibm-5348_P100-1997.cnv', Buffer.alloc(3200, 1)),
-  item('gb18030-2022.cnv', Buffer.alloc(SMALL_CONVERTER_MAX + 16, 2)),
+  item('gb18030-2022.cnv', Buffer.alloc(9000, 2)),
   item('coll/root.res', 'coll root'),
   item('coll/ucadata.icu', 'uca'),
   item('coll/de.res', 'coll de'),
@@ -106,10 +105,10 @@ test('locale bundles are told from other items', (t) => {
 test('trimming keeps root and English in every tree and what is not locale data, drops the rest', (t) => {
   const r = trimItems(parsePackage(pkg(), 'test').items, ['en', 'en_US', 'en_US_POSIX']);
   const kept = new Set(r.items.map((i) => i.name));
-  for (const name of ['root.res', 'en.res', 'en_US.res', 'pool.res', 'supplementalData.res', 'zoneinfo64.res', 'metadata.res', 'uprops.icu', 'cnvalias.icu', 'ibm-5348_P100-1997.cnv', 'coll/root.res', 'coll/ucadata.icu', 'brkitr/root.res', 'brkitr/en_US_POSIX.res', 'brkitr/word.brk', 'brkitr/word_POSIX.brk', 'zone/en.res', 'zone/tzdbNames.res']) {
+  for (const name of ['root.res', 'en.res', 'en_US.res', 'pool.res', 'supplementalData.res', 'zoneinfo64.res', 'metadata.res', 'uprops.icu', 'cnvalias.icu', 'coll/root.res', 'coll/ucadata.icu', 'brkitr/root.res', 'brkitr/en_US_POSIX.res', 'brkitr/word.brk', 'brkitr/word_POSIX.brk', 'zone/en.res', 'zone/tzdbNames.res']) {
     t.true(kept.has(name), `keeps ${name}`);
   }
-  for (const name of ['de.res', 'de__PHONEBOOK.res', 'coll/de.res', 'zone/fr.res', 'translit/root.res', 'brkitr/cjdict.dict', 'brkitr/line_cj.brk', 'gb18030-2022.cnv', 'unames.icu', 'rfc3491.spp', 'res_index.res', 'coll/res_index.res']) {
+  for (const name of ['de.res', 'de__PHONEBOOK.res', 'coll/de.res', 'zone/fr.res', 'translit/root.res', 'brkitr/cjdict.dict', 'brkitr/line_cj.brk', 'ibm-5348_P100-1997.cnv', 'gb18030-2022.cnv', 'unames.icu', 'rfc3491.spp', 'res_index.res', 'coll/res_index.res']) {
     t.false(kept.has(name), `drops ${name}`);
     t.true(r.dropped.includes(name), `lists ${name} as dropped`);
   }
@@ -237,7 +236,7 @@ try {
   const r = trimItems(p.items, ['en', 'en_US', 'en_US_POSIX']);
   const kept = new Set(r.items.map((i) => i.name));
   for (const name of ['root.res', 'en.res', 'pool.res', 'zoneinfo64.res', 'coll/ucadata.icu', 'coll/root.res', 'brkitr/word.brk', 'nfkc.nrm', 'cnvalias.icu']) t.true(kept.has(name), name);
-  t.false([...kept].some((n) => n.startsWith('translit/') || n.endsWith('.dict') || /(^|\/)(de|fr|ja)\.res$/.test(n)));
+  t.false([...kept].some((n) => n.startsWith('translit/') || n.endsWith('.dict') || n.endsWith('.cnv') || /(^|\/)(de|fr|ja)\.res$/.test(n)));
   const bytes = r.items.reduce((s, i) => s + i.data.length, 0);
   t.true(bytes < at.size / 5, `${bytes} of ${at.size} bytes kept`);
   t.log(`${r.items.length} of ${p.items.length} items, ${(bytes / 1e6).toFixed(1)} of ${(at.size / 1e6).toFixed(1)} MB`);

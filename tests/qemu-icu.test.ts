@@ -1,7 +1,7 @@
 // node's ICU data in the microvm guest (appliance/image/icu-data.ts): with the default
 // English-only data Intl formats dates, numbers and currencies, collates, segments and
-// reports only English locales as supported; with `icu: 'full'` German formatting and
-// converters come back. One boot per image: the program prints one JSON line.
+// reports only English locales as supported (TextDecoder: no legacy encodings); with
+// `icu: 'full'` German formatting and the converters come back. One boot per image: the program prints one JSON line.
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -35,6 +35,7 @@ console.log('intl: ' + JSON.stringify({
   collators: Intl.Collator.supportedLocalesOf(['de', 'en']),
   resolved: new Intl.DateTimeFormat().resolvedOptions().locale,
   windows1251: tryIt(() => new TextDecoder('windows-1251').decode(new Uint8Array([0xc0]))),
+  latin1: tryIt(() => new TextDecoder('latin1').decode(new Uint8Array([0xe9]))),
   shiftJis: tryIt(() => new TextDecoder('shift_jis').decode(new Uint8Array([0x82, 0xa0]))),
 }));
 `,
@@ -56,6 +57,7 @@ interface IntlReport {
   collators: string[];
   resolved: string;
   windows1251: string;
+  latin1: string;
   shiftJis: string;
 }
 
@@ -79,7 +81,7 @@ if (!qemuAvailable()) console.warn('qemu-icu: skipped (needs qemu-system-x86_64)
 
 let enBytes = 0;
 
-guestTest('microvm, default ICU data (en): Intl formats, collates and segments in English; only English locales are supported', async (t) => {
+guestTest('microvm, default ICU data (en): Intl formats, collates and segments in English; only English locales are supported; no converter tables', async (t) => {
   const { report: r, imageBytes } = await boot('en');
   enBytes = imageBytes;
   t.log(`image ${(imageBytes / 1e6).toFixed(1)} MB`);
@@ -97,8 +99,9 @@ guestTest('microvm, default ICU data (en): Intl formats, collates and segments i
   t.deepEqual(r.supported, ['en-US', 'en']);
   t.deepEqual(r.collators, ['en']);
   t.is(r.resolved, 'en-US');
-  t.is(r.windows1251, '\u0410', 'single-byte converters are kept');
-  t.is(r.shiftJis, 'error: ERR_ENCODING_NOT_SUPPORTED', 'multi-byte converters are not');
+  t.is(r.windows1251, 'error: ERR_ENCODING_NOT_SUPPORTED', 'no converter tables');
+  t.is(r.shiftJis, 'error: ERR_ENCODING_NOT_SUPPORTED');
+  t.is(r.latin1, '\u00e9', 'latin1 needs no table');
 });
 
 guestTest('microvm, --icu full: node keeps its linked data: German formatting, every locale, every converter', async (t) => {

@@ -6,8 +6,8 @@
 //                                      emptied in place (icu-package.ts), nothing else changed;
 //   /usr/share/icu/icudt<NN>l.dat      the package trimmed to root + en + en_US +
 //                                      en_US_POSIX in every locale tree, with every item
-//                                      that is not locale data except the multi-byte
-//                                      converters (TextDecoder keeps the single-byte ones),
+//                                      that is not locale data except converter tables
+//                                      (TextDecoder: UTF-8, UTF-16, latin1 only),
 //                                      transliteration, the CJK/Thai dictionaries, and
 //                                      new res_index.res bundles listing the locales kept
 //                                      (so Intl.supportedLocalesOf reports only those);
@@ -43,7 +43,7 @@ export const EN_LOCALES: readonly string[] = ['en', 'en_US', 'en_US_POSIX'];
 export const GUEST_ICU_DIR = '/usr/share/icu';
 
 /** Bump when what this file produces changes. */
-const BUILDER_VERSION = 4;
+const BUILDER_VERSION = 5;
 
 const GENRB_HINT = 'genrb is in icu-devtools: npm run setup, or apt-get install -y icu-devtools';
 

@@ -207,22 +207,16 @@ export interface TrimResult {
   dropped: string[];
 }
 
-/**
- * Single-byte converter tables are 1-5 KiB (TextDecoder's windows-125x, iso-8859-x,
- * koi8, ibm866, macintosh: 150 tables, 0.5 MB in ICU 78); the multi-byte ones (CJK,
- * EBCDIC DBCS) are larger, 5 MB together.
- */
-export const SMALL_CONVERTER_MAX = 8192;
-
 /** Data that neither node nor V8 reads: character names (no \N{} in JS), StringPrep profiles, spoof checks. */
 export const UNUSED_ITEMS: readonly RegExp[] = [/^unames\.icu$/, /^confusables\.cfu$/, /\.spp$/];
 
 /**
  * Keeps the bundles of `locales` (and root) in every locale tree and every item that is
- * not locale data, except the multi-byte converters (*.cnv above SMALL_CONVERTER_MAX),
- * transliteration (translit/), the break-iterator dictionaries (*.dict), UNUSED_ITEMS and
- * break rules (*.brk) that no kept break-iterator bundle names. The trees' res_index.res
- * items are left out: the caller adds new ones.
+ * not locale data, except the converter tables (*.cnv, 5.2 MB: TextDecoder then knows
+ * UTF-8, UTF-16 and latin1, which node and ICU decode without tables, as node's
+ * small-icu builds did), transliteration (translit/), the break-iterator dictionaries
+ * (*.dict), UNUSED_ITEMS and break rules (*.brk) that no kept break-iterator bundle
+ * names. The trees' res_index.res items are left out: the caller adds new ones.
  */
 export function trimItems(items: readonly IcuItem[], locales: readonly string[]): TrimResult {
   const wanted = new Set(['root', ...locales]);
@@ -236,7 +230,7 @@ export function trimItems(items: readonly IcuItem[], locales: readonly string[])
     const loc = localeOfItem(it.name);
     const drop =
       tree === 'translit' ||
-      (it.name.endsWith('.cnv') && it.data.length > SMALL_CONVERTER_MAX) ||
+      it.name.endsWith('.cnv') ||
       UNUSED_ITEMS.some((re) => re.test(it.name)) ||
       it.name.endsWith('.dict') ||
       it.name.endsWith('/res_index.res') ||

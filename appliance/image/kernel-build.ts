@@ -6,7 +6,10 @@
 // the patches, the compiler's version and this builder's version. A build takes about
 // 5 minutes on two cores and shows its progress; later calls return at once.
 //
-//   .cache/kernels/<key>/vmlinux       uncompressed ELF with a PVH note (qemu -kernel)
+//   .cache/kernels/<key>/vmlinux       uncompressed ELF with a PVH note, stripped (11.8 MB)
+//   .cache/kernels/<key>/vmlinux-packed-v<N>  the same without its padding (kernel-elf.ts,
+//                                      2.5 MB): what qemu -kernel boots; made from
+//                                      vmlinux when missing, so a cached kernel gets it too
 //   .cache/kernels/<key>/config        the full .config it was built with
 //   .cache/kernels/<key>/build.log     make's output
 //   .cache/kernel-build/<key>/         the source tree while building (removed after)
@@ -21,6 +24,10 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileFingerprint, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir, fetchDebianPackage, packageDepends, repoRoot, run } from './debian.js';
+import { repackKernelElf } from './kernel-elf.js';
+
+/** Bump when kernel-elf.ts writes something else: the packed file's name carries it. */
+const REPACK_VERSION = 1;
 
 /** Bump when what this file produces changes, so cached kernels are rebuilt. */
 const BUILDER_VERSION = 1;
@@ -46,8 +53,10 @@ const BUILD_TOOLS: ReadonlyArray<readonly [string, string]> = [
 ];
 
 export interface GuestKernel {
-  /** The stripped vmlinux for `qemu -kernel` (PVH entry: no decompression in the guest). */
+  /** The stripped vmlinux (PVH entry: no decompression in the guest). */
   vmlinux: string;
+  /** What `qemu -kernel` boots: vmlinux without its padding (kernel-elf.ts), the same memory image. */
+  image: string;
   /** `uname -r` in the guest, e.g. 6.1.192-tsvirtio. */
   release: string;
   /** The full .config. */
@@ -225,9 +234,25 @@ export async function buildGuestKernel(opts: KernelBuildOptions = {}): Promise<G
   return p;
 }
 
+/** vmlinux-packed-v<N> beside vmlinux, written (atomically) when missing. */
+function packedKernel(outDir: string): string {
+  const packed = join(outDir, `vmlinux-packed-v${REPACK_VERSION}`);
+  if (reuseCached(packed)) return packed;
+  const vmlinux = join(outDir, 'vmlinux');
+  const tmp = `${packed}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, repackKernelElf(readFileSync(vmlinux), vmlinux), { mode: 0o644 });
+    renameSync(tmp, packed);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return packed;
+}
+
 function resultIn(outDir: string, key: string, cached: boolean, buildMs: number): GuestKernel {
   return {
     vmlinux: join(outDir, 'vmlinux'),
+    image: packedKernel(outDir),
     release: readFileSync(join(outDir, 'release'), 'utf8').trim(),
     config: join(outDir, 'config'),
     key,
@@ -343,6 +368,7 @@ async function build(inputs: KernelInputs, progress: (line: string) => void, job
   renameSync(tmpOut, outDir);
   rmSync(work, { recursive: true, force: true });
   const buildMs = Date.now() - t0;
-  progress(`guest kernel: ${release} built in ${elapsed()} (${(statSync(join(outDir, 'vmlinux')).size / 1e6).toFixed(1)} MB, ${outDir})`);
-  return resultIn(outDir, key, false, buildMs);
+  const result = resultIn(outDir, key, false, buildMs);
+  progress(`guest kernel: ${release} built in ${elapsed()} (${(statSync(result.image).size / 1e6).toFixed(1)} MB without its padding, ${outDir})`);
+  return result;
 }

@@ -203,11 +203,11 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
     });
     return {
       machine,
-      kernel: kernel.vmlinux,
+      kernel: kernel.image,
       rootfs: squashfs.path,
       append: kernelCommandLine([...MICROVM_KERNEL_ARGS, hugepages, ...(tscKhz ? [`tsc_early_khz=${tscKhz}`] : []), ...(opts.kernelArgs ?? [])], opts.args ?? []),
       kernelVersion: kernel.release,
-      imageBytes: statSync(kernel.vmlinux).size + squashfs.size,
+      imageBytes: statSync(kernel.image).size + squashfs.size,
       squashfs,
       guestKernel: kernel,
     };
