@@ -41,6 +41,7 @@ test.after.always(async (t) => {
 });
 
 guestTest('the appliance guest (our driver) and a Linux guest, siblings of one daemon: stream and SEQPACKET both ways, every byte checked', async (t) => {
+  t.timeout(45 * 60_000); // two TCG boots and the transfers
   const peer = await buildSeqpacketPeer();
   fx = await startSiblingDaemon('appliance-linux-siblings-', [LINUX_CID, OURS_CID]);
   linux = await startLinuxGuest({

@@ -89,6 +89,7 @@ async function processes(g: LinuxGuest): Promise<Child[]> {
 }
 
 test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin/cat: the daemon resets each; where each guest-side socat child that stays sleeps`, async (t) => {
+  t.timeout(30 * 60_000);
   const g = guest!;
   const job = await g.shell.runBackground(`socat VSOCK-LISTEN:${PORT},reuseaddr,fork EXEC:/bin/cat`);
   await waitGuestListening(fx!.uds, PORT);

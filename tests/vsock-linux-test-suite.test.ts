@@ -19,6 +19,7 @@ let net: NetworkedLinuxGuests | null = null;
 let expected: VsockTestCase[] = [];
 
 test.before(async (t) => {
+  t.timeout(30 * 60_000); // extracting and building vsock_test, two TCG boots: slow on a loaded machine
   const bin = await buildVsockTest();
   fx = await startSiblingDaemon('vsock-linux-test-suite-', [SERVER_CID, CLIENT_CID]);
   const t0 = Date.now();
@@ -38,6 +39,7 @@ test.after.always(async (t) => {
 });
 
 test.serial('vsock_test: every case passes between two guests through the daemon (sibling routing)', async (t) => {
+  t.timeout(45 * 60_000);
   const [server, client] = net!.guests as [NonNullable<typeof net>['guests'][0], NonNullable<typeof net>['guests'][0]];
   t.true(expected.length >= 10, `vsock_test --list: ${expected.length} cases`);
   const job = await server.shell.runBackground(`vsock_test --mode=server --control-port=${CONTROL_PORT} --peer-cid=${CLIENT_CID}`);
