@@ -18,7 +18,7 @@ whose header says how to start the back ends and run it.
   -o, --out DIR   the folder to write (created; files of the same names replaced)
   --machine M     microvm (default) or q35
   --icu D         node's ICU data on microvm: en (default, English only) or full
-                  (every locale, e.g. de-DE formatting; a 15 MB larger image)
+                  (every locale, e.g. de-DE formatting; a 16 MB larger image)
   --memory MiB    guest RAM written into launch.sh (default 128 on microvm, 1024 on
                   q35); less than the image needs is refused, with what it needs
   --tag TAG       the program reads a shared folder with this virtio-fs tag:

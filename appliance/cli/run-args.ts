@@ -30,7 +30,7 @@ status when it ends; Ctrl-C stops the guest (status 130).
   --machine M     microvm (default: our kernel, virtio-mmio, boots in about 2 s) or
                   q35 (PCI devices, Debian's kernel)
   --icu D         node's ICU data on microvm: en (default, English only) or full
-                  (every locale, e.g. de-DE formatting; a 15 MB larger image)
+                  (every locale, e.g. de-DE formatting; a 16 MB larger image)
   --tx-mode M     how the vsock driver transmits: auto (default), two-copy,
                   single-copy, zero-copy
   --console       the guest's whole serial console on stderr (kernel, runtime)

@@ -20,8 +20,8 @@ export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine mic
                   offers it with packed=on; the virtio-fs rings stay split, as
                   virtiofsd 7.2 has no packed rings)
   --icu D         node's ICU data on microvm: en (default: English only, formats
-                  and collates in every locale as English; a 29 MB image) or full
-                  (every locale and converter, e.g. de-DE dates; 15 MB larger)
+                  and collates in every locale as English; a 31 MB image) or full
+                  (every locale and converter, e.g. de-DE dates; 16 MB larger)
   --console       copy the guest's serial console to stderr
   --verbose       the build's steps and the vsock daemon's log on the terminal
   --help          this text
