@@ -25,7 +25,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileFingerprint, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir, run } from './debian.js';
@@ -135,9 +135,26 @@ export async function prepareIcuData(opts: { node: string; icu: IcuData; progres
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+  pruneOtherKeys(cacheDir('icu'), key);
   const out = readResult(outDir, done);
   progress(out.note);
   return out;
+}
+
+/** Stale results of other keys (another node binary, an older builder: 90 MB each) unused for this long are deleted. */
+const PRUNE_AGE_MS = 30 * 60 * 1000;
+
+function pruneOtherKeys(dir: string, keep: string): void {
+  for (const name of readdirSync(dir)) {
+    if (name === keep || !/^[0-9a-f]{16}(\.\d+\.[0-9a-f]+\.tmp)?$/.test(name)) continue;
+    try {
+      const marker = join(dir, name, 'result.json');
+      const mtime = statSync(existsSync(marker) ? marker : join(dir, name)).mtimeMs;
+      if (Date.now() - mtime > PRUNE_AGE_MS) rmSync(join(dir, name), { recursive: true, force: true });
+    } catch {
+      /* raced with another process: fine */
+    }
+  }
 }
 
 interface StoredResult {
