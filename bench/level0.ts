@@ -6,7 +6,9 @@
 // ring (virtio 1.2, 2.7) and the packed ring (2.8; and packed with VIRTIO_F_IN_ORDER).
 // The round trips of every layout are measured in the same run, in interleaved rounds
 // (the order rotates every round), and reported as medians with their spread; the
-// ratio packed / split is the figure to read. Also the vsock header codec.
+// ratio packed / split is the figure to read. Each round's worker also times the two
+// halves after its round trips, so every row is a median of the rounds with its min and
+// max. Also the vsock header codec (a median of as many runs).
 //
 // Every sample runs in a fresh worker thread (this module, started again): a V8 isolate
 // of its own, so the loop's call sites see one ring class, as in a guest, where one
@@ -61,7 +63,7 @@ function roundTripLoop(v: Variant, descs: 1 | 2): (n: number) => void {
   };
 }
 
-/** Each half alone: the round-trip loop with a stopwatch around each half's part. */
+/** Each half alone: the round-trip loop with a stopwatch around each half's part (wall time). */
 function halves(v: Variant, descs: 1 | 2, ms: number): { driverNs: number; deviceNs: number } {
   const p = pair(v);
   const [addr] = p.buffer(4096);
@@ -99,7 +101,9 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-type Request = { kind: 'round' | 'halves'; descs: 1 | 2; ms: number };
+type Request = { descs: 1 | 2; ms: number };
+/** One round's sample of a configuration. */
+type Sample = { roundTrips: number; driverNs: number; deviceNs: number };
 
 /**
  * Round trips per CPU second for `ms` of CPU time after a warm-up: CPU time, not wall
@@ -125,11 +129,15 @@ function cpuRoundTrips(loop: (n: number) => void, ms: number): number {
   return n / ((now - start) / 1e6);
 }
 
-/** Worker side: one measurement, then the worker ends (a fresh isolate, a fresh JIT, per sample). */
+/**
+ * Worker side: one sample, then the worker ends (a fresh isolate, a fresh JIT, per
+ * sample). The round trips first (their figure is the one compared), then the halves.
+ */
 function serveVariant(v: Variant): void {
   parentPort!.once('message', (m: Request) => {
-    if (m.kind === 'round') parentPort!.postMessage(cpuRoundTrips(roundTripLoop(v, m.descs), m.ms));
-    else parentPort!.postMessage(halves(v, m.descs, m.ms));
+    const roundTrips = cpuRoundTrips(roundTripLoop(v, m.descs), m.ms);
+    const sample: Sample = { roundTrips, ...halves(v, m.descs, m.ms) };
+    parentPort!.postMessage(sample);
   });
 }
 
@@ -152,21 +160,27 @@ async function inWorker<R>(v: Variant, m: Request): Promise<R> {
 export default async function level0(args: string[]): Promise<void> {
   const ms = Number(args.find((a) => a.startsWith('--ms='))?.slice(5) ?? 500);
   const rounds = Number(args.find((a) => a.startsWith('--rounds='))?.slice(9) ?? 7);
-  const configs = VARIANTS.flatMap((v) => ([1, 2] as const).map((descs) => ({ v, descs, samples: [] as number[] })));
+  const configs = VARIANTS.flatMap((v) => ([1, 2] as const).map((descs) => ({ v, descs, samples: [] as number[], driverOps: [] as number[], deviceOps: [] as number[] })));
   for (let r = 0; r < rounds; r++) {
     // Rotate the order every round: no configuration always runs first or last.
     for (let k = 0; k < configs.length; k++) {
       const c = configs[(k + r) % configs.length]!;
-      c.samples.push(await inWorker<number>(c.v, { kind: 'round', descs: c.descs, ms }));
+      const s = await inWorker<Sample>(c.v, { descs: c.descs, ms });
+      c.samples.push(s.roundTrips);
+      c.driverOps.push(1e9 / s.driverNs);
+      c.deviceOps.push(1e9 / s.deviceNs);
     }
   }
-  const rows: Array<{ layout: string; operation: string; descriptors: number; ops_per_s: number; ns_per_op: number; min_ops_per_s: number; max_ops_per_s: number }> = [];
+  type Row = { layout: string; operation: string; descriptors: number; ops_per_s: number; ns_per_op: number; min_ops_per_s: number; max_ops_per_s: number };
+  const row = (layout: string, operation: string, descriptors: number, opsPerS: number[]): Row => {
+    const m = median(opsPerS);
+    return { layout, operation, descriptors, ops_per_s: m, ns_per_op: 1e9 / m, min_ops_per_s: Math.min(...opsPerS), max_ops_per_s: Math.max(...opsPerS) };
+  };
+  const rows: Row[] = [];
   for (const c of configs) {
-    const h = await inWorker<{ driverNs: number; deviceNs: number }>(c.v, { kind: 'halves', descs: c.descs, ms });
-    const rt = median(c.samples);
-    rows.push({ layout: c.v.name, operation: 'driver add+kick+collect', descriptors: c.descs, ops_per_s: 1e9 / h.driverNs, ns_per_op: h.driverNs, min_ops_per_s: NaN, max_ops_per_s: NaN });
-    rows.push({ layout: c.v.name, operation: 'device take+push', descriptors: c.descs, ops_per_s: 1e9 / h.deviceNs, ns_per_op: h.deviceNs, min_ops_per_s: NaN, max_ops_per_s: NaN });
-    rows.push({ layout: c.v.name, operation: 'round trip (both halves)', descriptors: c.descs, ops_per_s: rt, ns_per_op: 1e9 / rt, min_ops_per_s: Math.min(...c.samples), max_ops_per_s: Math.max(...c.samples) });
+    rows.push(row(c.v.name, 'driver add+kick+collect', c.descs, c.driverOps));
+    rows.push(row(c.v.name, 'device take+push', c.descs, c.deviceOps));
+    rows.push(row(c.v.name, 'round trip (both halves)', c.descs, c.samples));
   }
   // Packed beside split: round trips per second, medians of the interleaved rounds.
   const ratios = VARIANTS.filter((v) => v.layout === 'packed').flatMap((v) =>
@@ -183,15 +197,23 @@ export default async function level0(args: string[]): Promise<void> {
   const buf = new DataView(new ArrayBuffer(64));
   const h = new VsockHeader().set(3, 1024, 2, 80, VSOCK_OP_RW, 4096, 0, 262144, 0);
   const out = new VsockHeader();
-  const codec = opsPerSecond((n) => {
-    for (let i = 0; i < n; i++) {
-      h.fwdCnt = i;
-      encodeHeader(h, buf, 0);
-      decodeHeader(buf, 0, out);
-    }
-  }, ms, 10000);
-  rows.push({ layout: '-', operation: 'vsock header encode+decode', descriptors: 0, ops_per_s: codec, ns_per_op: 1e9 / codec, min_ops_per_s: NaN, max_ops_per_s: NaN });
-  printTable(`level 0: a fresh worker thread per sample, queue size ${QUEUE}, batches of ${BATCH} chains; round trips per CPU second: median of ${rounds} interleaved rounds of ${ms} ms (min, max)`, rows.map((r) => ({ ...r, min_ops_per_s: Number.isNaN(r.min_ops_per_s) ? '' : r.min_ops_per_s, max_ops_per_s: Number.isNaN(r.max_ops_per_s) ? '' : r.max_ops_per_s })));
+  const codec: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    codec.push(
+      opsPerSecond((n) => {
+        for (let i = 0; i < n; i++) {
+          h.fwdCnt = i;
+          encodeHeader(h, buf, 0);
+          decodeHeader(buf, 0, out);
+        }
+      }, ms, 10000),
+    );
+  }
+  rows.push(row('-', 'vsock header encode+decode', 0, codec));
+  printTable(
+    `level 0: a fresh worker thread per sample, queue size ${QUEUE}, batches of ${BATCH} chains; medians of ${rounds} interleaved rounds (min, max); round trips per CPU second over ${ms} ms, then each half timed alone (wall time) for ${ms} ms in the same worker`,
+    rows,
+  );
   printTable('packed beside split: round trips per second (medians; ratio min/max over the rounds, each round packed / split)', ratios);
   const path = writeResults('level0', { queueSize: QUEUE, batch: BATCH, rounds, msPerRound: ms, rows, packedVsSplit: ratios, samples: configs.map((c) => ({ layout: c.v.name, descriptors: c.descs, roundTripsPerSecond: c.samples })) });
   console.log(`\nwrote ${path}`);

@@ -61,7 +61,24 @@ import {
 import type { DeviceQueueOptions, DeviceQueueStats, VirtqueueDevice } from './queue.js';
 
 const NONE = -1;
-const AVAIL_USED = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
+
+/**
+ * Flag values for the hot paths (take, push): esbuild writes a file's own enum members
+ * as literals, where a module constant costs a load and a check at each use, and
+ * bytecode (see writeUsed). The same values as layout.ts and packed-layout.ts (checked
+ * below).
+ */
+const enum F {
+  NEXT = 1,
+  WRITE = 2,
+  INDIRECT = 4,
+  AVAIL = 0x80,
+  USED = 0x8000,
+  AVAIL_USED = 0x8080,
+}
+if (F.NEXT !== VIRTQ_DESC_F_NEXT || F.WRITE !== VIRTQ_DESC_F_WRITE || F.INDIRECT !== VIRTQ_DESC_F_INDIRECT || F.AVAIL !== VIRTQ_DESC_F_AVAIL || F.USED !== VIRTQ_DESC_F_USED) {
+  throw new Error('packed-device-queue: flag values out of step with the layout');
+}
 
 export class PackedVirtqueueDevice implements VirtqueueDevice {
   readonly layout = 'packed' as const;
@@ -84,6 +101,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   private availWrap: number;
   private nextUsed: number;
   private usedWrap: number;
+  private usedFlags: number; // AVAIL and USED of a used descriptor in this lap: both = usedWrap (2.8.1)
   private signalledL: number; // linear used position at the last interrupt decision
   private pendingFirst = NONE; // position of the first used descriptor since flush(), flags held back
   private pendingFirstWord = 0; // its id | flags << 16, stored at once by flush()
@@ -106,7 +124,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   private batchDescs = 0;
   private batchId = 0;
   private batchLen = 0;
-  /** Descriptors of chains taken or refused and not yet returned used (bounded by the ring with IN_ORDER). */
+  /** IN_ORDER only: descriptors of chains taken or refused and not yet returned used (bounded by the ring). */
   private inFlightDescs = 0;
 
   /** Set when the ring can no longer be followed; take() then returns null until a reset. */
@@ -145,6 +163,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
     this.availWrap = start.availWrap;
     this.nextUsed = start.usedPos;
     this.usedWrap = start.usedWrap;
+    this.usedFlags = start.usedWrap !== 0 ? F.AVAIL_USED : 0;
     this.signalledL = linear(this.nextUsed, this.usedWrap, size);
     this.chains = new Array<DescriptorChain | undefined>(size).fill(undefined);
     this.held = new Uint8Array(size);
@@ -177,52 +196,23 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
    */
   take(): DescriptorChain | null {
     const size = this.size;
-    const d16 = this.descU16;
+    const d32 = this.descU32;
     for (;;) {
       if (this.broken !== null) return null;
       const head = this.nextAvail;
       let wrap = this.availWrap;
       // See "Memory ordering" at the top: an acquiring load where a driver batch begins.
-      // Either read takes id and flags at once, as the driver stores them.
-      const word = this.acquire ? Atomics.load(this.descU32, head * 4 + 3) : this.descU32[head * 4 + 3]!;
+      // Either read takes id and flags at once, as the driver stores them; as int32
+      // (| 0): with USED set the word is beyond a small integer and would be boxed.
+      let word = this.acquire ? Atomics.load(d32, head * 4 + 3) | 0 : d32[head * 4 + 3]! | 0;
       let flags = word >>> 16;
-      const bits = flags & AVAIL_USED;
-      if (bits !== (wrap !== 0 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED)) {
-        if (bits === (wrap !== 0 ? AVAIL_USED : 0)) this.wrongWrap(head, head, flags, wrap);
+      const bits = flags & F.AVAIL_USED;
+      if (bits !== (wrap !== 0 ? F.AVAIL : F.USED)) {
+        if (bits === (wrap !== 0 ? F.AVAIL_USED : 0)) this.wrongWrap(head, head, flags, wrap);
         this.acquire = true;
         return null; // not made available yet
       }
       this.acquire = false;
-      // The common case, one direct descriptor: its id is the chain's (2.8.6), no walk.
-      if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
-        const id = word & 0xffff;
-        let next = head + 1;
-        if (next === size) {
-          next = 0;
-          wrap ^= 1;
-        }
-        if (this.overcommitted(head, 1)) return null;
-        this.nextAvail = next;
-        this.availWrap = wrap;
-        if (id >= size || this.held[id] === 1) {
-          this.refuseChain(null, head, id, 1);
-          continue;
-        }
-        const chain = this.chains[id] ?? (this.chains[id] = new DescriptorChain(4));
-        chain.clear(id);
-        const b = head * 4;
-        const err = addSegment(chain, this.memory, this.name, head, this.descU32[b + 1]!, this.descU32[b]!, this.descU32[b + 2]!, (flags & VIRTQ_DESC_F_WRITE) !== 0, -1);
-        if (err !== null) {
-          this.refuse(err, id, 1);
-          continue;
-        }
-        chain.ringDescriptors = 1;
-        this.held[id] = 1;
-        this.inFlightDescs++;
-        if (this.inOrder) this.enqueueTaken(id, 0);
-        this.stats.chains++;
-        return chain;
-      }
       // The buffer id belongs in the chain's last descriptor (2.8.6); drivers write it in
       // every one (Linux does, so do we), so the head's id names the chain object to walk
       // into, and a mismatch found at the end only costs a swap.
@@ -231,10 +221,14 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
       if (guess < size && this.held[guess] === 0) chain = this.chains[guess] ?? (this.chains[guess] = new DescriptorChain(4));
       else chain = this.scratch;
       chain.clear(0);
+      // One walk for every chain, one descriptor or several: one place that checks a
+      // descriptor (V8 inlines it once, with addSegment, into take).
       let pos = head;
       let count = 1;
-      let err = this.checkDescriptor(chain, pos, flags, 1);
-      while ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
+      let err: VirtqueueError | null = null;
+      for (;;) {
+        if (err === null) err = this.checkDescriptor(chain, pos, flags, count);
+        if ((flags & F.NEXT) === 0) break;
         if (count === size) {
           this.endless(head);
           return null;
@@ -245,15 +239,18 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
         }
         count++;
         // Written before the head (2.8.6): visible once the head is.
-        flags = d16[pos * 8 + 7]!;
-        if ((flags & AVAIL_USED) !== (wrap !== 0 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED)) {
+        word = d32[pos * 4 + 3]! | 0;
+        flags = word >>> 16;
+        if ((flags & F.AVAIL_USED) !== (wrap !== 0 ? F.AVAIL : F.USED)) {
           this.wrongWrap(head, pos, flags, wrap);
           return null;
         }
-        if (err === null) err = this.checkDescriptor(chain, pos, flags, count);
       }
-      const id = count === 1 ? guess : d16[pos * 8 + 6]!;
-      if (this.overcommitted(head, count)) return null;
+      const id = word & 0xffff; // the last descriptor's
+      if (this.inOrder && this.inFlightDescs + count > size) {
+        this.overcommitted(head, count);
+        return null;
+      }
       if (++pos === size) {
         pos = 0;
         wrap ^= 1;
@@ -265,36 +262,43 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
         this.refuseChain(err, head, id, count);
         continue;
       }
-      if (chain !== this.chains[id]) {
-        // Walked into another object than id's: it becomes id's, and id's old one (not
-        // held) takes its place.
-        const other = this.chains[id] ?? new DescriptorChain(4);
-        this.chains[id] = chain;
-        if (chain === this.scratch) this.scratch = other;
-        else this.chains[guess] = other;
-      }
+      if (chain !== this.chains[id]) this.adopt(chain, id, guess);
       chain.head = id;
       chain.ringDescriptors = count;
       this.held[id] = 1;
-      this.inFlightDescs += count;
-      if (this.inOrder) this.enqueueTaken(id, 0);
+      if (this.inOrder) this.enqueueTaken(id, 0, count);
       this.stats.chains++;
       return chain;
     }
   }
 
+  /**
+   * The chain was walked into another object than its id's (the scratch one, or the
+   * head id's): it becomes id's, and id's old one (not held) takes its place.
+   */
+  private adopt(chain: DescriptorChain, id: number, guess: number): void {
+    const other = this.chains[id] ?? new DescriptorChain(4);
+    this.chains[id] = chain;
+    if (chain === this.scratch) this.scratch = other;
+    else this.chains[guess] = other;
+  }
+
   /** Checks the descriptor at `pos` (the chain's `count`-th) into `chain`; returns the fault or null. */
   private checkDescriptor(chain: DescriptorChain, pos: number, flags: number, count: number): VirtqueueError | null {
     const b = pos * 4;
-    const lo = this.descU32[b]!;
-    const hi = this.descU32[b + 1]!;
-    const len = this.descU32[b + 2]!;
-    if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) return addSegment(chain, this.memory, this.name, pos, hi, lo, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, -1);
+    const d32 = this.descU32;
+    if ((flags & F.INDIRECT) !== 0) return this.checkIndirect(chain, pos, flags, count);
+    return addSegment(chain, this.memory, this.name, pos, d32[b + 1]!, d32[b]!, d32[b + 2]!, (flags & F.WRITE) !== 0, -1);
+  }
+
+  /** A descriptor with INDIRECT: negotiated, the chain's only one (2.8.19), its table checked. */
+  private checkIndirect(chain: DescriptorChain, pos: number, flags: number, count: number): VirtqueueError | null {
     if (!this.indirect) return new VirtqueueError('ERR_VIRTQ_INDIRECT_NOT_NEGOTIATED', this.name, `descriptor ${pos} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`, pos);
     if (count > 1 || (flags & VIRTQ_DESC_F_NEXT) !== 0) {
       return new VirtqueueError('ERR_VIRTQ_INDIRECT_NEXT', this.name, `descriptor ${pos} is indirect but not its chain's only descriptor (2.8.19)`, pos);
     }
-    return this.walkIndirect(pos, hi, lo, len, chain);
+    const b = pos * 4;
+    return this.walkIndirect(pos, this.descU32[b + 1]!, this.descU32[b]!, this.descU32[b + 2]!, chain);
   }
 
   /** An indirect table (2.8.7): its entries one after the other; only WRITE counts, but an entry that is itself indirect is refused. */
@@ -319,12 +323,10 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
    * (the driver made positions available again before they were used) breaks the ring:
    * every chain not returned waits in one queue of `size` entries and a run of them
    * shares one used descriptor, so neither could hold it (found by
-   * fuzz/targets/virtqueue.ts). Returns true when it did.
+   * fuzz/targets/virtqueue.ts). take() checks, this says so.
    */
-  private overcommitted(head: number, count: number): boolean {
-    if (!this.inOrder || this.inFlightDescs + count <= this.size) return false;
+  private overcommitted(head: number, count: number): void {
     this.markBroken(new VirtqueueError('ERR_VIRTQ_IN_ORDER', this.name, `the chain at descriptor ${head} makes ${this.inFlightDescs + count} descriptors outstanding, more than the ring's ${this.size} (positions made available again before they were used)`, head));
-    return true;
   }
 
   /** A descriptor where one available in this lap must be (see the top): the ring is broken. */
@@ -342,18 +344,18 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
 
   /** A chain whose end we found but which we cannot hand out: refused (see take()). */
   private refuseChain(err: VirtqueueError | null, head: number, id: number, descs: number): void {
-    if (err === null && id >= this.size) {
-      err = new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `the chain at descriptor ${head} has buffer id ${id}, outside the ${this.size} ids of the ring`, head);
-    }
-    if (err !== null) {
-      this.refuse(err, id, descs);
+    if (id < this.size && this.held[id] === 1) {
+      // Offered again while we hold it (whatever else is wrong with it): refused without
+      // a used descriptor (that would hand the driver the same id twice).
+      this.stats.refused++;
+      this.onError(new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `the chain at descriptor ${head} has buffer id ${id}, which the device still holds`, head));
       return;
     }
-    // Offered again while we hold it: refused without a used descriptor (that would hand
-    // the driver the same id twice).
-    this.stats.refused++;
-    this.onError(new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `the chain at descriptor ${head} has buffer id ${id}, which the device still holds`, head));
+    // Here without a fault in its descriptors, the id is outside the ring.
+    err ??= new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `the chain at descriptor ${head} has buffer id ${id}, outside the ${this.size} ids of the ring`, head);
+    this.refuse(err, id, descs);
   }
+
 
   private markBroken(err: VirtqueueError): void {
     this.broken = err;
@@ -364,10 +366,11 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
   /** A bad chain whose end we found: returned used with length 0. */
   private refuse(err: VirtqueueError, id: number, descs: number): void {
     this.stats.refused++;
-    this.inFlightDescs += descs;
     if (!this.inOrder) this.writeUsed(id, 0, descs);
-    else if (this.orderCount === 0) this.emitInOrder(id, 0, descs, false);
-    else this.enqueueTaken(id, descs); // after the chains taken before it
+    else if (this.orderCount === 0) {
+      this.inFlightDescs += descs;
+      this.emitInOrder(id, 0, descs, false);
+    } else this.enqueueTaken(id, descs, descs); // after the chains taken before it
     this.onError(err);
   }
 
@@ -377,9 +380,8 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
    */
   push(chain: DescriptorChain, writtenLength: number): void {
     const id = chain.head;
-    if (id >= this.size || this.held[id] !== 1 || this.chains[id] !== chain) {
-      throw new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `push of buffer id ${id}, which the device does not hold`, id);
-    }
+    // (An id outside the ring reads undefined from held.)
+    if (this.held[id] !== 1 || this.chains[id] !== chain) this.notHeld(id);
     const len = writtenLength < chain.writableLength ? writtenLength : chain.writableLength;
     if (this.inOrder) {
       this.pushInOrder(chain, id, len);
@@ -389,11 +391,14 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
     this.writeUsed(id, len, chain.ringDescriptors);
   }
 
+  /** push() of a chain we do not hold (kept out of push: see writeUsed). */
+  private notHeld(id: number): never {
+    throw new VirtqueueError('ERR_VIRTQ_DESC_INDEX', this.name, `push of buffer id ${id}, which the device does not hold`, id);
+  }
+
   /** push() with VIRTIO_F_IN_ORDER: in the order taken, runs of complete chains sharing one used descriptor. */
   private pushInOrder(chain: DescriptorChain, id: number, len: number): void {
-    if (this.orderIds[this.orderHead] !== id || this.orderRefused[this.orderHead] !== 0) {
-      throw new VirtqueueError('ERR_VIRTQ_IN_ORDER', this.name, `push of buffer id ${id} before buffer id ${this.orderIds[this.orderHead]}, taken earlier (VIRTIO_F_IN_ORDER)`, id);
-    }
+    if (this.orderIds[this.orderHead] !== id || this.orderRefused[this.orderHead] !== 0) this.outOfOrder(id);
     this.dequeueTaken();
     this.held[id] = 0;
     this.emitInOrder(id, len, chain.ringDescriptors, len === chain.writableLength);
@@ -406,29 +411,46 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
     }
   }
 
-  /** Writes a used descriptor at our next used position and skips the chain's descriptors (2.8.6). */
+  /** A push against VIRTIO_F_IN_ORDER (kept out of pushInOrder). */
+  private outOfOrder(id: number): never {
+    throw new VirtqueueError('ERR_VIRTQ_IN_ORDER', this.name, `push of buffer id ${id} before buffer id ${this.orderIds[this.orderHead]}, taken earlier (VIRTIO_F_IN_ORDER)`, id);
+  }
+
+  /**
+   * Writes a used descriptor at our next used position and skips the chain's descriptors
+   * (2.8.6). With push(), the hot path of every device: kept small in bytecode (V8
+   * inlines a method into its caller's loop only within a budget of bytecode per caller,
+   * about 920 bytes in all, Node 20).
+   */
   private writeUsed(id: number, len: number, descs: number): void {
-    this.inFlightDescs -= descs;
     const pos = this.nextUsed;
-    const flags = (this.usedWrap !== 0 ? AVAIL_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0); // 2.8.1, 2.8.3
-    this.descU32[pos * 4 + 2] = len;
-    if (this.pendingFirst === NONE) {
+    const d32 = this.descU32;
+    d32[pos * 4 + 2] = len;
+    // AVAIL = USED = the wrap counter (2.8.1), WRITE when something was written (2.8.3).
+    const word = id | ((this.usedFlags | (len > 0 ? F.WRITE : 0)) << 16);
+    if (this.pendingFirst < 0) {
       this.pendingFirst = pos;
-      this.pendingFirstWord = id | (flags << 16);
+      this.pendingFirstWord = word;
     } else {
-      this.descU32[pos * 4 + 3] = id | (flags << 16);
+      d32[pos * 4 + 3] = word;
     }
-    let next = pos + descs;
-    if (next >= this.size) {
-      next -= this.size;
-      this.usedWrap ^= 1;
-    }
-    this.nextUsed = next;
+    const next = pos + descs;
+    if (next < this.size) this.nextUsed = next;
+    else this.wrapUsed(next);
+  }
+
+  /** The used position passes the end of the ring: the Device Ring Wrap Counter flips (2.8.1). */
+  private wrapUsed(next: number): void {
+    this.nextUsed = next - this.size;
+    this.usedWrap ^= 1;
+    this.usedFlags ^= F.AVAIL_USED;
   }
 
   // ---- VIRTIO_F_IN_ORDER
 
-  private enqueueTaken(id: number, refusedDescs: number): void {
+  /** IN_ORDER: a chain taken (refusedDescs 0) or refused, `descs` more descriptors outstanding. */
+  private enqueueTaken(id: number, refusedDescs: number, descs: number): void {
+    this.inFlightDescs += descs;
     let at = this.orderHead + this.orderCount++;
     if (at >= this.size) at -= this.size;
     this.orderIds[at] = id;
@@ -454,6 +476,7 @@ export class PackedVirtqueueDevice implements VirtqueueDevice {
 
   private closeBatch(): void {
     if (this.batchDescs === 0) return;
+    this.inFlightDescs -= this.batchDescs;
     this.writeUsed(this.batchId, this.batchLen, this.batchDescs);
     this.batchDescs = 0;
   }

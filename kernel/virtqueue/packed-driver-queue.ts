@@ -51,6 +51,25 @@ import { type DriverQueueOptions, type RingPart, type UsedCallback, type Virtque
 const NONE = -1;
 const AVAIL_USED = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
+/**
+ * Flag values for the hot paths (chainAdd, chainCommit, drainUsed): esbuild writes a
+ * file's own enum members as literals, where a module constant costs a load and a check
+ * at each use, and bytecode (see chainAdd). The same values as layout.ts and
+ * packed-layout.ts (checked below); in the id-and-flags word the flags are the high half.
+ */
+const enum F {
+  NEXT = 1,
+  WRITE = 2,
+  AVAIL_USED = 0x8080,
+  /** VIRTQ_DESC_F_NEXT in the id-and-flags word. */
+  WORD_NEXT = 0x10000,
+  /** VIRTQ_DESC_F_WRITE in the id-and-flags word. */
+  WORD_WRITE = 0x20000,
+}
+if (F.NEXT !== VIRTQ_DESC_F_NEXT || F.WRITE !== VIRTQ_DESC_F_WRITE || F.AVAIL_USED !== AVAIL_USED || F.WORD_NEXT !== VIRTQ_DESC_F_NEXT << 16 || F.WORD_WRITE !== VIRTQ_DESC_F_WRITE << 16) {
+  throw new Error('packed-driver-queue: flag values out of step with the layout');
+}
+
 export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
   readonly layout = 'packed' as const;
   readonly name: string;
@@ -73,9 +92,11 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
   // Ring positions and wrap counters (2.8.1).
   private nextAvail = 0;
   private availWrap = 1;
+  private availBits = VIRTQ_DESC_F_AVAIL; // availFlags(availWrap): AVAIL = the counter, USED = its inverse
   private lastUsed = 0;
   private usedWrap = 1;
-  private free: number;
+  private usedBits = AVAIL_USED; // AVAIL and USED of a descriptor used in this lap (2.8.1): both = usedWrap
+  private free: number; // descriptors not in committed chains (the chain being built takes its own at commit)
   private publishedL = 0; // linear position at the last publish()
 
   // Buffer ids (private bookkeeping, indexed by id).
@@ -84,7 +105,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
   private readonly tokens: (T | undefined)[];
   private readonly chainDescs: Uint16Array; // ring descriptors per outstanding id (0 = not outstanding)
   private readonly chainWritable: Float64Array; // device-writable bytes per outstanding id
-  private readonly commitSeq: Float64Array; // commit number per id: made available when < publishedSeq
+  private readonly commitSeq: Float64Array; // commit number (from 1) per id: made available when <= publishedSeq
   private commitCount = 0;
   private publishedSeq = 0;
   /** IN_ORDER: outstanding ids in the order they were committed (a ring of `size`). */
@@ -96,17 +117,22 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
   private pendingHead = NONE;
   private pendingHeadWord = 0; // its id | flags << 16, stored at once by publish()
 
-  // Chain being built by chainBegin/chainAdd/chainCommit.
-  private buildId = NONE;
+  // Chain being built by chainBegin/chainAdd/chainCommit. Its first descriptor is at
+  // nextAvail; when no chain is being built, buildPos = nextAvail and buildBits = availBits.
+  private buildId = 0; // its buffer id, taken from freeIds with its first descriptor
   private buildCount = 0;
-  private buildHead = 0; // position of its first descriptor
-  private buildPos = 0; // position of its last descriptor so far
-  private buildWrap = 1; // wrap counter at buildPos
-  private buildFlags = 0; // flags of the last descriptor, written when the next one comes or at commit
-  private buildHeadFlags = 0;
+  private buildPos = 0; // position of its next descriptor
+  private buildBits = VIRTQ_DESC_F_AVAIL; // availFlags() of the wrap counter at buildPos
+  private buildWord = 0; // id and flags of its last descriptor so far, when not the first
+  private buildHeadFlags = 0; // flags of its first one (without NEXT), stored at commit or publish
   private buildWritable = 0;
-  private buildSeenWritable = false;
-  private buildIndirect = false;
+  /**
+   * The least flags the next descriptor may have: the last one's. 0, then
+   * VIRTQ_DESC_F_WRITE once a writable one was added (readable ones come first, 2.8.17),
+   * VIRTQ_DESC_F_INDIRECT after an indirect table (nothing may follow it, 2.8.19, and
+   * chainAddIndirect takes only a chain's first). One comparison in chainAdd.
+   */
+  private addFloor = 0;
 
   private interruptsDisabled = false;
   private eventFlagsShadow = RING_EVENT_FLAGS_ENABLE;
@@ -161,10 +187,14 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     this.free = this.size;
     this.nextAvail = this.lastUsed = 0;
     this.availWrap = this.usedWrap = 1;
+    this.availBits = VIRTQ_DESC_F_AVAIL;
+    this.usedBits = AVAIL_USED;
     this.publishedL = 0;
     this.pendingHead = NONE;
-    this.buildId = NONE;
     this.buildCount = 0;
+    this.buildPos = 0;
+    this.buildBits = VIRTQ_DESC_F_AVAIL;
+    this.addFloor = 0;
     this.interruptsDisabled = false;
     this.usedCount = 0;
     this.broken = null;
@@ -178,11 +208,11 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
   }
 
   get numFree(): number {
-    return this.free;
+    return this.free - this.buildCount;
   }
 
   get outstanding(): number {
-    return this.size - this.free - this.buildCount;
+    return this.size - this.free;
   }
 
   // ---- Building a chain: begin, add buffers (readable first), commit with a token.
@@ -191,20 +221,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     if (this.broken !== null) throw this.broken;
     if (this.buildCount !== 0) this.chainAbort();
     this.buildWritable = 0;
-    this.buildSeenWritable = false;
-    this.buildIndirect = false;
-  }
-
-  /** Appends one buffer. Device-readable buffers must come before writable ones (2.8.17). */
-  chainAdd(addr: number, length: number, writable: boolean): void {
-    if (!writable && this.buildSeenWritable) {
-      throw new VirtqueueError('ERR_VIRTQ_READABLE_AFTER_WRITABLE', this.name, 'a device-readable buffer cannot follow a writable one');
-    }
-    this.addDesc(addr, length, writable ? VIRTQ_DESC_F_WRITE : 0);
-    if (writable) {
-      this.buildSeenWritable = true;
-      this.buildWritable += length;
-    }
+    this.addFloor = 0;
   }
 
   /**
@@ -214,8 +231,11 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
    */
   chainAddIndirect(tableAddr: number, count: number, writableBytes = 0): void {
     if (this.buildCount !== 0) throw new RangeError(`${this.name}: on a packed ring an indirect table must be the chain's only descriptor`);
-    this.addDesc(tableAddr, count * 16, VIRTQ_DESC_F_INDIRECT);
-    this.buildIndirect = true;
+    this.addFloor = 0; // the chain's first descriptor, whatever came before
+    this.chainAdd(tableAddr, count * 16, false);
+    // Its flags are still in buildHeadFlags.
+    this.buildHeadFlags |= VIRTQ_DESC_F_INDIRECT;
+    this.addFloor = VIRTQ_DESC_F_INDIRECT;
     this.buildWritable += writableBytes;
   }
 
@@ -229,83 +249,105 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     table.setUint16(o + 14, writable ? VIRTQ_DESC_F_WRITE : 0, true);
   }
 
-  /** Writes one available descriptor of the chain being built (2.8.21.1), its flags held back. */
-  private addDesc(addr: number, length: number, flags: number): void {
-    if (this.free === 0 || this.buildIndirect) this.refuseDesc();
+  /**
+   * Appends one buffer: writes one available descriptor of the chain being built
+   * (2.8.21.1) at buildPos. Device-readable buffers must come before writable ones (2.8.17).
+   *
+   * The hot path of every driver, kept small in bytecode: V8 inlines a method into its
+   * caller's loop only within a budget of bytecode per caller (about 920 bytes in all,
+   * Node 20), so the refusals live in refuseAdd and the flags are literals (F).
+   *
+   * The chain's first descriptor gets its address and length here, its flags wait in
+   * buildHeadFlags for the commit (the head is made available last, 2.8.6). Every later
+   * one is written whole (id and flags in one 32-bit store), as the chain's last; the
+   * next one, if any, adds NEXT to it. The id goes in every descriptor (the device reads
+   * the last one's, 2.8.6).
+   */
+  chainAdd(addr: number, length: number, writable: boolean): void {
+    const flags = writable ? F.WRITE : 0;
+    // One comparison for both orders: readable before writable, nothing after indirect.
     const count = this.buildCount;
-    let pos: number;
+    if (flags < this.addFloor || count === this.free) this.refuseAdd(flags);
+    this.addFloor = flags;
+    if (writable) this.buildWritable += length;
+    this.buildCount = count + 1;
+    const pos = this.buildPos;
+    const d = this.descU32;
+    const b = pos * 4;
+    // A Uint32Array store keeps an integer modulo 2^32 and truncates a fraction: the low
+    // half, and the high one (exact for any address below 2^53).
+    d[b] = addr;
+    d[b + 1] = addr / 0x100000000;
+    d[b + 2] = length;
+    // 2.8.1: AVAIL = the Driver Ring Wrap Counter, USED = its inverse (buildBits).
+    const f = flags | this.buildBits;
     if (count === 0) {
       // Ids run out only with the descriptors: each outstanding chain holds at least one.
       this.buildId = this.freeIds[--this.freeIdCount]!;
-      pos = this.buildHead = this.nextAvail;
-      this.buildWrap = this.availWrap;
+      this.buildHeadFlags = f;
     } else {
-      // The previous descriptor gets NEXT now that it has a successor (2.8.6); the
-      // first one's flags wait for the commit (see the top).
-      const prev = this.buildFlags | VIRTQ_DESC_F_NEXT;
-      if (count === 1) this.buildHeadFlags = prev;
-      else this.descU32[this.buildPos * 4 + 3] = this.buildId | (prev << 16); // id and flags in one store
-      pos = this.buildPos + 1;
-      if (pos === this.size) {
-        pos = 0;
-        this.buildWrap ^= 1;
-      }
+      if (count !== 1) this.linkPrevious(pos);
+      const word = this.buildId | (f << 16);
+      this.buildWord = word;
+      d[b + 3] = word;
     }
-    this.free--;
-    const b = pos * 4;
-    this.descU32[b] = addr >>> 0;
-    this.descU32[b + 1] = addr > 0xffffffff ? Math.floor(addr / 0x100000000) : 0;
-    this.descU32[b + 2] = length >>> 0;
-    // The id goes in every descriptor (the device reads the last one's, 2.8.6), with the
-    // flags in one 32-bit store once they are final; the first descriptor's at commit.
-    this.buildPos = pos;
-    // 2.8.1: AVAIL = the Driver Ring Wrap Counter, USED = its inverse.
-    this.buildFlags = flags | (this.buildWrap !== 0 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
-    this.buildCount = count + 1;
+    if (pos + 1 === this.size) this.wrapBuild();
+    else this.buildPos = pos + 1;
   }
 
-  /** Why addDesc cannot add (kept out of the hot path). */
-  private refuseDesc(): never {
-    if (this.free === 0) throw new VirtqueueError('ERR_VIRTQ_FULL', this.name, `no free descriptor (queue size ${this.size})`);
+  /** A chain's third descriptor or later at `pos`: the one before it (not the head) gets NEXT (2.8.6). */
+  private linkPrevious(pos: number): void {
+    this.descU32[((pos === 0 ? this.size : pos) - 1) * 4 + 3] = this.buildWord | F.WORD_NEXT;
+  }
+
+  /** The chain being built passes the end of the ring: its next descriptor is in the next lap (2.8.1). */
+  private wrapBuild(): void {
+    this.buildPos = 0;
+    this.buildBits ^= F.AVAIL_USED;
+  }
+
+  /** Why chainAdd cannot add (kept out of the hot path). */
+  private refuseAdd(flags: number): never {
+    if (this.addFloor === VIRTQ_DESC_F_WRITE && flags < this.addFloor) {
+      throw new VirtqueueError('ERR_VIRTQ_READABLE_AFTER_WRITABLE', this.name, 'a device-readable buffer cannot follow a writable one');
+    }
+    if (this.buildCount === this.free) throw new VirtqueueError('ERR_VIRTQ_FULL', this.name, `no free descriptor (queue size ${this.size})`);
     throw new RangeError(`${this.name}: nothing can follow an indirect table on a packed ring`);
   }
 
   /** Commits the chain (visible to the device only after publish). Returns its buffer id. */
   chainCommit(token: T): number {
     const count = this.buildCount;
-    if (count === 0) throw new RangeError(`${this.name}: commit of an empty chain`);
+    if (count === 0) this.emptyCommit();
     const id = this.buildId;
-    let headFlags: number;
-    if (count === 1) {
-      headFlags = this.buildFlags;
-    } else {
-      this.descU32[this.buildPos * 4 + 3] = id | (this.buildFlags << 16);
-      headFlags = this.buildHeadFlags;
-    }
+    const head = id | ((this.buildHeadFlags | (count === 1 ? 0 : F.NEXT)) << 16);
+    this.free -= count;
     this.tokens[id] = token;
     this.chainDescs[id] = count;
     this.chainWritable[id] = this.buildWritable;
-    this.commitSeq[id] = this.commitCount++;
+    this.commitSeq[id] = ++this.commitCount;
     if (this.inOrder) this.recordOrder(id);
-    const headWord = id | (headFlags << 16);
-    if (this.pendingHead === NONE) {
-      this.pendingHead = this.buildHead;
-      this.pendingHeadWord = headWord;
+    if (this.pendingHead < 0) {
+      this.pendingHead = this.nextAvail;
+      this.pendingHeadWord = head;
     } else {
       // Not the batch's first chain: the device cannot reach it before publish().
-      this.descU32[this.buildHead * 4 + 3] = headWord;
+      this.descU32[this.nextAvail * 4 + 3] = head;
     }
-    let next = this.buildPos + 1;
-    let wrap = this.buildWrap;
-    if (next === this.size) {
-      next = 0;
-      wrap ^= 1;
-    }
-    this.nextAvail = next;
-    this.availWrap = wrap;
-    this.buildId = NONE;
+    this.nextAvail = this.buildPos;
+    if (this.availBits !== this.buildBits) this.wrapAvail();
     this.buildCount = 0;
     return id;
+  }
+
+  private emptyCommit(): never {
+    throw new RangeError(`${this.name}: commit of an empty chain`);
+  }
+
+  /** The chain just committed passed the end of the ring: the Driver Ring Wrap Counter flips (2.8.1). */
+  private wrapAvail(): void {
+    this.availBits = this.buildBits;
+    this.availWrap ^= 1;
   }
 
   /** IN_ORDER: remembers the commit order (2.8.8). */
@@ -321,7 +363,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     // Descriptors after the first already carry available flags: withdraw them, or the
     // device, reaching them after a shorter chain, would take them (the first one's
     // flags were never stored).
-    let pos = this.buildHead;
+    let pos = this.nextAvail;
     let wrap = this.availWrap;
     for (let i = 0; i < this.buildCount; i++) {
       if (i > 0) this.descU16[pos * 8 + 7] = idleFlags(wrap);
@@ -330,10 +372,10 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
         wrap ^= 1;
       }
     }
-    this.free += this.buildCount;
     this.freeIds[this.freeIdCount++] = this.buildId;
-    this.buildId = NONE;
     this.buildCount = 0;
+    this.buildPos = this.nextAvail;
+    this.buildBits = this.availBits;
   }
 
   /** Convenience (allocates): one chain from [addr, len] lists. Returns its id. */
@@ -362,7 +404,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
 
   /** True when the descriptor at our next used position is used in this lap (2.8.1). */
   hasUsed(): boolean {
-    return (Atomics.load(this.descU16, this.lastUsed * 8 + 7) & AVAIL_USED) === (this.usedWrap !== 0 ? AVAIL_USED : 0);
+    return (Atomics.load(this.descU16, this.lastUsed * 8 + 7) & AVAIL_USED) === this.usedBits;
   }
 
   /** Collected chains, plus one when the next used descriptor is there: it moves whenever the device returns chains. */
@@ -378,29 +420,48 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
    */
   drainUsed(onUsed: UsedCallback<T>, max = Infinity): number {
     if (this.broken !== null) throw this.broken;
+    // The arrays are fixed, so they are read once; the positions and counts are read
+    // from the fields each time (onUsed may add chains, publish, or drain).
     const d32 = this.descU32;
+    const chainDescs = this.chainDescs;
+    const commitSeq = this.commitSeq;
+    const chainWritable = this.chainWritable;
+    const tokens = this.tokens;
+    const freeIds = this.freeIds;
+    const size = this.size;
     let n = 0;
     // See "Memory ordering" at the top: the first read acquires, the rest are plain;
-    // each reads id and flags at once (the device stores them together).
-    let word = Atomics.load(d32, this.lastUsed * 4 + 3);
+    // each reads id and flags at once (the device stores them together). As int32 (| 0):
+    // with USED set the word is beyond a small integer and would be boxed.
+    let word = Atomics.load(d32, this.lastUsed * 4 + 3) | 0;
     while (n < max) {
       const slot = this.lastUsed;
-      if (n > 0) word = d32[slot * 4 + 3]!;
-      const f = word >>> 16;
+      if (n > 0) word = d32[slot * 4 + 3]! | 0;
       // Used in this lap: AVAIL = USED = our Device Ring Wrap Counter copy (2.8.1).
-      if ((f & AVAIL_USED) !== (this.usedWrap !== 0 ? AVAIL_USED : 0)) break;
+      if (((word >>> 16) & F.AVAIL_USED) !== this.usedBits) break;
       const id = word & 0xffff;
-      let len = this.descU32[slot * 4 + 2]!;
-      if (id >= this.size || this.chainDescs[id] === 0 || this.commitSeq[id]! >= this.publishedSeq) throw this.badUsed(slot, id, len);
-      if (len > this.chainWritable[id]!) {
+      let len = d32[slot * 4 + 2]!;
+      if (id >= size) throw this.badUsed(slot, id, len);
+      const count = chainDescs[id]!;
+      if (count === 0 || commitSeq[id]! > this.publishedSeq) throw this.badUsed(slot, id, len);
+      if (len > chainWritable[id]!) {
         // 2.8.4 makes the length reserved without WRITE, but QEMU 7.2 never sets WRITE
         // in a used descriptor and Linux reads the length regardless: so do we, and a
         // length too long for the chain is an error only when WRITE says it is one.
-        if ((f & VIRTQ_DESC_F_WRITE) !== 0) throw this.badUsed(slot, id, len);
+        if ((word & F.WORD_WRITE) !== 0) throw this.badUsed(slot, id, len);
         len = 0;
       }
       if (this.inOrder) n += this.completeBefore(id, onUsed);
-      const token = this.complete(id);
+      // Free the chain and skip its descriptors (2.8.6), as complete() does.
+      const token = tokens[id] as T;
+      tokens[id] = undefined;
+      chainDescs[id] = 0;
+      freeIds[this.freeIdCount++] = id;
+      this.free += count;
+      const next = this.lastUsed + count; // (completeBefore moves it)
+      if (next < size) this.lastUsed = next;
+      else this.wrapUsed(next);
+      this.usedCount++;
       n++;
       onUsed(token, len);
     }
@@ -413,7 +474,7 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
 
   /** A used descriptor that cannot be: the queue is broken (Linux BAD_RING). */
   private badUsed(slot: number, id: number, len: number): VirtqueueError {
-    if (id >= this.size || this.chainDescs[id] === 0 || this.commitSeq[id]! >= this.publishedSeq) {
+    if (id >= this.size || this.chainDescs[id] === 0 || this.commitSeq[id]! > this.publishedSeq) {
       return this.markBroken(new VirtqueueError('ERR_VIRTQ_USED_ID', this.name, `used descriptor ${slot} names buffer id ${id}, which is not an outstanding chain made available`, slot));
     }
     return this.markBroken(new VirtqueueError('ERR_VIRTQ_USED_LEN', this.name, `used descriptor ${slot}: length ${len} for buffer id ${id} exceeds its ${this.chainWritable[id]} writable bytes`, slot));
@@ -442,14 +503,18 @@ export class PackedVirtqueueDriver<T = unknown> implements VirtqueueDriver<T> {
     this.chainDescs[id] = 0;
     this.freeIds[this.freeIdCount++] = id;
     this.free += count;
-    let next = this.lastUsed + count;
-    if (next >= this.size) {
-      next -= this.size;
-      this.usedWrap ^= 1;
-    }
-    this.lastUsed = next;
+    const next = this.lastUsed + count;
+    if (next < this.size) this.lastUsed = next;
+    else this.wrapUsed(next);
     this.usedCount++;
     return token;
+  }
+
+  /** Our used position passes the end of the ring: our copy of the Device Ring Wrap Counter flips (2.8.1). */
+  private wrapUsed(next: number): void {
+    this.lastUsed = next - this.size;
+    this.usedWrap ^= 1;
+    this.usedBits ^= F.AVAIL_USED;
   }
 
   private setEventFlags(flags: number): void {
