@@ -8,8 +8,9 @@ import { pciCapsTarget } from './pci-caps.js';
 import { vhostUserTarget } from './vhost-user.js';
 import { virtqueueTarget } from './virtqueue.js';
 import { vsockDeviceTarget } from './vsock-device.js';
+import { vsockSiblingsTarget } from './vsock-siblings.js';
 
-export const TARGETS: readonly FuzzTarget[] = [virtqueueTarget, vsockDeviceTarget, vhostUserTarget, hybridConnectTarget, fuseReplyTarget, pciCapsTarget, httpRequestTarget, daemonConfigTarget];
+export const TARGETS: readonly FuzzTarget[] = [virtqueueTarget, vsockDeviceTarget, vsockSiblingsTarget, vhostUserTarget, hybridConnectTarget, fuseReplyTarget, pciCapsTarget, httpRequestTarget, daemonConfigTarget];
 
 export function findTarget(name: string): FuzzTarget {
   const t = TARGETS.find((x) => x.name === name);

@@ -23,8 +23,8 @@ const WITNESS_HOST_PORT = 99;
 const MAX_PACKETS = 24;
 const TURNS = 2000;
 
-/** Waits (a bounded number of event-loop turns) until pred() holds. */
-async function until(pred: () => boolean, what: string): Promise<void> {
+/** Waits (a bounded number of event-loop turns) until pred() holds (vsock-siblings.ts too). */
+export async function until(pred: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < TURNS; i++) {
     if (pred()) return;
     await new Promise((r) => setImmediate(r));
