@@ -353,3 +353,29 @@ test('shutdown is passed through: SHUTDOWN(SEND) from one side arrives as such, 
     await w.close();
   }
 });
+
+test('a packet that crossed the RST ending a link is routine: RST back, counted lateAfterClose, not logged', async (t) => {
+  const w = world([
+    { cid: 3, groups: ['g'] },
+    { cid: 4, groups: ['g'] },
+  ]);
+  try {
+    const { server } = await open(w, 3, 1100, 4, 1200);
+    w.vm(3).drv.send({ srcPort: 1100, dstPort: 1200, dstCid: 4, op: VSOCK_OP_RST });
+    await w.vm(4).drv.until(() => server.reset);
+    // CID 4 had sent a credit update before it saw the RST.
+    w.vm(4).drv.route(1200, 1100, null); // the answer to it goes to drv.packets
+    w.vm(4).drv.send({ srcPort: 1200, dstPort: 1100, dstCid: 3, op: VSOCK_OP_CREDIT_UPDATE });
+    const rst = await w.vm(4).drv.next((p) => p.header.op === VSOCK_OP_RST && p.header.dstPort === 1200);
+    t.is(rst.header.srcCid, 3);
+    t.is(w.vm(4).dev.stats.dropped.lateAfterClose, 1);
+    t.is(w.vm(4).dev.stats.dropped.unknownConnection, 0);
+    t.deepEqual(w.vm(4).logs, []);
+    // A packet of a connection that never was is still hostile.
+    w.vm(4).drv.send({ srcPort: 1201, dstPort: 1100, dstCid: 3, op: VSOCK_OP_CREDIT_UPDATE });
+    await w.vm(4).drv.next((p) => p.header.op === VSOCK_OP_RST && p.header.dstPort === 1201);
+    t.is(w.vm(4).dev.stats.dropped.unknownConnection, 1);
+  } finally {
+    await w.close();
+  }
+});

@@ -458,7 +458,15 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
         this.stats.dropped.rstUnknownIgnored++;
         return;
       }
-      if (h.op !== VSOCK_OP_REQUEST) return this.refuse(h, 'unknownConnection', `${h}`);
+      if (h.op !== VSOCK_OP_REQUEST) {
+        if (this.siblingLinks.closedRecently(h.dstCid, h.srcPort, h.dstPort)) {
+          // It crossed the RST that ended the connection (Linux answers such a packet with RST too).
+          this.stats.dropped.lateAfterClose++;
+          this.queueRst(h.dstCid, h.dstPort, h.srcPort, h.type === VSOCK_TYPE_SEQPACKET ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM);
+          return;
+        }
+        return this.refuse(h, 'unknownConnection', `${h}`);
+      }
       if (h.type === VSOCK_TYPE_SEQPACKET && !peer.seqpacket) return this.refuse(h, 'seqpacketNotNegotiated', `${h} (CID ${peer.guestCid} did not negotiate VIRTIO_VSOCK_F_SEQPACKET)`);
       if (this.connectionCount + this.siblingLinks.size >= this.maxConnections) return this.refuse(h, 'tooManyConnections', `${h}: ${this.maxConnections} connections open`);
       if (this.siblingLinks.pendingRequests >= SIBLING_PENDING_REQUESTS_MAX) {
@@ -519,6 +527,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     const { a, b } = link;
     a.muxer.siblingLinks.remove(b.cid, a.port, b.port);
     b.muxer.siblingLinks.remove(a.cid, b.port, a.port);
+    a.muxer.siblingLinks.rememberClosed(b.cid, a.port, b.port);
+    b.muxer.siblingLinks.rememberClosed(a.cid, b.port, a.port);
     if (link.state === LINK_REQUESTED) a.muxer.siblingLinks.pendingRequests--;
   }
 

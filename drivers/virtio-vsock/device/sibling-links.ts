@@ -67,9 +67,14 @@ export class SiblingLink<M> {
   }
 }
 
+/** Links ended a moment ago, remembered per table for late packets (a crossing SHUTDOWN or credit update). */
+const RECENTLY_CLOSED_LINKS = 256;
+
 /** One muxer's sibling connections: peer cid -> own port -> peer port -> link. */
 export class SiblingLinkTable<M> {
   private readonly byPeer = new Map<number, Map<number, Map<number, SiblingLink<M>>>>();
+  /** Keys "peerCid:ownPort:peerPort" of links ended a moment ago, oldest first (made per close, not per packet). */
+  private readonly recent = new Set<string>();
   /** Links in the table. */
   size = 0;
   /** Links this muxer's guest requested that are not answered yet. */
@@ -95,6 +100,19 @@ export class SiblingLinkTable<M> {
     this.size--;
     if (peers.size === 0) ports!.delete(ownPort);
     if (ports!.size === 0) this.byPeer.delete(peerCid);
+  }
+
+  /** Remembers an ended link: a packet of it that crossed the RST is routine, not hostile. */
+  rememberClosed(peerCid: number, ownPort: number, peerPort: number): void {
+    const key = `${peerCid}:${ownPort}:${peerPort}`;
+    this.recent.delete(key);
+    this.recent.add(key);
+    if (this.recent.size > RECENTLY_CLOSED_LINKS) this.recent.delete(this.recent.values().next().value as string);
+  }
+
+  /** True when (peerCid, ownPort, peerPort) ended a moment ago (only asked for packets of no link). */
+  closedRecently(peerCid: number, ownPort: number, peerPort: number): boolean {
+    return this.recent.size > 0 && this.recent.has(`${peerCid}:${ownPort}:${peerPort}`);
   }
 
   /** Every link, then the table is empty. */
