@@ -29,7 +29,10 @@ console.log('hugepages: ' + read('/proc/sys/vm/nr_hugepages').trim());
 const modules = read('/proc/modules');
 console.log('modules: ' + (modules === null ? '(no /proc/modules)' : modules.split('\\n').map((l) => l.split(' ')[0]).filter(Boolean).sort().join(',')));
 console.log('mounts: ' + read('/proc/mounts').split('\\n').filter(Boolean).map((l) => l.split(' ')[1] + '=' + l.split(' ')[2]).join(','));
+console.log('cwd: ' + process.cwd());
+console.log('env: ' + JSON.stringify({ PATH: process.env.PATH, HOME: process.env.HOME, TERM: process.env.TERM, args: Object.keys(process.env).filter((k) => k.startsWith('TSVIRTIO_ARG_')) }));
 if (process.argv[2] === 'throw') throw new Error('boom from the guest');
+if (process.argv[2] === 'kill') process.kill(process.pid, 'SIGKILL');
 process.exit(3);
 `,
 );
@@ -77,6 +80,11 @@ for (const machine of MACHINES) {
       t.true(platform.some((d) => /^virtio-mmio\.\d+$/.test(d)), `virtio-mmio platform devices: ${JSON.stringify(platform)}`);
       t.is(line('modules: '), 'modules: (no /proc/modules)', 'our kernel has everything built in');
       t.is(mounts.get('/'), 'squashfs', 'the root is the squashfs disk');
+      // What the init (appliance/image/init/tsvirtio-init.c) sets up.
+      for (const [dir, type] of [['/proc', 'proc'], ['/sys', 'sysfs'], ['/tmp', 'tmpfs'], ['/dev/shm', 'tmpfs'], ['/dev', 'devtmpfs']]) t.is(mounts.get(dir), type, dir);
+      t.is(line('cwd: '), 'cwd: /app');
+      t.deepEqual(json('env: '), { PATH: '/usr/bin:/usr/sbin:/bin:/sbin', HOME: '/root', TERM: 'dumb', args: [] });
+      t.regex(r.console, /tsvirtio-stage: init \d+\.\d{3}\ntsvirtio-stage: exec \d+\.\d{3}\n/);
     }
     t.regex(r.console, /tsvirtio-exit: 3/);
   });
@@ -87,5 +95,11 @@ for (const machine of MACHINES) {
     t.true(r.exit.status !== null && r.exit.status !== 0, r.console.slice(-3000));
     t.is(r.exit.status, 1, 'node exits 1 on an uncaught exception');
     t.regex(r.console, /boom from the guest/);
+  });
+
+  guestTest(`${machine}: a program killed by a signal gives 128 + the signal, as a shell would`, async (t) => {
+    const r = await boot(machine, ['kill']);
+    t.is(r.exit.guestStatus, 137, r.console.slice(-3000));
+    t.regex(r.console, /tsvirtio-exit: 137/);
   });
 }

@@ -88,8 +88,8 @@ export interface InitramfsSpec {
   symlinks?: Array<{ guest: string; target: string }>;
   directories?: Array<{ guest: string; mode?: number }>;
   executables?: InitramfsExecutable[];
-  /** The /init script (use "#!/bin/busybox sh" with busybox), or a function that writes it. */
-  init: string | ((ctx: InitContext) => string);
+  /** The /init script (use "#!/bin/busybox sh" with busybox), a function that writes it, or an init program's bytes. */
+  init: string | Uint8Array | ((ctx: InitContext) => string);
   /** Output folder; default .cache/images. */
   outDir?: string;
 }
@@ -417,8 +417,8 @@ export async function collectImageContents(spec: InitramfsSpec, format: string):
   for (const s of spec.symlinks ?? []) entries.push({ kind: 'symlink', guest: s.guest, target: s.target });
 
   const loadModulesScript = modules.map((m) => `insmod ${m.guest}`).join('\n');
-  const init = typeof spec.init === 'string' ? spec.init : spec.init({ modules, kernelVersion: spec.kernel?.version, loadModulesScript });
-  entries.push({ kind: 'data', guest: '/init', data: Buffer.from(init), mode: 0o755 });
+  const init = typeof spec.init === 'function' ? spec.init({ modules, kernelVersion: spec.kernel?.version, loadModulesScript }) : spec.init;
+  entries.push({ kind: 'data', guest: '/init', data: typeof init === 'string' ? Buffer.from(init) : init, mode: 0o755 });
 
   // Normalize paths (merged /usr) and drop exact duplicates; conflicting duplicates are an error.
   const final = new Map<string, ImageEntry>();

@@ -1,4 +1,4 @@
-// The node guest: the host's own node binary with its shared libraries, busybox, and one
+// The node guest: the host's own node binary with its shared libraries, an init, and one
 // JavaScript program run as `node /app/main.js <args>` (or started from a V8 startup
 // snapshot, `node --snapshot-blob /app/main.blob -- <args>`). When node exits the
 // guest prints `tsvirtio-exit: <status>` and powers off; the launcher turns that line
@@ -6,14 +6,16 @@
 //
 //   microvm  our kernel (kernel-build.ts: uio_pdrv_genirq for the virtio-mmio devices,
 //            virtio-blk + squashfs for the root, nothing else), the root file system a
-//            squashfs image (squashfs.ts; node stripped), no initramfs, no modules;
+//            squashfs image (squashfs.ts; node stripped), no initramfs, no modules, no
+//            shell: /init is a small static C program (guest-init.ts);
 //   q35      Debian's cloud kernel and an initramfs with uio + uio_pci_generic (and NOT
-//            virtio_pci, so the virtio devices stay unbound for our TypeScript drivers).
+//            virtio_pci, so the virtio devices stay unbound for our TypeScript drivers),
+//            busybox and an init script.
 //
 // Both mount hugetlbfs at /dev/hugepages for DMA memory and reserve `hugepages` 2 MiB
 // pages on the kernel command line.
 
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { fetchDebianKernel } from './debian.js';
 import {
@@ -28,6 +30,7 @@ import {
   type Machine,
   type MicrovmGuestImage,
 } from './guest.js';
+import { GUEST_INIT_CONFIG, buildGuestInit, guestInitConfig } from './guest-init.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
 import { hostTscKhz } from './host-tsc.js';
 import { checkIcuChoice, type IcuData, prepareIcuData } from './icu-data.js';
@@ -113,11 +116,15 @@ export interface NodeGuestOptions {
 
 export const DEFAULT_HUGEPAGES: Record<Machine, number> = { q35: 32, microvm: 8 };
 
-function nodeCommand(nodeOptions: readonly string[], snapshot: boolean): string {
+/** node's arguments before the program's own (which come from the kernel command line). */
+function nodeArgs(nodeOptions: readonly string[], snapshot: boolean): string[] {
   for (const o of nodeOptions) if (!/^[A-Za-z0-9_=.,:/+-]+$/.test(o)) throw new Error(`unsupported node option: ${o}`);
-  const opts = nodeOptions.join(' ');
   // From a snapshot, arguments after `--` reach the program (node would read them as its own otherwise).
-  return snapshot ? `/usr/bin/node ${opts} --snapshot-blob ${GUEST_SNAPSHOT_PATH} -- "$@"` : `/usr/bin/node ${opts} /app/main.js "$@"`;
+  return snapshot ? [...nodeOptions, '--snapshot-blob', GUEST_SNAPSHOT_PATH, '--'] : [...nodeOptions, '/app/main.js'];
+}
+
+function nodeCommand(nodeOptions: readonly string[], snapshot: boolean): string {
+  return ['/usr/bin/node', ...nodeArgs(nodeOptions, snapshot), '"$@"'].join(' ');
 }
 
 /** A shell line printing a boot stage marker with the kernel's uptime (/proc must be mounted). */
@@ -149,25 +156,13 @@ ${runProgram(command, 'poweroff -f')}
 }
 
 /**
- * The microvm init: the kernel mounted devtmpfs on /dev already (CONFIG_DEVTMPFS_MOUNT);
- * the root is read-only, so /tmp is a tmpfs. `reboot -f` ends QEMU (-no-reboot): with
- * no ACPI there is no power-off.
+ * The microvm init's configuration (guest-init.ts; the init is a static C program, not a
+ * shell script: it mounts /proc, /sys, /tmp, /dev/hugepages and /dev/shm, prints the
+ * stage markers, runs node in /app with the program's arguments from the kernel command
+ * line, prints the exit line and reboots, which ends QEMU).
  */
-function microvmInit(command: string, env: Readonly<Record<string, string>>): string {
-  for (const [k, v] of Object.entries(env)) if (!/^[A-Z_][A-Z0-9_]*$/.test(k) || !/^[A-Za-z0-9_.,:/+-]*$/.test(v)) throw new Error(`unsupported init environment ${k}=${v}`);
-  const extra = Object.entries(env).map(([k, v]) => ` ${k}=${v}`).join('');
-  return `#!/bin/busybox sh
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb${extra}
-${COLLECT_INIT_ARGS}
-mount -t proc proc /proc
-${stageLine('init')}
-mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -p /dev/hugepages /dev/shm
-mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-${runProgram(command, 'reboot -f')}
-`;
+function microvmInitConfig(nodeOptions: readonly string[], snapshot: boolean, env: Readonly<Record<string, string>>): string {
+  return guestInitConfig({ program: '/usr/bin/node', args: nodeArgs(nodeOptions, snapshot), env });
 }
 
 /** Builds (or finds cached) the node guest image for one JavaScript file. */
@@ -177,7 +172,7 @@ export function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestImage>;
 export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestImage> {
   const machine = opts.machine ?? 'q35';
   const name = opts.name ?? `node-guest-${basename(opts.main).replace(/[^A-Za-z0-9_.-]/g, '_')}`;
-  const command = nodeCommand(opts.nodeOptions ?? [], opts.snapshot !== undefined);
+  const snapshot = opts.snapshot !== undefined;
   // From a snapshot node never reads main.js (the snapshot holds the program): not shipped.
   const files: InitramfsFile[] =
     opts.snapshot === undefined
@@ -186,19 +181,22 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
   const hugepages = `hugepages=${opts.hugepages ?? DEFAULT_HUGEPAGES[machine]}`;
 
   if (machine === 'microvm') {
-    const [kernel, busybox, tscKhz, icu] = await Promise.all([
+    const [kernel, init, tscKhz, icu] = await Promise.all([
       buildGuestKernel(opts.kernelBuild),
-      fetchBusybox(),
+      buildGuestInit(),
       hostTscKhz(),
       prepareIcuData({ node: opts.node ?? process.execPath, icu: checkIcuChoice(opts.icu ?? 'en', `image ${name}`), ...(opts.kernelBuild?.progress ? { progress: opts.kernelBuild.progress } : {}) }),
     ]);
     const squashfs = await buildSquashfs({
       name: `${name}-microvm`,
-      busybox,
       executables: [{ host: icu.node, guest: '/usr/bin/node', strip: icu.strip }],
       directories: [{ guest: '/app' }, { guest: '/mnt' }],
-      files: [...files, ...(icu.dataFile ? [{ guest: icu.dataFile.guest, host: icu.dataFile.host, mode: 0o644 }] : [])],
-      init: microvmInit(command, icu.env),
+      files: [
+        ...files,
+        ...(icu.dataFile ? [{ guest: icu.dataFile.guest, host: icu.dataFile.host, mode: 0o644 }] : []),
+        { guest: GUEST_INIT_CONFIG, data: microvmInitConfig(opts.nodeOptions ?? [], snapshot, icu.env), mode: 0o644 },
+      ],
+      init: readFileSync(init.path),
       ...(opts.compression ? { compression: opts.compression } : {}),
     });
     return {
@@ -213,6 +211,7 @@ export async function buildNodeGuest(opts: NodeGuestOptions): Promise<AnyGuestIm
     };
   }
 
+  const command = nodeCommand(opts.nodeOptions ?? [], snapshot);
   const [kernel, busybox] = await Promise.all([fetchDebianKernel(), fetchBusybox()]);
   const initramfs = await buildInitramfs({
     name,

@@ -77,12 +77,6 @@ export function startProgram(main: () => void): void {
   // under TCG). Node refreshes its time origin when a process starts from the blob
   // (tests/startup-snapshot.test.ts checks the clock).
   performance.now();
-  // The builder may run with --no-lazy (appliance/image/snapshot.ts, eagerCompile): then
-  // every function of the program was compiled when its script was, and the bytecode goes
-  // into the blob, so the guest interprets at once instead of compiling each function on
-  // its first call. V8's default is put back before the heap is written, so the blob
-  // carries the default flags and runs without them (a no-op when already lazy).
-  v8.setFlagsFromString('--lazy');
   v8.startupSnapshot.setDeserializeMainFunction(() => {
     const argv = scriptShapedArgv(process.argv, startupSnapshotBlob() ?? process.execPath);
     process.argv.splice(0, process.argv.length, ...argv);
