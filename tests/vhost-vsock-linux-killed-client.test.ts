@@ -88,7 +88,7 @@ async function processes(g: LinuxGuest): Promise<Child[]> {
     .map((f) => ({ pid: Number(f[0]), ppid: Number(f[1]), comm: f[2]!, wchan: f[3] ?? '' }));
 }
 
-test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin/cat: the daemon resets each; where each guest-side socat child that stays sleeps`, async (t) => {
+test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin/cat: the daemon ends each connection; no guest-side socat child stays`, async (t) => {
   t.timeout(30 * 60_000);
   const g = guest!;
   const job = await g.shell.runBackground(`socat VSOCK-LISTEN:${PORT},reuseaddr,fork EXEC:/bin/cat`);
@@ -101,7 +101,10 @@ test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin
   // The daemon sees each host socket close and resets its connection: no connection left.
   for (let i = 0; dev.connections > 0 && i < 2400; i++) await pause(50);
   t.is(dev.connections, 0);
-  t.true(dev.stats.rstSent - rstBefore >= CLIENTS, `RSTs sent: ${dev.stats.rstSent - rstBefore}`);
+  // A client killed with bytes it had not read resets its Unix socket (the device sends
+  // RST); one killed with nothing unread closes it (the device sends SHUTDOWN, and the
+  // guest ends the connection): how many of each depends on the moment of the kill.
+  t.log(`RSTs sent by the device: ${dev.stats.rstSent - rstBefore} for ${CLIENTS} connections (answers to packets that crossed a reset included)`);
   // Let the guest run what the RSTs woke: poll until no socat child is left, or every one
   // left is in the deadlock that never ends (socat in select, its cat blocked writing to
   // it) in three looks in a row. A bounded poll, not a verdict by time.
@@ -120,7 +123,7 @@ test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin
     const cats = all.filter((p) => p.ppid === c.pid);
     return `socat ${c.pid} sleeps in ${c.wchan || '?'}; ${cats.map((k) => `${k.comm} ${k.pid} in ${k.wchan || '?'}`).join(', ') || 'no child'}`;
   });
-  t.log(`guest-side socat children alive after the RSTs: ${children.length} of ${CLIENTS}\n${lines.join('\n')}`);
+  t.log(`guest-side socat children alive after the connections ended: ${children.length} of ${CLIENTS}\n${lines.join('\n')}`);
   const stacks = await g.shell.run(`for p in ${children.map((c) => c.pid).join(' ')}; do echo "== $p"; cat /proc/$p/stack 2>/dev/null | head -6; done`);
   t.log(stacks.output);
   await g.shell.run(`kill ${job.pid}; pkill socat; true`);
