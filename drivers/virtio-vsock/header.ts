@@ -11,6 +11,17 @@
 // Decoding and encoding work on a reusable VsockHeader object: no allocation per packet.
 
 export const VSOCK_HEADER_SIZE = 44;
+/** Byte offsets of the header's fields (virtio 1.2 5.10.6: le64 src_cid, le64 dst_cid, le32 src_port, le32 dst_port, le32 len, le16 type, le16 op, le32 flags, le32 buf_alloc, le32 fwd_cnt). */
+export const VSOCK_HDR_SRC_CID = 0;
+export const VSOCK_HDR_DST_CID = 8;
+export const VSOCK_HDR_SRC_PORT = 16;
+export const VSOCK_HDR_DST_PORT = 20;
+export const VSOCK_HDR_LEN = 24;
+export const VSOCK_HDR_TYPE = 28;
+export const VSOCK_HDR_OP = 30;
+export const VSOCK_HDR_FLAGS = 32;
+export const VSOCK_HDR_BUF_ALLOC = 36;
+export const VSOCK_HDR_FWD_CNT = 40;
 
 /** Well-known CIDs (5.10.4). */
 export const VSOCK_CID_HYPERVISOR = 0;
@@ -97,33 +108,33 @@ function readCid(v: DataView, off: number): number {
 
 /** Decodes the header at bytes[offset...] into `out`. The caller guarantees 44 bytes. */
 export function decodeHeader(v: DataView, offset: number, out: VsockHeader): VsockHeader {
-  out.srcCid = readCid(v, offset);
-  out.dstCid = readCid(v, offset + 8);
-  out.srcPort = v.getUint32(offset + 16, true);
-  out.dstPort = v.getUint32(offset + 20, true);
-  out.len = v.getUint32(offset + 24, true);
-  out.type = v.getUint16(offset + 28, true);
-  out.op = v.getUint16(offset + 30, true);
-  out.flags = v.getUint32(offset + 32, true);
-  out.bufAlloc = v.getUint32(offset + 36, true);
-  out.fwdCnt = v.getUint32(offset + 40, true);
+  out.srcCid = readCid(v, offset + VSOCK_HDR_SRC_CID);
+  out.dstCid = readCid(v, offset + VSOCK_HDR_DST_CID);
+  out.srcPort = v.getUint32(offset + VSOCK_HDR_SRC_PORT, true);
+  out.dstPort = v.getUint32(offset + VSOCK_HDR_DST_PORT, true);
+  out.len = v.getUint32(offset + VSOCK_HDR_LEN, true);
+  out.type = v.getUint16(offset + VSOCK_HDR_TYPE, true);
+  out.op = v.getUint16(offset + VSOCK_HDR_OP, true);
+  out.flags = v.getUint32(offset + VSOCK_HDR_FLAGS, true);
+  out.bufAlloc = v.getUint32(offset + VSOCK_HDR_BUF_ALLOC, true);
+  out.fwdCnt = v.getUint32(offset + VSOCK_HDR_FWD_CNT, true);
   return out;
 }
 
 /** Encodes `h` at offset (44 bytes). */
 export function encodeHeader(h: VsockHeader, v: DataView, offset: number): void {
-  v.setUint32(offset, h.srcCid, true);
-  v.setUint32(offset + 4, 0, true);
-  v.setUint32(offset + 8, h.dstCid, true);
-  v.setUint32(offset + 12, 0, true);
-  v.setUint32(offset + 16, h.srcPort, true);
-  v.setUint32(offset + 20, h.dstPort, true);
-  v.setUint32(offset + 24, h.len, true);
-  v.setUint16(offset + 28, h.type, true);
-  v.setUint16(offset + 30, h.op, true);
-  v.setUint32(offset + 32, h.flags, true);
-  v.setUint32(offset + 36, h.bufAlloc, true);
-  v.setUint32(offset + 40, h.fwdCnt, true);
+  v.setUint32(offset + VSOCK_HDR_SRC_CID, h.srcCid, true);
+  v.setUint32(offset + VSOCK_HDR_SRC_CID + 4, 0, true);
+  v.setUint32(offset + VSOCK_HDR_DST_CID, h.dstCid, true);
+  v.setUint32(offset + VSOCK_HDR_DST_CID + 4, 0, true);
+  v.setUint32(offset + VSOCK_HDR_SRC_PORT, h.srcPort, true);
+  v.setUint32(offset + VSOCK_HDR_DST_PORT, h.dstPort, true);
+  v.setUint32(offset + VSOCK_HDR_LEN, h.len, true);
+  v.setUint16(offset + VSOCK_HDR_TYPE, h.type, true);
+  v.setUint16(offset + VSOCK_HDR_OP, h.op, true);
+  v.setUint32(offset + VSOCK_HDR_FLAGS, h.flags, true);
+  v.setUint32(offset + VSOCK_HDR_BUF_ALLOC, h.bufAlloc, true);
+  v.setUint32(offset + VSOCK_HDR_FWD_CNT, h.fwdCnt, true);
 }
 
 /**

@@ -8,11 +8,7 @@
 // The ring's size bounds what a guest can have in flight towards a sibling that does
 // not take its rx buffers; the guests' own credit keeps well-behaved traffic far below.
 import type { DescriptorChain } from '../../../kernel/virtqueue/descriptor-chain.js';
-import { VSOCK_HEADER_SIZE, VSOCK_OP_RW } from '../header.js';
-
-const OFF_LEN = 24;
-const OFF_OP = 30;
-const OFF_FLAGS = 32;
+import { VSOCK_HDR_FLAGS as OFF_FLAGS, VSOCK_HDR_LEN as OFF_LEN, VSOCK_HDR_OP as OFF_OP, VSOCK_HEADER_SIZE, VSOCK_OP_RW } from '../header.js';
 
 export class SiblingQueue {
   private readonly ring: Buffer;
