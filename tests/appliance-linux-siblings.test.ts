@@ -13,7 +13,7 @@ import { ADDON, Cleanup, bundlePath, guestTestsReady, launchGuest, resultLine } 
 import { buildSeqpacketPeer } from './support/vsock-test-build.js';
 import type { QemuInstance } from '../appliance/qemu/launch.js';
 
-const SAFETY_TIMEOUT_MS = 30 * 60 * 1000; // kills a stuck QEMU; not an assertion
+const SAFETY_TIMEOUT_MS = 25 * 60 * 1000; // kills a stuck QEMU; not an assertion
 const LINUX_CID = 3;
 const OURS_CID = 5;
 const BYTES = 2 * 1024 * 1024;
@@ -41,7 +41,7 @@ test.after.always(async (t) => {
 });
 
 guestTest('the appliance guest (our driver) and a Linux guest, siblings of one daemon: stream and SEQPACKET both ways, every byte checked', async (t) => {
-  t.timeout(45 * 60_000); // two TCG boots and the transfers
+  t.timeout(12 * 60_000); // two TCG boots and the transfers
   const peer = await buildSeqpacketPeer();
   fx = await startSiblingDaemon('appliance-linux-siblings-', [LINUX_CID, OURS_CID]);
   linux = await startLinuxGuest({
@@ -56,18 +56,18 @@ guestTest('the appliance guest (our driver) and a Linux guest, siblings of one d
   await ours.waitForLine(`listening on cid ${OURS_CID}`, 10 * 60 * 1000);
 
   // Linux -> ours: a stream through our echo, and SEQPACKET messages through our message echo.
-  const streamRun = await sh.run(`head -c ${BYTES} /dev/urandom > /tmp/d && socat -b 65536 -t 600 VSOCK-CONNECT:${OURS_CID}:1234 'OPEN:/tmp/d!!CREATE:/tmp/back'; echo status=$?; sha256sum /tmp/d /tmp/back | cut -d' ' -f1; wc -c < /tmp/back`, { timeoutMs: 15 * 60 * 1000 });
+  const streamRun = await sh.run(`head -c ${BYTES} /dev/urandom > /tmp/d && socat -b 65536 -t 600 VSOCK-CONNECT:${OURS_CID}:1234 'OPEN:/tmp/d!!CREATE:/tmp/back'; echo status=$?; sha256sum /tmp/d /tmp/back | cut -d' ' -f1; wc -c < /tmp/back`, { timeoutMs: 10 * 60 * 1000 });
   t.log(`Linux -> ours stream: ${streamRun.output.replace(/\n/g, ' | ')}`);
   const [status, shaSent, shaBack, backBytes] = streamRun.output.split('\n');
   t.is(status, 'status=0');
   t.is(shaBack, shaSent);
   t.is(Number(backBytes), BYTES);
-  const seqRun = await sh.run(`vsock-seqpacket-peer send ${OURS_CID} 1235 ${SIZES.join(' ')}`, { timeoutMs: 15 * 60 * 1000 });
+  const seqRun = await sh.run(`vsock-seqpacket-peer send ${OURS_CID} 1235 ${SIZES.join(' ')}`, { timeoutMs: 10 * 60 * 1000 });
   t.log(`Linux -> ours SEQPACKET: ${seqRun.output}`);
   t.is(seqRun.output, `ok ${SIZES.length}`);
 
   // Ours -> Linux: our program's own report, once both its transfers and both echoes are done.
-  await ours.waitForLine('vsock-sibling-peer-result: ', 15 * 60 * 1000);
+  await ours.waitForLine('vsock-sibling-peer-result: ', 8 * 60 * 1000);
   const r = resultLine<Result>(ours.console(), 'vsock-sibling-peer-result: ');
   t.log(`appliance result: ${JSON.stringify(r)}`);
   t.truthy(r);

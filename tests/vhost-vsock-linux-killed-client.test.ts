@@ -18,7 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { startLinuxGuest, type LinuxGuest } from '../appliance/qemu/start.js';
 import { GUEST_CID, pause, startTestDaemon, waitGuestListening, type DaemonFixture } from './support/linux-vsock-guest.js';
 
-const SAFETY_TIMEOUT_MS = 30 * 60 * 1000; // kills a stuck QEMU; not an assertion
+const SAFETY_TIMEOUT_MS = 25 * 60 * 1000; // kills a stuck QEMU; not an assertion
 const PORT = 7100;
 const CLIENTS = 15;
 
@@ -89,7 +89,7 @@ async function processes(g: LinuxGuest): Promise<Child[]> {
 }
 
 test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin/cat: the daemon ends each connection; no guest-side socat child stays`, async (t) => {
-  t.timeout(30 * 60_000);
+  t.timeout(12 * 60_000);
   const g = guest!;
   const job = await g.shell.runBackground(`socat VSOCK-LISTEN:${PORT},reuseaddr,fork EXEC:/bin/cat`);
   await waitGuestListening(fx!.uds, PORT);

@@ -28,6 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { Machine } from '../image/guest.js';
+import { boundToParent } from './parent-bound.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 export const QEMU_INSTALL_HINT = 'install it with: apt-get install -y qemu-system-x86';
@@ -259,7 +260,8 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
   // In its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
   // our process only, which stops QEMU in order (before the vhost-user back ends go away);
   // a QEMU that got the SIGINT itself printed vhost-user errors while the daemon closed.
-  const child = spawn(qemu, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const bound = boundToParent(qemu, args);
+  const child = spawn(bound.command, bound.args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   if (child.pid === undefined) {
     throw new QemuError('ERR_QEMU_SPAWN', `could not start ${qemu}`);
   }

@@ -2,6 +2,7 @@
 // `-o sandbox=chroot`: its default namespace sandbox does not work in containers.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { boundToParent } from './parent-bound.js';
 
 export const VIRTIOFSD_PATH = process.env.TSVIRTIO_VIRTIOFSD ?? '/usr/lib/qemu/virtiofsd';
 
@@ -27,7 +28,8 @@ export interface VirtiofsdOptions {
 export function spawnVirtiofsd(opts: VirtiofsdOptions): VirtiofsdProcess {
   const args = [`--socket-path=${opts.socketPath}`, '-o', `source=${opts.source}`, '-o', 'sandbox=chroot'];
   for (const o of opts.options ?? []) args.push('-o', o);
-  const child = spawn(VIRTIOFSD_PATH, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached ?? false });
+  const bound = boundToParent(VIRTIOFSD_PATH, args);
+  const child = spawn(bound.command, bound.args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached ?? false });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const ready = new Promise<void>((resolve, reject) => {
