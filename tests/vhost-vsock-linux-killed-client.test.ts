@@ -37,7 +37,7 @@ test.after.always(async (t) => {
   if (fx) t.log(`daemon log (last 40 lines):\n${await fx.dispose()}`);
 });
 
-/** A host process that CONNECTs through the hybrid socket and writes without end, never reading; prints "flowing" after 1 MiB. */
+/** A host process that CONNECTs through the hybrid socket and writes without end, never reading; prints "flowing" after 256 KiB. */
 const CLIENT_SOURCE = `
 const net = require('node:net');
 const s = net.connect({ path: process.argv[1] });
@@ -52,7 +52,7 @@ s.on('data', (d) => {
   ok = true;
   s.pause(); // never read the echo
   const go = () => {
-    while (s.write(chunk)) { sent += chunk.length; if (!said && sent >= 1 << 20) { said = true; process.stdout.write('flowing\\n'); } }
+    while (s.write(chunk)) { sent += chunk.length; if (!said && sent >= 256 << 10) { said = true; process.stdout.write('flowing\\n'); } }
     sent += chunk.length;
   };
   s.on('drain', go);
@@ -61,14 +61,25 @@ s.on('data', (d) => {
 s.write('CONNECT ${PORT}\\n');
 `;
 
+/** Bounds for the waits below: generous for a loaded machine, far below the test's timeout. */
+const FLOWING_WITHIN_MS = 2 * 60_000;
+const SETTLE_WITHIN_MS = 3 * 60_000;
+
 function startClient(uds: string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, ['-e', CLIENT_SOURCE, uds], { stdio: ['ignore', 'pipe', 'inherit'] });
     clients.push(c);
+    const timer = setTimeout(() => reject(new Error(`client ${c.pid}: not 256 KiB into its stream after ${FLOWING_WITHIN_MS / 1000} s`)), FLOWING_WITHIN_MS);
     c.stdout!.on('data', (d: Buffer) => {
-      if (d.toString().includes('flowing')) resolve(c);
+      if (d.toString().includes('flowing')) {
+        clearTimeout(timer);
+        resolve(c);
+      }
     });
-    c.once('exit', (code, sig) => reject(new Error(`client exited early: ${code ?? sig}`)));
+    c.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`client exited early: ${code ?? sig}`));
+    });
   });
 }
 
@@ -99,7 +110,7 @@ test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin
   t.is(dev.connections, CLIENTS);
   for (const c of procs) process.kill(c.pid!, 'SIGKILL');
   // The daemon sees each host socket close and resets its connection: no connection left.
-  for (let i = 0; dev.connections > 0 && i < 2400; i++) await pause(50);
+  for (const end = Date.now() + SETTLE_WITHIN_MS; dev.connections > 0 && Date.now() < end; ) await pause(50);
   t.is(dev.connections, 0);
   // A client killed with bytes it had not read resets its Unix socket (the device sends
   // RST); one killed with nothing unread closes it (the device sends SHUTDOWN, and the
@@ -110,7 +121,7 @@ test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin
   // it) in three looks in a row. A bounded poll, not a verdict by time.
   let children: Child[] = [];
   const stuck = (all: Child[], c: Child): boolean => c.wchan === 'do_select' && all.some((k) => k.ppid === c.pid && /sock_alloc_send_pskb|pipe_write|unix_stream/.test(k.wchan));
-  for (let i = 0, settled = 0; i < 2400 && settled < 3; i++) {
+  for (let end = Date.now() + SETTLE_WITHIN_MS, settled = 0; Date.now() < end && settled < 3; ) {
     await pause(250);
     const all = await processes(g);
     const listener = all.filter((p) => p.comm === 'socat').sort((a, b) => a.pid - b.pid)[0];

@@ -44,7 +44,7 @@ test.serial('vsock_test: every case passes between two guests through the daemon
   t.true(expected.length >= 10, `vsock_test --list: ${expected.length} cases`);
   const job = await server.shell.runBackground(`vsock_test --mode=server --control-port=${CONTROL_PORT} --peer-cid=${CLIENT_CID}`);
   const t0 = Date.now();
-  const run = await client.shell.run(`vsock_test --mode=client --control-host=${net!.address(0)} --control-port=${CONTROL_PORT} --peer-cid=${SERVER_CID}`, { timeoutMs: 10 * 60 * 1000 });
+  const run = await client.shell.run(`vsock_test --mode=client --control-host=${net!.address(0)} --control-port=${CONTROL_PORT} --peer-cid=${SERVER_CID}`, { timeoutMs: 8 * 60 * 1000 });
   const ms = Date.now() - t0;
   const serverOut = await server.shell.run(`sleep 1; cat ${job.logFile}`);
   t.log(`client (CID ${CLIENT_CID}), exit ${run.status}, ${ms} ms:\n${run.output}`);
