@@ -54,6 +54,38 @@ async function guestSend(guest: LinuxGuest, cid: number, port: number, bytes: nu
   return bytes / (Number(m[1]) * 60 + Number(m[2])) / 1e6;
 }
 
+/** Notifications per MB of one transfer kind, summed over the rounds: the sender's and the receiver's device. */
+interface NotificationCounts {
+  /** Sender: tx kicks and tx interrupts; receiver: rx interrupts and rx kicks (a sibling only). */
+  senderTxKicks: number;
+  senderTxIrqs: number;
+  receiverRxIrqs: number;
+  receiverRxKicks: number;
+  mb: number;
+}
+
+type Counted = { stats: { kicks: { rx: number; tx: number }; interrupts: { rx: number; tx: number } } };
+
+/** Runs `send` and adds what the devices counted meanwhile (per MB, once divided by mb). */
+async function counted(into: NotificationCounts, sender: Counted, receiver: Counted | null, bytes: number, send: () => Promise<number>): Promise<number> {
+  const s0 = { ...sender.stats.kicks, irqTx: sender.stats.interrupts.tx };
+  const r0 = receiver ? { irqRx: receiver.stats.interrupts.rx, kickRx: receiver.stats.kicks.rx } : null;
+  const mbps = await send();
+  into.senderTxKicks += sender.stats.kicks.tx - s0.tx;
+  into.senderTxIrqs += sender.stats.interrupts.tx - s0.irqTx;
+  if (receiver && r0) {
+    into.receiverRxIrqs += receiver.stats.interrupts.rx - r0.irqRx;
+    into.receiverRxKicks += receiver.stats.kicks.rx - r0.kickRx;
+  }
+  into.mb += bytes / 1e6;
+  return mbps;
+}
+
+function perMb(c: NotificationCounts): Record<string, number> {
+  const f = (n: number): number => Math.round((n / c.mb) * 10) / 10;
+  return { 'sender tx kicks/MB': f(c.senderTxKicks), 'sender tx irqs/MB': f(c.senderTxIrqs), 'receiver rx irqs/MB': f(c.receiverRxIrqs), 'receiver rx kicks/MB': f(c.receiverRxKicks) };
+}
+
 interface SiblingRound {
   round: number;
   /** MB/s, per sender: to the host, and to the other guest. */
@@ -67,7 +99,17 @@ interface SiblingRound {
  * Guest to guest beside guest to host: guest B boots on the daemon's second VM (one
  * group with A); rounds alternate the order of the four transfers.
  */
-async function siblingRounds(a: LinuxGuest, socketB: string, udsA: string, udsB: string, bytes: number, rounds: number): Promise<{ rounds: SiblingRound[]; bootMs: number }> {
+async function siblingRounds(
+  a: LinuxGuest,
+  socketB: string,
+  udsA: string,
+  udsB: string,
+  bytes: number,
+  rounds: number,
+  devs: { a: Counted; b: Counted },
+): Promise<{ rounds: SiblingRound[]; bootMs: number; notifications: { toHost: NotificationCounts; toSibling: NotificationCounts } }> {
+  const zero = (): NotificationCounts => ({ senderTxKicks: 0, senderTxIrqs: 0, receiverRxIrqs: 0, receiverRxKicks: 0, mb: 0 });
+  const notifications = { toHost: zero(), toSibling: zero() };
   const sinks = [udsA, udsB].map((u) => {
     const srv = createServer((s) => {
       s.on('data', () => {});
@@ -89,17 +131,17 @@ async function siblingRounds(a: LinuxGuest, socketB: string, udsA: string, udsB:
     for (let r = 0; r < rounds; r++) {
       const row: SiblingRound = { round: r + 1, aToHost: 0, aToB: 0, bToHost: 0, bToA: 0 };
       const steps: Array<() => Promise<void>> = [
-        async () => void (row.aToHost = await guestSend(a, 2, HOST_SINK_PORT, bytes)),
-        async () => void (row.aToB = await guestSend(a, SIBLING_CID, SIBLING_SINK_PORT, bytes)),
-        async () => void (row.bToHost = await guestSend(b!, 2, HOST_SINK_PORT, bytes)),
-        async () => void (row.bToA = await guestSend(b!, CID, SIBLING_SINK_PORT, bytes)),
+        async () => void (row.aToHost = await counted(notifications.toHost, devs.a, null, bytes, () => guestSend(a, 2, HOST_SINK_PORT, bytes))),
+        async () => void (row.aToB = await counted(notifications.toSibling, devs.a, devs.b, bytes, () => guestSend(a, SIBLING_CID, SIBLING_SINK_PORT, bytes))),
+        async () => void (row.bToHost = await counted(notifications.toHost, devs.b, null, bytes, () => guestSend(b!, 2, HOST_SINK_PORT, bytes))),
+        async () => void (row.bToA = await counted(notifications.toSibling, devs.b, devs.a, bytes, () => guestSend(b!, CID, SIBLING_SINK_PORT, bytes))),
       ];
       if (r % 2 === 1) steps.reverse();
       for (const step of steps) await step();
       out.push(row);
       console.log(`  round ${r + 1}: A -> host ${row.aToHost.toFixed(1)}, A -> B ${row.aToB.toFixed(1)}, B -> host ${row.bToHost.toFixed(1)}, B -> A ${row.bToA.toFixed(1)} MB/s`);
     }
-    return { rounds: out, bootMs: b.bootMs };
+    return { rounds: out, bootMs: b.bootMs, notifications };
   } finally {
     if (b?.qemu.running) await b.qemu.stop();
     for (const s of sinks) s.close();
@@ -361,20 +403,24 @@ export default async function vhost(argv: string[]): Promise<void> {
       scavenges: c.scavenges,
       'bytes allocated/packet': Math.round(c.bytesPerPacket),
     })));
-    let sibling: { bytes: number; rounds: SiblingRound[]; bootMs: number; ratios: Record<string, Spread> } | null = null;
+    let sibling: { bytes: number; rounds: SiblingRound[]; bootMs: number; ratios: Record<string, Spread>; notificationsPerMb: Record<string, Record<string, number>> } | null = null;
     if (siblings) {
       daemon.vms.get(CID)!.device.tap = null;
       const sibBytes = Math.round((siblingMib * 1024 * 1024) / 65536) * 65536;
-      const sr = await siblingRounds(guest, socketB, uds, udsB, sibBytes, 3);
+      const sr = await siblingRounds(guest, socketB, uds, udsB, sibBytes, 3, { a: daemon.vms.get(CID)!.device, b: daemon.vms.get(SIBLING_CID)!.device });
       const med = (k: keyof SiblingRound): number => percentile(sr.rounds.map((r) => r[k]), 50);
       const ratios = {
         aToBOverAToHost: spreadOf(sr.rounds.map((r) => r.aToB / r.aToHost)),
         bToAOverBToHost: spreadOf(sr.rounds.map((r) => r.bToA / r.bToHost)),
       };
-      sibling = { bytes: sibBytes, rounds: sr.rounds, bootMs: sr.bootMs, ratios };
+      sibling = { bytes: sibBytes, rounds: sr.rounds, bootMs: sr.bootMs, ratios, notificationsPerMb: { toHost: perMb(sr.notifications.toHost), toSibling: perMb(sr.notifications.toSibling) } };
       printTable(`guest to guest (sibling routing) beside guest to host: ${siblingMib} MiB at 64 KiB writes, socat -u, timed in the sender; medians of ${sr.rounds.length} rounds`, [
         { sender: 'guest A (CID 3)', 'to host MB/s': med('aToHost'), 'to the other guest MB/s': med('aToB'), 'guest/host per round (median, min..max)': `${ratios.aToBOverAToHost.median.toFixed(2)} (${ratios.aToBOverAToHost.min.toFixed(2)}..${ratios.aToBOverAToHost.max.toFixed(2)})` },
         { sender: 'guest B (CID 4)', 'to host MB/s': med('bToHost'), 'to the other guest MB/s': med('bToA'), 'guest/host per round (median, min..max)': `${ratios.bToAOverBToHost.median.toFixed(2)} (${ratios.bToAOverBToHost.min.toFixed(2)}..${ratios.bToAOverBToHost.max.toFixed(2)})` },
+      ]);
+      printTable('notifications per MB, both senders, all rounds (kicks: driver -> device; irqs: device -> driver)', [
+        { transfer: 'guest -> host', ...perMb(sr.notifications.toHost) },
+        { transfer: 'guest -> guest', ...perMb(sr.notifications.toSibling) },
       ]);
     }
     const path = writeResults('vhost', {
