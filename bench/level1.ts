@@ -6,13 +6,20 @@
 //   bounds      in the same run: Buffer.copy of the same bytes in the same write sizes,
 //               and Node streaming them through a Unix socket pair
 //
-// `npm run bench -- level1 [--quick] [--modes=zero-copy,...] [--sizes=65536,...] [--no-pingpong] [--no-bounds]`.
+// Every (mode, size) and both bounds run in each of `--rounds` interleaved rounds (default
+// 5); the tables give the median round, the min..max and the spread, and per MB the
+// counts that say why a mode is fast or slow: packets, kicks, interrupts, credit stalls,
+// bytes copied, and garbage collection (collections and ms, driver thread and device
+// worker apart).
+//
+// `npm run bench -- level1 [--quick] [--rounds=N] [--modes=zero-copy,...] [--sizes=65536,...] [--no-pingpong] [--no-bounds]`.
 // Writes bench/results/level1.json (only for a full run: with a filter it just prints).
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import type { DeviceWorkerEnv } from '../kernel/transport/inprocess-worker.js';
 import type { VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
@@ -35,15 +42,41 @@ const RING_BYTES = 2 << 20;
 type ThroughputRow = {
   mode: string;
   size: number;
+  /** Median of the rounds, then the smallest and largest round and (max - min) / median. */
   MBps: number;
-  /** CPU time of both threads per MB moved. */
+  MBps_min: number;
+  MBps_max: number;
+  spread: number;
+  /** CPU time of both threads per MB moved (median round). */
   cpu_us_per_MB: number;
-  /** Per MB: packets, kicks (driver -> device notifications), interrupts; bytes copied per byte sent. */
+  /** Per MB (median round): packets, kicks (driver -> device), interrupts, credit stalls; bytes copied per byte sent. */
   pkts_per_MB: number;
   kicks_per_MB: number;
   irqs_per_MB: number;
+  stalls_per_MB: number;
   copies_per_byte: number;
+  /** Garbage collection per MB (median round): collections and ms, driver thread / device worker. */
+  gc_per_MB: string;
+  gc_ms_per_MB: string;
 };
+
+/** Garbage collections seen by a PerformanceObserver of this thread: count and ms, cumulative. */
+export interface GcTotals {
+  count: number;
+  ms: number;
+}
+
+/** Starts counting this thread's garbage collections; returns the live totals. */
+function watchGc(): GcTotals {
+  const totals: GcTotals = { count: 0, ms: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      totals.count++;
+      totals.ms += e.duration;
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return totals;
+}
 type PingpongRow = {
   mode: string;
   size: number;
@@ -93,18 +126,21 @@ function freeRing(driver: VsockDriver, mode: TxMode, ring: Buffer[]): void {
   if (mode === 'zero-copy') for (const b of ring) driver.freeBuffer(b);
 }
 
-/** Waits for the sink's report of a closed connection that received `total` bytes. */
-function sinkDone(t: InProcessTransport): Promise<{ received: number }> {
+/** Waits for the sink's report of a closed connection: bytes received, and the worker's GC totals then. */
+function sinkDone(t: InProcessTransport): Promise<{ received: number; gc: GcTotals }> {
   return new Promise((resolve) => {
-    const on = (m: { app?: string; port?: number; received?: number }): void => {
+    const on = (m: { app?: string; port?: number; received?: number; gc?: GcTotals }): void => {
       if (m && m.app === 'sink' && m.port === SINK_PORT) {
         t.off('device-message', on);
-        resolve({ received: m.received ?? -1 });
+        resolve({ received: m.received ?? -1, gc: m.gc ?? { count: NaN, ms: NaN } });
       }
     };
     t.on('device-message', on);
   });
 }
+
+/** The worker's GC totals at the start of a stream: its last sink report (the warm-up's first). */
+const deviceGcAtLastReport = new WeakMap<InProcessTransport, GcTotals>();
 
 /**
  * Streams `total` bytes in writes of `size` to the sink; returns MB/s until the sink saw
@@ -117,14 +153,22 @@ interface StreamResult {
   packetsPerMB: number;
   kicksPerMB: number;
   interruptsPerMB: number;
+  creditStallsPerMB: number;
   copiedBytesPerByte: number;
+  /** Garbage collection per MB: this (driver) thread and the device worker. */
+  gcPerMB: { driver: number; device: number };
+  gcMsPerMB: { driver: number; device: number };
 }
+
+/** The driver thread's collections (the device worker reports its own with each sink report). */
+let driverGc: GcTotals = { count: 0, ms: 0 };
 
 async function streamToSink(g: Guest, mode: TxMode, size: number, total: number): Promise<StreamResult> {
   const ring = makeRing(g.driver, mode, size);
   const sock = await connect(g.driver, SINK_PORT);
   const done = sinkDone(g.transport);
   const before = { ...g.driver.stats };
+  const gc0 = { ...driverGc };
   const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   let sent = 0;
@@ -144,9 +188,12 @@ async function streamToSink(g: Guest, mode: TxMode, size: number, total: number)
     };
     pump();
   });
-  const { received } = await done;
+  const { received, gc: deviceGc } = await done;
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const cpu = process.cpuUsage(cpu0);
+  const gc1 = { ...driverGc };
+  const deviceGc0 = deviceGcAtLastReport.get(g.transport) ?? { count: NaN, ms: NaN };
+  deviceGcAtLastReport.set(g.transport, deviceGc);
   sock.destroy();
   freeRing(g.driver, mode, ring);
   if (received !== total) throw new Error(`sink received ${received} bytes of ${total}`);
@@ -158,8 +205,25 @@ async function streamToSink(g: Guest, mode: TxMode, size: number, total: number)
     packetsPerMB: (st.txPackets - before.txPackets) / mb,
     kicksPerMB: (st.kicks - before.kicks) / mb,
     interruptsPerMB: (st.interrupts - before.interrupts) / mb,
+    creditStallsPerMB: (st.txCreditStalls - before.txCreditStalls) / mb,
     copiedBytesPerByte: (st.txCopiedBytes - before.txCopiedBytes) / total,
+    gcPerMB: { driver: (gc1.count - gc0.count) / mb, device: (deviceGc.count - deviceGc0.count) / mb },
+    gcMsPerMB: { driver: (gc1.ms - gc0.ms) / mb, device: (deviceGc.ms - deviceGc0.ms) / mb },
   };
+}
+
+/** The median of a list and its min, max and (max - min) / median. */
+function spreadOf(xs: number[]): { median: number; min: number; max: number; spread: number } {
+  const median = percentile(xs, 50);
+  const min = Math.min(...xs);
+  const max = Math.max(...xs);
+  return { median, min, max, spread: (max - min) / median };
+}
+
+/** The round whose MB/s is the median (its counts go with the median figure). */
+function medianRound(rs: StreamResult[]): StreamResult {
+  const m = percentile(rs.map((r) => r.MBps), 50);
+  return rs.reduce((best, r) => (Math.abs(r.MBps - m) < Math.abs(best.MBps - m) ? r : best));
 }
 
 
@@ -251,14 +315,20 @@ export default async function level1(args: string[]): Promise<void> {
   const filtered = modes !== MODES || sizes !== THROUGHPUT_SIZES || !doPingpong || !doBounds;
   const totalFor = (size: number): number => (quick ? 16 << 20 : size < 65536 ? 32 << 20 : 128 << 20);
   const iterations = quick ? 500 : 3000;
-  const runs = quick ? 1 : 5;
+  const roundsArg = listArg('rounds');
+  const runs = roundsArg ? Number(roundsArg[0]) : quick ? 1 : 5;
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`bench level1: --rounds takes a whole number of at least 1 (got ${roundsArg?.[0]})`);
+  driverGc = watchGc();
 
   const throughput: ThroughputRow[] = [];
   const pingpongRows: PingpongRow[] = [];
+  const zeroOverTwoByRound: Record<string, number[]> = {};
   // One guest (driver + device worker) per mode, all started up front, and the runs
   // interleaved: round r measures every (size, mode) and the bounds back to back, so a
-  // busy spell on a shared machine hurts all of them alike; the best round counts.
+  // busy spell on a shared machine hurts all of them alike; the median round counts.
   const guests = new Map<string, Guest>();
+  const memcpyRounds: Record<string, number[]> = {};
+  const unixRounds: Record<string, number[]> = {};
   const memcpy: Record<string, number> = {};
   const unix: Record<string, number> = {};
   try {
@@ -267,34 +337,58 @@ export default async function level1(args: string[]): Promise<void> {
       guests.set(mode, g);
       await streamToSink(g, mode, 65536, 16 << 20); // warm-up
     }
-    const best = new Map<string, StreamResult>();
+    const rounds = new Map<string, StreamResult[]>();
     for (let round = 0; round < runs; round++) {
       for (const size of sizes) {
-        for (const mode of modes) {
+        // The modes' order turns with the round, so none always runs first after the bounds.
+        const order = modes.map((_, i) => modes[(i + round) % modes.length]!);
+        for (const mode of order) {
           const r = await streamToSink(guests.get(mode)!, mode, size, totalFor(size));
           const key = `${mode}/${size}`;
-          const prev = best.get(key);
-          if (!prev || r.MBps > prev.MBps) best.set(key, r);
+          if (!rounds.has(key)) rounds.set(key, []);
+          rounds.get(key)!.push(r);
         }
         if (doBounds) {
-          memcpy[size] = Math.max(memcpy[size] ?? 0, Math.round(memcpyMBps(size, totalFor(size))));
-          unix[size] = Math.max(unix[size] ?? 0, Math.round(await unixSocketPairMBps(size, totalFor(size))));
+          (memcpyRounds[size] ??= []).push(memcpyMBps(size, totalFor(size)));
+          (unixRounds[size] ??= []).push(await unixSocketPairMBps(size, totalFor(size)));
         }
       }
+      console.error(`[level1] round ${round + 1} of ${runs} done`);
+    }
+    for (const size of Object.keys(memcpyRounds)) {
+      memcpy[size] = Math.round(percentile(memcpyRounds[size]!, 50));
+      unix[size] = Math.round(percentile(unixRounds[size]!, 50));
     }
     for (const mode of modes) {
       for (const size of sizes) {
-        const r = best.get(`${mode}/${size}`)!;
+        const rs = rounds.get(`${mode}/${size}`)!;
+        const sp = spreadOf(rs.map((r) => r.MBps));
+        const r = medianRound(rs);
         throughput.push({
           mode,
           size,
-          MBps: Math.round(r.MBps),
+          MBps: Math.round(sp.median),
+          MBps_min: Math.round(sp.min),
+          MBps_max: Math.round(sp.max),
+          spread: round2(sp.spread),
           cpu_us_per_MB: Math.round(r.cpuUsPerMB),
           pkts_per_MB: round1(r.packetsPerMB),
           kicks_per_MB: round1(r.kicksPerMB),
           irqs_per_MB: round1(r.interruptsPerMB),
+          stalls_per_MB: round1(r.creditStallsPerMB),
           copies_per_byte: round2(r.copiedBytesPerByte),
+          gc_per_MB: `${round2(r.gcPerMB.driver)} / ${round2(r.gcPerMB.device)}`,
+          gc_ms_per_MB: `${round2(r.gcMsPerMB.driver)} / ${round2(r.gcMsPerMB.device)}`,
         });
+      }
+    }
+    // Per round, not only the median: zero copy against two copies at each size.
+    const perRound = (mode: string, size: number): number[] => (rounds.get(`${mode}/${size}`) ?? []).map((r) => r.MBps);
+    for (const size of sizes) {
+      const z = perRound('zero-copy', size);
+      const t = perRound('two-copy', size);
+      if (z.length > 0 && z.length === t.length) {
+        zeroOverTwoByRound[size] = z.map((v, i) => round2(v / t[i]!));
       }
     }
     for (const mode of modes) {
@@ -322,13 +416,17 @@ export default async function level1(args: string[]): Promise<void> {
     'bounds, same run (MB/s)',
     THROUGHPUT_SIZES.map((size) => ({ size, memcpy_MBps: memcpy[size]!, unix_socketpair_MBps: unix[size]! })),
   );
-  printTable('ratios (targets: >= 1.5, >= 0.5, >= 2)', [ratios]);
+  printTable('ratios of the medians (issue 12 targets: zero/two >= 1.5, best/memcpy >= 0.25, best/unix >= 2)', [ratios]);
+  if (Object.keys(zeroOverTwoByRound).length > 0) {
+    printTable('zero copy / two copies, round by round (target: above 1 in every round)', Object.entries(zeroOverTwoByRound).map(([size, rs]) => ({ size, rounds: rs.join(' ') })));
+  }
   if (filtered) return;
   const path = writeResults('level1', {
     throughput,
     pingpong: pingpongRows,
-    bounds: { memcpy_MBps: memcpy, unix_socketpair_MBps: unix },
+    bounds: { memcpy_MBps: memcpy, unix_socketpair_MBps: unix, memcpyRounds, unixRounds },
     ratios,
+    zeroOverTwoByRound,
     settings: { runs, sink: 'count-only (bench/level1.ts createDevice)', quick, iterations, ringBytes: RING_BYTES, totals: Object.fromEntries(THROUGHPUT_SIZES.map((s) => [s, totalFor(s)])) },
   });
   console.log(`\nwrote ${path}`);
@@ -349,12 +447,13 @@ const round2 = (v: number): number => Math.round(v * 100) / 100;
  */
 export function createDevice(options: unknown, env: DeviceWorkerEnv): VirtioDeviceModel {
   const device = new VsockDevice({ guestCid: (options as { guestCid: number }).guestCid });
+  const gc = watchGc();
   device.host.listen(SINK_PORT, (s) => {
     let received = 0;
     s.on('error', () => {});
     s.on('data', (d: Buffer) => (received += d.length));
     s.on('end', () => {
-      env.post({ app: 'sink', port: SINK_PORT, received });
+      env.post({ app: 'sink', port: SINK_PORT, received, gc: { ...gc } });
       s.end();
     });
   });
