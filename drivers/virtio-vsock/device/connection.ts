@@ -57,6 +57,7 @@ import {
   PendingRxSet,
 } from './pending-rx.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
+import type { ChunkSlab } from './chunk-slab.js';
 
 /** The host sent (or will send) REQUEST and waits for the guest's RESPONSE. */
 export const CONN_LOCAL_INIT = 0;
@@ -72,6 +73,8 @@ const SHUTDOWN_BOTH = VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND;
 /** What a connection needs from the muxer that owns it. */
 export interface ConnectionOwner {
   readonly stats: VsockDeviceStats;
+  /** Where payloads bound for host readers are copied to (chunk-slab.ts). */
+  readonly chunks: ChunkSlab;
   readonly log: VsockLog | undefined;
   /** The connection has work for the guest: queue it for the next rx fill. */
   schedule(conn: VsockConnection): void;
@@ -284,7 +287,7 @@ export class VsockConnection {
       this.stagingEnd += len;
     } else {
       this.flushStaging();
-      const buf = Buffer.allocUnsafe(len);
+      const buf = this.owner.chunks.take(len);
       chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
       this.toHost.push(buf);
     }

@@ -58,6 +58,7 @@ import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-
 import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-tap.js';
 import { LINK_ESTABLISHED, LINK_REQUESTED, SiblingLink, SiblingLinkTable } from './sibling-links.js';
 import { SiblingQueue } from './sibling-queue.js';
+import { ChunkSlab } from './chunk-slab.js';
 import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 
@@ -145,6 +146,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly router: SiblingRouter<VsockMuxer> | null;
   /** Packets from siblings waiting for rx buffers (allocated on first use). */
   private siblingQueue: SiblingQueue | null = null;
+  /** Chunks for guest payloads bound for host readers (one slab per device, chunk-slab.ts). */
+  readonly chunks = new ChunkSlab();
   readonly siblingLinks = new SiblingLinkTable<VsockMuxer>();
   /** fillRx alternates between the sibling queue and the connections. */
   private siblingTurn = false;
