@@ -2,14 +2,16 @@
 // bytes leave guest memory once, into a chunk the host reader owns (it may keep it).
 // A Buffer.allocUnsafe per packet cost more than the copy itself: a level-1 CPU profile
 // of the device worker had 49% of its time in that copy and 7% in the allocation, and
-// carving 64 KiB chunks out of 1 MiB slabs took zero copy from about 270 to 1,400-2,000
-// MB/s in the same run (`npm run bench -- level1`).
+// carving 64 KiB chunks out of slabs took zero copy from about 270 to 1,400-2,000 MB/s
+// in the same run (`npm run bench -- level1`). Slabs of 128 KiB, 256 KiB and 1 MiB did
+// alike in interleaved runs; 256 KiB it is, for what a slab can pin (below).
 //
 // A chunk is a view of its slab, so a slab lives as long as any chunk of it: a reader
-// that keeps one chunk keeps its slab (at most SLAB_BYTES). Node's own Buffer pool makes
-// the same trade for chunks under 4 KiB. Chunks never share bytes, and a slab is never
-// reused, only dropped by the garbage collector.
-export const SLAB_BYTES = 1 << 20;
+// that keeps one 64 KiB chunk keeps 256 KiB (4x at most for full-size packets; one slab
+// per VM while nothing is held). Node's own Buffer pool makes the same trade for chunks
+// under 4 KiB. Chunks never share bytes, and a slab is never reused, only dropped by the
+// garbage collector.
+export const SLAB_BYTES = 256 * 1024;
 
 export class ChunkSlab {
   private slab: Buffer | null = null;
