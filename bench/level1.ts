@@ -25,7 +25,7 @@ import type { DeviceWorkerEnv } from '../kernel/transport/inprocess-worker.js';
 import type { VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver, type TxMode, type VsockSocket } from '../drivers/virtio-vsock/index.js';
-import { percentile, printTable, writeResults } from './report.js';
+import { percentile, printTable, spreadOf, writeResults } from './report.js';
 
 // The device worker runs this very module's createDevice (below): the vsock device with
 // a count-only sink and an echo, so the figures measure the data path and not the
@@ -61,7 +61,7 @@ type ThroughputRow = {
 };
 
 /** Garbage collections seen by a PerformanceObserver of this thread: count and ms, cumulative. */
-export interface GcTotals {
+interface GcTotals {
   count: number;
   ms: number;
 }
@@ -87,6 +87,8 @@ type PingpongRow = {
 interface Guest {
   transport: InProcessTransport;
   driver: VsockDriver;
+  /** The device worker's GC totals in its last sink report (the start of the next stream). */
+  deviceGc: GcTotals;
 }
 
 async function startGuest(mode: TxMode): Promise<Guest> {
@@ -96,7 +98,7 @@ async function startGuest(mode: TxMode): Promise<Guest> {
   );
   transport.on('error', (e: Error) => console.error(`device worker: ${e.message}`));
   const driver = await VsockDriver.start(transport, { txMode: mode });
-  return { transport, driver };
+  return { transport, driver, deviceGc: { count: NaN, ms: NaN } };
 }
 
 async function stopGuest(g: Guest): Promise<void> {
@@ -138,9 +140,6 @@ function sinkDone(t: InProcessTransport): Promise<{ received: number; gc: GcTota
     t.on('device-message', on);
   });
 }
-
-/** The worker's GC totals at the start of a stream: its last sink report (the warm-up's first). */
-const deviceGcAtLastReport = new WeakMap<InProcessTransport, GcTotals>();
 
 /**
  * Streams `total` bytes in writes of `size` to the sink; returns MB/s until the sink saw
@@ -192,8 +191,8 @@ async function streamToSink(g: Guest, mode: TxMode, size: number, total: number)
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const cpu = process.cpuUsage(cpu0);
   const gc1 = { ...driverGc };
-  const deviceGc0 = deviceGcAtLastReport.get(g.transport) ?? { count: NaN, ms: NaN };
-  deviceGcAtLastReport.set(g.transport, deviceGc);
+  const deviceGc0 = g.deviceGc;
+  g.deviceGc = deviceGc;
   sock.destroy();
   freeRing(g.driver, mode, ring);
   if (received !== total) throw new Error(`sink received ${received} bytes of ${total}`);
@@ -210,14 +209,6 @@ async function streamToSink(g: Guest, mode: TxMode, size: number, total: number)
     gcPerMB: { driver: (gc1.count - gc0.count) / mb, device: (deviceGc.count - deviceGc0.count) / mb },
     gcMsPerMB: { driver: (gc1.ms - gc0.ms) / mb, device: (deviceGc.ms - deviceGc0.ms) / mb },
   };
-}
-
-/** The median of a list and its min, max and (max - min) / median. */
-function spreadOf(xs: number[]): { median: number; min: number; max: number; spread: number } {
-  const median = percentile(xs, 50);
-  const min = Math.min(...xs);
-  const max = Math.max(...xs);
-  return { median, min, max, spread: (max - min) / median };
 }
 
 /** The round whose MB/s is the median (its counts go with the median figure). */

@@ -100,3 +100,19 @@ export function runAb(url: string, concurrency: number, requests: number, second
     });
   });
 }
+
+/** The median of a list of figures with its smallest, largest and (max - min) / median. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** (max - min) / median */
+  spread: number;
+}
+
+export function spreadOf(xs: readonly number[]): Spread {
+  const median = percentile(xs, 50);
+  const min = Math.min(...xs);
+  const max = Math.max(...xs);
+  return { median, min, max, spread: (max - min) / median };
+}

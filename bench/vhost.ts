@@ -33,7 +33,7 @@ import { VSOCK_HEADER_SIZE } from '../drivers/virtio-vsock/header.js';
 import type { MemoryRegion } from '../kernel/memory/guest-memory.js';
 import { DescriptorChain } from '../kernel/virtqueue/device-queue.js';
 import { guestToHost, hostToGuest } from './guest.js';
-import { percentile, printTable, writeResults } from './report.js';
+import { percentile, printTable, spreadOf, type Spread, writeResults } from './report.js';
 
 const CID = 3;
 const ECHO_PORT = 5000;
@@ -146,21 +146,6 @@ async function siblingRounds(
     if (b?.qemu.running) await b.qemu.stop();
     for (const s of sinks) s.close();
   }
-}
-
-interface Spread {
-  median: number;
-  min: number;
-  max: number;
-  /** (max - min) / median */
-  spread: number;
-}
-
-function spreadOf(xs: number[]): Spread {
-  const median = percentile(xs, 50);
-  const min = Math.min(...xs);
-  const max = Math.max(...xs);
-  return { median, min, max, spread: (max - min) / median };
 }
 
 function scrape(url: string): Promise<number> {
