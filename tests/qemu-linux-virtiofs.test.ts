@@ -17,7 +17,7 @@ let g: LinuxGuest | undefined;
 
 test.after.always(async () => {
   if (g?.qemu.running) await g.qemu.stop();
-  if (daemon?.pid !== undefined && daemon.exitCode === null) process.kill(daemon.pid, 'SIGKILL');
+  if (daemon !== undefined && daemon.exitCode === null) daemon.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
 
