@@ -478,11 +478,13 @@ export class VhostUserSession {
     const q = ring.queue;
     if (!q) return;
     ring.stopWatching();
+    // The model first: it may still return chains it held (a packed ring's base holds the
+    // used position too, which those returns move).
+    this.#deviceCall('queueStopped', () => this.#model.queueStopped(ring.index));
     ring.base = q.vringBase;
     ring.baseSet = true;
     ring.queue = null;
     ring.availCheck = null;
-    this.#deviceCall('queueStopped', () => this.#model.queueStopped(ring.index));
     this.#hooks.ringStopped(ring.index);
   }
 

@@ -17,9 +17,13 @@
 //    When a side has been told both, it resets the connection with RST (Linux does so
 //    in virtio_transport_recv_connected); RST closes at once and is never answered.
 //
-// Here the guest's buffers are always consumed at once (their bytes are copied into
-// host-side chunks), and the credit we advertise is what bounds those chunks: fwd_cnt
-// moves only when the host reader takes bytes, so a slow reader stops its guest
+// A host reader takes the guest's bytes one of two ways. As a stream ('data'), each
+// payload is copied out of guest memory into a host-side chunk and the guest's buffer
+// goes back at once. As views (readViews), the reader gets the payload where it lies in
+// guest memory and the guest's buffer goes back when the reader says it is done: no copy
+// (held-chains.ts budgets how many tx descriptors may be held; beyond it, a copy). Either
+// way the credit we advertise bounds what the host side holds: fwd_cnt moves only when
+// the reader takes (stream) or finishes (views) bytes, so a slow reader stops its guest
 // sender instead of growing our memory, and never holds up another connection.
 import type { DescriptorChain } from '../../../kernel/virtqueue/device-queue.js';
 import {
@@ -58,6 +62,10 @@ import {
 } from './pending-rx.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 import type { ChunkSlab } from './chunk-slab.js';
+import { HandedPieces, type HeldTxChains, NO_TICKET, readableView } from './held-chains.js';
+
+/** A host reader of views: `view` stays valid until done() (the same function each time; finish views in the order given). */
+export type ViewReader = (view: Buffer, done: () => void) => void;
 
 /** The host sent (or will send) REQUEST and waits for the guest's RESPONSE. */
 export const CONN_LOCAL_INIT = 0;
@@ -75,6 +83,8 @@ export interface ConnectionOwner {
   readonly stats: VsockDeviceStats;
   /** Where payloads bound for host readers are copied to (chunk-slab.ts). */
   readonly chunks: ChunkSlab;
+  /** Tx chains held for readers of views (held-chains.ts); null: never hold, copy. */
+  readonly heldChains: HeldTxChains | null;
   readonly log: VsockLog | undefined;
   /** The connection has work for the guest: queue it for the next rx fill. */
   schedule(conn: VsockConnection): void;
@@ -126,6 +136,10 @@ export class VsockConnection {
   private eofPushed = false;
   /** SHUTDOWN flags received from the guest (cumulative). */
   private peerShutdown = 0;
+  /** The host reads views (readViews): payloads are handed at once and credited when done. */
+  private viewReader: ViewReader | null = null;
+  private readonly handed = new HandedPieces();
+  private readonly viewDone = (): void => this.onViewDone();
 
   // Host -> guest. txCnt: payload bytes sent; peerBufAlloc/peerFwdCnt: the guest's
   // latest credit numbers.
@@ -268,8 +282,13 @@ export class VsockConnection {
       this.fwdCnt = (this.fwdCnt + len) >>> 0;
       return;
     }
+    if (this.viewReader !== null) {
+      this.handToViewReader(this.viewReader, chain, len);
+      return;
+    }
     // The one copy out of guest memory: the guest buffer goes back to the guest now, the
     // bytes become the host reader's.
+    this.owner.stats.toHostCopiedBytes += len;
     if (len <= SMALL_PAYLOAD_MAX_BYTES && this.hostWantsData && this.toHost.isEmpty && this.stagingEnd === this.stagingStart) {
       // The reader takes it at once: a chunk of its own, a slice of Node's shared pool
       // (Buffer.allocUnsafe below 4 KiB), so that the thousands of connections that move a
@@ -292,6 +311,58 @@ export class VsockConnection {
       this.toHost.push(buf);
     }
     this.deliverToHost();
+  }
+
+  /**
+   * Hands a payload to the reader of views: a view of guest memory with its chain held
+   * when the payload lies in one descriptor and the budget allows, a copy otherwise.
+   */
+  private handToViewReader(reader: ViewReader, chain: DescriptorChain, len: number): void {
+    const held = this.owner.heldChains;
+    let piece = held === null ? null : readableView(chain, VSOCK_HEADER_SIZE, len);
+    let ticket = NO_TICKET;
+    if (piece !== null) {
+      ticket = held!.hold(chain, this.handed.holding);
+      if (ticket === NO_TICKET) piece = null;
+    }
+    if (piece === null) {
+      piece = this.owner.chunks.take(len);
+      chain.read(VSOCK_HEADER_SIZE, piece, 0, len);
+      this.owner.stats.toHostCopiedBytes += len;
+    } else {
+      this.owner.stats.toHostViewBytes += len;
+    }
+    this.handed.push(ticket, len);
+    reader(piece, this.viewDone);
+  }
+
+  /** The reader of views finished its oldest piece: the guest gets the buffer and the credit back. */
+  private onViewDone(): void {
+    if (this.handed.size === 0) return; // a done() too many: nothing to finish
+    this.owner.heldChains?.release(this.handed.shift());
+    if (this.state === CONN_CLOSED) return;
+    this.fwdCnt = (this.fwdCnt + this.handed.lastLength) >>> 0;
+    this.sendCreditUpdateIfDue();
+  }
+
+  /**
+   * From now on the host reader gets views (VsockHostSocket.readViews). Bytes already
+   * copied for it go first, as pieces of their own.
+   */
+  setViewReader(reader: ViewReader): void {
+    if (this.viewReader !== null) throw new VsockError('ERR_VSOCK_VIEW_READER', `vsock connection ${this.describe()}: readViews() was called already`);
+    this.flushStaging();
+    while (!this.toHost.isEmpty) {
+      const c = this.toHost.shift();
+      this.handed.push(NO_TICKET, c.byteLength);
+      reader(c as Buffer, this.viewDone);
+    }
+    this.viewReader = reader;
+  }
+
+  /** The reader holds guest tx buffers (views it has not finished). */
+  get holdsGuestBuffers(): boolean {
+    return this.handed.holding > 0;
   }
 
   /** Moves staged small payloads into toHost as one chunk (keeps byte order). */
@@ -416,6 +487,11 @@ export class VsockConnection {
       this.close(true);
       return;
     }
+    this.sendCreditUpdateIfDue();
+  }
+
+  /** Queues a CREDIT_UPDATE once the reader took enough bytes the guest was not told of. */
+  private sendCreditUpdateIfDue(): void {
     if (((this.fwdCnt - this.lastFwdCntSent) >>> 0) >= CONN_CREDIT_UPDATE_THRESHOLD_BYTES && !this.pending.has(PENDING_CREDIT_UPDATE)) {
       this.pending.insert(PENDING_CREDIT_UPDATE);
       this.owner.schedule(this);
@@ -593,7 +669,7 @@ export class VsockConnection {
 
   /** Guest bytes held on the host side plus host bytes waiting for the guest. */
   get bufferedBytes(): number {
-    return this.toHost.length + (this.stagingEnd - this.stagingStart) + this.toGuest.length + (this.socket?.readableLength ?? 0) + (this.socket?.writableLength ?? 0);
+    return this.toHost.length + (this.stagingEnd - this.stagingStart) + this.handed.bytes + this.toGuest.length + (this.socket?.readableLength ?? 0) + (this.socket?.writableLength ?? 0);
   }
 
   describe(): string {

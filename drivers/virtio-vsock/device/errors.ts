@@ -10,7 +10,8 @@ export type VsockErrorCode =
   | 'EADDRNOTAVAIL' // no free local port for a host-initiated connection
   | 'ERR_VSOCK_BAD_PORT' // a port outside 0..2^32-1
   | 'ERR_VSOCK_DUPLICATE_CID' // two devices joined one sibling router with the same CID
-  | 'ERR_VSOCK_BAD_GROUP'; // a sibling group name outside [A-Za-z0-9_.-]{1,64}
+  | 'ERR_VSOCK_BAD_GROUP' // a sibling group name outside [A-Za-z0-9_.-]{1,64}
+  | 'ERR_VSOCK_VIEW_READER'; // readViews() called a second time on one socket
 
 export class VsockError extends Error {
   constructor(

@@ -6,9 +6,16 @@
 // Backpressure: the readable side asks the connection for bytes only while below its
 // highWaterMark (the guest's credit follows); the writable side holds its callback
 // while the guest grants no credit and the connection's queue is full.
+//
+// Zero copy: readViews(reader) replaces 'data' with views of the guest's memory, each
+// valid until the reader calls done() (e.g. as a net.Socket write callback); the guest's
+// buffer and its credit come back then, so a reader that holds views stalls its guest
+// by credit. 'end' still comes once the guest ends and every piece was handed.
 import { Duplex } from 'node:stream';
-import type { VsockConnection } from './connection.js';
+import type { VsockConnection, ViewReader } from './connection.js';
 import { HOST_SOCKET_HIGH_WATER_MARK_BYTES } from './constants.js';
+
+const finishedAlready = (): void => {};
 
 export class VsockHostSocket extends Duplex {
   /** The host-side port of the connection (CID 2). */
@@ -29,6 +36,23 @@ export class VsockHostSocket extends Duplex {
     this.localPort = conn.localPort;
     this.remotePort = conn.peerPort;
     this.remoteCid = conn.peerCid;
+  }
+
+  /**
+   * Reads the guest's bytes as views instead of 'data' events: `reader(view, done)` gets
+   * each payload in order; the view stays valid until `done()` is called for it, in the
+   * order given (net.Socket write callbacks run in that order). Call once, before or
+   * soon after the first bytes; bytes already read in come first, as copies.
+   */
+  readViews(reader: ViewReader): void {
+    const conn = this.conn;
+    if (conn === null) return;
+    // Bytes the stream side took in already (copies, credited then) go first.
+    let c: Buffer | null;
+    while ((c = this.read() as Buffer | null) !== null) reader(c, finishedAlready);
+    conn.setViewReader(reader);
+    // Flowing, so that 'end' is emitted: no 'data' comes any more.
+    this.resume();
   }
 
   /** Called by the connection when it is gone: further writes are discarded. */

@@ -59,6 +59,7 @@ import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-t
 import { LINK_ESTABLISHED, LINK_REQUESTED, SiblingLink, SiblingLinkTable } from './sibling-links.js';
 import { SiblingQueue } from './sibling-queue.js';
 import { ChunkSlab } from './chunk-slab.js';
+import type { HeldTxChains } from './held-chains.js';
 import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 
@@ -148,6 +149,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private siblingQueue: SiblingQueue | null = null;
   /** Chunks for guest payloads bound for host readers (one slab per device, chunk-slab.ts). */
   readonly chunks = new ChunkSlab();
+  /** Tx chains held for readers of views (the device sets it; held-chains.ts). */
+  heldChains: HeldTxChains | null = null;
   readonly siblingLinks = new SiblingLinkTable<VsockMuxer>();
   /** fillRx alternates between the sibling queue and the connections. */
   private siblingTurn = false;
@@ -356,6 +359,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.urgent.clear();
     this.normal.clear();
     this.roomWaiters.clear();
+  }
+
+  /**
+   * Resets the connections whose host readers still hold views of guest tx buffers: the
+   * tx ring stopped and its held chains went back to the guest, which may reuse them.
+   */
+  resetViewHolders(why: string): void {
+    const holders: VsockConnection[] = [];
+    for (const m of this.conns.values()) for (const c of m.values()) if (c.holdsGuestBuffers) holders.push(c);
+    for (const c of holders) c.reset(why);
   }
 
   // ---- Guest -> host ------------------------------------------------------------------

@@ -54,6 +54,9 @@ export interface VsockDeviceStats {
   eventsDropped: number;
   /** Host bytes written after the guest shut down its receive side (discarded). */
   hostBytesDiscarded: number;
+  /** Guest payload bytes handed to host readers as views of guest memory (no copy) and copied out of it. */
+  toHostViewBytes: number;
+  toHostCopiedBytes: number;
   /** Host -> guest data stopped because the guest granted no credit (one per stall, with its CREDIT_REQUEST). */
   hostToGuestCreditStalls: number;
   /** Guest -> host data filled the window we advertise (buf_alloc): a slow host reader stops its guest sender. */
@@ -90,6 +93,8 @@ export function makeStats(): VsockDeviceStats {
     eventsSent: 0,
     eventsDropped: 0,
     hostBytesDiscarded: 0,
+    toHostViewBytes: 0,
+    toHostCopiedBytes: 0,
     hostToGuestCreditStalls: 0,
     guestToHostCreditStalls: 0,
     kicks: { rx: 0, tx: 0, event: 0 },

@@ -19,6 +19,7 @@ import {
 } from '../header.js';
 import { TX_BYTES_PER_TURN, TX_CHAINS_PER_TURN, VSOCK_MAX_QUEUE_SIZE } from './constants.js';
 import type { VsockHost } from './host-api.js';
+import { HeldTxChains } from './held-chains.js';
 import { VsockMuxer } from './muxer.js';
 import type { PacketTap } from './packet-tap.js';
 import type { SiblingRouter } from './sibling-router.js';
@@ -72,6 +73,9 @@ export class VsockDevice implements VirtioDeviceModel {
   private wasAttached = false;
   private readonly onAttachedChange: ((attached: boolean) => void) | undefined;
   private readonly leaveRouter: (() => void) | null;
+  /** Tx chains whose payload host readers use as views (held-chains.ts). */
+  private readonly held = new HeldTxChains(() => this.scheduleTxFlush());
+  private txFlushScheduled = false;
 
   constructor(opts: VsockDeviceOptions) {
     const cid = opts.guestCid;
@@ -89,6 +93,7 @@ export class VsockDevice implements VirtioDeviceModel {
       hostToGuestLimit: opts.hostToGuestLimit,
       router: opts.router,
     });
+    this.muxer.heldChains = this.held;
     this.leaveRouter = opts.router !== undefined ? opts.router.join(this.muxer, opts.groups ?? []) : null;
     this.host = this.muxer;
     this.onAttachedChange = opts.onAttachedChange;
@@ -136,6 +141,11 @@ export class VsockDevice implements VirtioDeviceModel {
     return this.muxer.hostToGuestQueued;
   }
 
+  /** Guest tx chains held now for host readers of views (returned when they are done). */
+  get heldTxChains(): number {
+    return this.held.count;
+  }
+
   /** Configuration space (5.10.4): le64 guest_cid. */
   config(): Uint8Array {
     const b = new Uint8Array(8);
@@ -178,11 +188,18 @@ export class VsockDevice implements VirtioDeviceModel {
       countDrop(this.stats, this.log, 'queueError', `${err.code}: ${err.message}`);
     };
     this.queues[index] = queue;
+    if (index === VSOCK_TX_QUEUE) this.held.attach(queue);
     this.noteAttached();
   }
 
   queueStopped(index: number): void {
-    if (index >= 0 && index < this.numQueues) this.queues[index] = null;
+    if (index < 0 || index >= this.numQueues) return;
+    if (index === VSOCK_TX_QUEUE) {
+      // Held chains go back to the guest with the stopping ring, so it finds them when the
+      // ring runs again; the readers still using their bytes lose the connection.
+      if (this.held.stopHolding(this.queues[index]) > 0) this.muxer.resetViewHolders('the tx ring stopped while the host read guest memory');
+    }
+    this.queues[index] = null;
     this.noteAttached();
   }
 
@@ -229,6 +246,7 @@ export class VsockDevice implements VirtioDeviceModel {
   }
 
   reset(): void {
+    this.held.stopHolding(null); // the rings are gone: nothing to return
     this.muxer.resetAll('device reset');
     this.queues.fill(null);
     this.transportResetPending = false;
@@ -261,8 +279,11 @@ export class VsockDevice implements VirtioDeviceModel {
         } catch (e) {
           countDrop(this.stats, this.log, 'internalError', `tx packet: ${(e as Error).stack ?? String(e)}`);
         }
-        q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
-        pushed++;
+        // A chain held for a reader of views goes back when the reader is done (held-chains.ts).
+        if (!this.held.takeHeld(chain)) {
+          q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
+          pushed++;
+        }
         if (++handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) break;
       }
       // This VM's share of the turn is used: the rest waits for the next one (constants.ts).
@@ -320,6 +341,17 @@ export class VsockDevice implements VirtioDeviceModel {
       if (q.flush()) this.interrupt(VSOCK_EVENT_QUEUE);
       return true;
     }
+  }
+
+  /** Publishes tx chains that readers of views finished, once per batch of releases. */
+  private scheduleTxFlush(): void {
+    if (this.txFlushScheduled) return;
+    this.txFlushScheduled = true;
+    queueMicrotask(() => {
+      this.txFlushScheduled = false;
+      const q = this.queues[VSOCK_TX_QUEUE];
+      if (q && q.flush()) this.interrupt(VSOCK_TX_QUEUE);
+    });
   }
 
   private scheduleRx(): void {

@@ -5,6 +5,7 @@
 // directions when its connection closes.
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
+import { VsockHostSocket } from '../device/host-socket.js';
 
 export type HostAppKind = 'echo' | 'sink' | 'source';
 
@@ -91,6 +92,33 @@ export function runHostApp(spec: HostAppSpec, s: Duplex, report: (r: HostAppRepo
       s.on('end', () => s.end());
       break;
     case 'sink':
+      if (s instanceof VsockHostSocket) {
+        // Zero copy: the sink reads views of guest memory. A slow sink finishes one view
+        // per delay and holds the rest, so its guest waits for credit.
+        const delay = spec.readDelayMs ?? 0;
+        let owed = 0;
+        let finish: (() => void) | null = null;
+        const finishOne = (): void => {
+          timer = null;
+          if (owed === 0) return;
+          owed--;
+          finish!();
+          if (owed > 0) timer = setTimeout(finishOne, delay);
+        };
+        s.readViews((v, done) => {
+          count(v);
+          if (delay === 0) return done();
+          finish = done;
+          owed++;
+          if (timer === null) timer = setTimeout(finishOne, delay);
+        });
+        s.on('end', () => s.end());
+        // Views still held go back when the socket is gone (the reader's promise).
+        s.once('close', () => {
+          for (; owed > 0; owed--) finish!();
+        });
+        break;
+      }
       s.on('data', (c: Buffer) => {
         count(c);
         const delay = spec.readDelayMs ?? 0;

@@ -1,0 +1,293 @@
+// Zero copy to the host (VsockHostSocket.readViews, device/held-chains.ts): host readers
+// get views of guest memory, the guest's tx buffer goes back only when the reader is done,
+// a reader that holds views stalls its guest by credit (nothing lost, nothing copied),
+// holding is budgeted per device and per connection (beyond it: copies, counted), and a
+// ring stop or reset ends every hold without pushing a chain twice.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { CONN_BUF_ALLOC_BYTES } from '../drivers/virtio-vsock/device/constants.js';
+import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
+import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
+import { VSOCK_TX_QUEUE } from '../drivers/virtio-vsock/header.js';
+import { RawStream, SHAPES, VsockRawDriver } from './support/vsock-raw-driver.js';
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+/** A host listener whose reader keeps every view and finishes them only when told. */
+class HoldingReader {
+  /** Views not finished yet (valid until finished). */
+  readonly views: Buffer[] = [];
+  /** Copies of the finished views, taken just before each was finished: the stream so far. */
+  readonly received: Buffer[] = [];
+  private viewBytes = 0;
+  private dones: Array<() => void> = [];
+  /** Finish each view as it comes (true) or keep it (false). */
+  passThrough = false;
+  socket: VsockHostSocket | null = null;
+  ended = false;
+  error: Error | null = null;
+  /** Views finished so far. */
+  finished = 0;
+
+  attach(s: VsockHostSocket): void {
+    this.socket = s;
+    s.on('error', (e: Error) => (this.error = e));
+    s.on('end', () => (this.ended = true));
+    s.readViews((v, done) => {
+      this.viewBytes += v.length;
+      this.views.push(v);
+      this.dones.push(done);
+      if (this.passThrough) this.finish();
+    });
+  }
+
+  /** Bytes handed so far. */
+  get bytes(): number {
+    return this.viewBytes;
+  }
+
+  /** Finishes the views kept so far, oldest first (or the first n), keeping a copy of each. */
+  finish(n = this.dones.length): void {
+    for (const d of this.dones.splice(0, n)) {
+      this.received.push(Buffer.from(this.views.shift()!));
+      this.finished++;
+      d();
+    }
+  }
+
+  /** Everything handed, in order (finished copies, then the views still held). */
+  all(): Buffer {
+    return Buffer.concat([...this.received, ...this.views]);
+  }
+
+  get kept(): number {
+    return this.dones.length;
+  }
+}
+
+for (const packed of [false, true]) {
+  const ring = packed ? 'packed ring' : 'split ring';
+
+  test(`${ring}: a reader holding views stalls the guest by credit; nothing is copied or lost, and finishing lets it go on`, async (t) => {
+    const dev = new VsockDevice({ guestCid: 3 });
+    const drv = VsockRawDriver.sameThread(dev, { packed });
+    const reader = new HoldingReader();
+    const l = dev.host.listen(80, (s) => reader.attach(s));
+    try {
+      const st = new RawStream(drv, 50, 80);
+      await st.connect();
+      const data = pattern(1 << 20, 3);
+      const writing = st.write(data, 16 * 1024);
+      // Held chains bring no interrupt: look with probes until the window is used.
+      while (reader.bytes < CONN_BUF_ALLOC_BYTES) await drv.sync();
+      await drv.sync();
+      // The window is full and the guest waits: exactly buf_alloc bytes handed, all as views.
+      t.is(reader.bytes, CONN_BUF_ALLOC_BYTES);
+      t.is(st.txCnt, CONN_BUF_ALLOC_BYTES);
+      t.true(dev.stats.guestToHostCreditStalls >= 1);
+      t.is(dev.stats.toHostCopiedBytes, 0);
+      t.is(dev.stats.toHostViewBytes, CONN_BUF_ALLOC_BYTES);
+      t.is(dev.heldTxChains, CONN_BUF_ALLOC_BYTES / (16 * 1024));
+      // The guest has not had those buffers back.
+      t.is(drv.txInFlight, dev.heldTxChains);
+      // The views are the guest's bytes, in order, while held (the device copied nothing).
+      t.is(sha(reader.all()), sha(data.subarray(0, CONN_BUF_ALLOC_BYTES)));
+      t.is(reader.views[0]!.buffer, reader.views[1]!.buffer, 'views of one guest memory');
+
+      // Finishing returns the buffers and the credit; from now on the reader passes through.
+      reader.passThrough = true;
+      reader.finish();
+      await writing;
+      st.end();
+      await drv.until(() => reader.ended);
+      t.is(reader.bytes, data.length);
+      t.is(sha(reader.all()), sha(data));
+      t.is(dev.stats.toHostCopiedBytes, 0);
+      t.is(dev.stats.toHostViewBytes, data.length);
+      await drv.sync();
+      t.is(dev.heldTxChains, 0);
+      t.is(drv.txInFlight, 0);
+    } finally {
+      l.close();
+      await drv.close();
+    }
+  });
+
+  test(`${ring}: views finished out of order across connections go back as each reader finishes`, async (t) => {
+    const dev = new VsockDevice({ guestCid: 3 });
+    const drv = VsockRawDriver.sameThread(dev, { packed });
+    const readers = [new HoldingReader(), new HoldingReader()];
+    let next = 0;
+    const l = dev.host.listen(80, (s) => readers[next++]!.attach(s));
+    try {
+      const a = new RawStream(drv, 50, 80);
+      const b = new RawStream(drv, 51, 80);
+      await a.connect();
+      await b.connect();
+      const da = pattern(96 * 1024, 5);
+      const db = pattern(96 * 1024, 6);
+      await a.write(da, 32 * 1024);
+      await b.write(db, 32 * 1024);
+      await drv.sync();
+      t.is(dev.heldTxChains, 6);
+      // The second connection's reader finishes first.
+      readers[1]!.finish();
+      await drv.sync();
+      t.is(dev.heldTxChains, 3);
+      t.is(drv.txInFlight, 3);
+      readers[0]!.finish(2);
+      await drv.sync();
+      t.is(dev.heldTxChains, 1);
+      readers[0]!.finish();
+      await drv.sync();
+      t.is(dev.heldTxChains, 0);
+      t.is(drv.txInFlight, 0);
+      t.is(sha(readers[0]!.all()), sha(da));
+      t.is(sha(readers[1]!.all()), sha(db));
+    } finally {
+      l.close();
+      await drv.close();
+    }
+  });
+}
+
+test('holding is budgeted: a connection holds at most a quarter of the tx ring; beyond it payloads are copied (counted) and the stream stays whole', async (t) => {
+  const dev = new VsockDevice({ guestCid: 3 });
+  const drv = VsockRawDriver.sameThread(dev, { queueSize: 128 });
+  const reader = new HoldingReader();
+  const l = dev.host.listen(80, (s) => reader.attach(s));
+  try {
+    const st = new RawStream(drv, 50, 80);
+    await st.connect();
+    // 1 KiB packets: the 256 KiB window is 256 packets, above the 32 a connection may hold.
+    const data = pattern(CONN_BUF_ALLOC_BYTES, 9);
+    const writing = st.write(data, 1024);
+    await drv.until(() => reader.bytes >= CONN_BUF_ALLOC_BYTES);
+    await drv.sync();
+    t.is(dev.heldTxChains, 128 / 4);
+    t.is(dev.stats.toHostViewBytes, 32 * 1024);
+    t.is(dev.stats.toHostCopiedBytes, CONN_BUF_ALLOC_BYTES - 32 * 1024);
+    // The guest got every copied packet's buffer back at once.
+    t.is(drv.txInFlight, 32);
+    reader.passThrough = true;
+    reader.finish();
+    await writing;
+    st.end();
+    await drv.until(() => reader.ended);
+    t.is(sha(reader.all()), sha(data));
+    await drv.sync();
+    t.is(dev.heldTxChains, 0);
+  } finally {
+    l.close();
+    await drv.close();
+  }
+});
+
+test('a payload spread over several descriptors is copied (counted), one in a descriptor of its own is a view', async (t) => {
+  for (const [shape, copied] of [
+    ['header and data in separate descriptors', false],
+    ['indirect table, header and data separate', false],
+    ['data split over several descriptors', true],
+  ] as const) {
+    const dev = new VsockDevice({ guestCid: 3 });
+    const drv = VsockRawDriver.sameThread(dev);
+    const reader = new HoldingReader();
+    reader.passThrough = true;
+    const l = dev.host.listen(80, (s) => reader.attach(s));
+    try {
+      const st = new RawStream(drv, 50, 80);
+      await st.connect();
+      const payload = pattern(3000, 11);
+      drv.send({ srcPort: 50, dstPort: 80, op: 5, len: payload.length, bufAlloc: 65536, fwdCnt: 0 }, payload, SHAPES[shape]);
+      await drv.sync();
+      t.is(sha(reader.all()), sha(payload), shape);
+      t.is(dev.stats.toHostCopiedBytes, copied ? payload.length : 0, shape);
+      t.is(dev.stats.toHostViewBytes, copied ? 0 : payload.length, shape);
+    } finally {
+      l.close();
+      await drv.close();
+    }
+  }
+});
+
+test('the tx ring stops while views are held: the chains go back to the guest once, their readers lose the connection, a late done() does nothing', async (t) => {
+  const dev = new VsockDevice({ guestCid: 3 });
+  const drv = VsockRawDriver.sameThread(dev);
+  const reader = new HoldingReader();
+  const passing = new HoldingReader();
+  passing.passThrough = true;
+  const l = dev.host.listen(80, (s) => reader.attach(s));
+  const l2 = dev.host.listen(81, (s) => passing.attach(s));
+  try {
+    const st = new RawStream(drv, 50, 80);
+    const other = new RawStream(drv, 51, 81);
+    await st.connect();
+    await other.connect();
+    await st.write(pattern(64 * 1024, 1), 16 * 1024);
+    await other.write(pattern(1000, 2), 1000);
+    await drv.sync();
+    t.is(dev.heldTxChains, 4);
+    t.is(drv.txInFlight, 4);
+    // vhost-user GET_VRING_BASE, as a stopping front end sends it.
+    dev.queueStopped(VSOCK_TX_QUEUE);
+    t.is(dev.heldTxChains, 0);
+    await new Promise((resolve) => reader.socket!.once('close', resolve));
+    t.is((reader.error as NodeJS.ErrnoException | null)?.code, 'ECONNRESET');
+    // The reader that held nothing keeps its connection.
+    t.false(passing.socket!.destroyed);
+    // The returned chains are in the used ring, once each.
+    t.is(drv.tx.drainUsed(() => {}), 4);
+    // The reader finishes later: the ring it held from is gone, nothing is pushed again.
+    t.notThrows(() => reader.finish());
+    t.false(drv.tx.hasUsed());
+    t.is(dev.stats.dropped.internalError, 0);
+  } finally {
+    l.close();
+    l2.close();
+    await drv.close();
+  }
+});
+
+test('readViews after bytes were read as a stream: those come first, in order; a second readViews is refused', async (t) => {
+  const dev = new VsockDevice({ guestCid: 3 });
+  const drv = VsockRawDriver.sameThread(dev);
+  let sock: VsockHostSocket | null = null;
+  const l = dev.host.listen(80, (s) => {
+    s.on('error', () => {});
+    s.pause();
+    sock = s;
+  });
+  try {
+    const st = new RawStream(drv, 50, 80);
+    await st.connect();
+    const data = pattern(200 * 1024, 13);
+    await st.write(data.subarray(0, 50 * 1024), 10 * 1024);
+    await drv.sync();
+    const got: Buffer[] = [];
+    sock!.readViews((v, done) => {
+      got.push(Buffer.from(v));
+      done();
+    });
+    t.throws(() => sock!.readViews(() => {}), { code: 'ERR_VSOCK_VIEW_READER' });
+    await st.write(data.subarray(50 * 1024), 10 * 1024);
+    st.end();
+    await once(sock!, 'end');
+    t.is(sha(Buffer.concat(got)), sha(data));
+  } finally {
+    l.close();
+    await drv.close();
+  }
+});
