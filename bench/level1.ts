@@ -12,7 +12,11 @@
 // bytes copied, and garbage collection (collections and ms, driver thread and device
 // worker apart).
 //
-// `npm run bench -- level1 [--quick] [--rounds=N] [--modes=zero-copy,...] [--sizes=65536,...] [--no-pingpong] [--no-bounds]`.
+// `npm run bench -- level1 [--quick] [--rounds=N] [--modes=zero-copy,...] [--sizes=65536,...] [--no-pingpong] [--no-bounds]
+//   [--windows=262144,...]`. --windows: the credit window, the driver's and the device's buf_alloc
+//   alike (default 2 MiB, the writer's ring: the 256 KiB both default to let only four 64 KiB
+//   packets be in flight, and every fourth waited for a CREDIT_UPDATE); with several, each mode
+//   runs once per window, interleaved like the modes, in rows named mode@window.
 // Writes bench/results/level1.json (only for a full run: with a filter it just prints).
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -38,6 +42,8 @@ const THROUGHPUT_SIZES = [4096, 65536, 1048576];
 const PINGPONG_SIZES = [8192, 16384];
 /** Bytes in flight per stream: the writer's ring of buffers (reused after each write callback). */
 const RING_BYTES = 2 << 20;
+/** The credit window of both sides by default: the writer's ring (see the top). */
+const WINDOW_BYTES = RING_BYTES;
 
 type ThroughputRow = {
   mode: string;
@@ -93,13 +99,13 @@ interface Guest {
   deviceCopied: number;
 }
 
-async function startGuest(mode: TxMode): Promise<Guest> {
+async function startGuest(mode: TxMode, window?: number): Promise<Guest> {
   const transport = await InProcessTransport.worker(
-    { module: DEVICE_MODULE, options: { guestCid: 3 } },
+    { module: DEVICE_MODULE, options: { guestCid: 3, bufAlloc: window } },
     { memoryBytes: 64 << 20 },
   );
   transport.on('error', (e: Error) => console.error(`device worker: ${e.message}`));
-  const driver = await VsockDriver.start(transport, { txMode: mode });
+  const driver = await VsockDriver.start(transport, { txMode: mode, bufAlloc: window });
   return { transport, driver, deviceGc: { count: NaN, ms: NaN }, deviceCopied: 0 };
 }
 
@@ -304,11 +310,20 @@ export default async function level1(args: string[]): Promise<void> {
     const a = args.find((x) => x.startsWith(`--${name}=`));
     return a ? a.slice(name.length + 3).split(',') : null;
   };
-  const modes = (listArg('modes') as typeof MODES | null) ?? MODES;
+  const txModes = (listArg('modes') as typeof MODES | null) ?? MODES;
+  const windowsArg = listArg('windows')?.map(Number) ?? null;
+  const windows = windowsArg ?? [WINDOW_BYTES];
+  for (const w of windows) if (!Number.isInteger(w) || w < 4096) throw new Error(`bench level1: --windows takes byte counts of at least 4096 (got ${w})`);
+  // What runs: each transmit mode, once per credit window when --windows is given.
+  const variants = new Map<string, { mode: Exclude<TxMode, 'auto'>; window?: number }>();
+  for (const mode of txModes) {
+    for (const window of windows) variants.set(windows.length === 1 ? mode : `${mode}@${window}`, { mode, window });
+  }
+  const modes = [...variants.keys()];
   const sizes = listArg('sizes')?.map(Number) ?? THROUGHPUT_SIZES;
   const doPingpong = !args.includes('--no-pingpong');
   const doBounds = !args.includes('--no-bounds');
-  const filtered = modes !== MODES || sizes !== THROUGHPUT_SIZES || !doPingpong || !doBounds;
+  const filtered = txModes !== MODES || windowsArg !== null || sizes !== THROUGHPUT_SIZES || !doPingpong || !doBounds;
   const totalFor = (size: number): number => (quick ? 16 << 20 : size < 65536 ? 32 << 20 : 128 << 20);
   const iterations = quick ? 500 : 3000;
   const roundsArg = listArg('rounds');
@@ -328,10 +343,10 @@ export default async function level1(args: string[]): Promise<void> {
   const memcpy: Record<string, number> = {};
   const unix: Record<string, number> = {};
   try {
-    for (const mode of modes) {
-      const g = await startGuest(mode);
-      guests.set(mode, g);
-      await streamToSink(g, mode, 65536, 16 << 20); // warm-up
+    for (const [label, v] of variants) {
+      const g = await startGuest(v.mode, v.window);
+      guests.set(label, g);
+      await streamToSink(g, v.mode, 65536, 16 << 20); // warm-up
     }
     const rounds = new Map<string, StreamResult[]>();
     for (let round = 0; round < runs; round++) {
@@ -339,7 +354,7 @@ export default async function level1(args: string[]): Promise<void> {
         // The modes' order turns with the round, so none always runs first after the bounds.
         const order = modes.map((_, i) => modes[(i + round) % modes.length]!);
         for (const mode of order) {
-          const r = await streamToSink(guests.get(mode)!, mode, size, totalFor(size));
+          const r = await streamToSink(guests.get(mode)!, variants.get(mode)!.mode, size, totalFor(size));
           const key = `${mode}/${size}`;
           if (!rounds.has(key)) rounds.set(key, []);
           rounds.get(key)!.push(r);
@@ -389,7 +404,7 @@ export default async function level1(args: string[]): Promise<void> {
     }
     for (const mode of modes) {
       for (const size of doPingpong ? PINGPONG_SIZES : []) {
-        const { p50, p99 } = await pingpong(guests.get(mode)!, mode, size, iterations);
+        const { p50, p99 } = await pingpong(guests.get(mode)!, variants.get(mode)!.mode, size, iterations);
         pingpongRows.push({ mode, size, p50_us: round1(p50), p99_us: round1(p99) });
       }
       console.error(`[level1] ${mode}: ${JSON.stringify(pickStats(guests.get(mode)!.driver))}`);
@@ -406,7 +421,7 @@ export default async function level1(args: string[]): Promise<void> {
     best_over_unix_socketpair_64KiB: round2(best64k / unix[65536]!),
   };
 
-  printTable('level 1: guest -> host stream throughput (MB/s), device in a worker thread', throughput);
+  printTable(`level 1: guest -> host stream throughput (MB/s), device in a worker thread, credit window ${windows.map((w) => `${w / 1024} KiB`).join(' / ')}`, throughput);
   printTable('level 1: ping-pong round trip (us)', pingpongRows);
   printTable(
     'bounds, same run (MB/s)',
@@ -423,7 +438,7 @@ export default async function level1(args: string[]): Promise<void> {
     bounds: { memcpy_MBps: memcpy, unix_socketpair_MBps: unix, memcpyRounds, unixRounds },
     ratios,
     zeroOverTwoByRound,
-    settings: { runs, sink: 'count-only (bench/level1.ts createDevice)', quick, iterations, ringBytes: RING_BYTES, totals: Object.fromEntries(THROUGHPUT_SIZES.map((s) => [s, totalFor(s)])) },
+    settings: { runs, windowBytes: windows[0], sink: 'count-only views (bench/level1.ts createDevice)', quick, iterations, ringBytes: RING_BYTES, totals: Object.fromEntries(THROUGHPUT_SIZES.map((s) => [s, totalFor(s)])) },
   });
   console.log(`\nwrote ${path}`);
 }
@@ -442,7 +457,8 @@ const round2 = (v: number): number => Math.round(v * 100) / 100;
  * echo for ping-pong.
  */
 export function createDevice(options: unknown, env: DeviceWorkerEnv): VirtioDeviceModel {
-  const device = new VsockDevice({ guestCid: (options as { guestCid: number }).guestCid });
+  const o = options as { guestCid: number; bufAlloc?: number };
+  const device = new VsockDevice({ guestCid: o.guestCid, bufAlloc: o.bufAlloc });
   const gc = watchGc();
   device.host.listen(SINK_PORT, (s) => {
     let received = 0;

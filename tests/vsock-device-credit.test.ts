@@ -221,3 +221,33 @@ test('a host writer facing a guest that grants no credit is held back (bounded q
     await drv.close();
   }
 });
+
+test('the bufAlloc option: every header advertises it, a guest sending beyond it gets RST, and a value out of range is refused', async (t) => {
+  t.throws(() => new VsockDevice({ guestCid: 3, bufAlloc: 1000 }), { instanceOf: RangeError, message: /bufAlloc 1000/ });
+  t.throws(() => new VsockDevice({ guestCid: 3, bufAlloc: 4096.5 }), { instanceOf: RangeError });
+  t.throws(() => new VsockDevice({ guestCid: 3, bufAlloc: 128 << 20 }), { instanceOf: RangeError });
+  const WINDOW = 2 << 20;
+  const dev = new VsockDevice({ guestCid: 3, bufAlloc: WINDOW });
+  const drv = VsockRawDriver.sameThread(dev, { memoryBytes: 32 << 20 });
+  const l = dev.host.listen(80, (s) => {
+    s.on('error', () => {});
+    s.pause(); // reads nothing: the guest may fill the whole window
+  });
+  try {
+    const st = new RawStream(drv, 50, 80);
+    await st.connect();
+    t.is(st.peerBufAlloc, WINDOW);
+    const data = pattern(WINDOW, 21);
+    await st.write(data, 64 * 1024);
+    await drv.sync();
+    t.is(dev.stats.guestToHostCreditStalls, 1);
+    t.is(dev.hostBufferedBytes, WINDOW);
+    // One byte past the window: RST, counted.
+    drv.send({ srcPort: 50, dstPort: 80, op: VSOCK_OP_RW, len: 1, bufAlloc: 65536, fwdCnt: 0 }, Buffer.alloc(1));
+    await drv.until(() => st.reset);
+    t.is(dev.stats.dropped.creditViolation, 1);
+  } finally {
+    l.close();
+    await drv.close();
+  }
+});

@@ -43,7 +43,6 @@ import {
 } from '../header.js';
 import { ChunkQueue } from './chunk-queue.js';
 import {
-  CONN_BUF_ALLOC_BYTES,
   CONN_CREDIT_UPDATE_THRESHOLD_BYTES,
   HOST_TO_GUEST_QUEUE_LIMIT_BYTES,
   MAX_PKT_PAYLOAD_BYTES,
@@ -83,6 +82,8 @@ export interface ConnectionOwner {
   readonly stats: VsockDeviceStats;
   /** Where payloads bound for host readers are copied to (chunk-slab.ts). */
   readonly chunks: ChunkSlab;
+  /** The receive window each connection advertises (buf_alloc, bytes). */
+  readonly bufAlloc: number;
   /** Tx chains held for readers of views (held-chains.ts); null: never hold, copy. */
   readonly heldChains: HeldTxChains | null;
   readonly log: VsockLog | undefined;
@@ -269,14 +270,15 @@ export class VsockConnection {
       return;
     }
     const held = (this.rxCnt - this.fwdCnt) >>> 0;
-    if (held + len > CONN_BUF_ALLOC_BYTES) {
-      this.violation(h, 'creditViolation', `${len} bytes with ${held} of ${CONN_BUF_ALLOC_BYTES} already held`);
+    const bufAlloc = this.owner.bufAlloc;
+    if (held + len > bufAlloc) {
+      this.violation(h, 'creditViolation', `${len} bytes with ${held} of ${bufAlloc} already held`);
       return;
     }
     this.rxCnt = (this.rxCnt + len) >>> 0;
     this.owner.stats.txBytes += len;
     // The guest's window into us is now full: it waits until the host reader takes bytes.
-    if (held + len === CONN_BUF_ALLOC_BYTES) this.owner.stats.guestToHostCreditStalls++;
+    if (held + len === bufAlloc) this.owner.stats.guestToHostCreditStalls++;
     if (this.socket === null) {
       // The host side is gone (closing gracefully): nobody will read; count as consumed.
       this.fwdCnt = (this.fwdCnt + len) >>> 0;
@@ -644,7 +646,7 @@ export class VsockConnection {
     // Every packet carries our credit numbers, so it also serves as a credit update.
     p.remove(PENDING_CREDIT_UPDATE);
     this.lastFwdCntSent = this.fwdCnt;
-    const h = scratch.header.set(this.localCid, this.localPort, this.peerCid, this.peerPort, op, len, flags, CONN_BUF_ALLOC_BYTES, this.fwdCnt);
+    const h = scratch.header.set(this.localCid, this.localPort, this.peerCid, this.peerPort, op, len, flags, this.owner.bufAlloc, this.fwdCnt);
     encodeHeader(h, scratch.view, 0);
     chain.write(0, scratch.bytes, 0, VSOCK_HEADER_SIZE);
     if (len > 0) {

@@ -85,6 +85,8 @@ export interface MuxerOptions {
   hostToGuestLimit?: number;
   /** Routes packets to other guests' CIDs (the caller joins this muxer to it); none: only the host is reachable. */
   router?: SiblingRouter<VsockMuxer>;
+  /** The receive window each connection advertises (default CONN_BUF_ALLOC_BYTES). */
+  bufAlloc?: number;
 }
 
 /** Gracefully closed connections remembered for late packets (see recentlyClosed). */
@@ -94,6 +96,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   guestCid: number;
   readonly stats: VsockDeviceStats;
   readonly log: VsockLog | undefined;
+  readonly bufAlloc: number;
   private readonly wake: () => void;
   private readonly maxConnections: number;
 
@@ -161,6 +164,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.stats = opts.stats;
     this.log = opts.log;
     this.wake = opts.wake;
+    this.bufAlloc = opts.bufAlloc ?? CONN_BUF_ALLOC_BYTES;
     this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
     this.hostToGuestLimit = opts.hostToGuestLimit ?? HOST_TO_GUEST_VM_LIMIT_BYTES;
     this.router = opts.router ?? null;
@@ -307,7 +311,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     }
     // The RST carries our window with every guest byte counted as consumed (they are
     // dropped with the connection): see queueRst.
-    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort, VSOCK_TYPE_STREAM, CONN_BUF_ALLOC_BYTES, conn.guestBytesReceived);
+    if (sendRst) this.queueRst(conn.localCid, conn.localPort, conn.peerPort, VSOCK_TYPE_STREAM, this.bufAlloc, conn.guestBytesReceived);
     else this.rememberClosed(conn.localPort * 0x100000000 + conn.peerPort);
   }
 
@@ -411,7 +415,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       if (h.type === VSOCK_TYPE_STREAM) return this.refuse(h, 'badFlags', `${h}: RW on a stream with flags`);
       if ((h.flags & ~(VSOCK_SEQ_EOM | VSOCK_SEQ_EOR)) !== 0) return this.refuse(h, 'badFlags', `${h}: unknown RW flags`);
     }
-    if (h.len > CONN_BUF_ALLOC_BYTES) return this.refuse(h, 'creditViolation', `len ${h.len} exceeds buf_alloc ${CONN_BUF_ALLOC_BYTES}`);
+    if (h.len > this.bufAlloc) return this.refuse(h, 'creditViolation', `len ${h.len} exceeds buf_alloc ${this.bufAlloc}`);
     if (h.dstCid !== VSOCK_CID_HOST) return this.toSibling(h, chain);
     if (h.type === VSOCK_TYPE_SEQPACKET) {
       // The host ends are byte streams (Unix SOCK_STREAM, TCP): they would merge messages.

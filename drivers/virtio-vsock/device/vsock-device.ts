@@ -25,6 +25,12 @@ import type { PacketTap } from './packet-tap.js';
 import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, makeStats, type VsockDeviceStats, type VsockLog } from './stats.js';
 
+function checkBufAlloc(v: number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < 4096 || v > 64 * 1024 * 1024) throw new RangeError(`vsock device: bufAlloc ${String(v)} is not an integer in 4096..67108864 bytes`);
+  return v;
+}
+
 /** virtio device id of the socket device (5.10.1). */
 export const VIRTIO_ID_VSOCK = 19;
 
@@ -51,6 +57,12 @@ export interface VsockDeviceOptions {
    */
   router?: SiblingRouter<VsockMuxer>;
   groups?: readonly string[];
+  /**
+   * The receive window each connection advertises to the guest (buf_alloc, 5.10.6.3):
+   * what the host side may hold per connection. Default CONN_BUF_ALLOC_BYTES (256 KiB);
+   * 4 KiB .. 64 MiB.
+   */
+  bufAlloc?: number;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -92,6 +104,7 @@ export class VsockDevice implements VirtioDeviceModel {
       maxConnections: opts.maxConnections,
       hostToGuestLimit: opts.hostToGuestLimit,
       router: opts.router,
+      bufAlloc: checkBufAlloc(opts.bufAlloc),
     });
     this.muxer.heldChains = this.held;
     this.leaveRouter = opts.router !== undefined ? opts.router.join(this.muxer, opts.groups ?? []) : null;
