@@ -5,6 +5,7 @@
 // requests on one connection): each gets a clear refusal, and the server and every VM
 // are served on.
 import test from 'ava';
+import { once } from 'node:events';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -115,6 +116,11 @@ test('GET /metrics: the exposition format; per-VM values match the device after 
   const accepted = acceptOnGuest(drv, 5000);
   const { socket } = await hybridConnectLine(join(fx.dir, 'vm3.vsock'), 5000);
   const g = await accepted;
+  // Guest to host: the hybrid client is written from guest memory (a view, no copy).
+  const back = once(socket, 'data');
+  socket.resume();
+  await g.write(Buffer.from('hello'));
+  t.is(String((await back)[0]), 'hello');
   socket.end('0123456789');
   t.is((await g.readAll()).toString(), '0123456789');
   await new RawStream(drv, 7001, 6999).connect().catch(() => {});
@@ -147,6 +153,9 @@ test('GET /metrics: the exposition format; per-VM values match the device after 
   t.true(value(samples, 'vsock_ring_kicks_total', { cid: '3', queue: 'tx' })! > 0);
   t.true(value(samples, 'vsock_ring_interrupts_total', { cid: '3', queue: 'rx' })! > 0);
   t.is(value(samples, 'vsock_credit_stalls_total', { cid: '3', direction: 'host_to_guest' }), 0);
+  t.is(value(samples, 'vsock_guest_to_host_bytes_total', { cid: '3', how: 'view' }), 5);
+  t.is(value(samples, 'vsock_guest_to_host_bytes_total', { cid: '3', how: 'copy' }), 0);
+  t.is(value(samples, 'vsock_tx_chains_held', { cid: '3' }), 0);
   t.true(value(samples, 'process_resident_memory_bytes', {})! > 1e6);
   t.true(value(samples, 'nodejs_heap_size_used_bytes', {})! > 0);
   // Event loop: busy and idle time, and the delay histogram (cumulative buckets, +Inf = count).

@@ -14,6 +14,7 @@ export interface DeviceMetricsSource {
   readonly stats: VsockDeviceStats;
   readonly connections: number;
   readonly hostBufferedBytes: number;
+  readonly heldTxChains?: number;
   readonly attached: boolean;
   /** Connections with sibling guests, and their bytes waiting for this guest's rx buffers (optional: 0). */
   readonly siblingConnections?: number;
@@ -134,6 +135,11 @@ function deviceFamilies(e: Exposition, vms: readonly VmMetricsSource[]): void {
   ]));
   e.family('vsock_sibling_queued_bytes', 'gauge', 'Bytes from sibling guests waiting for this guest\'s rx buffers.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.siblingQueuedBytes ?? 0]]));
   e.family('vsock_host_buffered_bytes', 'gauge', 'Bytes held on the host side over all connections, both directions.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.hostBufferedBytes]]));
+  e.family('vsock_guest_to_host_bytes_total', 'counter', 'Guest payload bytes for host readers, by how they left guest memory: view (the host socket was written from guest memory, no copy) or copy.', perVm(vms, (vm, s) => [
+    [{ cid: vm.cid, how: 'view' }, s.toHostViewBytes],
+    [{ cid: vm.cid, how: 'copy' }, s.toHostCopiedBytes],
+  ]));
+  e.family('vsock_tx_chains_held', 'gauge', 'Guest tx buffers kept out of the used ring now, while host sockets are written from them.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.heldTxChains ?? 0]]));
   e.family('vsock_host_discarded_bytes_total', 'counter', 'Host bytes written after the guest shut down its receive side (discarded).', perVm(vms, (vm, s) => [[{ cid: vm.cid }, s.hostBytesDiscarded]]));
   e.family('vsock_ring_kicks_total', 'counter', 'Notifications from the guest driver, by queue.', perVm(vms, (vm, s) => QUEUES.map((q): Sample => [{ cid: vm.cid, queue: q }, s.kicks[q]])));
   e.family('vsock_ring_interrupts_total', 'counter', 'Interrupts sent to the guest driver, by queue.', perVm(vms, (vm, s) => QUEUES.map((q): Sample => [{ cid: vm.cid, queue: q }, s.interrupts[q]])));
