@@ -60,13 +60,13 @@ export class RawVsockConnection implements ConnectionEvents {
   readonly remotePort: number;
   /** SEQPACKET: a write is a message, onData gets whole messages. */
   readonly messages: boolean;
-  /** Payload bytes received (as net.Socket's bytesRead). */
-  bytesRead = 0;
   /** null once closed. */
   private conn: VsockConnection | null;
   private handlers: RawConnectionHandlers | null = null;
   private readonly highWaterMark: number;
   private closed = false;
+  /** Payload bytes received. */
+  private receivedBytes = 0;
   /** bytesWritten when the connection was let go. */
   private sentAtRelease = 0;
 
@@ -145,7 +145,12 @@ export class RawVsockConnection implements ConnectionEvents {
     return this.conn !== null ? this.conn.stateName : 'CLOSED';
   }
 
-  /** Payload bytes sent (the peer's view: tx_cnt, 5.10.6.3). */
+  /** Payload bytes received (as net.Socket's bytesRead). */
+  get bytesRead(): number {
+    return this.receivedBytes;
+  }
+
+  /** Payload bytes sent (our tx_cnt, 5.10.6.3: a u32 that wraps at 4 GiB). */
   get bytesWritten(): number {
     return this.conn !== null ? this.conn.credit.txCnt : this.sentAtRelease;
   }
@@ -477,7 +482,7 @@ export class RawVsockConnection implements ConnectionEvents {
 
   /** @internal Copies the payload out of the rx buffer (which is reposted right after). */
   onData(bytes: Uint8Array, offset: number, length: number): void {
-    this.bytesRead += length;
+    this.receivedBytes += length;
     const chunk = copyPayload(bytes, offset, length);
     if (!this.messages) {
       this.deliver(chunk);
