@@ -3,7 +3,8 @@
 // sibling group. One write is one message, whatever its size against the 4 KiB..64 KiB
 // packets and rx buffers; writes queued together stay separate messages; a message
 // larger than the peer's buf_alloc fails with EMSGSIZE; stream and SEQPACKET listeners
-// refuse the other type; a driver on a device without the feature refuses to make one.
+// refuse the other type; a driver on a device without the feature refuses to make one;
+// a paused reader holds whole messages against credit, never past buf_alloc.
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
@@ -147,6 +148,38 @@ test('a device without VIRTIO_VSOCK_F_SEQPACKET: the driver does not negotiate i
     t.false(a.device.seqpacket);
     t.throws(() => a.driver.connect({ cid: 4, port: 1, type: 'seqpacket' }), { code: 'ESOCKTNOSUPPORT' });
     t.throws(() => a.driver.createServer({ type: 'seqpacket' }), { code: 'ESOCKTNOSUPPORT' });
+  } finally {
+    await stop();
+  }
+});
+
+test('SEQPACKET over the raw connection: a paused reader holds whole messages against credit (never past buf_alloc), corked writes stay one message each, every message arrives once resumed', async (t) => {
+  const bufAlloc = 128 * 1024;
+  const { a, b, stop } = await guests({ bufAlloc });
+  try {
+    const accepted = new Promise<VsockSocket>((resolve) => b.driver.createServer({ type: 'seqpacket' }, resolve).listen(904));
+    const c = a.driver.connect({ cid: 4, port: 904, type: 'seqpacket' });
+    await connected(c);
+    const server = await accepted;
+    server.pause();
+    // 40 messages of 10 KiB: more than buf_alloc, so the sender must wait for credit.
+    const sizes = Array.from({ length: 40 }, (_, i) => 10 * 1024 + i);
+    let written = 0;
+    c.cork();
+    for (const [i, n] of sizes.entries()) c.write(pattern(n, i), () => written++);
+    c.uncork();
+    for (let i = 0; i < 200 && b.driver.stats.maxRxUnconsumed < bufAlloc - 20 * 1024; i++) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    t.true(written < sizes.length, `the sender waits for credit (${written} written)`);
+    t.true(b.driver.stats.maxRxUnconsumed <= bufAlloc, `unconsumed ${b.driver.stats.maxRxUnconsumed}`);
+    t.is(b.driver.stats.rxCreditOverruns, 0);
+    const got = messages(server, sizes.length);
+    server.resume();
+    const msgs = await got;
+    t.deepEqual(msgs.map((m) => m.length), sizes);
+    msgs.forEach((m, i) => t.is(sha(m), sha(pattern(sizes[i]!, i)), `message ${i}`));
+    t.is(server.bytesRead, sizes.reduce((x, y) => x + y, 0));
+    c.destroy();
   } finally {
     await stop();
   }

@@ -76,19 +76,19 @@ export interface ConnectionHost {
   removeConnection(conn: VsockConnection): void;
 }
 
-/** What a connection tells its socket. */
+/** What a connection tells its front end: its RawVsockConnection (the only one; VsockSocket is a Duplex over that). */
 export interface ConnectionEvents {
   /** The connection is established (outgoing: RESPONSE arrived). */
   onEstablished(): void;
   /** Payload bytes arrived, at bytes[offset, offset + length): copy them now. */
   onData(bytes: Uint8Array, offset: number, length: number): void;
   /** SEQPACKET: the bytes given to onData since the last call form one message (EOM). */
-  onMessageEnd?(): void;
+  onMessageEnd(): void;
   /** The peer sends no more (SHUTDOWN SEND). */
   onPeerEnd(): void;
   /** The connection failed (refused, reset, timed out). */
   onError(err: VsockError): void;
-  /** The driver stopped: end without an error event (as sockets of a process that exits). */
+  /** The driver stopped: close without an error (as sockets of a process that exits). */
   onDriverClosed(): void;
   /** Bytes received and not yet consumed by the application. */
   unconsumedBytes(): number;
@@ -117,7 +117,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   private pendingControl = 0;
   private pendingShutdownFlags = 0;
   private blockedOnCredit = false;
-  // The write in progress (Node hands us one at a time).
+  // The write in progress (the RawVsockConnection hands us one at a time).
   private readonly cursor = new WriteCursor();
   private writeCb: WriteCallback | null = null;
   private zcOutstanding = 0;
@@ -148,7 +148,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     return STATE_NAMES[this.state]!;
   }
 
-  /** Hands the connection to its user (a VsockSocket or a RawVsockConnection); txMode overrides the driver's. */
+  /** Hands the connection to its RawVsockConnection; txMode overrides the driver's. */
   attach(events: ConnectionEvents, txMode: TxMode | undefined): void {
     this.events = events;
     if (txMode !== undefined) this.txMode = txMode;
@@ -245,7 +245,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
     this.host.stats.rxBytes += length;
     this.events?.onData(bytes, offset, length);
-    if (this.type === VSOCK_TYPE_SEQPACKET && (flags & VSOCK_SEQ_EOM) !== 0) this.events?.onMessageEnd?.();
+    if (this.type === VSOCK_TYPE_SEQPACKET && (flags & VSOCK_SEQ_EOM) !== 0) this.events?.onMessageEnd();
     this.onConsumed();
   }
 
@@ -384,7 +384,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     else this.awaitCompletion();
   }
 
-  /** Half-close of our sending side (Node's _final): SHUTDOWN SEND once the data is queued. */
+  /** Half-close of our sending side (raw.end): SHUTDOWN SEND once the data is queued. */
   shutdownSend(cb: WriteCallback): void {
     if (this.state === CONN_CONNECTING) {
       this.finalCb = cb;
@@ -402,7 +402,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   // ---- Closing
 
   /**
-   * The socket was destroyed: close our side. ESTABLISHED sends SHUTDOWN(RCV|SEND) and
+   * The front end let go (destroy, or both sides ended): close our side. ESTABLISHED sends SHUTDOWN(RCV|SEND) and
    * waits (CLOSING) for the peer's RST, sending RST itself after closeTimeoutMs.
    */
   release(abort: boolean): void {
@@ -430,7 +430,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
   }
 
   /**
-   * Moves to CLOSED: forgets the connection and tells the socket (err: why, or null for
+   * Moves to CLOSED: forgets the connection and tells the front end (err: why, or null for
    * an orderly end). Pending control packets (an RST) still go out.
    */
   close(err: VsockError | null): void {
@@ -454,7 +454,7 @@ export class VsockConnection implements PacketEnds, ZeroCopyOwner {
     }
   }
 
-  /** The driver stops: forget the connection, destroy the socket quietly. */
+  /** The driver stops: forget the connection, close the front end quietly. */
   abandon(): void {
     const events = this.events;
     this.events = null;

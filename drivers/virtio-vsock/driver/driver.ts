@@ -48,8 +48,8 @@ import { EPHEMERAL_PORT_MAX, EPHEMERAL_PORT_MIN, PortAllocator } from './port-al
 import type { RawConnectionOptions, RawVsockConnection } from './raw-connection.js';
 import { RawVsockListener } from './raw-listener.js';
 import { VsockServer, type ListenerHost, type VsockListener } from './server.js';
-import { type SocketType, VsockSeqpacketSocket } from './seqpacket-socket.js';
-import { VsockSocket, type VsockSocketOptions } from './socket.js';
+import { type SocketType, socketFor } from './seqpacket-socket.js';
+import type { VsockSocket, VsockSocketOptions } from './socket.js';
 import { type VsockDriverStats, newStats } from './stats.js';
 import { TxPath } from './tx-path.js';
 
@@ -244,7 +244,7 @@ export class VsockDriver implements ConnectionHost, ListenerHost {
     const localPort = this.ports.allocate((p) => this.listeners.has(p) || this.conns.hasLocalPort(p));
     const conn = new VsockConnection(this, localPort, cid, port, this.bufAlloc, CONN_CONNECTING, seqpacket ? VSOCK_TYPE_SEQPACKET : VSOCK_TYPE_STREAM);
     const opts = { ...this.socketDefaults, ...options };
-    const socket = seqpacket ? new VsockSeqpacketSocket(conn, this.localCid, opts) : new VsockSocket(conn, this.localCid, opts);
+    const socket = socketFor(conn, this.localCid, opts);
     if (onConnect) socket.once('connect', onConnect);
     if (this.closed) {
       process.nextTick(() => socket.destroy(new VsockError('ERR_VSOCK_DRIVER_CLOSED', 'the vsock driver is closed', 'connect')));

@@ -1,9 +1,14 @@
-// A vsock stream connection without node:stream, for servers whose cost per connection
-// and per chunk matters (the webserver under TCG): handlers are called directly, writes
-// go straight to the VsockConnection. No Duplex, no EventEmitter, no nextTick per chunk.
+// The one front end of a vsock connection (a VsockConnection, the protocol core): every
+// connection has exactly one RawVsockConnection, which owns writes, half-close, input
+// backpressure and release. Servers whose cost per connection and per chunk matters
+// (the webserver under TCG) use it directly (driver.listenRaw); VsockSocket is a
+// node:stream Duplex adapter over it (createServer, connect, http.Server). Handlers are
+// called directly: no Duplex, no EventEmitter, no nextTick per chunk.
 //
 // The contract (the webserver's ByteConnection has the same shape):
+//   onConnect()     outgoing only: the peer accepted (RESPONSE, virtio 1.2 5.10.6.3).
 //   onData(chunk)   received bytes, in a Buffer of their own: the handler may keep it.
+//                   SEQPACKET: one call per message, gathered up to the packet with EOM.
 //   onEnd()         the peer sends no more. Our side stays open (half-open) until end().
 //   onDrain()       write() returned false, and everything written has now completed.
 //   onClose(err)    gone: after end() once the peer has ended too, after destroy(), or
@@ -11,13 +16,15 @@
 //
 // Writes: one at a time is with the connection, which does the real work (tx path by
 // txMode, credit, tx slots, shutdown, RST); writes made meanwhile queue here and go out
-// together as one gathered write. A callback runs when the connection completes its
-// write (bytes queued on the ring, or for zero copy returned by the device): in copy
-// modes often before write() returns. end() sends SHUTDOWN SEND after the writes.
+// together as one gathered write (SEQPACKET: one message at a time, never merged). A
+// callback runs when the connection completes its write (bytes queued on the ring, or
+// for zero copy returned by the device): in copy modes often before write() returns.
+// end() sends SHUTDOWN SEND after the writes.
 // Input backpressure: while paused, received bytes are held here and count as
-// unconsumed, so the peer's credit shrinks and it stops at our buf_alloc.
+// unconsumed, so the peer's credit shrinks and it stops at our buf_alloc (5.10.6.3).
 import { getDefaultHighWaterMark } from 'node:stream';
-import { type ConnectionEvents, type TxMode, type VsockConnection, copyPayload } from './connection.js';
+import { VSOCK_TYPE_SEQPACKET } from '../header.js';
+import { CONN_CONNECTING, type ConnectionEvents, type TxMode, type VsockConnection, copyPayload } from './connection.js';
 import { VsockError } from './errors.js';
 
 export type RawWriteCallback = (err?: Error | null) => void;
@@ -27,6 +34,14 @@ export interface RawConnectionHandlers {
   onEnd(): void;
   onDrain(): void;
   onClose(err: Error | null): void;
+  /** Outgoing connections: the peer accepted. */
+  onConnect?(): void;
+  /**
+   * Bytes given to onData that the application has not read yet (a stream's readable
+   * buffer): they count against the peer's credit as held bytes do. Call consumed()
+   * when this shrinks.
+   */
+  unreadBytes?(): number;
 }
 
 export interface RawConnectionOptions {
@@ -43,11 +58,17 @@ export class RawVsockConnection implements ConnectionEvents {
   readonly localPort: number;
   readonly remoteCid: number;
   readonly remotePort: number;
+  /** SEQPACKET: a write is a message, onData gets whole messages. */
+  readonly messages: boolean;
   /** null once closed. */
   private conn: VsockConnection | null;
   private handlers: RawConnectionHandlers | null = null;
   private readonly highWaterMark: number;
   private closed = false;
+  /** Payload bytes received. */
+  private receivedBytes = 0;
+  /** bytesWritten when the connection was let go. */
+  private sentAtRelease = 0;
 
   // ---- Input
   private paused = false;
@@ -57,6 +78,9 @@ export class RawVsockConnection implements ConnectionEvents {
   private flushScheduled = false;
   private peerEnded = false;
   private endDelivered = false;
+  /** SEQPACKET: pieces of the message being received (until EOM). */
+  private readonly parts: Buffer[] = [];
+  private partBytes = 0;
 
   // ---- Output
   /** A write is with the connection; its callbacks are in inflightCbs. */
@@ -70,19 +94,23 @@ export class RawVsockConnection implements ConnectionEvents {
   private readonly queued: Uint8Array[] = [];
   private queuedCbs: Array<RawWriteCallback | undefined> = [];
   private queuedBytes = 0;
+  /** SEQPACKET: chunks per queued message, in order. */
+  private readonly queuedMessageChunks: number[] = [];
   /** pumpWrites is on the stack: completions are recorded, new writes queued. */
   private pumping = false;
   private drainWanted = false;
   private endRequested = false;
+  private endCb: RawWriteCallback | null = null;
   private shutdownStarted = false;
   private finished = false;
 
-  /** @internal Made by a RawVsockListener for an accepted connection. */
+  /** @internal Made by a RawVsockListener (accepted), or for a VsockSocket by the driver or a VsockServer. */
   constructor(conn: VsockConnection, opts: RawConnectionOptions = {}) {
     this.conn = conn;
     this.localPort = conn.localPort;
     this.remoteCid = conn.remoteCid;
     this.remotePort = conn.remotePort;
+    this.messages = conn.type === VSOCK_TYPE_SEQPACKET;
     this.highWaterMark = opts.writableHighWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     conn.attach(this, opts.txMode);
   }
@@ -95,6 +123,11 @@ export class RawVsockConnection implements ConnectionEvents {
     }
     this.handlers = handlers;
     if (this.held.length > 0 || this.peerEnded) this.scheduleFlush();
+  }
+
+  /** Outgoing: the REQUEST is not answered yet. */
+  get connecting(): boolean {
+    return this.conn !== null && this.conn.state === CONN_CONNECTING;
   }
 
   /** write() returned false and no drain has come yet. */
@@ -112,9 +145,19 @@ export class RawVsockConnection implements ConnectionEvents {
     return this.conn !== null ? this.conn.stateName : 'CLOSED';
   }
 
+  /** Payload bytes received (as net.Socket's bytesRead). */
+  get bytesRead(): number {
+    return this.receivedBytes;
+  }
+
+  /** Payload bytes sent (our tx_cnt, 5.10.6.3: a u32 that wraps at 4 GiB). */
+  get bytesWritten(): number {
+    return this.conn !== null ? this.conn.credit.txCnt : this.sentAtRelease;
+  }
+
   // ---- Writing
 
-  /** Queues `chunk`; false when the bytes not yet completed reach the high-water mark (wait for onDrain). */
+  /** Queues `chunk` (SEQPACKET: one message); false when the bytes not yet completed reach the high-water mark (wait for onDrain). */
   write(chunk: Uint8Array, cb?: RawWriteCallback): boolean {
     if (this.endRequested || this.closed) return this.refuse(cb);
     const n = chunk.byteLength;
@@ -122,6 +165,7 @@ export class RawVsockConnection implements ConnectionEvents {
       this.queued.push(chunk);
       this.queuedCbs.push(cb);
       this.queuedBytes += n;
+      if (this.messages) this.queuedMessageChunks.push(1);
     } else {
       this.writing = true;
       this.inflightCbs.push(cb);
@@ -131,7 +175,7 @@ export class RawVsockConnection implements ConnectionEvents {
     return this.hasRoom();
   }
 
-  /** Writes `chunks` as one gathered write (one packet where they fit); the array is not kept; cb once for all. */
+  /** Writes `chunks` as one gathered write (one packet where they fit; SEQPACKET: one message); the array is not kept; cb once for all. */
   writev(chunks: readonly Uint8Array[], cb?: RawWriteCallback): boolean {
     const count = chunks.length;
     if (count === 0) return this.write(EMPTY, cb);
@@ -144,6 +188,7 @@ export class RawVsockConnection implements ConnectionEvents {
         this.queuedCbs.push(i === count - 1 ? cb : undefined);
       }
       this.queuedBytes += n;
+      if (this.messages) this.queuedMessageChunks.push(count);
     } else {
       this.writing = true;
       this.inflightCbs.push(cb);
@@ -153,10 +198,18 @@ export class RawVsockConnection implements ConnectionEvents {
     return this.hasRoom();
   }
 
-  /** Half-close: SHUTDOWN SEND once every write has completed. Reading goes on. */
-  end(): void {
-    if (this.endRequested || this.closed) return;
+  /**
+   * Half-close: SHUTDOWN SEND once every write has completed (a connect still under way
+   * finishes first). Reading goes on. cb runs when the SHUTDOWN is queued, or with the
+   * error that closed the connection first.
+   */
+  end(cb?: RawWriteCallback): void {
+    if (this.endRequested || this.closed) {
+      cb?.();
+      return;
+    }
     this.endRequested = true;
+    this.endCb = cb ?? null;
     this.pumpWrites();
   }
 
@@ -167,7 +220,14 @@ export class RawVsockConnection implements ConnectionEvents {
    */
   destroy(): void {
     if (this.closed) return;
-    this.release();
+    this.release(false);
+    this.closeNow(null);
+  }
+
+  /** As destroy(), but the peer sees RST instead of the orderly SHUTDOWN (net.Socket.resetAndDestroy). */
+  reset(): void {
+    if (this.closed) return;
+    this.release(true);
     this.closeNow(null);
   }
 
@@ -191,8 +251,11 @@ export class RawVsockConnection implements ConnectionEvents {
     this.pumpWrites();
   };
 
-  private readonly onShutdownSent = (): void => {
+  private readonly onShutdownSent = (err?: Error | null): void => {
     this.finished = true;
+    const cb = this.endCb;
+    this.endCb = null;
+    cb?.(err);
     this.maybeCloseOrderly();
   };
 
@@ -216,7 +279,7 @@ export class RawVsockConnection implements ConnectionEvents {
         continue;
       }
       // A zero-copy write that is all on the ring need not come back first: the
-      // SHUTDOWN goes behind it (an HTTP/1.0 response ends one round trip sooner).
+      // SHUTDOWN goes behind it, as the device takes the ring in order (5.10.6.2).
       if (this.endRequested && !this.shutdownStarted && this.queued.length === 0 && (!this.writing || conn.writeQueued)) {
         this.shutdownStarted = true;
         conn.shutdownSend(this.onShutdownSent);
@@ -247,12 +310,17 @@ export class RawVsockConnection implements ConnectionEvents {
     this.writing = false;
     if (err !== null && !this.closed) {
       // As a stream does on a failed write: the connection is done.
-      this.release();
+      this.release(false);
       this.closeNow(err);
     }
   }
 
   private startQueued(conn: VsockConnection): void {
+    if (this.messages && this.queuedMessageChunks[0]! < this.queued.length) {
+      this.startQueuedMessage(conn);
+      return;
+    }
+    this.queuedMessageChunks.length = 0;
     const cbs = this.queuedCbs;
     this.queuedCbs = this.inflightCbs; // empty: finishWrite cleared it
     this.inflightCbs = cbs;
@@ -264,6 +332,23 @@ export class RawVsockConnection implements ConnectionEvents {
     else conn.write(chunks, this.onWritten);
     // The connection copied the list; no user code ran meanwhile (pumping defers completions).
     chunks.length = 0;
+  }
+
+  /** SEQPACKET with several messages queued: the first goes alone (a write is one message). */
+  private startQueuedMessage(conn: VsockConnection): void {
+    const count = this.queuedMessageChunks.shift()!;
+    const chunks = this.queued.splice(0, count);
+    const cbs = this.queuedCbs.splice(0, count);
+    let n = 0;
+    for (let i = 0; i < count; i++) {
+      n += chunks[i]!.byteLength;
+      this.inflightCbs.push(cbs[i]);
+    }
+    this.queuedBytes -= n;
+    this.inflightBytes = n;
+    this.writing = true;
+    if (count === 1) conn.write(chunks[0]!, this.onWritten);
+    else conn.write(chunks, this.onWritten);
   }
 
   // ---- Reading
@@ -284,6 +369,17 @@ export class RawVsockConnection implements ConnectionEvents {
     return this.paused;
   }
 
+  /** The application read bytes it had been handed (handlers.unreadBytes shrank): the peer may get credit back. */
+  consumed(): void {
+    this.conn?.onConsumed();
+  }
+
+  /** Bytes received and not yet read: held here, part of a message, or unread by the handler. */
+  unconsumedBytes(): number {
+    const h = this.handlers;
+    return this.heldBytes + this.partBytes + (h !== null && h.unreadBytes !== undefined ? h.unreadBytes() : 0);
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -298,12 +394,25 @@ export class RawVsockConnection implements ConnectionEvents {
       const chunk = held[i++]!;
       this.heldBytes -= chunk.byteLength;
       this.handlers.onData(chunk);
+      // Credit for each chunk consumed: a CREDIT_UPDATE as soon as the peer's window
+      // allows one, not only after the last held chunk.
+      this.conn?.onConsumed();
     }
     if (i > 0) held.splice(0, i);
-    // Credit for what was just consumed (a CREDIT_UPDATE when the peer's window ran low).
-    this.conn?.onConsumed();
+    else this.conn?.onConsumed();
     if (held.length === 0 && !this.paused && this.peerEnded && !this.endDelivered && this.handlers !== null) this.deliverEnd();
   };
+
+  /** To the handler, or held while paused (in order behind what is held already). */
+  private deliver(chunk: Buffer): void {
+    const h = this.handlers;
+    if (h === null || this.paused || this.held.length > 0) {
+      this.held.push(chunk);
+      this.heldBytes += chunk.byteLength;
+      return;
+    }
+    h.onData(chunk);
+  }
 
   private deliverEnd(): void {
     this.endDelivered = true;
@@ -317,29 +426,44 @@ export class RawVsockConnection implements ConnectionEvents {
   private maybeCloseOrderly(): void {
     // Not while a write is in flight: its descriptors may still be with the device.
     if (!this.finished || !this.endDelivered || this.closed || this.writing) return;
-    this.release();
+    this.release(false);
     this.closeNow(null);
   }
 
-  private release(): void {
+  /** Lets the connection go: SHUTDOWN(RCV|SEND) and wait for the RST, or (abort) RST now (5.10.6.5). */
+  private release(abort: boolean): void {
+    const conn = this.detach();
+    conn?.release(abort);
+  }
+
+  private detach(): VsockConnection | null {
     const conn = this.conn;
-    this.conn = null;
-    conn?.release(false);
+    if (conn !== null) {
+      this.sentAtRelease = conn.credit.txCnt;
+      this.conn = null;
+    }
+    return conn;
   }
 
   private closeNow(err: Error | null): void {
     this.closed = true;
-    this.conn = null;
+    this.detach();
     this.held.length = 0;
     this.heldBytes = 0;
+    this.parts.length = 0;
+    this.partBytes = 0;
     if (this.queued.length > 0) {
       const cbs = this.queuedCbs;
       this.queuedCbs = [];
       this.queued.length = 0;
       this.queuedBytes = 0;
+      this.queuedMessageChunks.length = 0;
       const qerr = err ?? new VsockError('EPIPE', `${this.describe()} closed before the write was sent`, 'write');
       for (const cb of cbs) cb?.(qerr);
     }
+    const endCb = this.endCb;
+    this.endCb = null;
+    endCb?.(err);
     const h = this.handlers;
     this.handlers = null;
     h?.onClose(err);
@@ -351,19 +475,30 @@ export class RawVsockConnection implements ConnectionEvents {
 
   // ---- ConnectionEvents (called by the connection)
 
-  /** @internal Accepted connections are established before we exist. */
-  onEstablished(): void {}
+  /** @internal Outgoing: RESPONSE arrived. */
+  onEstablished(): void {
+    this.handlers?.onConnect?.();
+  }
 
-  /** @internal */
+  /** @internal Copies the payload out of the rx buffer (which is reposted right after). */
   onData(bytes: Uint8Array, offset: number, length: number): void {
+    this.receivedBytes += length;
     const chunk = copyPayload(bytes, offset, length);
-    const h = this.handlers;
-    if (h === null || this.paused || this.held.length > 0) {
-      this.held.push(chunk);
-      this.heldBytes += length;
+    if (!this.messages) {
+      this.deliver(chunk);
       return;
     }
-    h.onData(chunk);
+    this.parts.push(chunk);
+    this.partBytes += length;
+  }
+
+  /** @internal SEQPACKET EOM (5.10.6.4): the pieces since the last one are one message. */
+  onMessageEnd(): void {
+    const parts = this.parts;
+    const msg = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.partBytes);
+    parts.length = 0;
+    this.partBytes = 0;
+    this.deliver(msg);
   }
 
   /** @internal */
@@ -375,19 +510,14 @@ export class RawVsockConnection implements ConnectionEvents {
   /** @internal */
   onError(err: VsockError): void {
     if (this.closed) return;
-    this.conn = null;
+    this.detach();
     this.closeNow(err);
   }
 
   /** @internal */
   onDriverClosed(): void {
     if (this.closed) return;
-    this.conn = null;
+    this.detach();
     this.closeNow(null);
-  }
-
-  /** @internal */
-  unconsumedBytes(): number {
-    return this.heldBytes;
   }
 }

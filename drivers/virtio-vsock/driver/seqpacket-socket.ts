@@ -2,54 +2,34 @@
 // whose unit is the message. One write() is one message, sent in packets that are never
 // merged with another write's and whose last carries EOM|EOR (tx-path.ts); writes queued
 // together (Node's writev) still go one message each. On the readable side every 'data'
-// chunk (or read()) is one whole message: bytes are gathered until the packet with EOM.
-// A message larger than the peer's buf_alloc fails its write with EMSGSIZE (the peer
-// could never hold it whole), as Linux does.
-import { type VsockConnection, copyPayload } from './connection.js';
+// chunk (or read()) is one whole message: the raw connection gathers the bytes up to the
+// packet with EOM. A message larger than the peer's buf_alloc fails its write with
+// EMSGSIZE (the peer could never hold it whole), as Linux does.
+import type { VsockConnection } from './connection.js';
+import { RawVsockConnection } from './raw-connection.js';
 import { VsockSocket, type VsockSocketOptions } from './socket.js';
+import { VSOCK_TYPE_SEQPACKET } from '../header.js';
 
 /** A socket's type: a byte stream (VsockSocket) or messages (VsockSeqpacketSocket). */
 export type SocketType = 'stream' | 'seqpacket';
 
 export class VsockSeqpacketSocket extends VsockSocket {
-  /** The message being received, in pieces, and its bytes. */
-  private parts: Buffer[] = [];
-  private partBytes = 0;
-  /** Bytes of whole messages waiting in the readable buffer. */
+  /** Bytes of whole messages waiting in the readable buffer (objectMode counts messages, not bytes). */
   private queuedBytes = 0;
 
-  /** @internal Made by the driver (connect with type 'seqpacket') or a SEQPACKET server. */
-  constructor(conn: VsockConnection, localCid: number, opts: VsockSocketOptions = {}) {
-    super(conn, localCid, opts, true);
-  }
-
+  /** Node batches separate write()s into one _writev: each stays its own message. */
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
-    let i = 0;
-    const next = (err?: Error | null): void => {
-      if (err || i === chunks.length) return callback(err);
-      const c = chunks[i++]!;
-      this._write(c.chunk, c.encoding, next);
-    };
-    next();
+    const last = chunks.length - 1;
+    for (let i = 0; i < last; i++) this.raw.write(chunks[i]!.chunk);
+    this._write(chunks[last]!.chunk, chunks[last]!.encoding, callback);
   }
 
-  /** @internal A piece of the current message. */
-  override onData(bytes: Uint8Array, offset: number, length: number): void {
-    this.noteActivity();
-    this.bytesRead += length;
-    this.parts.push(copyPayload(bytes, offset, length));
-    this.partBytes += length;
-  }
-
-  /** @internal EOM: the pieces are one message. */
-  onMessageEnd(): void {
-    const msg = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partBytes);
-    this.parts = [];
-    this.partBytes = 0;
+  /** @internal A whole message. */
+  override onData(msg: Buffer): void {
     // A flowing stream with nothing buffered hands the message to 'data' at once, without
-    // read(): only a message that stays in the buffer is counted as unconsumed.
+    // read(): only a message that stays in the buffer is counted as unread.
     const buffered = this.readableLength;
-    this.push(msg);
+    super.onData(msg);
     if (this.readableLength > buffered) this.queuedBytes += msg.length;
   }
 
@@ -58,7 +38,14 @@ export class VsockSeqpacketSocket extends VsockSocket {
   }
 
   /** @internal */
-  override unconsumedBytes(): number {
-    return this.partBytes + this.queuedBytes;
+  override unreadBytes(): number {
+    return this.queuedBytes;
   }
+}
+
+/** The Duplex for a connection: VsockSeqpacketSocket for SEQPACKET, else VsockSocket; both over a RawVsockConnection. */
+export function socketFor(conn: VsockConnection, localCid: number, opts: VsockSocketOptions): VsockSocket {
+  // The Duplex has its own writableHighWaterMark and gives one write at a time: no second one here.
+  const raw = new RawVsockConnection(conn, { txMode: opts.txMode, writableHighWaterMark: Infinity });
+  return conn.type === VSOCK_TYPE_SEQPACKET ? new VsockSeqpacketSocket(raw, localCid, opts) : new VsockSocket(raw, localCid, opts);
 }

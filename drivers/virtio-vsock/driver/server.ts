@@ -5,9 +5,9 @@
 import { EventEmitter } from 'node:events';
 import type { VsockConnection } from './connection.js';
 import { VsockError } from './errors.js';
-import { VSOCK_TYPE_SEQPACKET, VSOCK_TYPE_STREAM } from '../header.js';
-import { VsockSeqpacketSocket } from './seqpacket-socket.js';
-import { VsockSocket, type VsockSocketOptions } from './socket.js';
+import { VSOCK_TYPE_STREAM } from '../header.js';
+import { socketFor } from './seqpacket-socket.js';
+import type { VsockSocket, VsockSocketOptions } from './socket.js';
 
 /** What the driver needs from a bound port: a VsockServer (sockets) or a RawVsockListener. */
 export interface VsockListener {
@@ -15,7 +15,7 @@ export interface VsockListener {
   readonly acceptsMore: boolean;
   /** The connection type it accepts (default VSOCK_TYPE_STREAM); REQUESTs of another get RST. */
   readonly type?: number;
-  /** A REQUEST was accepted: wrap `conn` (conn.attach), send RESPONSE (conn.accept()), hand it out. */
+  /** A REQUEST was accepted: wrap `conn` in its RawVsockConnection (and a VsockSocket), send RESPONSE (conn.accept()), hand it out. */
   onRequest(conn: VsockConnection): void;
   /** Stops listening (unbinds the port). */
   close(): void;
@@ -109,7 +109,7 @@ export class VsockServer extends EventEmitter implements VsockListener {
 
   /** @internal An accepted connection: a socket for it, RESPONSE, then 'connection'. */
   onRequest(conn: VsockConnection): void {
-    const socket = this.type === VSOCK_TYPE_SEQPACKET ? new VsockSeqpacketSocket(conn, this.host.localCid, this.socketOptions) : new VsockSocket(conn, this.host.localCid, this.socketOptions);
+    const socket = socketFor(conn, this.host.localCid, this.socketOptions);
     conn.accept();
     this.sockets.add(socket);
     socket.once('close', () => {

@@ -3,12 +3,18 @@
 // localPort, and the methods Node's http.Server calls on a socket (setTimeout,
 // setNoDelay, setKeepAlive, destroySoon, ref/unref) in harmless form.
 //
+// A thin adapter over the connection's RawVsockConnection, which does all the work:
+// _write/_writev -> raw.write/writev, _final -> raw.end, _destroy -> raw.destroy,
+// _read -> raw.resume; raw onData -> push (pausing the raw connection when the
+// readable buffer is full), onEnd -> push(null), onClose(err) -> destroy(err).
+//
 // Backpressure runs through both limits: the stream's writableHighWaterMark (write()
 // returns false) and the peer's credit (the pending _write completes only when its
-// bytes are queued, or, for zero copy, returned by the device).
+// bytes are queued, or, for zero copy, returned by the device). Bytes in the readable
+// buffer count as unconsumed, so the peer stops at our buf_alloc (virtio 1.2, 5.10.6.3).
 import { Duplex } from 'node:stream';
-import { CONN_CONNECTING, CONN_ESTABLISHED, type ConnectionEvents, type TxMode, type VsockConnection, copyPayload } from './connection.js';
-import type { VsockError } from './errors.js';
+import type { TxMode } from './connection.js';
+import type { RawConnectionHandlers, RawVsockConnection } from './raw-connection.js';
 
 export interface VsockSocketOptions {
   /** Keep our sending side open after the peer's end (default false, as net.Socket). */
@@ -19,36 +25,36 @@ export interface VsockSocketOptions {
   txMode?: TxMode;
 }
 
-export class VsockSocket extends Duplex implements ConnectionEvents {
+export class VsockSocket extends Duplex implements RawConnectionHandlers {
   /** True until 'connect' (outgoing sockets). */
   connecting: boolean;
   readonly remoteCid: number;
   readonly remotePort: number;
   readonly localPort: number;
   readonly localCid: number;
-  /** Payload bytes received and sent (as net.Socket's bytesRead / bytesWritten). */
-  bytesRead = 0;
   private idleTimeoutMs = 0;
   private idleTimer: NodeJS.Timeout | null = null;
-  /** The connection, null once released. */
-  private conn: VsockConnection | null;
+  protected readonly raw: RawVsockConnection;
+  /** The peer's end was pushed, and our SHUTDOWN went out: the raw connection closes on its own and 'end'/'finish' lead to autoDestroy. */
+  private readEnded = false;
+  private writeFinished = false;
 
-  /** @internal Made by the driver (connect) or a server (incoming); `messages`: each readable chunk is one message (SEQPACKET). */
-  constructor(conn: VsockConnection, localCid: number, opts: VsockSocketOptions = {}, messages = false) {
+  /** @internal Made by the driver (connect) or a server (incoming); a SEQPACKET connection makes each readable chunk one message. */
+  constructor(raw: RawVsockConnection, localCid: number, opts: VsockSocketOptions = {}) {
     super({
       allowHalfOpen: opts.allowHalfOpen ?? false,
-      readableObjectMode: messages,
+      readableObjectMode: raw.messages,
       readableHighWaterMark: opts.readableHighWaterMark,
       writableHighWaterMark: opts.writableHighWaterMark,
       decodeStrings: true,
     });
-    this.conn = conn;
-    this.remoteCid = conn.remoteCid;
-    this.remotePort = conn.remotePort;
-    this.localPort = conn.localPort;
+    this.raw = raw;
+    this.remoteCid = raw.remoteCid;
+    this.remotePort = raw.remotePort;
+    this.localPort = raw.localPort;
     this.localCid = localCid;
-    this.connecting = conn.state === CONN_CONNECTING;
-    conn.attach(this, opts.txMode);
+    this.connecting = raw.connecting;
+    raw.setHandlers(this);
   }
 
   // ---- net.Socket-like surface
@@ -62,8 +68,12 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   get localAddress(): string {
     return `vsock:${this.localCid}`;
   }
+  /** Payload bytes received and sent (as net.Socket's bytesRead / bytesWritten). */
+  get bytesRead(): number {
+    return this.raw.bytesRead;
+  }
   get bytesWritten(): number {
-    return this.conn ? this.conn.credit.txCnt : 0;
+    return this.raw.bytesWritten;
   }
   /** 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed', as net.Socket. */
   get readyState(): string {
@@ -75,7 +85,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   }
   /** The connection state ('ESTABLISHED', ...), for diagnostics. */
   get vsockState(): string {
-    return this.conn ? this.conn.stateName : 'CLOSED';
+    return this.raw.vsockState;
   }
 
   /** The idle timeout set by setTimeout (ms, 0 = none), as net.Socket.timeout. */
@@ -105,6 +115,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
     return this;
   }
 
+  /** Activity: restarts the idle timer. */
   private touch(): void {
     if (this.idleTimer) this.idleTimer.refresh();
   }
@@ -131,9 +142,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   }
   /** Closes with RST instead of the orderly SHUTDOWN (net.Socket.resetAndDestroy). */
   resetAndDestroy(): this {
-    const conn = this.conn;
-    this.conn = null;
-    conn?.release(true);
+    this.raw.reset();
     return this.destroy();
   }
 
@@ -141,28 +150,26 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     this.touch();
-    const conn = this.conn;
-    if (!conn) return callback(new Error('socket released'));
-    conn.write(chunk, callback);
+    this.raw.write(chunk, callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
     this.touch();
-    const conn = this.conn;
-    if (!conn) return callback(new Error('socket released'));
     const list = new Array<Uint8Array>(chunks.length);
     for (let i = 0; i < chunks.length; i++) list[i] = chunks[i]!.chunk;
-    conn.write(list, callback);
+    this.raw.writev(list, callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    const conn = this.conn;
-    if (!conn) return callback();
-    conn.shutdownSend(callback);
+    this.raw.end((err) => {
+      this.writeFinished = true;
+      callback(err);
+    });
   }
 
   override _read(_size: number): void {
-    this.conn?.onConsumed();
+    this.raw.resume();
+    this.raw.consumed();
   }
 
   /** Every chunk taken out of the readable buffer advances fwd_cnt (credit for the peer). */
@@ -170,7 +177,7 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
     const chunk: unknown = super.read(size);
     if (chunk !== null) {
       this.noteConsumed(chunk as Buffer);
-      if (this.conn !== null) this.conn.onConsumed();
+      this.raw.consumed();
     }
     return chunk;
   }
@@ -178,62 +185,48 @@ export class VsockSocket extends Duplex implements ConnectionEvents {
   /** A chunk left the readable buffer (before the connection recounts what is unconsumed). */
   protected noteConsumed(_chunk: Buffer): void {}
 
-  /** Resets the idle timer (activity). */
-  protected noteActivity(): void {
-    this.touch();
-  }
-
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     if (this.idleTimer) {
       clearTimeout(this.idleTimer);
       this.idleTimer = null;
     }
-    const conn = this.conn;
-    this.conn = null;
-    conn?.release(false);
+    this.raw.destroy();
     callback(err);
   }
 
-  // ---- ConnectionEvents (called by the connection)
+  // ---- RawConnectionHandlers (called by the raw connection)
 
   /** @internal */
-  onEstablished(): void {
+  onConnect(): void {
     this.connecting = false;
     this.emit('connect');
     this.emit('ready');
   }
 
-  /** @internal Copies the payload out of the rx buffer (which is reposted right after). */
-  onData(bytes: Uint8Array, offset: number, length: number): void {
+  /** @internal A chunk (SEQPACKET: a message) of our own. */
+  onData(chunk: Buffer): void {
     this.touch();
-    this.bytesRead += length;
-    this.push(copyPayload(bytes, offset, length));
+    if (!this.push(chunk)) this.raw.pause();
   }
 
   /** @internal */
-  onPeerEnd(): void {
+  onEnd(): void {
+    this.readEnded = true;
     this.push(null);
   }
 
-  /** @internal */
-  onError(err: VsockError): void {
-    this.conn = null;
-    this.destroy(err);
+  /** @internal The stream's writable side has its own drain. */
+  onDrain(): void {}
+
+  /** @internal An orderly close needs nothing here: 'end' and 'finish' are under way and autoDestroy follows. */
+  onClose(err: Error | null): void {
+    if (this.destroyed) return;
+    if (err !== null) this.destroy(err);
+    else if (!this.readEnded || !this.writeFinished) this.destroy(); // the driver closed, or reset()
   }
 
-  /** @internal */
-  onDriverClosed(): void {
-    this.conn = null;
-    this.destroy();
-  }
-
-  /** @internal */
-  unconsumedBytes(): number {
+  /** @internal Bytes in the readable buffer (the raw connection adds what it holds). */
+  unreadBytes(): number {
     return this.readableLength;
-  }
-
-  /** @internal True when the connection is established (for the server's bookkeeping). */
-  get isEstablished(): boolean {
-    return this.conn !== null && this.conn.state === CONN_ESTABLISHED;
   }
 }
