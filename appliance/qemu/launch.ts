@@ -18,6 +18,17 @@
 //     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-pci,chardev=vsock0]
 //     [-chardev socket,id=fs0,path=<S> -device vhost-user-fs-pci,chardev=fs0,tag=<tag>]
 //
+// -cpu max stays (issue 17, interleaved microvm boots to the first response, medians):
+// max,-avx,-avx2,-fma,... (with node --no-enable-avx,... so the startup snapshot's CPU
+// feature tag still matches) 2,565 vs 2,690 ms, Nehalem,+rdrand 2,179 vs 2,078,
+// max,-erms,-fsrm 2,385 vs 2,651 in one run and 4,891 vs 4,535 in another, -accel
+// tcg,tb-size=256 2,205 vs 2,078 (6-8 rounds each): each inside the other's spread.
+// The TCG code buffer (1 GiB by default here) holds a whole boot without a flush
+// (62 MB, 109k blocks). A model without RDRAND (plain Nehalem, qemu64) costs ~1 s:
+// node's first getrandom waits for the kernel's entropy (random.trust_cpu=on needs RDRAND).
+// A different model also needs the snapshot rebuilt under it: V8's cached-data tag covers
+// the CPU features it detects.
+//
 // Guest memory is always a shared memfd: vhost-user back ends map it, and without
 // share=on a back end sees nothing and guest connects just time out.
 //
