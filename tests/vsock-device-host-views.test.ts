@@ -10,21 +10,10 @@ import { CONN_BUF_ALLOC_BYTES } from '../drivers/virtio-vsock/device/constants.j
 import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VSOCK_TX_QUEUE } from '../drivers/virtio-vsock/header.js';
+import { pattern as seeded } from '../appliance/guest/pattern.js';
 import { RawStream, SHAPES, VsockRawDriver } from './support/vsock-raw-driver.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /** A host listener whose reader keeps every view and finishes them only when told. */
 class HoldingReader {
@@ -89,7 +78,7 @@ for (const packed of [false, true]) {
     try {
       const st = new RawStream(drv, 50, 80);
       await st.connect();
-      const data = pattern(1 << 20, 3);
+      const data = seeded(3, 1 << 20);
       const writing = st.write(data, 16 * 1024);
       // Held chains bring no interrupt: look with probes until the window is used.
       while (reader.bytes < CONN_BUF_ALLOC_BYTES) await drv.sync();
@@ -137,8 +126,8 @@ for (const packed of [false, true]) {
       const b = new RawStream(drv, 51, 80);
       await a.connect();
       await b.connect();
-      const da = pattern(96 * 1024, 5);
-      const db = pattern(96 * 1024, 6);
+      const da = seeded(5, 96 * 1024);
+      const db = seeded(6, 96 * 1024);
       await a.write(da, 32 * 1024);
       await b.write(db, 32 * 1024);
       await drv.sync();
@@ -173,7 +162,7 @@ test('holding is budgeted: a connection holds at most a quarter of the tx ring; 
     const st = new RawStream(drv, 50, 80);
     await st.connect();
     // 1 KiB packets: the 256 KiB window is 256 packets, above the 32 a connection may hold.
-    const data = pattern(CONN_BUF_ALLOC_BYTES, 9);
+    const data = seeded(9, CONN_BUF_ALLOC_BYTES);
     const writing = st.write(data, 1024);
     await drv.until(() => reader.bytes >= CONN_BUF_ALLOC_BYTES);
     await drv.sync();
@@ -210,7 +199,7 @@ test('a payload spread over several descriptors is copied (counted), one in a de
     try {
       const st = new RawStream(drv, 50, 80);
       await st.connect();
-      const payload = pattern(3000, 11);
+      const payload = seeded(11, 3000);
       drv.send({ srcPort: 50, dstPort: 80, op: 5, len: payload.length, bufAlloc: 65536, fwdCnt: 0 }, payload, SHAPES[shape]);
       await drv.sync();
       t.is(sha(reader.all()), sha(payload), shape);
@@ -236,8 +225,8 @@ test('the tx ring stops while views are held: the chains go back to the guest on
     const other = new RawStream(drv, 51, 81);
     await st.connect();
     await other.connect();
-    await st.write(pattern(64 * 1024, 1), 16 * 1024);
-    await other.write(pattern(1000, 2), 1000);
+    await st.write(seeded(1, 64 * 1024), 16 * 1024);
+    await other.write(seeded(2, 1000), 1000);
     await drv.sync();
     t.is(dev.heldTxChains, 4);
     t.is(drv.txInFlight, 4);
@@ -273,7 +262,7 @@ test('readViews after bytes were read as a stream: those come first, in order; a
   try {
     const st = new RawStream(drv, 50, 80);
     await st.connect();
-    const data = pattern(200 * 1024, 13);
+    const data = seeded(13, 200 * 1024);
     await st.write(data.subarray(0, 50 * 1024), 10 * 1024);
     await drv.sync();
     const got: Buffer[] = [];
