@@ -185,11 +185,14 @@ test('holding is budgeted: a connection holds at most a quarter of the tx ring; 
   }
 });
 
-test('a payload spread over several descriptors is copied (counted), one in a descriptor of its own is a view', async (t) => {
-  for (const [shape, copied] of [
-    ['header and data in separate descriptors', false],
-    ['indirect table, header and data separate', false],
-    ['data split over several descriptors', true],
+test('a payload in one descriptor is one view, one spread over several is a view per descriptor; over 64, a copy (counted)', async (t) => {
+  const manyCuts = { cuts: [44, ...Array.from({ length: 70 }, () => 40)] };
+  for (const [name, shape, views, copied] of [
+    ['header and data in separate descriptors', SHAPES['header and data in separate descriptors']!, 1, false],
+    ['indirect table, header and data separate', SHAPES['indirect table, header and data separate']!, 1, false],
+    ['header split oddly, data split over three', SHAPES['header split oddly, data split over three']!, 4, false],
+    ['data split over several descriptors', SHAPES['data split over several descriptors']!, 5, false],
+    ['data over 71 descriptors', manyCuts, 1, true],
   ] as const) {
     const dev = new VsockDevice({ guestCid: 3 });
     const drv = VsockRawDriver.sameThread(dev);
@@ -200,11 +203,14 @@ test('a payload spread over several descriptors is copied (counted), one in a de
       const st = new RawStream(drv, 50, 80);
       await st.connect();
       const payload = seeded(11, 3000);
-      drv.send({ srcPort: 50, dstPort: 80, op: 5, len: payload.length, bufAlloc: 65536, fwdCnt: 0 }, payload, SHAPES[shape]);
+      drv.send({ srcPort: 50, dstPort: 80, op: 5, len: payload.length, bufAlloc: 65536, fwdCnt: 0 }, payload, shape);
       await drv.sync();
-      t.is(sha(reader.all()), sha(payload), shape);
-      t.is(dev.stats.toHostCopiedBytes, copied ? payload.length : 0, shape);
-      t.is(dev.stats.toHostViewBytes, copied ? 0 : payload.length, shape);
+      t.is(sha(reader.all()), sha(payload), name);
+      t.is(reader.finished, views, name);
+      t.is(dev.stats.toHostCopiedBytes, copied ? payload.length : 0, name);
+      t.is(dev.stats.toHostViewBytes, copied ? 0 : payload.length, name);
+      t.is(dev.heldTxChains, 0, name);
+      t.is(drv.txInFlight, 0, name);
     } finally {
       l.close();
       await drv.close();

@@ -61,7 +61,7 @@ import {
 } from './pending-rx.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
 import type { ChunkSlab } from './chunk-slab.js';
-import { HandedPieces, type HeldTxChains, NO_TICKET, readableView } from './held-chains.js';
+import { HandedPieces, type HeldTxChains, NO_TICKET, handReadableViews, readableSegmentCount } from './held-chains.js';
 
 /** A host reader of views: `view` stays valid until done() (the same function each time; finish views in the order given). */
 export type ViewReader = (view: Buffer, done: () => void) => void;
@@ -316,25 +316,23 @@ export class VsockConnection {
   }
 
   /**
-   * Hands a payload to the reader of views: a view of guest memory with its chain held
-   * when the payload lies in one descriptor and the budget allows, a copy otherwise.
+   * Hands a payload to the reader of views: views of guest memory (one per descriptor it
+   * lies in) with its chain held, when the budget allows; a copy otherwise.
    */
   private handToViewReader(reader: ViewReader, chain: DescriptorChain, len: number): void {
     const held = this.owner.heldChains;
-    let piece = held === null ? null : readableView(chain, VSOCK_HEADER_SIZE, len);
-    let ticket = NO_TICKET;
-    if (piece !== null) {
-      ticket = held!.hold(chain, this.handed.holding);
-      if (ticket === NO_TICKET) piece = null;
+    if (held !== null && readableSegmentCount(chain, VSOCK_HEADER_SIZE, len) > 0) {
+      const ticket = held.hold(chain, this.handed.holding);
+      if (ticket !== NO_TICKET) {
+        this.owner.stats.toHostViewBytes += len;
+        handReadableViews(chain, VSOCK_HEADER_SIZE, len, ticket, this.handed, reader, this.viewDone);
+        return;
+      }
     }
-    if (piece === null) {
-      piece = this.owner.chunks.take(len);
-      chain.read(VSOCK_HEADER_SIZE, piece, 0, len);
-      this.owner.stats.toHostCopiedBytes += len;
-    } else {
-      this.owner.stats.toHostViewBytes += len;
-    }
-    this.handed.push(ticket, len);
+    const piece = this.owner.chunks.take(len);
+    chain.read(VSOCK_HEADER_SIZE, piece, 0, len);
+    this.owner.stats.toHostCopiedBytes += len;
+    this.handed.push(NO_TICKET, len);
     reader(piece, this.viewDone);
   }
 

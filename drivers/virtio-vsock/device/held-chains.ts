@@ -111,23 +111,52 @@ export class HeldTxChains {
   }
 }
 
+/** A payload spread over more descriptors than this is copied, not handed as views. */
+export const MAX_VIEWS_PER_PAYLOAD = 64;
+
 /**
- * A view of `len` bytes of the chain's device-readable part from `from`, when they lie in
- * one descriptor (a payload spread over several needs a copy); null otherwise.
+ * How many descriptors hold the chain's device-readable bytes [from, from + len): 0 when
+ * more than MAX_VIEWS_PER_PAYLOAD (or fewer bytes than that are readable).
  */
-export function readableView(chain: DescriptorChain, from: number, len: number): Buffer | null {
+export function readableSegmentCount(chain: DescriptorChain, from: number, len: number): number {
   let skip = from;
-  for (let i = 0; i < chain.readableCount; i++) {
+  let left = len;
+  let n = 0;
+  for (let i = 0; i < chain.readableCount && left > 0; i++) {
     const segLen = chain.lengths[i]!;
     if (skip >= segLen) {
       skip -= segLen;
       continue;
     }
-    if (segLen - skip < len) return null;
-    const bytes = chain.regions[i]!.bytes;
-    return Buffer.from(bytes.buffer, bytes.byteOffset + chain.offsets[i]! + skip, len);
+    if (++n > MAX_VIEWS_PER_PAYLOAD) return 0;
+    left -= Math.min(segLen - skip, left);
+    skip = 0;
   }
-  return null;
+  return left === 0 ? n : 0;
+}
+
+/**
+ * Hands the readable bytes [from, from + len) to `reader` as views, one per descriptor,
+ * each recorded in `handed`; the last piece carries `ticket`, so the chain goes back when
+ * the reader finishes it (pieces are finished in order).
+ */
+export function handReadableViews(chain: DescriptorChain, from: number, len: number, ticket: HoldTicket, handed: HandedPieces, reader: (view: Buffer, done: () => void) => void, done: () => void): void {
+  let skip = from;
+  let left = len;
+  for (let i = 0; i < chain.readableCount && left > 0; i++) {
+    const segLen = chain.lengths[i]!;
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    const n = Math.min(segLen - skip, left);
+    const bytes = chain.regions[i]!.bytes;
+    const view = Buffer.from(bytes.buffer, bytes.byteOffset + chain.offsets[i]! + skip, n);
+    left -= n;
+    skip = 0;
+    handed.push(left === 0 ? ticket : NO_TICKET, n);
+    reader(view, done);
+  }
 }
 
 /**
