@@ -13,7 +13,8 @@
 // worker apart).
 //
 // `npm run bench -- level1 [--quick] [--rounds=N] [--modes=zero-copy,...] [--sizes=65536,...] [--no-pingpong] [--no-bounds]
-//   [--windows=262144,...]`. --windows: the credit window, the driver's and the device's buf_alloc
+//   [--windows=262144,...] [--sinks=views,stream]`. --sinks: how the device's sink reads (default
+//   views of guest memory; stream: 'data' events, a copy of each payload). --windows: the credit window, the driver's and the device's buf_alloc
 //   alike (default 2 MiB, the writer's ring: the 256 KiB both default to let only four 64 KiB
 //   packets be in flight, and every fourth waited for a CREDIT_UPDATE); with several, each mode
 //   runs once per window, interleaved like the modes, in rows named mode@window.
@@ -42,6 +43,8 @@ const THROUGHPUT_SIZES = [4096, 65536, 1048576];
 const PINGPONG_SIZES = [8192, 16384];
 /** Bytes in flight per stream: the writer's ring of buffers (reused after each write callback). */
 const RING_BYTES = 2 << 20;
+/** How the device's sink reads: views of guest memory (no copy), or a stream ('data': a copy per packet). */
+type SinkKind = 'views' | 'stream';
 /** The credit window of both sides by default: the writer's ring (see the top). */
 const WINDOW_BYTES = RING_BYTES;
 
@@ -99,9 +102,9 @@ interface Guest {
   deviceCopied: number;
 }
 
-async function startGuest(mode: TxMode, window?: number): Promise<Guest> {
+async function startGuest(mode: TxMode, window?: number, sink: SinkKind = 'views'): Promise<Guest> {
   const transport = await InProcessTransport.worker(
-    { module: DEVICE_MODULE, options: { guestCid: 3, bufAlloc: window } },
+    { module: DEVICE_MODULE, options: { guestCid: 3, bufAlloc: window, sink } },
     { memoryBytes: 64 << 20 },
   );
   transport.on('error', (e: Error) => console.error(`device worker: ${e.message}`));
@@ -315,16 +318,26 @@ export default async function level1(args: string[]): Promise<void> {
   const windows = windowsArg ?? [WINDOW_BYTES];
   for (const w of windows) if (!Number.isInteger(w) || w < 4096) throw new Error(`bench level1: --windows takes byte counts of at least 4096 (got ${w})`);
   // What runs: each transmit mode, once per credit window when --windows is given.
-  const variants = new Map<string, { mode: Exclude<TxMode, 'auto'>; window?: number }>();
+  const sinksArg = listArg('sinks') as SinkKind[] | null;
+  const sinks: SinkKind[] = sinksArg ?? ['views'];
+  for (const k of sinks) if (k !== 'views' && k !== 'stream') throw new Error(`bench level1: --sinks takes views and/or stream (got ${k})`);
+  const variants = new Map<string, { mode: Exclude<TxMode, 'auto'>; window?: number; sink: SinkKind }>();
   for (const mode of txModes) {
-    for (const window of windows) variants.set(windows.length === 1 ? mode : `${mode}@${window}`, { mode, window });
+    for (const window of windows) {
+      for (const sink of sinks) {
+        const label = `${mode}${windows.length > 1 ? `@${window}` : ''}${sinks.length > 1 ? ` ${sink}` : ''}`;
+        variants.set(label, { mode, window, sink });
+      }
+    }
   }
   const modes = [...variants.keys()];
   const sizes = listArg('sizes')?.map(Number) ?? THROUGHPUT_SIZES;
   const doPingpong = !args.includes('--no-pingpong');
   const doBounds = !args.includes('--no-bounds');
-  const filtered = txModes !== MODES || windowsArg !== null || sizes !== THROUGHPUT_SIZES || !doPingpong || !doBounds;
-  const totalFor = (size: number): number => (quick ? 16 << 20 : size < 65536 ? 32 << 20 : 128 << 20);
+  const filtered = txModes !== MODES || windowsArg !== null || sinksArg !== null || sizes !== THROUGHPUT_SIZES || !doPingpong || !doBounds;
+  // Long enough that a round is not one scheduling hiccup: at several GB/s, 128 MiB took
+  // 20-40 ms and rounds swung 5x.
+  const totalFor = (size: number): number => (quick ? 16 << 20 : size < 65536 ? 256 << 20 : 1 << 30);
   const iterations = quick ? 500 : 3000;
   const roundsArg = listArg('rounds');
   const runs = roundsArg ? Number(roundsArg[0]) : quick ? 1 : 5;
@@ -344,7 +357,7 @@ export default async function level1(args: string[]): Promise<void> {
   const unix: Record<string, number> = {};
   try {
     for (const [label, v] of variants) {
-      const g = await startGuest(v.mode, v.window);
+      const g = await startGuest(v.mode, v.window, v.sink);
       guests.set(label, g);
       await streamToSink(g, v.mode, 65536, 16 << 20); // warm-up
     }
@@ -457,17 +470,21 @@ const round2 = (v: number): number => Math.round(v * 100) / 100;
  * echo for ping-pong.
  */
 export function createDevice(options: unknown, env: DeviceWorkerEnv): VirtioDeviceModel {
-  const o = options as { guestCid: number; bufAlloc?: number };
+  const o = options as { guestCid: number; bufAlloc?: number; sink?: SinkKind };
   const device = new VsockDevice({ guestCid: o.guestCid, bufAlloc: o.bufAlloc });
   const gc = watchGc();
   device.host.listen(SINK_PORT, (s) => {
     let received = 0;
     s.on('error', () => {});
-    // Zero copy to the host: views of guest memory, finished at once.
-    s.readViews((v, done) => {
-      received += v.length;
-      done();
-    });
+    // Zero copy to the host: views of guest memory, finished at once (or, to compare,
+    // the stream side: a copy of each payload).
+    if (o.sink === 'stream') s.on('data', (d: Buffer) => (received += d.length));
+    else {
+      s.readViews((v, done) => {
+        received += v.length;
+        done();
+      });
+    }
     s.on('end', () => {
       env.post({ app: 'sink', port: SINK_PORT, received, gc: { ...gc }, copied: device.stats.toHostCopiedBytes });
       s.end();
