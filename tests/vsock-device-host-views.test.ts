@@ -6,9 +6,14 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CONN_BUF_ALLOC_BYTES } from '../drivers/virtio-vsock/device/constants.js';
 import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
+import { spliceStreams } from '../drivers/virtio-vsock/host/splice.js';
 import { VSOCK_TX_QUEUE } from '../drivers/virtio-vsock/header.js';
 import { pattern as seeded } from '../appliance/guest/pattern.js';
 import { RawStream, SHAPES, VsockRawDriver } from './support/vsock-raw-driver.js';
@@ -284,5 +289,50 @@ test('readViews after bytes were read as a stream: those come first, in order; a
   } finally {
     l.close();
     await drv.close();
+  }
+});
+
+test('spliced to a host socket that keeps up, a view is freed as its write goes through: no chain stays held; a backed-up socket holds them, and every byte arrives', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vsock-views-'));
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(join(dir, 's'), resolve));
+  const accepted = once(server, 'connection');
+  const client = connect(join(dir, 's'));
+  const [hostEnd] = (await accepted) as [Socket];
+  const dev = new VsockDevice({ guestCid: 3 });
+  const drv = VsockRawDriver.sameThread(dev);
+  const l = dev.host.listen(80, (vs) => spliceStreams(vs, hostEnd));
+  try {
+    const got: Buffer[] = [];
+    client.on('data', (c: Buffer) => got.push(c));
+    const st = new RawStream(drv, 50, 80);
+    await st.connect();
+    // 64 KiB fit the socket's kernel buffer: every write goes straight through.
+    const small = seeded(17, 64 * 1024);
+    await st.write(small, 4096);
+    await drv.sync();
+    t.is(dev.stats.toHostViewBytes, small.length);
+    t.is(dev.stats.txChainsHeld, 0, 'no chain outlived its packet');
+    // A reader that stops: past the kernel buffer, writes wait in the socket and hold their views.
+    client.pause();
+    const big = seeded(18, 1 << 20);
+    const writing = st.write(big, 64 * 1024);
+    while (dev.heldTxChains === 0) await drv.sync();
+    t.true(dev.stats.txChainsHeld > 0);
+    client.resume();
+    await writing;
+    st.end();
+    await once(client, 'end');
+    t.is(sha(Buffer.concat(got)), sha(Buffer.concat([small, big])));
+    t.is(dev.stats.toHostCopiedBytes, 0);
+    await drv.sync();
+    t.is(dev.heldTxChains, 0);
+  } finally {
+    l.close();
+    client.destroy();
+    hostEnd.destroy();
+    server.close();
+    await drv.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

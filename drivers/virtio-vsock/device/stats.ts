@@ -57,6 +57,8 @@ export interface VsockDeviceStats {
   /** Guest payload bytes handed to host readers as views of guest memory (no copy) and copied out of it. */
   toHostViewBytes: number;
   toHostCopiedBytes: number;
+  /** Tx chains still held when their packet had been handled (the reader finished its views later). */
+  txChainsHeld: number;
   /** Host -> guest data stopped because the guest granted no credit (one per stall, with its CREDIT_REQUEST). */
   hostToGuestCreditStalls: number;
   /** Guest -> host data filled the window we advertise (buf_alloc): a slow host reader stops its guest sender. */
@@ -95,6 +97,7 @@ export function makeStats(): VsockDeviceStats {
     hostBytesDiscarded: 0,
     toHostViewBytes: 0,
     toHostCopiedBytes: 0,
+    txChainsHeld: 0,
     hostToGuestCreditStalls: 0,
     guestToHostCreditStalls: 0,
     kicks: { rx: 0, tx: 0, event: 0 },

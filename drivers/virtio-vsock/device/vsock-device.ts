@@ -296,7 +296,7 @@ export class VsockDevice implements VirtioDeviceModel {
         if (!this.held.takeHeld(chain)) {
           q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
           pushed++;
-        }
+        } else this.stats.txChainsHeld++;
         if (++handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) break;
       }
       // This VM's share of the turn is used: the rest waits for the next one (constants.ts).

@@ -35,13 +35,30 @@ function forward(from: Duplex, to: Duplex): void {
     from.pipe(to);
     return;
   }
-  // The view stays valid until done, which the write calls once its bytes are in the
-  // kernel (or the write failed: the socket is gone, and so is the need).
+  // A view must stay valid until its bytes are in the kernel. A write that went straight
+  // through (nothing left buffered: the socket took it, and every write before it) frees
+  // the view at once, and its callback, which Node runs a tick later, is then skipped;
+  // otherwise the callback frees it. Callbacks run in write order, and done() finishes
+  // the oldest piece, so a view is never freed before its bytes are written. Freeing at
+  // once keeps guest buffers held only while a host socket is backed up.
+  let finish: () => void = noop;
+  let finishedAhead = 0;
+  const written = (): void => {
+    if (finishedAhead > 0) finishedAhead--;
+    else finish();
+  };
   from.readViews((view, done) => {
-    to.write(view, done);
+    finish = done;
+    to.write(view, written);
+    if (to.writableLength === 0) {
+      finishedAhead++;
+      done();
+    }
   });
   from.once('end', () => to.end());
 }
+
+const noop = (): void => {};
 
 export function spliceStreams(a: Duplex, b: Duplex): void {
   forward(a, b);
