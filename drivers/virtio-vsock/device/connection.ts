@@ -308,9 +308,7 @@ export class VsockConnection {
       this.stagingEnd += len;
     } else {
       this.flushStaging();
-      const buf = this.owner.chunks.take(len);
-      chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
-      this.toHost.push(buf);
+      this.toHost.push(this.copyToChunk(chain, len));
     }
     this.deliverToHost();
   }
@@ -329,11 +327,17 @@ export class VsockConnection {
         return;
       }
     }
-    const piece = this.owner.chunks.take(len);
-    chain.read(VSOCK_HEADER_SIZE, piece, 0, len);
+    const piece = this.copyToChunk(chain, len);
     this.owner.stats.toHostCopiedBytes += len;
     this.handed.push(NO_TICKET, len);
     reader(piece, this.viewDone);
+  }
+
+  /** The packet's payload copied into a slab chunk of its own (chunk-slab.ts). */
+  private copyToChunk(chain: DescriptorChain, len: number): Buffer {
+    const buf = this.owner.chunks.take(len);
+    chain.read(VSOCK_HEADER_SIZE, buf, 0, len);
+    return buf;
   }
 
   /** The reader of views finished its oldest piece: the guest gets the buffer and the credit back. */

@@ -4,9 +4,10 @@
 // RST becomes a socket reset and back).
 //
 // Guest to host goes without a copy: the host socket is written from views of the
-// guest's memory (VsockHostSocket.readViews), and each write's callback gives the guest
-// its buffer back. Writes queued behind a full socket go out together (writev). Credit
-// bounds what is in flight: the guest stops when the host socket does not drain.
+// guest's memory (VsockHostSocket.readViews), and the guest gets its buffer back once the
+// bytes are in the kernel (forward, below). Writes queued behind a full socket go out
+// together (writev). Credit bounds what is in flight: the guest stops when the host
+// socket does not drain.
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VsockHostSocket } from '../device/host-socket.js';
