@@ -1,8 +1,11 @@
 // A FIFO of byte chunks with a running byte count, consumed from the front in pieces.
 // Chunks are kept as given (no coalescing copy); the array is compacted lazily so
-// shift() costs O(1) amortized.
+// shift() costs O(1) amortized. `onDrop`, when given, sees each chunk once it is
+// consumed or cleared (a pool takes its blocks back; shift() hands a chunk out instead).
 
 export class ChunkQueue {
+  constructor(private readonly onDrop: ((chunk: Uint8Array) => void) | null = null) {}
+
   private chunks: Uint8Array[] = [];
   private head = 0;
   /** Offset already consumed inside chunks[head]. */
@@ -40,6 +43,7 @@ export class ChunkQueue {
         return;
       }
       n -= left;
+      this.onDrop?.(c);
       this.dropFront();
     }
   }
@@ -54,6 +58,8 @@ export class ChunkQueue {
   }
 
   clear(): void {
+    const drop = this.onDrop;
+    if (drop !== null) for (let i = this.head; i < this.chunks.length; i++) drop(this.chunks[i]!);
     this.chunks = [];
     this.head = 0;
     this.headOffset = 0;

@@ -42,6 +42,7 @@ import {
   opName,
 } from '../header.js';
 import { ChunkQueue } from './chunk-queue.js';
+import { HOST_BLOCK_BYTES, type HostBlockPool } from './host-block-pool.js';
 import {
   CONN_CREDIT_UPDATE_THRESHOLD_BYTES,
   HOST_TO_GUEST_QUEUE_LIMIT_BYTES,
@@ -82,6 +83,8 @@ export interface ConnectionOwner {
   readonly stats: VsockDeviceStats;
   /** Where payloads bound for host readers are copied to (chunk-slab.ts). */
   readonly chunks: ChunkSlab;
+  /** Where host bytes copied for the guest wait (host-block-pool.ts). */
+  readonly hostBlocks: HostBlockPool;
   /** The receive window each connection advertises (buf_alloc, bytes). */
   readonly bufAlloc: number;
   /** Tx chains held for readers of views (held-chains.ts); null: never hold, copy. */
@@ -89,6 +92,8 @@ export interface ConnectionOwner {
   readonly log: VsockLog | undefined;
   /** The connection has work for the guest: queue it for the next rx fill. */
   schedule(conn: VsockConnection): void;
+  /** As schedule(), filling the rx buffers at once when the device is idle. */
+  scheduleNow(conn: VsockConnection): void;
   /** Removes the connection; with sendRst, queues a RST for its address. */
   forget(conn: VsockConnection, sendRst: boolean): void;
   /** Host-to-guest bytes queued (positive) or gone (negative): the VM-wide count. */
@@ -144,7 +149,10 @@ export class VsockConnection {
 
   // Host -> guest. txCnt: payload bytes sent; peerBufAlloc/peerFwdCnt: the guest's
   // latest credit numbers.
-  private readonly toGuest = new ChunkQueue();
+  private readonly toGuest = new ChunkQueue((c) => {
+    const pool = this.owner.hostBlocks;
+    if (pool.owns(c)) pool.give(c);
+  });
   private txCnt = 0;
   private peerBufAlloc = 0;
   private peerFwdCnt = 0;
@@ -518,11 +526,57 @@ export class VsockConnection {
       return;
     }
     this.toGuest.push(chunk);
+    this.owner.stats.hostBytesWrittenAsChunks += chunk.byteLength;
     this.owner.countToGuest(chunk.byteLength);
     if (this.peerCredit() > 0) this.owner.schedule(this);
     else this.requestCreditOnce();
     this.heldWrite = cb;
     this.releaseWriteIfRoom();
+  }
+
+  /**
+   * Bytes from a host reader that reuses its buffer (host/user-buffer-read.ts): copied
+   * into pool blocks before this returns. Returns false when the reader should pause:
+   * `resume` is called once this connection's queue and its VM's have room again.
+   */
+  hostWriteCopy(bytes: Uint8Array, resume: () => void): boolean {
+    const n = bytes.byteLength;
+    if (this.state !== CONN_ESTABLISHED || (this.peerShutdown & VSOCK_SHUTDOWN_RCV) !== 0 || (this.shutdownFlags & VSOCK_SHUTDOWN_SEND) !== 0) {
+      this.owner.stats.hostBytesDiscarded += n;
+      return true;
+    }
+    if (n === 0) return true;
+    const small = n < HOST_BLOCK_BYTES / 4;
+    const wasIdle = this.toGuest.isEmpty;
+    if (small) {
+      // Small reads (a request, a paced writer's few bytes) get a slice of Node's shared
+      // pool: a 16 KiB block each would hold 100 MB for 6,400 connections with a little
+      // queued, and small reads are too slow to press the collector.
+      const copy = Buffer.allocUnsafe(n);
+      copy.set(bytes);
+      this.toGuest.push(copy);
+    } else this.copyToBlocks(bytes);
+    this.owner.stats.hostBytesCopiedToBlocks += n;
+    this.owner.countToGuest(n);
+    if (this.peerCredit() === 0) this.requestCreditOnce();
+    // A few bytes on a quiet connection go at once (latency); bulk waits for the turn's batch.
+    else if (small && wasIdle) this.owner.scheduleNow(this);
+    else this.owner.schedule(this);
+    if (this.toGuest.length < HOST_TO_GUEST_QUEUE_LIMIT_BYTES && this.owner.hasHostToGuestRoom()) return true;
+    this.heldWrite = resume;
+    if (this.toGuest.length < HOST_TO_GUEST_QUEUE_LIMIT_BYTES) this.owner.waitForHostToGuestRoom(this);
+    return false;
+  }
+
+  private copyToBlocks(bytes: Uint8Array): void {
+    const n = bytes.byteLength;
+    const pool = this.owner.hostBlocks;
+    for (let off = 0; off < n; off += HOST_BLOCK_BYTES) {
+      const m = Math.min(HOST_BLOCK_BYTES, n - off);
+      const block = pool.take();
+      block.set(off === 0 && m === n ? bytes : bytes.subarray(off, off + m));
+      this.toGuest.push(m === HOST_BLOCK_BYTES ? block : block.subarray(0, m));
+    }
   }
 
   /**

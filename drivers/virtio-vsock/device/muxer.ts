@@ -59,6 +59,7 @@ import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-t
 import { LINK_ESTABLISHED, LINK_REQUESTED, SiblingLink, SiblingLinkTable } from './sibling-links.js';
 import { SiblingQueue } from './sibling-queue.js';
 import { ChunkSlab } from './chunk-slab.js';
+import { threadHostBlocks } from './host-block-pool.js';
 import type { HeldTxChains } from './held-chains.js';
 import type { SiblingRouter } from './sibling-router.js';
 import { countDrop, type DropReason, type VsockDeviceStats, type VsockLog } from './stats.js';
@@ -79,6 +80,8 @@ export interface MuxerOptions {
   log: VsockLog | undefined;
   /** Asks the device to fill rx buffers soon (host-side work appeared). */
   wake: () => void;
+  /** Asks the device to fill rx buffers now, unless it is busy already (then soon). */
+  wakeNow?: () => void;
   /** Guest REQUESTs beyond this many open connections get RST (default MAX_CONNECTIONS). */
   maxConnections?: number;
   /** Host-to-guest bytes queued over all connections before host writers wait (default HOST_TO_GUEST_VM_LIMIT_BYTES). */
@@ -98,6 +101,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   readonly log: VsockLog | undefined;
   readonly bufAlloc: number;
   private readonly wake: () => void;
+  private readonly wakeNow: () => void;
   private readonly maxConnections: number;
 
   private readonly conns = new Map<number, Map<number, VsockConnection>>();
@@ -152,6 +156,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private siblingQueue: SiblingQueue | null = null;
   /** Chunks for guest payloads bound for host readers (one slab per device, chunk-slab.ts). */
   readonly chunks = new ChunkSlab();
+  /** Blocks for host bytes waiting for the guest's rx buffers (host-block-pool.ts; one pool per thread). */
+  readonly hostBlocks = threadHostBlocks();
   /** Tx chains held for readers of views (the device sets it; held-chains.ts). */
   heldChains: HeldTxChains | null = null;
   readonly siblingLinks = new SiblingLinkTable<VsockMuxer>();
@@ -164,6 +170,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.stats = opts.stats;
     this.log = opts.log;
     this.wake = opts.wake;
+    this.wakeNow = opts.wakeNow ?? opts.wake;
     this.bufAlloc = opts.bufAlloc ?? CONN_BUF_ALLOC_BYTES;
     this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
     this.hostToGuestLimit = opts.hostToGuestLimit ?? HOST_TO_GUEST_VM_LIMIT_BYTES;
@@ -264,6 +271,16 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       this.normal.push(conn);
     }
     this.wake();
+  }
+
+  /**
+   * As schedule(), and the rx buffers are filled before this returns when the device is
+   * idle: a few bytes into a quiet connection (a request, a ping) reach the guest without
+   * waiting for the rest of the event loop's turn, which a flooding VM can fill.
+   */
+  scheduleNow(conn: VsockConnection): void {
+    this.schedule(conn);
+    this.wakeNow();
   }
 
   countToGuest(delta: number): void {

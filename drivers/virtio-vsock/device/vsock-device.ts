@@ -88,6 +88,8 @@ export class VsockDevice implements VirtioDeviceModel {
   /** Tx chains whose payload host readers use as views (held-chains.ts). */
   private readonly held = new HeldTxChains(() => this.scheduleTxFlush());
   private txFlushScheduled = false;
+  /** Inside run(): a fill asked for now is scheduled instead (no re-entry). */
+  private running = false;
 
   constructor(opts: VsockDeviceOptions) {
     const cid = opts.guestCid;
@@ -101,6 +103,10 @@ export class VsockDevice implements VirtioDeviceModel {
       stats: this.stats,
       log: opts.log,
       wake: () => this.scheduleRx(),
+      wakeNow: () => {
+        if (this.running) this.scheduleRx();
+        else this.run(VSOCK_RX_QUEUE);
+      },
       maxConnections: opts.maxConnections,
       hostToGuestLimit: opts.hostToGuestLimit,
       router: opts.router,
@@ -236,6 +242,8 @@ export class VsockDevice implements VirtioDeviceModel {
 
   /** Processes queue `index` (a kick, or work the device scheduled itself). */
   private run(index: number): void {
+    const outer = this.running;
+    this.running = true;
     try {
       if (index === VSOCK_TX_QUEUE) this.processTx();
       else if (index === VSOCK_RX_QUEUE) this.processRx();
@@ -243,6 +251,8 @@ export class VsockDevice implements VirtioDeviceModel {
     } catch (e) {
       // A bug, not guest input: keep the device alive.
       countDrop(this.stats, this.log, 'internalError', `kick(${index}): ${(e as Error).stack ?? String(e)}`);
+    } finally {
+      this.running = outer;
     }
   }
 

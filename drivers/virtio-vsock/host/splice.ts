@@ -11,6 +11,7 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VsockHostSocket } from '../device/host-socket.js';
+import { adoptUserBuffer } from './user-buffer-read.js';
 
 /**
  * Aborts `s`: a TCP socket is reset (RST, the peer reads ECONNRESET); a plain destroy()
@@ -30,8 +31,39 @@ function abort(s: Duplex): void {
   s.destroy();
 }
 
+/**
+ * Host to guest: the host socket reads into one buffer shared by every socket of this
+ * thread (reads are synchronous callbacks, and each is copied out before the next), and
+ * the connection copies what the guest cannot take at once into recycled blocks. A
+ * Buffer per read made V8 run a full collection every few dozen ms under a flood
+ * (host-block-pool.ts). Pauses while the guest's queues are full, like pipe().
+ */
+function forwardToGuest(from: Socket, to: VsockHostSocket): boolean {
+  const resume = (): void => {
+    from.resume();
+  };
+  const onBytes = (bytes: Buffer): boolean => to.writeCopied(bytes, resume);
+  if (!adoptUserBuffer(from, hostReadBuffer(), onBytes)) return false;
+  // What the socket read in before (e.g. after a CONNECT line) goes first.
+  let c: Buffer | null;
+  let more = true;
+  while ((c = from.read() as Buffer | null) !== null) more = to.writeCopied(c, resume) && more;
+  // The client may have ended already (its EOF came with the CONNECT line): pipe() passes
+  // that on too.
+  if (from.readableEnded) to.end();
+  else from.once('end', () => to.end());
+  if (more) from.resume();
+  return true;
+}
+
+let readBuffer: Buffer | null = null;
+const hostReadBuffer = (): Buffer => (readBuffer ??= Buffer.allocUnsafeSlow(HOST_READ_BUFFER_BYTES));
+/** As large as Node's own read size: a read takes what one takes today. */
+const HOST_READ_BUFFER_BYTES = 64 * 1024;
+
 /** Bytes from `from` to `to`, with backpressure and half-close. */
 function forward(from: Duplex, to: Duplex): void {
+  if (to instanceof VsockHostSocket && from instanceof Socket && forwardToGuest(from, to)) return;
   if (!(from instanceof VsockHostSocket)) {
     from.pipe(to);
     return;
