@@ -156,6 +156,10 @@ test('GET /metrics: the exposition format; per-VM values match the device after 
   t.is(value(samples, 'vsock_guest_to_host_bytes_total', { cid: '3', how: 'view' }), 5);
   t.is(value(samples, 'vsock_guest_to_host_bytes_total', { cid: '3', how: 'copy' }), 0);
   t.is(value(samples, 'vsock_tx_chains_held', { cid: '3' }), 0);
+  // The 10 host bytes came through the hybrid socket: read into the reused buffer, or queued as written (the bytes after the CONNECT line).
+  t.is(value(samples, 'vsock_host_to_guest_bytes_total', { cid: '3', how: 'copied' }), dev.stats.hostBytesCopied);
+  t.is(value(samples, 'vsock_host_to_guest_bytes_total', { cid: '3', how: 'as_written' }), dev.stats.hostBytesAsWritten);
+  t.is(dev.stats.hostBytesCopied + dev.stats.hostBytesAsWritten, 10);
   t.true(value(samples, 'process_resident_memory_bytes', {})! > 1e6);
   t.true(value(samples, 'nodejs_heap_size_used_bytes', {})! > 0);
   // Event loop: busy and idle time, and the delay histogram (cumulative buckets, +Inf = count).

@@ -139,9 +139,9 @@ function deviceFamilies(e: Exposition, vms: readonly VmMetricsSource[]): void {
     [{ cid: vm.cid, how: 'view' }, s.toHostViewBytes],
     [{ cid: vm.cid, how: 'copy' }, s.toHostCopiedBytes],
   ]));
-  e.family('vsock_host_to_guest_bytes_total', 'counter', 'Host bytes for the guest, by how they came in: block (the host socket was read into a reused buffer, and what the guest could not take yet was copied into recycled blocks: no allocation per read) or chunk (a writer\'s own buffers, queued as they are).', perVm(vms, (vm, s) => [
-    [{ cid: vm.cid, how: 'block' }, s.hostBytesCopiedToBlocks],
-    [{ cid: vm.cid, how: 'chunk' }, s.hostBytesWrittenAsChunks],
+  e.family('vsock_host_to_guest_bytes_total', 'counter', 'Host bytes for the guest, by how they came in: copied (the host socket was read into one reused buffer and the bytes copied out of it: no allocation per read) or as_written (a writer\'s own buffers, queued as they are).', perVm(vms, (vm, s) => [
+    [{ cid: vm.cid, how: 'copied' }, s.hostBytesCopied],
+    [{ cid: vm.cid, how: 'as_written' }, s.hostBytesAsWritten],
   ]));
   e.family('vsock_tx_chains_held', 'gauge', 'Guest tx buffers kept out of the used ring now, while host sockets are written from them.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.heldTxChains ?? 0]]));
   e.family('vsock_host_discarded_bytes_total', 'counter', 'Host bytes written after the guest shut down its receive side (discarded).', perVm(vms, (vm, s) => [[{ cid: vm.cid }, s.hostBytesDiscarded]]));

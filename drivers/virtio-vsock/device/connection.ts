@@ -526,7 +526,7 @@ export class VsockConnection {
       return;
     }
     this.toGuest.push(chunk);
-    this.owner.stats.hostBytesWrittenAsChunks += chunk.byteLength;
+    this.owner.stats.hostBytesAsWritten += chunk.byteLength;
     this.owner.countToGuest(chunk.byteLength);
     if (this.peerCredit() > 0) this.owner.schedule(this);
     else this.requestCreditOnce();
@@ -556,7 +556,7 @@ export class VsockConnection {
       copy.set(bytes);
       this.toGuest.push(copy);
     } else this.copyToBlocks(bytes);
-    this.owner.stats.hostBytesCopiedToBlocks += n;
+    this.owner.stats.hostBytesCopied += n;
     this.owner.countToGuest(n);
     if (this.peerCredit() === 0) this.requestCreditOnce();
     // A few bytes on a quiet connection go at once (latency); bulk waits for the turn's batch.

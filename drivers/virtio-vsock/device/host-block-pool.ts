@@ -4,9 +4,11 @@
 // dozen ms. In the scale bench (64 VMs, one flooding) the daemon ran 60 mark-compacts in
 // 8 s, with pauses up to 44 ms, and the quiet VM's ping p99 went from 0.15 to 3-5 ms.
 // Host sockets now read into one scratch buffer (host/user-buffer-read.ts) and the
-// connection copies what the guest cannot take yet into these blocks, which go back to
-// the pool when their bytes are in the guest's rx buffers: in a steady flood nothing is
-// allocated.
+// connection copies each read of 4 KiB or more into these blocks, which go back to the
+// pool when their bytes are in the guest's rx buffers: in a steady flood nothing is
+// allocated. That is one memcpy more than before (scratch to block), far cheaper than
+// the collections it saves; copying straight into the guest's rx buffers when it can
+// take the bytes at once would save it again.
 //
 // Blocks are carved from slabs (a slab is one ArrayBuffer); a queued chunk is a block or
 // the start of one. One pool serves every device of a thread (threadHostBlocks). Free

@@ -57,9 +57,9 @@ export interface VsockDeviceStats {
   /** Guest payload bytes handed to host readers as views of guest memory (no copy) and copied out of it. */
   toHostViewBytes: number;
   toHostCopiedBytes: number;
-  /** Host bytes for the guest by how they came: read into a reused buffer and copied into pool blocks (host-block-pool.ts), or written as the writer's own chunks (stream writes). */
-  hostBytesCopiedToBlocks: number;
-  hostBytesWrittenAsChunks: number;
+  /** Host bytes for the guest by how they came: read into a reused buffer and copied out of it (into pool blocks, host-block-pool.ts, or a slice of Node's pool when few), or queued as the writer's own chunks (stream writes). */
+  hostBytesCopied: number;
+  hostBytesAsWritten: number;
   /** Tx chains still held when their packet had been handled (the reader finished its views later). */
   txChainsHeld: number;
   /** Host -> guest data stopped because the guest granted no credit (one per stall, with its CREDIT_REQUEST). */
@@ -100,8 +100,8 @@ export function makeStats(): VsockDeviceStats {
     hostBytesDiscarded: 0,
     toHostViewBytes: 0,
     toHostCopiedBytes: 0,
-    hostBytesCopiedToBlocks: 0,
-    hostBytesWrittenAsChunks: 0,
+    hostBytesCopied: 0,
+    hostBytesAsWritten: 0,
     txChainsHeld: 0,
     hostToGuestCreditStalls: 0,
     guestToHostCreditStalls: 0,

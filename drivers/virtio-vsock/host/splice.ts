@@ -34,7 +34,7 @@ function abort(s: Duplex): void {
 /**
  * Host to guest: the host socket reads into one buffer shared by every socket of this
  * thread (reads are synchronous callbacks, and each is copied out before the next), and
- * the connection copies what the guest cannot take at once into recycled blocks. A
+ * the connection copies the bytes into recycled blocks until the guest takes them. A
  * Buffer per read made V8 run a full collection every few dozen ms under a flood
  * (host-block-pool.ts). Pauses while the guest's queues are full, like pipe().
  */
