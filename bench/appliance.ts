@@ -23,6 +23,7 @@ import type { Machine } from '../appliance/image/guest.js';
 import { GUEST_NODE_OPTIONS, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { type AbResult, printTable, runAb, writeResults } from './report.js';
 import { type Bar, type Panel, barChartSvg } from '../appliance/run/svg-chart.js';
+import { BenchUsageError } from './usage.js';
 
 type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
 
@@ -84,13 +85,15 @@ async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefin
   }
 }
 
+export const usage = 'npm run bench -- appliance [--requests N] [--iterations N] [--modes auto,two-copy,single-copy,zero-copy] [--no-kernel] [--no-packed] [--results NAME] [--ab-auto-only] [--no-uncached-run] [--warm-up SECONDS] [--rounds N] [--node-options "OPTS"] [--cpus N] [--machines microvm[,q35]] [--chart-only]';
+
 function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean; results: string } {
   const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true, results: 'appliance' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
       const v = argv[++i];
-      if (v === undefined) throw new Error(`${a}: needs a value`);
+      if (v === undefined) throw new BenchUsageError(`${a}: needs a value`);
       return v;
     };
     if (a === '--requests') o.requests = Number(value());
@@ -100,7 +103,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--no-packed') o.packed = false;
     else if (a === '--results') {
       o.results = value();
-      if (!/^[a-z0-9-]+$/.test(o.results)) throw new Error(`--results: a file name of a-z, 0-9 and -, got ${JSON.stringify(o.results)}`);
+      if (!/^[a-z0-9-]+$/.test(o.results)) throw new BenchUsageError(`--results: a file name of a-z, 0-9 and -, got ${JSON.stringify(o.results)}`);
     }
     else if (a === '--ab-auto-only') o.abAllModes = false;
     else if (a === '--no-uncached-run') o.noCacheRun = false;
@@ -110,15 +113,15 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--cpus') guestSetup.cpus = Number(value());
     else if (a === '--machines') {
       const v = value();
-      if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new Error(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
+      if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new BenchUsageError(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
       o.q35 = v !== 'microvm';
-    } else throw new Error(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --results NAME, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35])`);
+    } else throw new BenchUsageError(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --results NAME, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35]; or --chart-only alone)`);
   }
-  if (!Number.isInteger(o.requests) || o.requests < 8) throw new Error('--requests: expected an integer >= 8');
-  if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new Error('--iterations: expected a positive integer');
-  if (!Number.isInteger(o.warmUpSeconds) || o.warmUpSeconds < 1) throw new Error('--warm-up: expected whole seconds >= 1');
-  if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new Error('--rounds: expected a positive integer');
-  for (const m of o.modes) if (!['auto', 'two-copy', 'single-copy', 'zero-copy'].includes(m)) throw new Error(`--modes: unknown mode ${m}`);
+  if (!Number.isInteger(o.requests) || o.requests < 8) throw new BenchUsageError('--requests: expected an integer >= 8');
+  if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new BenchUsageError('--iterations: expected a positive integer');
+  if (!Number.isInteger(o.warmUpSeconds) || o.warmUpSeconds < 1) throw new BenchUsageError('--warm-up: expected whole seconds >= 1');
+  if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new BenchUsageError('--rounds: expected a positive integer');
+  for (const m of o.modes) if (!['auto', 'two-copy', 'single-copy', 'zero-copy'].includes(m)) throw new BenchUsageError(`--modes: unknown mode ${m}`);
   return o;
 }
 

@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { DEFAULT_SITE, type ApplianceOptions, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { WATERFALL_POINTS } from '../appliance/run/boot-stages.js';
 import { type AbResult, percentile, printTable, runAb, writeResults } from './report.js';
+import { BenchUsageError } from './usage.js';
 
 const PAGE = '/big.html';
 
@@ -59,29 +60,31 @@ interface Round {
   steps: Record<string, number>;
 }
 
+export const usage = 'npm run bench -- boot [--rounds N (default 6)] [--paths default,baseline] [--no-load-check] [--node-options "OPTS"]';
+
 function parseArgs(argv: string[]): { rounds: number; paths: PathSpec[]; loadCheck: boolean; nodeOptions: string[] | null } {
   const out = { rounds: 6, paths: [...BOOT_PATHS], loadCheck: true, nodeOptions: null as string[] | null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
-      if (v === undefined) throw new Error(`${a}: needs a value`);
+      if (v === undefined) throw new BenchUsageError(`${a}: needs a value`);
       return v;
     };
     if (a.startsWith('--rounds')) {
       const v = value();
-      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 100) throw new Error(`--rounds: expected 1..100, got ${JSON.stringify(v)}`);
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 100) throw new BenchUsageError(`--rounds: expected 1..100, got ${JSON.stringify(v)}`);
       out.rounds = Number(v);
     } else if (a.startsWith('--paths')) {
       const names = value().split(',');
       out.paths = names.map((n) => {
         const p = BOOT_PATHS.find((x) => x.name === n);
-        if (!p) throw new Error(`--paths: unknown path ${JSON.stringify(n)} (have: ${BOOT_PATHS.map((x) => x.name).join(', ')})`);
+        if (!p) throw new BenchUsageError(`--paths: unknown path ${JSON.stringify(n)} (have: ${BOOT_PATHS.map((x) => x.name).join(', ')})`);
         return p;
       });
     } else if (a === '--no-load-check') out.loadCheck = false;
     else if (a.startsWith('--node-options')) out.nodeOptions = value().split(/\s+/).filter(Boolean);
-    else throw new Error(`unknown flag ${JSON.stringify(a)} (flags: --rounds N, --paths default,baseline, --no-load-check, --node-options "OPTS")`);
+    else throw new BenchUsageError(`unknown flag ${JSON.stringify(a)} (flags: --rounds N, --paths default,baseline, --no-load-check, --node-options "OPTS")`);
   }
   return out;
 }

@@ -31,6 +31,7 @@ import type { VirtioTransport } from '../kernel/transport/virtio-transport.js';
 import { VirtioFsDriver } from '../drivers/virtio-fs/driver/index.js';
 import { VIRTIO_ID_FS, encodeVirtioFsConfig } from '../drivers/virtio-fs/virtio-fs-config.js';
 import { percentile, printTable, writeResults } from './report.js';
+import { rejectUnknownFlags } from './usage.js';
 
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const FILES = { 'page133k.html': 133 * 1024, 'big16m.bin': 16 * 1024 * 1024 };
@@ -80,7 +81,11 @@ async function startVirtiofsd(shareDir: string, sock: string): Promise<{ child: 
   return { child, exited };
 }
 
+const FLAGS = ['--ms=', '--qemu-only', '--no-qemu', '--passes=', '--rounds=', '--no-virtiofsd'];
+export const usage = 'npm run bench -- fs [--ms=MS] [--no-virtiofsd] [--qemu-only | --no-qemu] [--passes=N] [--rounds=N]';
+
 export default async function main(args: string[]): Promise<void> {
+  rejectUnknownFlags(args, FLAGS);
   const ms = Number(args.find((a) => a.startsWith('--ms='))?.slice(5) ?? 1000);
   const qemuOnly = args.includes('--qemu-only');
   const inProcess = qemuOnly ? null : await inProcessSection(args, ms);

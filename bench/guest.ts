@@ -10,6 +10,7 @@ import { runClient } from '../appliance/pingpong/client.js';
 import { connectHybridVsock } from '../appliance/pingpong/hybrid-connect.js';
 import { type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
 import { printTable, writeResults } from './report.js';
+import { BenchUsageError } from './usage.js';
 
 type TxMode = 'auto' | 'two-copy' | 'single-copy' | 'zero-copy';
 const SINK_PORT = 6000;
@@ -79,6 +80,8 @@ async function measure(app: RunningAppliance, label: string, bytes: number, iter
   return { guest: label, hostToGuestMBps: h2g, guestToHostMBps: g2h, pingPong: pp };
 }
 
+export const usage = 'npm run bench -- guest [--mib N] [--iterations N] [--modes auto,two-copy,single-copy,zero-copy] [--no-kernel]';
+
 export default async function guest(argv: string[]): Promise<void> {
   let mib = 16;
   let iterations = 300;
@@ -91,10 +94,7 @@ export default async function guest(argv: string[]): Promise<void> {
     else if (a === '--iterations') iterations = Number(v());
     else if (a === '--modes') modes = v().split(',') as TxMode[];
     else if (a === '--no-kernel') kernel = false;
-    else {
-      console.error(`bench guest: unknown flag ${a} (flags: --mib N, --iterations N, --modes LIST, --no-kernel)`);
-      process.exit(2);
-    }
+    else throw new BenchUsageError(`unknown flag ${a} (flags: --mib N, --iterations N, --modes LIST, --no-kernel)`);
   }
   if (!(mib > 0) || !(iterations > 0)) {
     console.error('bench guest: --mib and --iterations take positive numbers');

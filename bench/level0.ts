@@ -22,6 +22,7 @@ import { decodeHeader, encodeHeader, VsockHeader, VSOCK_OP_RW } from '../drivers
 import type { RingLayout } from '../kernel/virtqueue/queue.js';
 import { makeRingPair, type RingPair } from '../tests/support/ring-pair.js';
 import { opsPerSecond, printTable, writeResults } from './report.js';
+import { rejectUnknownFlags } from './usage.js';
 
 const QUEUE = 256;
 const BATCH = 64; // chains per publish/flush, as a driver batching its writes would
@@ -157,7 +158,11 @@ async function inWorker<R>(v: Variant, m: Request): Promise<R> {
   }
 }
 
+const FLAGS = ['--ms=', '--rounds='];
+export const usage = 'npm run bench -- level0 [--ms=MS per round (default 500)] [--rounds=N (default 7)]';
+
 export default async function level0(args: string[]): Promise<void> {
+  rejectUnknownFlags(args, FLAGS);
   const ms = Number(args.find((a) => a.startsWith('--ms='))?.slice(5) ?? 500);
   const rounds = Number(args.find((a) => a.startsWith('--rounds='))?.slice(9) ?? 7);
   const configs = VARIANTS.flatMap((v) => ([1, 2] as const).map((descs) => ({ v, descs, samples: [] as number[], driverOps: [] as number[], deviceOps: [] as number[] })));

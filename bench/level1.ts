@@ -34,6 +34,7 @@ import type { VirtioDeviceModel } from '../kernel/transport/virtio-device.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver, type TxMode, type VsockSocket } from '../drivers/virtio-vsock/index.js';
 import { percentile, printTable, spreadOf, writeResults } from './report.js';
+import { rejectUnknownFlags } from './usage.js';
 
 // The device worker runs this very module's createDevice (below): the vsock device with
 // a count-only sink and an echo, so the figures measure the data path and not the
@@ -313,7 +314,11 @@ async function unixSocketPairMBps(size: number, total: number): Promise<number> 
   return total / seconds / 1e6;
 }
 
+const FLAGS = ['--quick', '--modes=', '--rounds=', '--windows=', '--sinks=', '--sizes=', '--no-pingpong', '--no-bounds'];
+export const usage = 'npm run bench -- level1 [--quick] [--rounds=N] [--modes=two-copy,single-copy,zero-copy] [--windows=BYTES,...] [--sinks=views,stream] [--sizes=BYTES,...] [--no-pingpong] [--no-bounds]';
+
 export default async function level1(args: string[]): Promise<void> {
+  rejectUnknownFlags(args, FLAGS);
   const quick = args.includes('--quick');
   const listArg = (name: string): string[] | null => {
     const a = args.find((x) => x.startsWith(`--${name}=`));

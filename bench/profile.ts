@@ -12,6 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connectHybridVsock } from '../appliance/pingpong/hybrid-connect.js';
 import { startAppliance } from '../appliance/run/appliance.js';
+import { BenchUsageError } from './usage.js';
 
 const PROFILE_PORT = 7000;
 
@@ -39,18 +40,20 @@ interface Args {
   warmSeconds: number;
 }
 
+export const usage = 'npm run bench -- profile [--drivers ours|kernel] [--page PATH] [--concurrency N] [--seconds N] [--top N] [--warm-up SECONDS] [--node-options "OPTS"] [--guest-arg=FLAG ...]';
+
 function parseArgs(argv: string[]): Args {
   const a: Args = { drivers: 'ours', page: '/big.html', concurrency: 1, seconds: 10, top: 40, guestArgs: [], nodeOptions: undefined, warmSeconds: 30 };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const next = (): string => {
       const v = argv[++i];
-      if (v === undefined) throw new Error(`${f} needs a value`);
+      if (v === undefined) throw new BenchUsageError(`${f} needs a value`);
       return v;
     };
     if (f === '--drivers') {
       const v = next();
-      if (v !== 'ours' && v !== 'kernel') throw new Error(`--drivers: expected ours or kernel, got ${v}`);
+      if (v !== 'ours' && v !== 'kernel') throw new BenchUsageError(`--drivers: expected ours or kernel, got ${v}`);
       a.drivers = v;
     } else if (f === '--page') a.page = next();
     else if (f === '--concurrency') a.concurrency = positive(f, next());
@@ -59,7 +62,7 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--warm-up') a.warmSeconds = positive(f, next());
     else if (f === '--node-options') a.nodeOptions = next().split(' ').filter(Boolean);
     else if (f.startsWith('--guest-arg=')) a.guestArgs.push(f.slice('--guest-arg='.length));
-    else throw new Error(`unknown flag ${f} (flags: --drivers, --page, --concurrency, --seconds, --top, --warm-up, --node-options, --guest-arg=FLAG)`);
+    else throw new BenchUsageError(`unknown flag ${f} (flags: --drivers, --page, --concurrency, --seconds, --top, --warm-up, --node-options, --guest-arg=FLAG)`);
   }
   return a;
 }

@@ -6,11 +6,9 @@ import { ScaleRun } from './scale/coordinator.js';
 import { printScaleSummary } from './scale/summary.js';
 import { writeResults } from './report.js';
 
+export const usage = SCALE_USAGE.replace(/^usage: /, '');
+
 export default async function scale(argv: string[]): Promise<void> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(SCALE_USAGE);
-    return;
-  }
   const args = parseScaleArgs(argv);
   console.log(`scale: ${args.vms} VMs x ${args.conns} connections, ${args.workers} load processes, paced ${args.rate} B/s each way per connection; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const run = new ScaleRun(args);

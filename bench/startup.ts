@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePortPair } from '../tests/support/ports.js';
 import { percentile, printTable, writeResults } from './report.js';
+import { BenchUsageError } from './usage.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -42,11 +43,13 @@ function npmStart(args: string[], until?: RegExp): Promise<Timed> {
 
 const median = (xs: number[]): number => Math.round(percentile(xs, 50));
 
+export const usage = 'npm run bench -- startup [--rounds N (default 5)]';
+
 export default async function startup(argv: string[]): Promise<void> {
   let rounds = 5;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--rounds' && /^\d+$/.test(argv[i + 1] ?? '')) rounds = Number(argv[++i]);
-    else throw new Error(`unknown flag ${JSON.stringify(argv[i])} (flags: --rounds N)`);
+    else throw new BenchUsageError(`unknown flag ${JSON.stringify(argv[i])} (flags: --rounds N)`);
   }
   // One start first, so that the tree is built and the image cached: every round then
   // measures "nothing changed since the last build".

@@ -34,6 +34,7 @@ import type { MemoryRegion } from '../kernel/memory/guest-memory.js';
 import { DescriptorChain } from '../kernel/virtqueue/device-queue.js';
 import { guestToHost, hostToGuest } from './guest.js';
 import { percentile, printTable, spreadOf, type Spread, writeResults } from './report.js';
+import { BenchUsageError } from './usage.js';
 
 const CID = 3;
 const ECHO_PORT = 5000;
@@ -285,6 +286,8 @@ async function waitListening(uds: string, port: number): Promise<void> {
   }
 }
 
+export const usage = 'npm run bench -- vhost [--mib N] [--iterations N] [--rounds N] [--round-mib N] [--sibling-mib N] [--no-siblings]';
+
 export default async function vhost(argv: string[]): Promise<void> {
   if (argv[0] === '--capture-cost-child') {
     captureLoop(Number(argv[1]), Number(argv[2]));
@@ -305,10 +308,7 @@ export default async function vhost(argv: string[]): Promise<void> {
     else if (a === '--round-mib') roundMib = Number(v());
     else if (a === '--sibling-mib') siblingMib = Number(v());
     else if (a === '--no-siblings') siblings = false;
-    else {
-      console.error(`bench vhost: unknown flag ${a} (flags: --mib N, --iterations N, --rounds N, --round-mib N, --sibling-mib N, --no-siblings)`);
-      process.exit(2);
-    }
+    else throw new BenchUsageError(`unknown flag ${a} (flags: --mib N, --iterations N, --rounds N, --round-mib N, --sibling-mib N, --no-siblings)`);
   }
   if (!(mib > 0) || !(iterations > 0) || !(rounds > 0) || !(roundMib > 0) || !(siblingMib > 0)) {
     console.error('bench vhost: --mib, --iterations, --rounds, --round-mib and --sibling-mib take positive numbers');

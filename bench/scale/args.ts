@@ -1,4 +1,5 @@
 // Command line of `npm run bench -- scale`.
+import { BenchUsageError } from '../usage.js';
 
 export interface ScaleArgs {
   vms: number;
@@ -61,6 +62,9 @@ const DEFAULTS: ScaleArgs = {
   daemonStdout: false,
 };
 
+/** The flags besides the numeric ones that take a value. */
+const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-node-args', '--out'];
+
 export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   const a: ScaleArgs = { ...DEFAULTS };
   const numbers: Record<string, keyof ScaleArgs> = {
@@ -84,32 +88,33 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
       a.daemonStdout = true;
       continue;
     }
-    const value = argv[++i];
-    if (value === undefined) throw new Error(`${flag}: missing value\n${SCALE_USAGE}`);
     const key = numbers[flag];
+    if (key === undefined && !VALUE_FLAGS.includes(flag)) throw new BenchUsageError(`unknown flag ${flag} (see --help)`);
+    const value = argv[++i];
+    if (value === undefined) throw new BenchUsageError(`${flag}: missing value`);
     if (key !== undefined) {
       const n = Number(value);
-      if (!Number.isFinite(n) || n < 0) throw new Error(`${flag}: ${JSON.stringify(value)} is not a number >= 0`);
+      if (!Number.isFinite(n) || n < 0) throw new BenchUsageError(`${flag}: ${JSON.stringify(value)} is not a number >= 0`);
       (a as unknown as Record<string, number>)[key] = n;
     } else if (flag === '--ring') {
-      if (value !== 'auto' && value !== 'split' && value !== 'packed') throw new Error(`--ring: auto, split or packed, not ${JSON.stringify(value)}`);
+      if (value !== 'auto' && value !== 'split' && value !== 'packed') throw new BenchUsageError(`--ring: auto, split or packed, not ${JSON.stringify(value)}`);
       a.ring = value;
     } else if (flag === '--daemon-root') {
       a.daemonRoot = value;
     } else if (flag === '--daemon-nice') {
       const n = Number(value);
-      if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--daemon-nice: -20..19, not ${JSON.stringify(value)}`);
+      if (!Number.isInteger(n) || n < -20 || n > 19) throw new BenchUsageError(`--daemon-nice: -20..19, not ${JSON.stringify(value)}`);
       a.daemonNice = n;
     } else if (flag === '--daemon-node-args') {
       a.daemonNodeArgs = value.split(' ').filter((x) => x !== '');
     } else if (flag === '--out') {
-      if (!/^[\w.-]+$/.test(value)) throw new Error(`--out: a file name, not ${JSON.stringify(value)}`);
+      if (!/^[\w.-]+$/.test(value)) throw new BenchUsageError(`--out: a file name, not ${JSON.stringify(value)}`);
       a.out = value;
     } else {
-      throw new Error(`unknown flag ${flag}\n${SCALE_USAGE}`);
+      throw new BenchUsageError(`unknown flag ${flag} (see --help)`);
     }
   }
-  if (a.vms < 8) throw new Error('--vms: at least 8 (a flooding VM, 4 misbehaving ones, churned ones and quiet ones)');
-  if (a.workers < 1) throw new Error('--workers: at least 1');
+  if (a.vms < 8) throw new BenchUsageError('--vms: at least 8 (a flooding VM, 4 misbehaving ones, churned ones and quiet ones)');
+  if (a.workers < 1) throw new BenchUsageError('--workers: at least 1');
   return a;
 }

@@ -1,0 +1,44 @@
+// `npm run bench -- NAME --help` prints the benchmark's flags and measures nothing; a
+// wrong flag is one line naming it, with exit status 2, and nothing measured either
+// (a typo used to run minutes of defaults, or end in a stack trace).
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../..', import.meta.url)); // dist/tests -> repository root
+const run = join(root, 'dist', 'bench', 'run.js');
+const benches = readdirSync(join(root, 'dist', 'bench'))
+  .filter((f) => f.endsWith('.js') && !['run.js', 'report.js', 'usage.js'].includes(f))
+  .map((f) => f.slice(0, -3));
+
+const bench = (...args: string[]) => spawnSync(process.execPath, [run, ...args], { encoding: 'utf8', timeout: 60_000 });
+
+test('every benchmark is found', (t) => {
+  for (const b of ['appliance', 'boot', 'fs', 'guest', 'level0', 'level1', 'profile', 'scale', 'startup', 'vhost']) t.true(benches.includes(b), b);
+});
+
+for (const name of benches) {
+  test(`${name} --help: its usage, status 0, nothing run`, (t) => {
+    const r = bench(name, '--help');
+    t.is(r.status, 0, r.stderr);
+    t.regex(r.stdout, new RegExp(`^usage: npm run bench -- ${name}\\b`));
+    t.is(r.stderr, '');
+  });
+
+  test(`${name} with an unknown flag: one line naming it, status 2`, (t) => {
+    const r = bench(name, '--no-such-flag');
+    t.is(r.status, 2, r.stdout + r.stderr);
+    t.is(r.stdout, '');
+    const lines = r.stderr.trimEnd().split('\n');
+    t.is(lines.length, 1, r.stderr);
+    t.regex(lines[0]!, new RegExp(`^bench ${name}: unknown flag "?--no-such-flag"?`));
+  });
+}
+
+test('a bad value is refused with the flag named, before anything runs', (t) => {
+  const r = bench('boot', '--rounds', 'many');
+  t.is(r.status, 2);
+  t.regex(r.stderr, /^bench boot: --rounds: expected 1\.\.100, got "many"\n$/);
+});
