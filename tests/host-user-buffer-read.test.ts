@@ -31,9 +31,9 @@ function readAll(s: Socket, scratch: Buffer, pauseEvery: number): Promise<{ byte
   const parts: Buffer[] = [];
   let reads = 0;
   let foreign = 0;
-  const ok = adoptUserBuffer(s, scratch, (bytes) => {
+  const ok = adoptUserBuffer(s, scratch, (bytes, n) => {
     if (bytes.buffer !== scratch.buffer) foreign++;
-    parts.push(Buffer.from(bytes)); // valid only during the call
+    parts.push(Buffer.from(bytes.subarray(0, n))); // valid only during the call
     reads++;
     if (reads % pauseEvery !== 0) return true;
     setImmediate(() => s.resume());

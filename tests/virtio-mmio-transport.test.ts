@@ -26,6 +26,7 @@ import { STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STA
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, featureBit } from '../kernel/virtqueue/layout.js';
 import { EchoDevice } from './support/echo-device.js';
 import { MmioDeviceModel, type MmioDeviceModelOptions, ModelIrq } from './support/mmio-device-model.js';
+import { until } from './support/event-turns.js';
 
 const WHERE = 'virtio-mmio@0xfeb00000';
 const V1 = featureBit(VIRTIO_F_VERSION_1);
@@ -39,14 +40,6 @@ function echoModel(opts: MmioDeviceModelOptions = {}): MmioDeviceModel {
 }
 
 /** Resolves when cond() holds, checking once per turn of the event loop (no clock). */
-async function until(cond: () => boolean, what: string, maxTurns = 200_000): Promise<void> {
-  for (let i = 0; i < maxTurns; i++) {
-    if (cond()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error(`never happened: ${what}`);
-}
-
 function readAll(s: Duplex): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];

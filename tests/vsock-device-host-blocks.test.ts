@@ -141,11 +141,11 @@ test.serial('a few bytes into a quiet connection are in the guest rx ring before
   const f = await fixture(t, 5002, 256 * 1024);
   const resume = (): void => {};
   const before = f.dev.stats.rxPackets;
-  t.true(f.vs.writeCopied(Buffer.from('ping'), resume));
+  t.true(f.vs.writeCopied(Buffer.from('ping'), 4, resume));
   t.is(f.dev.stats.rxPackets, before + 1, 'written now');
   await f.drv.until(() => f.guest.rxCnt === 4);
   const bulk = f.dev.stats.rxPackets;
-  t.true(f.vs.writeCopied(randomBytes(8192), resume));
+  t.true(f.vs.writeCopied(randomBytes(8192), 8192, resume));
   t.is(f.dev.stats.rxPackets, bulk, 'bulk goes with the next turn');
   await f.drv.until(() => f.guest.rxCnt === 4 + 8192);
   t.is(Buffer.concat(f.guest.received).subarray(0, 4).toString(), 'ping');

@@ -16,6 +16,7 @@ import {
 } from '../drivers/virtio-vsock/header.js';
 import { VsockDriver, type VsockDriverOptions, type VsockSocket } from '../drivers/virtio-vsock/index.js';
 import { ScriptedVsockPeer, type SentPacket } from './support/vsock-scripted-peer.js';
+import { until } from './support/event-turns.js';
 
 const GUEST_CID = 3;
 
@@ -35,14 +36,6 @@ async function setup(opts: VsockDriverOptions = {}): Promise<{ peer: ScriptedVso
 }
 
 /** Resolves when cond() holds, checking after each turn of the event loop (no clock). */
-async function until(cond: () => boolean, what: string, maxTurns = 100000): Promise<void> {
-  for (let i = 0; i < maxTurns; i++) {
-    if (cond()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error(`condition never held: ${what}`);
-}
-
 function ops(peer: ScriptedVsockPeer, op: number): SentPacket[] {
   return peer.sent.filter((p) => p.hdr.op === op);
 }

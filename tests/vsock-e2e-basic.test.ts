@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { VsockDriver, type VsockDriverOptions, type VsockSocket } from '../drivers/virtio-vsock/index.js';
+import { collect } from './support/collect-stream.js';
 
 const GUEST_CID = 7;
 
@@ -29,15 +30,6 @@ async function setup(opts: VsockDriverOptions = {}): Promise<{ device: VsockDevi
 function echo(s: Duplex): void {
   s.on('error', () => {});
   s.pipe(s);
-}
-
-function collect(s: Duplex): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    s.on('data', (d: Buffer) => parts.push(d));
-    s.once('end', () => resolve(Buffer.concat(parts)));
-    s.once('error', reject);
-  });
 }
 
 function pattern(n: number, seed: number): Buffer {

@@ -11,22 +11,12 @@ import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import { type RawVsockConnection, type TxMode, VsockDriver, type VsockDriverOptions, type VsockSocket } from '../drivers/virtio-vsock/index.js';
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import { pattern } from '../appliance/guest/pattern.js';
+import { turns, until } from './support/event-turns.js';
+import { collect } from './support/collect-stream.js';
 
 const GUEST_CID = 3;
 const PORT = 4100;
 const TX_MODES = ['two-copy', 'single-copy', 'zero-copy', 'auto'] as const satisfies readonly TxMode[];
-
-async function until(cond: () => boolean, what: string, maxTurns = 200_000): Promise<void> {
-  for (let i = 0; i < maxTurns; i++) {
-    if (cond()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error(`condition never held: ${what}`);
-}
-
-async function turns(n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -134,15 +124,6 @@ async function withGuest(t: ExecutionContext, frontEnd: FrontEnd, opts: VsockDri
     return { host, guest: accepted[n]! };
   };
   return { device, driver, open };
-}
-
-function collect(s: Duplex): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    s.on('data', (d: Buffer) => parts.push(d));
-    s.once('end', () => resolve(Buffer.concat(parts)));
-    s.once('error', reject);
-  });
 }
 
 for (const frontEnd of ['socket', 'raw'] as const) {

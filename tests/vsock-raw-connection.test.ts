@@ -20,23 +20,13 @@ import { type RawConnectionHandlers, type RawVsockConnection, type TxMode, Vsock
 import { InProcessTransport } from '../kernel/transport/inprocess.js';
 import { ScriptedVsockPeer, type SentPacket } from './support/vsock-scripted-peer.js';
 import { pattern } from '../appliance/guest/pattern.js';
+import { turns, until } from './support/event-turns.js';
+import { collect } from './support/collect-stream.js';
 
 const GUEST_CID = 3;
 const PORT = 4000;
 
 /** Resolves when cond() holds, checking after each turn of the event loop. */
-async function until(cond: () => boolean, what: string, maxTurns = 200_000): Promise<void> {
-  for (let i = 0; i < maxTurns; i++) {
-    if (cond()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error(`condition never held: ${what}`);
-}
-
-async function turns(n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
 
 /** Records everything a raw connection reports. */
 class Recorder implements RawConnectionHandlers {
@@ -93,15 +83,6 @@ async function withDevice(t: import('ava').ExecutionContext, opts: VsockDriverOp
     return { host, ...accepted[n]! };
   };
   return { device, driver, listener, open };
-}
-
-function collect(s: Duplex): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    s.on('data', (d: Buffer) => parts.push(d));
-    s.once('end', () => resolve(Buffer.concat(parts)));
-    s.once('error', reject);
-  });
 }
 
 test('listenRaw binds the port (EADDRINUSE when taken), close() unbinds and later REQUESTs are refused', async (t) => {

@@ -520,8 +520,7 @@ export class VsockConnection {
 
   /** Bytes from the host writer (Writable._write); cb is held while too much is queued. */
   hostWrite(chunk: Uint8Array, cb: (err?: Error | null) => void): void {
-    if (this.state !== CONN_ESTABLISHED || (this.peerShutdown & VSOCK_SHUTDOWN_RCV) !== 0 || (this.shutdownFlags & VSOCK_SHUTDOWN_SEND) !== 0) {
-      this.owner.stats.hostBytesDiscarded += chunk.byteLength;
+    if (this.discardsHostBytes(chunk.byteLength)) {
       cb();
       return;
     }
@@ -535,17 +534,12 @@ export class VsockConnection {
   }
 
   /**
-   * Bytes from a host reader that reuses its buffer (host/user-buffer-read.ts): copied
-   * into pool blocks before this returns. Returns false when the reader should pause:
+   * bytes[0, n) from a host reader that reuses its buffer (host/user-buffer-read.ts):
+   * copied before this returns. Returns false when the reader should pause:
    * `resume` is called once this connection's queue and its VM's have room again.
    */
-  hostWriteCopy(bytes: Uint8Array, resume: () => void): boolean {
-    const n = bytes.byteLength;
-    if (this.state !== CONN_ESTABLISHED || (this.peerShutdown & VSOCK_SHUTDOWN_RCV) !== 0 || (this.shutdownFlags & VSOCK_SHUTDOWN_SEND) !== 0) {
-      this.owner.stats.hostBytesDiscarded += n;
-      return true;
-    }
-    if (n === 0) return true;
+  hostWriteCopy(bytes: Buffer, n: number, resume: () => void): boolean {
+    if (this.discardsHostBytes(n) || n === 0) return true;
     const small = n < HOST_BLOCK_BYTES / 4;
     const wasIdle = this.toGuest.isEmpty;
     if (small) {
@@ -553,9 +547,9 @@ export class VsockConnection {
       // pool: a 16 KiB block each would hold 100 MB for 6,400 connections with a little
       // queued, and small reads are too slow to press the collector.
       const copy = Buffer.allocUnsafe(n);
-      copy.set(bytes);
+      bytes.copy(copy, 0, 0, n);
       this.toGuest.push(copy);
-    } else this.copyToBlocks(bytes);
+    } else this.copyToBlocks(bytes, n);
     this.owner.stats.hostBytesCopied += n;
     this.owner.countToGuest(n);
     if (this.peerCredit() === 0) this.requestCreditOnce();
@@ -568,15 +562,22 @@ export class VsockConnection {
     return false;
   }
 
-  private copyToBlocks(bytes: Uint8Array): void {
-    const n = bytes.byteLength;
+  /** bytes[0, n) into pool blocks, queued; only a partly filled last block needs a view of its own. */
+  private copyToBlocks(bytes: Buffer, n: number): void {
     const pool = this.owner.hostBlocks;
     for (let off = 0; off < n; off += HOST_BLOCK_BYTES) {
       const m = Math.min(HOST_BLOCK_BYTES, n - off);
       const block = pool.take();
-      block.set(off === 0 && m === n ? bytes : bytes.subarray(off, off + m));
+      bytes.copy(block, 0, off, off + m);
       this.toGuest.push(m === HOST_BLOCK_BYTES ? block : block.subarray(0, m));
     }
+  }
+
+  /** Host bytes the guest will never read (not established, it shut down receiving, or we ended): counted and dropped. */
+  private discardsHostBytes(n: number): boolean {
+    if (this.state === CONN_ESTABLISHED && (this.peerShutdown & VSOCK_SHUTDOWN_RCV) === 0 && (this.shutdownFlags & VSOCK_SHUTDOWN_SEND) === 0) return false;
+    this.owner.stats.hostBytesDiscarded += n;
+    return true;
   }
 
   /**

@@ -56,14 +56,14 @@ export class VsockHostSocket extends Duplex {
   }
 
   /**
-   * Writes `bytes` for the guest, copied before this returns, so the caller may reuse its
+   * Writes bytes[0, length) for the guest, copied before this returns, so the caller may reuse its
    * buffer (a host socket's read buffer: host/user-buffer-read.ts). Bypasses the writable
    * stream: do not mix with write() on one socket, end() still ends after these bytes.
    * Returns false when the writer should stop; `resume` is called when it may go on.
    */
-  writeCopied(bytes: Uint8Array, resume: () => void): boolean {
+  writeCopied(bytes: Buffer, length: number, resume: () => void): boolean {
     const c = this.conn;
-    return c === null ? true : c.hostWriteCopy(bytes, resume);
+    return c === null ? true : c.hostWriteCopy(bytes, length, resume);
   }
 
   /** Called by the connection when it is gone: further writes are discarded. */

@@ -42,12 +42,12 @@ function forwardToGuest(from: Socket, to: VsockHostSocket): boolean {
   const resume = (): void => {
     from.resume();
   };
-  const onBytes = (bytes: Buffer): boolean => to.writeCopied(bytes, resume);
+  const onBytes = (bytes: Buffer, n: number): boolean => to.writeCopied(bytes, n, resume);
   if (!adoptUserBuffer(from, hostReadBuffer(), onBytes)) return false;
   // What the socket read in before (e.g. after a CONNECT line) goes first.
   let c: Buffer | null;
   let more = true;
-  while ((c = from.read() as Buffer | null) !== null) more = to.writeCopied(c, resume) && more;
+  while ((c = from.read() as Buffer | null) !== null) more = to.writeCopied(c, c.length, resume) && more;
   // The client may have ended already (its EOF came with the CONNECT line): pipe() passes
   // that on too.
   if (from.readableEnded) to.end();

@@ -35,19 +35,19 @@ interface UserBufferHandle {
 }
 
 /**
- * Makes `socket` read into `buffer` from now on: `onBytes(bytes)` gets a view of the bytes
- * read, valid only during the call (copy what you keep). Bytes the socket read in before
+ * Makes `socket` read into `buffer` from now on: `onBytes(buffer, n)` gets each read as
+ * buffer[0, n), valid only during the call (copy what you keep; no view is made per read). Bytes the socket read in before
  * are not seen here: drain them with socket.read() first. Returns false (and changes
  * nothing) when this Node has no such path or the socket has no handle yet.
  */
-export function adoptUserBuffer(socket: Socket, buffer: Buffer, onBytes: (bytes: Buffer) => boolean): boolean {
+export function adoptUserBuffer(socket: Socket, buffer: Buffer, onBytes: (buffer: Buffer, n: number) => boolean): boolean {
   const f = onreadFields();
   const handle = (socket as unknown as { _handle: UserBufferHandle | null })._handle;
   if (f === null || handle === null || typeof handle.useUserBuffer !== 'function') return false;
   const s = socket as unknown as Record<symbol, unknown>;
   s[f.buffer] = buffer;
   s[f.generator] = null;
-  s[f.callback] = (n: number, buf: Buffer): boolean => onBytes(n === buf.length ? buf : buf.subarray(0, n));
+  s[f.callback] = (n: number, buf: Buffer): boolean => onBytes(buf, n);
   handle.useUserBuffer(buffer);
   return true;
 }
