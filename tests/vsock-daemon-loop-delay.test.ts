@@ -3,7 +3,7 @@
 // bound; the exposition is cumulative.
 import test from 'ava';
 import { EVENT_LOOP_DELAY_BUCKETS_SECONDS, EventLoopDelaySampler } from '../drivers/virtio-vsock/daemon/event-loop-delay.js';
-import { renderMetrics } from '../drivers/virtio-vsock/daemon/metrics.js';
+import { loopFigures, renderMetrics } from '../drivers/virtio-vsock/daemon/metrics.js';
 
 test('delays are counted in their bucket, bounds inclusive; +Inf takes the rest; rendered cumulative', (t) => {
   const s = new EventLoopDelaySampler();
@@ -15,7 +15,7 @@ test('delays are counted in their bucket, bounds inclusive; +Inf takes the rest;
   t.is(counts.at(-1), 1); // 3 s: above 2 s
   t.is(s.samples, 5);
   t.true(Math.abs(s.sumSeconds - 3.0521) < 1e-9);
-  const text = renderMetrics([], [], null, s);
+  const text = renderMetrics([], [], null, [loopFigures('main', s)]);
   t.regex(text, /^# TYPE nodejs_eventloop_delay_seconds histogram$/m);
   t.regex(text, /^nodejs_eventloop_delay_seconds_bucket\{le="0.001"\} 2$/m);
   t.regex(text, /^nodejs_eventloop_delay_seconds_bucket\{le="0.002"\} 3$/m);

@@ -29,16 +29,20 @@ export interface ScaleArgs {
   daemonNice: number;
   /** Show the daemon's stdout (with --daemon-node-args "--trace-gc"). */
   daemonStdout: boolean;
+  /** The daemon's --threads (default: not given, the daemon's own default, 0). */
+  daemonThreads: string | null;
 }
 
 export const SCALE_USAGE = `usage: npm run bench -- scale [--vms N] [--conns M] [--workers W] [--rate BYTES_PER_S] [--chunk BYTES]
        [--rounds R] [--busy-seconds S] [--quiet-seconds S] [--churn-seconds S] [--churn-every-ms MS]
        [--bad-seconds S] [--ping-size BYTES] [--ring auto|split|packed] [--flood-vms K] [--out NAME]
        [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N] [--daemon-stdout]
+       [--daemon-threads per-vm|N]
 N simulated VMs (default 64) with M connections each (default 100) on one vhost-user-vsock
 daemon; VM 1 floods, the others send --rate bytes/s each way per connection. A 65th VM
 carries the ping-pong. Writes bench/results/NAME.json (default scale). --daemon-root runs
-the daemon of another checkout (built), for before/after comparisons in the same conditions.`;
+the daemon of another checkout (built), for before/after comparisons in the same conditions.
+--daemon-threads passes --threads to the daemon (N worker threads, or per-vm).`;
 
 const DEFAULTS: ScaleArgs = {
   vms: 64,
@@ -60,10 +64,11 @@ const DEFAULTS: ScaleArgs = {
   daemonNodeArgs: [],
   daemonNice: 0,
   daemonStdout: false,
+  daemonThreads: null,
 };
 
 /** The flags besides the numeric ones that take a value. */
-const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-node-args', '--out'];
+const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-node-args', '--daemon-threads', '--out'];
 
 export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   const a: ScaleArgs = { ...DEFAULTS };
@@ -107,6 +112,9 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
       a.daemonNice = n;
     } else if (flag === '--daemon-node-args') {
       a.daemonNodeArgs = value.split(' ').filter((x) => x !== '');
+    } else if (flag === '--daemon-threads') {
+      if (value !== 'per-vm' && !/^\d+$/.test(value)) throw new BenchUsageError(`--daemon-threads: per-vm or a number, not ${JSON.stringify(value)}`);
+      a.daemonThreads = value;
     } else if (flag === '--out') {
       if (!/^[\w.-]+$/.test(value)) throw new BenchUsageError(`--out: a file name, not ${JSON.stringify(value)}`);
       a.out = value;

@@ -156,7 +156,7 @@ export class ScaleRun {
     this.lay = lay;
     const vmFlags = [...lay.plans, lay.probe].flatMap((p) => ['--vm', `guest-cid=${p.cid},socket=${p.socketPath},uds-path=${p.udsPath}`]);
     const fwdFlags = lay.plans.flatMap((p) => ['--forward', `127.0.0.1:${p.tcpPort}=${p.cid}:5000`]);
-    this.daemon = await startDaemonProcess([...vmFlags, ...fwdFlags, '--log-level', 'info'], { root: a.daemonRoot, nodeArgs: a.daemonNodeArgs, nice: a.daemonNice, showStdout: a.daemonStdout });
+    this.daemon = await startDaemonProcess([...vmFlags, ...fwdFlags, '--log-level', 'info', ...(a.daemonThreads !== null ? ['--threads', a.daemonThreads] : [])], { root: a.daemonRoot, nodeArgs: a.daemonNodeArgs, nice: a.daemonNice, showStdout: a.daemonStdout });
     const d = this.daemon;
     await sleep(1000);
     const idle = sampleProcess(d.pid);

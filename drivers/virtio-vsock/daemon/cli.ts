@@ -1,10 +1,12 @@
 // vhost-user-vsock: the daemon's command line. main(argv) parses, starts the daemon and
 // runs until SIGINT or SIGTERM. Exit status: 0 (done or --help), 1 (could not start:
 // the message names the socket, address or file), 2 (bad flags or config file,
-// reported with the flag, or the file and line, and why).
+// reported with the flag, or the file and line, and why); 1 also when a VM thread dies
+// (threaded-daemon.ts).
 import { CliUsageError, HELP_TEXT, parseArgs } from './config.js';
 import { ConfigFileError } from './config-file.js';
-import { startDaemon, type DaemonDeps } from './daemon.js';
+import type { DaemonDeps } from './daemon.js';
+import { startDaemonAsConfigured } from './threaded-daemon.js';
 
 export interface CliIo {
   stdout: (text: string) => void;
@@ -42,15 +44,16 @@ export async function main(
   }
   let daemon;
   try {
-    daemon = await startDaemon(parsed.config, { log: (line) => io.stderr(`${line}\n`), ...deps });
+    daemon = await startDaemonAsConfigured(parsed.config, { log: (line) => io.stderr(`${line}\n`), ...deps });
   } catch (e) {
     io.stderr(`vhost-user-vsock: cannot start: ${(e as Error).message}\n`);
     return 1;
   }
   daemon.logger.log('info', null, 'running (SIGINT or SIGTERM stops)');
-  await until();
+  const failure = await Promise.race([until().then(() => null), daemon.failed]);
+  if (failure) daemon.logger.log('error', null, `${failure.message}; stopping every VM`);
   await daemon.close();
-  return 0;
+  return failure ? 1 : 0;
 }
 
 function signalled(): Promise<string> {

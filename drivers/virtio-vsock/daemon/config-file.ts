@@ -16,13 +16,14 @@
 //   metrics_allow_remote: false
 //   pcap: /tmp/all.pcap
 //   pcap_snaplen: 65536
+//   threads: 0                        # VM threads: N, or per-vm (0: all on the main thread)
 //
 // Parsed with the `yaml` package (YAML 1.2 core schema; duplicate keys refused), then
 // checked strictly: unknown keys, wrong types, out-of-range values and duplicate CIDs,
 // paths or listen addresses are ConfigFileErrors naming the file, line and column.
 import { readFileSync, statSync } from 'node:fs';
 import { LineCounter, type Node, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap } from 'yaml';
-import { type DaemonConfig, type ForwardConfig, type VmConfig, checkMetricsHost, ignoredSettingNotice, isRingOffer, METRICS_PORT_DEFAULT_HOST, RING_OFFERS } from './settings.js';
+import { type DaemonConfig, type ForwardConfig, type VmConfig, checkMetricsHost, ignoredSettingNotice, isRingOffer, METRICS_PORT_DEFAULT_HOST, RING_OFFERS, threadsSetting } from './settings.js';
 import { LOG_LEVELS, isLogLevel } from './logger.js';
 import * as v from './validate.js';
 
@@ -43,7 +44,7 @@ export class ConfigFileError extends Error {
   }
 }
 
-const TOP_KEYS = ['vms', 'log_level', 'metrics', 'metrics_allow_remote', 'pcap', 'pcap_snaplen', 'ring'] as const;
+const TOP_KEYS = ['vms', 'log_level', 'metrics', 'metrics_allow_remote', 'pcap', 'pcap_snaplen', 'ring', 'threads'] as const;
 const VM_KEYS = ['guest_cid', 'socket', 'uds_path', 'queue_size', 'tx_buffer_size', 'groups', 'group', 'forwards', 'pcap'] as const;
 const FORWARD_KEYS = ['listen', 'port'] as const;
 /** vhost-device-vsock's vsock backend, which this daemon does not have. */
@@ -124,6 +125,11 @@ class ConfigReader {
       const s = this.string(ring.value, 'ring', ring.key);
       if (!isRingOffer(s)) throw this.error(ring.value, `ring: ${JSON.stringify(s)} is not one of ${RING_OFFERS.join(', ')}`);
       config.ring = s;
+    }
+    const threads = top.get('threads');
+    if (threads !== undefined) {
+      const n = this.scalar(threads.value);
+      config.threads = this.check(threads.value, 'threads', () => threadsSetting(typeof n === 'number' ? String(n) : this.string(threads.value, 'threads', threads.key), 'value'));
     }
     const metrics = top.get('metrics');
     const allowRemote = top.get('metrics_allow_remote');

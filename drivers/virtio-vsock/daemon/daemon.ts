@@ -19,7 +19,7 @@ import { TcpForward, formatHostPort } from '../host/tcp-forward.js';
 import type { DaemonConfig } from './config.js';
 import { EventLoopDelaySampler } from './event-loop-delay.js';
 import { type DaemonLogger, type LogLevel, createLogger } from './logger.js';
-import { type VmMetricsSource, renderMetrics } from './metrics.js';
+import { type CaptureMetricsSource, type VmMetricsSource, loopFigures, renderMetrics } from './metrics.js';
 import { MetricsServer } from './metrics-server.js';
 import { PCAP_MAX_PAYLOAD_BYTES, PcapCapture, type PcapFileOps } from './pcap-capture.js';
 import { ConnectionLogTap, combineTaps } from './taps.js';
@@ -106,6 +106,8 @@ export interface RunningDaemon {
   readonly logger: DaemonLogger;
   /** The metrics text as /metrics serves it. */
   renderMetrics(): string;
+  /** The figures of every VM and capture file now (live objects; plainVmMetrics copies them). */
+  metricsSources(): { vms: VmMetricsSource[]; captures: CaptureMetricsSource[] };
   close(): Promise<void>;
 }
 
@@ -215,8 +217,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       closers.push(() => fwd.close());
       logger.log('info', f.guestCid, `forwarding ${formatHostPort(addr.address, addr.port)} -> guest port ${f.guestPort}`);
     }
-    const render = (): string => {
-      const sources: VmMetricsSource[] = [...vms.values()].map((vm) => ({
+    const metricsSources = (): { vms: VmMetricsSource[]; captures: CaptureMetricsSource[] } => ({
+      vms: [...vms.values()].map((vm) => ({
         cid: vm.cid,
         device: vm.device,
         hybrid: vm.hybrid ? { stats: vm.hybrid.stats, listen: vm.udsPath ?? '' } : null,
@@ -224,8 +226,12 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
           const a = f.address();
           return { stats: f.stats, listen: a ? formatHostPort(a.address, a.port) : '', guestPort: f.guestPort };
         }),
-      }));
-      return renderMetrics(sources, [...captures.values()], metrics?.stats ?? null, loopDelay);
+      })),
+      captures: [...captures.values()],
+    });
+    const render = (): string => {
+      const { vms: sources, captures: files } = metricsSources();
+      return renderMetrics(sources, files, metrics?.stats ?? null, [loopFigures('main', loopDelay)]);
     };
     if (config.metrics) {
       const m = config.metrics;
@@ -241,7 +247,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
         logger.log('warn', null, `metrics at ${server.url} may be reachable from other machines (--metrics-allow-remote): they have no access control`);
       }
     }
-    return { devices, vms, forwards, captures, metrics, logger, renderMetrics: render, close };
+    return { devices, vms, forwards, captures, metrics, logger, renderMetrics: render, metricsSources, close };
   } catch (e) {
     await close();
     throw e;

@@ -21,7 +21,8 @@ export interface MetricsServerOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
-  render: (stats: MetricsHttpStats) => string;
+  /** The exposition text; a promise when the figures come from other threads (a rejection is answered 500). */
+  render: (stats: MetricsHttpStats) => string | Promise<string>;
   log: (level: LogLevel, message: string) => void;
 }
 
@@ -82,7 +83,17 @@ export class MetricsServer {
     }
     if (path === '/metrics') {
       this.stats.requests++;
-      send(200, this.#opts.render(this.stats));
+      const body = this.#opts.render(this.stats);
+      if (typeof body === 'string') send(200, body);
+      else {
+        body.then(
+          (text) => send(200, text),
+          (err: Error) => {
+            this.#opts.log('error', `metrics: ${err.message}`);
+            send(500, `the metrics are not available: ${err.message}\n`);
+          },
+        );
+      }
     } else if (path === '/') {
       this.stats.requests++;
       send(200, 'vhost-user-vsock: the metrics are at /metrics\n');

@@ -173,22 +173,82 @@ function captureFamilies(e: Exposition, captures: readonly CaptureMetricsSource[
   e.family('vsock_capture_errors_total', 'counter', 'Write errors of the capture file (the first one stops it).', captures.map((c): Sample => [{ file: c.path }, c.failure === null ? 0 : 1]));
 }
 
-function processFamilies(e: Exposition, http: MetricsHttpStats | null, loopDelay: EventLoopDelaySampler | null): void {
+/** One thread's own figures: its V8 heap and its event loop (the daemon has one, or one per VM thread besides the main one). */
+export interface LoopFigures {
+  /** 'main', or the VM thread's name. */
+  thread: string;
+  heapTotalBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  /** Event-loop time running callbacks and waiting for events since the thread started (seconds). */
+  activeSeconds: number;
+  idleSeconds: number;
+  /** The loop-delay histogram (EventLoopDelaySampler.counts, not cumulative) and its sum, or null when not sampled. */
+  delay: { counts: number[]; sumSeconds: number } | null;
+}
+
+/** This thread's figures now (plain data: a VM thread posts them to the main one). */
+export function loopFigures(thread: string, loopDelay: EventLoopDelaySampler | null): LoopFigures {
+  const mem = process.memoryUsage();
+  const elu = performance.eventLoopUtilization();
+  return {
+    thread,
+    heapTotalBytes: mem.heapTotal,
+    heapUsedBytes: mem.heapUsed,
+    externalBytes: mem.external,
+    activeSeconds: elu.active / 1000,
+    idleSeconds: elu.idle / 1000,
+    delay: loopDelay ? { counts: [...loopDelay.counts], sumSeconds: loopDelay.sumSeconds } : null,
+  };
+}
+
+/** A VM's figures as plain data (what a VM thread posts; the live objects stay in their thread). */
+export function plainVmMetrics(vm: VmMetricsSource): VmMetricsSource {
+  const d = vm.device;
+  return {
+    cid: vm.cid,
+    device: {
+      stats: structuredClone(d.stats),
+      connections: d.connections,
+      hostBufferedBytes: d.hostBufferedBytes,
+      heldTxChains: d.heldTxChains ?? 0,
+      attached: d.attached,
+      siblingConnections: d.siblingConnections ?? 0,
+      siblingQueuedBytes: d.siblingQueuedBytes ?? 0,
+    },
+    hybrid: vm.hybrid ? { stats: structuredClone(vm.hybrid.stats), listen: vm.hybrid.listen } : null,
+    forwards: vm.forwards.map((f) => ({ stats: structuredClone(f.stats), listen: f.listen, guestPort: f.guestPort })),
+  };
+}
+
+/** A capture file's figures as plain data. */
+export function plainCaptureMetrics(c: CaptureMetricsSource): CaptureMetricsSource {
+  return { path: c.path, records: c.records, bytesWritten: c.bytesWritten, active: c.active, failure: c.failure === null ? null : new Error(c.failure.message) };
+}
+
+const sumOf = (loops: readonly LoopFigures[], f: (l: LoopFigures) => number): number => loops.reduce((n, l) => n + f(l), 0);
+
+function processFamilies(e: Exposition, http: MetricsHttpStats | null, loops: readonly LoopFigures[]): void {
   const mem = process.memoryUsage();
   const cpu = process.cpuUsage();
   e.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[{}, mem.rss]]);
   e.family('process_cpu_seconds_total', 'counter', 'User and system CPU time spent in seconds.', [[{}, (cpu.user + cpu.system) / 1e6]]);
   e.family('process_start_time_seconds', 'gauge', 'Start time of the process since the Unix epoch in seconds.', [[{}, Math.round((Date.now() - process.uptime() * 1000) / 1000)]]);
-  e.family('nodejs_heap_size_total_bytes', 'gauge', 'V8 heap size in bytes.', [[{}, mem.heapTotal]]);
-  e.family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap used in bytes.', [[{}, mem.heapUsed]]);
-  e.family('nodejs_external_memory_bytes', 'gauge', 'Memory of C++ objects bound to JavaScript objects (Buffers...) in bytes.', [[{}, mem.external]]);
-  const elu = performance.eventLoopUtilization();
-  e.family('nodejs_eventloop_time_seconds_total', 'counter', 'Time the event loop spent running callbacks (active) and waiting for events (idle) since the start, in seconds.', [
-    [{ state: 'active' }, elu.active / 1000],
-    [{ state: 'idle' }, elu.idle / 1000],
-  ]);
-  if (loopDelay) {
-    e.histogram('nodejs_eventloop_delay_seconds', 'How much later than asked a timer set every 20 ms fired: what any event waits behind the work in progress.', EVENT_LOOP_DELAY_BUCKETS_SECONDS, loopDelay.counts, loopDelay.sumSeconds);
+  // Every thread has a V8 heap of its own: the process holds their sum.
+  e.family('nodejs_heap_size_total_bytes', 'gauge', 'V8 heap size in bytes (all threads).', [[{}, sumOf(loops, (l) => l.heapTotalBytes)]]);
+  e.family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap used in bytes (all threads).', [[{}, sumOf(loops, (l) => l.heapUsedBytes)]]);
+  e.family('nodejs_external_memory_bytes', 'gauge', 'Memory of C++ objects bound to JavaScript objects (Buffers...) in bytes (all threads).', [[{}, sumOf(loops, (l) => l.externalBytes)]]);
+  // One event loop: no label (as before VM threads existed); several: one pair per thread.
+  const byThread = (l: LoopFigures): Labels => (loops.length > 1 ? { thread: l.thread } : {});
+  e.family('nodejs_eventloop_time_seconds_total', 'counter', 'Time the event loop spent running callbacks (active) and waiting for events (idle) since the start, in seconds (per thread when VMs run in threads of their own).', loops.flatMap((l): Sample[] => [
+    [{ ...byThread(l), state: 'active' }, l.activeSeconds],
+    [{ ...byThread(l), state: 'idle' }, l.idleSeconds],
+  ]));
+  const sampled = loops.filter((l) => l.delay !== null);
+  if (sampled.length > 0) {
+    const counts = EVENT_LOOP_DELAY_BUCKETS_SECONDS.map(() => 0).concat(0);
+    for (const l of sampled) l.delay!.counts.forEach((c, i) => (counts[i]! += c));
+    e.histogram('nodejs_eventloop_delay_seconds', 'How much later than asked a timer set every 20 ms fired: what any event waits behind the work in progress (the samples of every thread).', EVENT_LOOP_DELAY_BUCKETS_SECONDS, counts, sumOf(sampled, (l) => l.delay!.sumSeconds));
   }
   if (http) {
     e.family('vsock_metrics_http_requests_total', 'counter', 'Requests to the metrics HTTP server, by result.', [
@@ -199,11 +259,11 @@ function processFamilies(e: Exposition, http: MetricsHttpStats | null, loopDelay
 }
 
 /** The exposition text of every family. */
-export function renderMetrics(vms: readonly VmMetricsSource[], captures: readonly CaptureMetricsSource[], http: MetricsHttpStats | null = null, loopDelay: EventLoopDelaySampler | null = null): string {
+export function renderMetrics(vms: readonly VmMetricsSource[], captures: readonly CaptureMetricsSource[], http: MetricsHttpStats | null = null, loops: readonly LoopFigures[] = [loopFigures('main', null)]): string {
   const e = new Exposition();
   deviceFamilies(e, vms);
   hostEndFamilies(e, vms);
   captureFamilies(e, captures);
-  processFamilies(e, http, loopDelay);
+  processFamilies(e, http, loops);
   return e.text();
 }

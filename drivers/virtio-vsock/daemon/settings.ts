@@ -1,7 +1,7 @@
 // The daemon's settings (what --vm, --forward, --config and the other flags produce),
 // and the few rules the command line and the config file share.
 import type { LogLevel } from './logger.js';
-import { ValueError, isLoopback } from './validate.js';
+import { ValueError, decimal, isLoopback } from './validate.js';
 
 export interface VmConfig {
   /** The guest's CID (3 .. 4294967294). */
@@ -49,6 +49,26 @@ export interface DaemonConfig {
   ring?: RingOffer;
   /** Settings accepted for compatibility but without effect, logged at start (warn). */
   notices?: string[];
+  /** Where the VMs run (default 0: all on the main thread; see ThreadsSetting). */
+  threads?: ThreadsSetting;
+}
+
+/**
+ * Where the VMs run: 0 (the default), every VM on the main thread's event loop; 'per-vm',
+ * each VM on an event loop of its own (a worker thread; VMs that share a sibling group or
+ * a capture file share one); or a number N, at most N such threads with the VMs spread
+ * over them. More threads let the daemon use more than one CPU; each costs about 12 MB
+ * (a V8 heap of its own). One VM, or VMs that must all share one loop, run on the main
+ * thread whatever the setting.
+ */
+export type ThreadsSetting = 'per-vm' | number;
+export const THREADS_MAX = 1024;
+
+/** --threads / threads: 'per-vm' or 0..THREADS_MAX. */
+export function threadsSetting(text: string, what: string): ThreadsSetting {
+  if (text === 'per-vm') return 'per-vm';
+  if (!/^\d+$/.test(text)) throw new ValueError(`${what} ${JSON.stringify(text)} is neither per-vm nor a number of threads (0..${THREADS_MAX})`);
+  return decimal(text, what, 0, THREADS_MAX);
 }
 
 /** What the device offers: the packed ring layout beside the split one (auto), or split only. */
