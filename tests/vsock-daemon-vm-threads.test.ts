@@ -206,3 +206,14 @@ maybe('VM threads: a VM that cannot start fails the start with its path, and the
   while (openFds() > fdsBefore) await sleep(20);
   t.is(openFds(), fdsBefore);
 });
+
+test('VM threads: a thread that dies after the start settles `failed` with its name and error (the CLI then stops every VM, exit status 1)', async (t) => {
+  const config: DaemonConfig = { vms: [3, 4].map((cid) => ({ guestCid: cid, socketPath: `/tmp/unused-${cid}.sock`, udsPath: null })), forwards: [], threads: 'per-vm' };
+  const logs: string[] = [];
+  const daemon = await startThreadedDaemon(config, planVmThreads(config)!, { log: (l) => logs.push(l), vmThreadModule: new URL('./support/vm-thread-that-dies.js', import.meta.url) });
+  t.teardown(() => daemon.close());
+  t.deepEqual(logs.slice(0, 2).sort(), ['up: vm 3', 'up: vm 4']);
+  const why = await daemon.failed;
+  t.regex(why.message, /^VM thread \(vm [34]\) failed: Error: a bug in vm [34]/);
+  await daemon.close();
+});

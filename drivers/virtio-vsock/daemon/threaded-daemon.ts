@@ -34,6 +34,11 @@ export interface DaemonHandle {
   close(): Promise<void>;
 }
 
+export interface ThreadedDaemonDeps extends DaemonDeps {
+  /** The VM threads' entry module (default vm-thread.js); tests pass one that misbehaves. */
+  vmThreadModule?: URL;
+}
+
 export interface ThreadedDaemon extends DaemonHandle {
   /** The VM threads: their names and CIDs. */
   readonly threads: ReadonlyArray<{ name: string; cids: readonly number[] }>;
@@ -60,10 +65,11 @@ class VmThread {
     data: Omit<VmThreadData, 'name' | 'config'>,
     onLog: (line: string) => void,
     onFrontEnd: DaemonDeps['onFrontEnd'],
+    module: URL,
   ) {
     this.cids = plan.config.vms.map((vm) => vm.guestCid);
     const workerData: VmThreadData = { ...data, name: plan.name, config: plan.config };
-    this.worker = new Worker(VM_THREAD_MODULE, { workerData });
+    this.worker = new Worker(module, { workerData });
     this.#exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     let up = false;
     this.ready = new Promise((resolve, reject) => {
@@ -120,12 +126,12 @@ class VmThread {
 }
 
 /** Starts the VM threads of `plans` (planVmThreads) and, in this thread, the metrics server. */
-export async function startThreadedDaemon(config: DaemonConfig, plans: readonly VmThreadPlan[], deps: DaemonDeps = {}): Promise<ThreadedDaemon> {
+export async function startThreadedDaemon(config: DaemonConfig, plans: readonly VmThreadPlan[], deps: ThreadedDaemonDeps = {}): Promise<ThreadedDaemon> {
   if (deps.createVhostUserServer || deps.pcapFileOps) throw new Error('startThreadedDaemon: injected vhost-user servers and capture file operations work on the main thread only (startDaemon)');
   const sink = deps.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const logger = createLogger(config.logLevel ?? 'info', sink);
   for (const n of config.notices ?? []) logger.log('warn', null, n);
-  const threads = plans.map((p) => new VmThread(p, { sampleLoop: config.metrics !== undefined, frontEndEvents: deps.onFrontEnd !== undefined }, sink, deps.onFrontEnd));
+  const threads = plans.map((p) => new VmThread(p, { sampleLoop: config.metrics !== undefined, frontEndEvents: deps.onFrontEnd !== undefined }, sink, deps.onFrontEnd, deps.vmThreadModule ?? VM_THREAD_MODULE));
   const stopAll = (): Promise<void> => Promise.all(threads.map((t) => t.close())).then(() => {});
   let forwards: Array<{ guestCid: number; address: string; port: number }>;
   try {
