@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CliUsageError, HELP_TEXT, parseArgs } from '../drivers/virtio-vsock/daemon/config.js';
 import { main } from '../drivers/virtio-vsock/daemon/cli.js';
+import { TURN_SHARE_ALONE, TURN_SHARE_SHARED } from '../drivers/virtio-vsock/device/constants.js';
 import { startDaemon, type VhostUserServerFactory } from '../drivers/virtio-vsock/daemon/daemon.js';
 
 test('parses repeatable --vm and --forward, both value forms', (t) => {
@@ -190,6 +191,24 @@ test('--ring: auto (default) offers the packed layout beside split (bit 34), spl
     }
     const e = t.throws(() => parseArgs(['--vm', `guest-cid=3,socket=${join(dir, 'v.sock')}`, '--ring', 'packed']), { instanceOf: CliUsageError });
     t.is(e?.message, '--ring: "packed" is not one of auto, split');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a VM alone on the loop gets large turns; several VMs on one loop get the shorter shared turns (device/constants.ts)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vsock-daemon-'));
+  const factory: VhostUserServerFactory = async () => ({ close: async () => {} });
+  try {
+    for (const [cids, share] of [[[3], TURN_SHARE_ALONE], [[3, 4], TURN_SHARE_SHARED]] as const) {
+      const { config } = parseArgs(cids.flatMap((c) => ['--vm', `guest-cid=${c},socket=${join(dir, `v${c}.sock`)}`])) as { help: false; config: Parameters<typeof startDaemon>[0] };
+      const d = await startDaemon(config, { createVhostUserServer: factory, log: () => {} });
+      try {
+        for (const c of cids) t.is(d.devices.get(c)!.turnShare, share, `${cids.length} VM(s)`);
+      } finally {
+        await d.close();
+      }
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

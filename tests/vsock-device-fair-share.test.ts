@@ -1,19 +1,14 @@
-// What one VM's device may do in one event-loop turn (device/constants.ts): at most
-// TX_CHAINS_PER_TURN chains or TX_BYTES_PER_TURN bytes from the tx queue and at most
-// RX_PACKETS_PER_TURN packets or RX_BYTES_PER_TURN bytes into rx buffers, the rest in
-// later turns, so a VM that floods leaves the event loop to the daemon's other VMs in
+// What one VM's device may do in one event-loop turn (device/constants.ts, both shares:
+// alone on its loop, and sharing it with other VMs): at most txChains chains or txBytes
+// bytes from the tx queue and at most rxPackets packets or rxBytes bytes into rx
+// buffers, the rest in later turns, so a VM that floods leaves the event loop to the daemon's other VMs in
 // between; and what one VM's host side may queue towards its guest
 // (hostToGuestLimit), host writers past it released oldest first. Counted per kick (one
 // kick is one turn of the device), never timed.
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
-import {
-  RX_BYTES_PER_TURN,
-  RX_PACKETS_PER_TURN,
-  TX_BYTES_PER_TURN,
-  TX_CHAINS_PER_TURN,
-} from '../drivers/virtio-vsock/device/constants.js';
+import { TURN_SHARE_ALONE, TURN_SHARE_SHARED, type TurnShare } from '../drivers/virtio-vsock/device/constants.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import {
   VSOCK_HEADER_SIZE,
@@ -47,74 +42,82 @@ async function open(dev: VsockDevice, drv: VsockRawDriver, guestPort: number, bu
   return s;
 }
 
-test('rx: one turn writes at most RX_BYTES_PER_TURN into the guest buffers; the rest follows in later turns, intact', async (t) => {
-  const dev = new VsockDevice({ guestCid: 3 });
-  const drv = VsockRawDriver.sameThread(dev, { queueSize: 256, rxBuffers: 200, rxBufferBytes: PACKET });
-  t.teardown(() => drv.close());
-  const s = await open(dev, drv, 1000, 64 << 20);
-  const data = randomBytes(2 << 20);
-  s.write(data);
-  // One kick is one turn: it stops at the byte share (PACKET-sized buffers, each filled).
-  const before = dev.stats.rxPackets;
-  dev.kick(VSOCK_RX_QUEUE);
-  const first = dev.stats.rxPackets - before;
-  const expected = Math.min(RX_PACKETS_PER_TURN, Math.ceil(RX_BYTES_PER_TURN / PACKET));
-  t.is(first, expected, `${first} packets in one turn (share ${RX_BYTES_PER_TURN} bytes = ${expected} packets of ${PACKET})`);
-  t.true(dev.hostToGuestQueuedBytes > 0, 'the rest waits for the next turns');
-  // The later turns (scheduled by the device itself) deliver everything, in order.
-  const got: Buffer[] = [];
-  let n = 0;
-  drv.route(1000, 1080, (p) => {
-    if (p.header.op === VSOCK_OP_RW) {
-      got.push(p.payload);
-      n += p.payload.length;
-    }
+const SHARES: Array<[string, Readonly<TurnShare>]> = [
+  ['alone on its loop', TURN_SHARE_ALONE],
+  ['sharing its loop', TURN_SHARE_SHARED],
+];
+
+for (const [name, share] of SHARES) {
+  test(`${name}: rx: one turn writes at most rxBytes into the guest buffers; the rest follows in later turns, intact`, async (t) => {
+    const dev = new VsockDevice({ guestCid: 3, ...(share === TURN_SHARE_ALONE ? {} : { turnShare: share }) });
+    t.is(dev.turnShare, share);
+    const drv = VsockRawDriver.sameThread(dev, { queueSize: 256, rxBuffers: 200, rxBufferBytes: PACKET });
+    t.teardown(() => drv.close());
+    const s = await open(dev, drv, 1000, 64 << 20);
+    const data = randomBytes(2 << 20);
+    s.write(data);
+    // One kick is one turn: it stops at the byte share (PACKET-sized buffers, each filled).
+    const before = dev.stats.rxPackets;
+    dev.kick(VSOCK_RX_QUEUE);
+    const first = dev.stats.rxPackets - before;
+    const expected = Math.min(share.rxPackets, Math.ceil(share.rxBytes / PACKET));
+    t.is(first, expected, `${first} packets in one turn (share ${share.rxBytes} bytes = ${expected} packets of ${PACKET})`);
+    t.true(dev.hostToGuestQueuedBytes > 0, 'the rest waits for the next turns');
+    // The later turns (scheduled by the device itself) deliver everything, in order.
+    const got: Buffer[] = [];
+    let n = 0;
+    drv.route(1000, 1080, (p) => {
+      if (p.header.op === VSOCK_OP_RW) {
+        got.push(p.payload);
+        n += p.payload.length;
+      }
+    });
+    for (const p of drv.packets.splice(0)) if (p.header.op === VSOCK_OP_RW && p.header.dstPort === 1000) (got.push(p.payload), (n += p.payload.length));
+    await drv.until(() => n >= data.length);
+    t.is(sha(Buffer.concat(got)), sha(data));
+    t.is(dev.hostToGuestQueuedBytes, 0);
   });
-  for (const p of drv.packets.splice(0)) if (p.header.op === VSOCK_OP_RW && p.header.dstPort === 1000) (got.push(p.payload), (n += p.payload.length));
-  await drv.until(() => n >= data.length);
-  t.is(sha(Buffer.concat(got)), sha(data));
-  t.is(dev.hostToGuestQueuedBytes, 0);
-});
 
-test('tx: one turn takes at most TX_BYTES_PER_TURN of chains from the tx queue; the rest follows in later turns, intact', async (t) => {
-  const dev = new VsockDevice({ guestCid: 3 });
-  const drv = VsockRawDriver.sameThread(dev, { queueSize: 256 });
-  t.teardown(() => drv.close());
-  // Two connections, 50 packets of 4 KiB each (within each one's 256 KiB window).
-  const sockets = [await open(dev, drv, 2000, 256 * 1024), await open(dev, drv, 2001, 256 * 1024)];
-  const received = sockets.map(() => [] as Buffer[]);
-  sockets.forEach((s, i) => s.on('data', (c: Buffer) => received[i]!.push(c)));
-  const sent = sockets.map(() => randomBytes(50 * PAYLOAD));
-  for (let k = 0; k < 50; k++) {
-    for (let i = 0; i < 2; i++) {
-      const bytes = drv.packetBytes({ srcPort: 2000 + i, dstPort: 2080 + i, op: VSOCK_OP_RW }, sent[i]!.subarray(k * PAYLOAD, (k + 1) * PAYLOAD));
-      drv.sendBytes(bytes, {}, false);
+  test(`${name}: tx: one turn takes at most txBytes of chains from the tx queue; the rest follows in later turns, intact`, async (t) => {
+    const dev = new VsockDevice({ guestCid: 3, turnShare: share });
+    const drv = VsockRawDriver.sameThread(dev, { queueSize: 256 });
+    t.teardown(() => drv.close());
+    // Two connections, 50 packets of 4 KiB each (within each one's 256 KiB window).
+    const sockets = [await open(dev, drv, 2000, 256 * 1024), await open(dev, drv, 2001, 256 * 1024)];
+    const received = sockets.map(() => [] as Buffer[]);
+    sockets.forEach((s, i) => s.on('data', (c: Buffer) => received[i]!.push(c)));
+    const sent = sockets.map(() => randomBytes(50 * PAYLOAD));
+    for (let k = 0; k < 50; k++) {
+      for (let i = 0; i < 2; i++) {
+        const bytes = drv.packetBytes({ srcPort: 2000 + i, dstPort: 2080 + i, op: VSOCK_OP_RW }, sent[i]!.subarray(k * PAYLOAD, (k + 1) * PAYLOAD));
+        drv.sendBytes(bytes, {}, false);
+      }
     }
-  }
-  drv.tx.publish(); // published, no doorbell: the kick below is the one turn
-  const before = dev.stats.txPackets;
-  dev.kick(VSOCK_TX_QUEUE);
-  const first = dev.stats.txPackets - before;
-  t.is(first, Math.min(TX_CHAINS_PER_TURN, Math.ceil(TX_BYTES_PER_TURN / PACKET)), `${first} chains in one turn`);
-  t.true(first < 100);
-  await drv.until(() => received.every((r, i) => Buffer.concat(r).length >= sent[i]!.length));
-  received.forEach((r, i) => t.is(sha(Buffer.concat(r)), sha(sent[i]!), `connection ${i}`));
-});
+    drv.tx.publish(); // published, no doorbell: the kick below is the one turn
+    const before = dev.stats.txPackets;
+    dev.kick(VSOCK_TX_QUEUE);
+    const first = dev.stats.txPackets - before;
+    t.is(first, Math.min(share.txChains, Math.ceil(share.txBytes / PACKET)), `${first} chains in one turn`);
+    t.true(first < 100);
+    await drv.until(() => received.every((r, i) => Buffer.concat(r).length >= sent[i]!.length));
+    received.forEach((r, i) => t.is(sha(Buffer.concat(r)), sha(sent[i]!), `connection ${i}`));
+  });
 
-test('tx: tiny chains are bounded by TX_CHAINS_PER_TURN', async (t) => {
-  const dev = new VsockDevice({ guestCid: 3, maxQueueSize: 1024 });
-  const drv = VsockRawDriver.sameThread(dev, { queueSize: 1024 });
-  t.teardown(() => drv.close());
-  await open(dev, drv, 3000, 256 * 1024);
-  const chains = TX_CHAINS_PER_TURN + 100;
-  for (let k = 0; k < chains; k++) drv.sendBytes(drv.packetBytes({ srcPort: 3000, dstPort: 3080, op: VSOCK_OP_CREDIT_UPDATE }), {}, false);
-  drv.tx.publish();
-  const before = dev.stats.txPackets;
-  dev.kick(VSOCK_TX_QUEUE);
-  t.is(dev.stats.txPackets - before, TX_CHAINS_PER_TURN);
-  await drv.until(() => dev.stats.txPackets - before === chains);
-  t.is(dev.stats.dropped.internalError, 0);
-});
+  test(`${name}: tx: tiny chains are bounded by txChains`, async (t) => {
+    const dev = new VsockDevice({ guestCid: 3, maxQueueSize: 1024, turnShare: share });
+    const drv = VsockRawDriver.sameThread(dev, { queueSize: 1024 });
+    t.teardown(() => drv.close());
+    await open(dev, drv, 3000, 256 * 1024);
+    const chains = share.txChains + 100;
+    for (let k = 0; k < chains; k++) drv.sendBytes(drv.packetBytes({ srcPort: 3000, dstPort: 3080, op: VSOCK_OP_CREDIT_UPDATE }), {}, false);
+    drv.tx.publish();
+    const before = dev.stats.txPackets;
+    dev.kick(VSOCK_TX_QUEUE);
+    t.is(dev.stats.txPackets - before, share.txChains);
+    await drv.until(() => dev.stats.txPackets - before === chains);
+    t.is(dev.stats.dropped.internalError, 0);
+  });
+}
 
 test('the VM-wide host-to-guest queue stops at hostToGuestLimit; held writers go oldest first and every byte arrives', async (t) => {
   const LIMIT = 256 * 1024;

@@ -11,6 +11,7 @@ import type { VirtioDeviceModel } from '../../../kernel/transport/virtio-device.
 import type { PacketTap } from '../device/packet-tap.js';
 import type { VsockMuxer } from '../device/muxer.js';
 import { SiblingRouter } from '../device/sibling-router.js';
+import { TURN_SHARE_ALONE, TURN_SHARE_SHARED } from '../device/constants.js';
 import { VsockDevice } from '../device/vsock-device.js';
 import type { HostLogLevel } from '../host/host-stats.js';
 import { HybridVsockBackend } from '../host/hybrid-unix.js';
@@ -168,6 +169,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
         router,
         groups: vm.groups ?? [],
         packed: config.ring !== 'split',
+        // Several VMs on this loop: shorter turns, so that a flooding VM holds the others up less.
+        turnShare: config.vms.length > 1 ? TURN_SHARE_SHARED : TURN_SHARE_ALONE,
         log: (m) => logger.log('warn', cid, m),
         ...(vm.maxQueueSize !== undefined ? { maxQueueSize: vm.maxQueueSize } : {}),
         onAttachedChange: (attached) =>

@@ -36,16 +36,31 @@ export const HOST_TO_GUEST_VM_LIMIT_BYTES = 4 * 1024 * 1024;
 
 /**
  * Work one VM's device does in one event-loop turn before it yields (setImmediate): tx
- * chains taken and their bytes, rx packets written and their bytes. Every VM of the
- * daemon runs on one event loop, and an event of another VM (a kick, a ping-pong byte)
- * waits behind whatever the loop does in that turn: a VM that floods gets this much per
- * turn, then the others' events run. (vhost-device-vsock gives each VM a thread instead;
- * `npm run bench -- scale` measures the quiet VM's round trip with one VM flooding.)
+ * chains taken and their bytes, rx packets written and their bytes. An event of another
+ * VM on the same event loop (a kick, a ping-pong byte) waits behind whatever the loop
+ * does in that turn: a VM that floods gets this much per turn, then the others' events
+ * run. (vhost-device-vsock gives each VM a thread instead; `npm run bench -- scale`
+ * measures the quiet VM's round trip with one VM flooding.)
  */
-export const TX_CHAINS_PER_TURN = 256;
-export const TX_BYTES_PER_TURN = 256 * 1024;
-export const RX_PACKETS_PER_TURN = 256;
-export const RX_BYTES_PER_TURN = 256 * 1024;
+export interface TurnShare {
+  txChains: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+}
+
+/** A device alone on its event loop (in-process, the daemon with one VM per loop): large turns, fewer of them. */
+export const TURN_SHARE_ALONE: Readonly<TurnShare> = Object.freeze({ txChains: 256, txBytes: 256 * 1024, rxPackets: 256, rxBytes: 256 * 1024 });
+
+/**
+ * A device that shares its event loop with other VMs' devices (the daemon with several
+ * VMs on a loop). Against 256 KiB, a quiet VM's ping p99 with one VM flooding fell from
+ * 1.0-2.4 ms to 0.55-1.1 ms (npm run bench -- scale, 4 interleaved runs, daemon at nice
+ * -10) for 5-20% less flood throughput; 32 KiB was no better and cost more throughput.
+ * Alone on a loop, 64 KiB turns cost a device 35-45% of its in-process zero-copy
+ * throughput (bench level1), hence two shares.
+ */
+export const TURN_SHARE_SHARED: Readonly<TurnShare> = Object.freeze({ txChains: 64, txBytes: 64 * 1024, rxPackets: 64, rxBytes: 64 * 1024 });
 
 /**
  * Guest payloads up to this size are copied into a shared staging buffer instead of a

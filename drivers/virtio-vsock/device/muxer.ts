@@ -37,8 +37,8 @@ import {
   EPHEMERAL_PORT_FIRST,
   HOST_TO_GUEST_VM_LIMIT_BYTES,
   MAX_CONNECTIONS,
-  RX_BYTES_PER_TURN,
-  RX_PACKETS_PER_TURN,
+  TURN_SHARE_ALONE,
+  type TurnShare,
   SIBLING_PENDING_REQUESTS_MAX,
   SIBLING_QUEUE_BYTES,
   STRAY_RST_QUEUE_ENTRIES,
@@ -648,17 +648,17 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
 
   /**
    * Fills guest rx buffers with pending packets: RSTs first, then one packet per
-   * connection in turn, up to this turn's share (RX_PACKETS_PER_TURN, RX_BYTES_PER_TURN).
+   * connection in turn, up to this turn's share (rxPackets, rxBytes of `share`).
    * Returns the number of chains pushed (the caller flushes). Sets starved when work
    * remains but the guest gave no more buffers, turnSpent when the share ran out first.
    */
-  fillRx(rxq: VirtqueueDevice): number {
+  fillRx(rxq: VirtqueueDevice, share: Readonly<TurnShare> = TURN_SHARE_ALONE): number {
     let pushed = 0;
     let bytes = 0;
     this.starved = false;
     this.turnSpent = false;
     for (;;) {
-      if (pushed >= RX_PACKETS_PER_TURN || bytes >= RX_BYTES_PER_TURN) {
+      if (pushed >= share.rxPackets || bytes >= share.rxBytes) {
         this.turnSpent = this.strayCount > 0 || this.hasRxWork();
         break;
       }

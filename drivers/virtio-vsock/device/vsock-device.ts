@@ -17,7 +17,7 @@ import {
   VSOCK_RX_QUEUE,
   VSOCK_TX_QUEUE,
 } from '../header.js';
-import { TX_BYTES_PER_TURN, TX_CHAINS_PER_TURN, VSOCK_MAX_QUEUE_SIZE } from './constants.js';
+import { TURN_SHARE_ALONE, type TurnShare, VSOCK_MAX_QUEUE_SIZE } from './constants.js';
 import type { VsockHost } from './host-api.js';
 import { HeldTxChains } from './held-chains.js';
 import { VsockMuxer } from './muxer.js';
@@ -63,6 +63,11 @@ export interface VsockDeviceOptions {
    * 4 KiB .. 64 MiB.
    */
   bufAlloc?: number;
+  /**
+   * Work per event-loop turn before the device yields (constants.ts): TURN_SHARE_ALONE by
+   * default; TURN_SHARE_SHARED when other VMs' devices run on the same loop.
+   */
+  turnShare?: Readonly<TurnShare>;
 }
 
 export class VsockDevice implements VirtioDeviceModel {
@@ -71,6 +76,8 @@ export class VsockDevice implements VirtioDeviceModel {
   readonly features: bigint;
   readonly numQueues = 3;
   readonly maxQueueSize: number;
+  /** Work per event-loop turn (VsockDeviceOptions.turnShare). */
+  readonly turnShare: Readonly<TurnShare>;
   readonly stats: VsockDeviceStats = makeStats();
   /** Host-side API: listen, connect, listenAny. */
   readonly host: VsockHost;
@@ -98,6 +105,7 @@ export class VsockDevice implements VirtioDeviceModel {
     }
     this.log = opts.log;
     this.maxQueueSize = opts.maxQueueSize ?? VSOCK_MAX_QUEUE_SIZE;
+    this.turnShare = opts.turnShare ?? TURN_SHARE_ALONE;
     this.muxer = new VsockMuxer({
       guestCid: cid,
       stats: this.stats,
@@ -307,10 +315,10 @@ export class VsockDevice implements VirtioDeviceModel {
           q.push(chain, 0); // tx buffers are device-readable only (5.10.6.2)
           pushed++;
         } else this.stats.txChainsHeld++;
-        if (++handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) break;
+        if (++handled >= this.turnShare.txChains || bytes >= this.turnShare.txBytes) break;
       }
       // This VM's share of the turn is used: the rest waits for the next one (constants.ts).
-      if (handled >= TX_CHAINS_PER_TURN || bytes >= TX_BYTES_PER_TURN) {
+      if (handled >= this.turnShare.txChains || bytes >= this.turnShare.txBytes) {
         this.scheduleTx();
         break;
       }
@@ -326,7 +334,7 @@ export class VsockDevice implements VirtioDeviceModel {
   private processRx(): void {
     const q = this.queues[VSOCK_RX_QUEUE];
     if (!q) return;
-    const pushed = this.muxer.fillRx(q);
+    const pushed = this.muxer.fillRx(q, this.turnShare);
     if (pushed > 0 && q.flush()) this.interrupt(VSOCK_RX_QUEUE);
     // Packets left after this turn's share (constants.ts): the next turn writes them.
     if (this.muxer.turnSpent) this.scheduleRx();
