@@ -13,38 +13,43 @@ const port = parentPort;
 const data = workerData as VmThreadData;
 const post = (m: FromVmThread): void => port.postMessage(m);
 
-let daemon: RunningDaemon;
-try {
-  daemon = await startDaemon(data.config, {
-    log: (line) => post({ type: 'log', line }),
-    ...(data.frontEndEvents ? { onFrontEnd: (cid, event) => post({ type: 'front-end', cid, event }) } : {}),
+async function run(): Promise<void> {
+  let daemon: RunningDaemon;
+  try {
+    daemon = await startDaemon(data.config, {
+      log: (line) => post({ type: 'log', line }),
+      ...(data.frontEndEvents ? { onFrontEnd: (cid, event) => post({ type: 'front-end', cid, event }) } : {}),
+    });
+  } catch (e) {
+    // Said as a message, not thrown: an uncaught error would race it to the main thread
+    // with a less telling text. With the port closed the thread then ends.
+    const err = e as NodeJS.ErrnoException;
+    post({ type: 'failed', message: err.message, ...(err.code !== undefined ? { code: err.code } : {}) });
+    port.close();
+    return;
+  }
+  const sampler = data.sampleLoop ? new EventLoopDelaySampler() : null;
+  sampler?.start();
+  port.on('message', (m: ToVmThread) => {
+    if (m.op === 'metrics') {
+      const { vms, captures } = daemon.metricsSources();
+      post({ type: 'metrics', id: m.id, vms: vms.map(plainVmMetrics), captures: captures.map(plainCaptureMetrics), loop: loopFigures(data.name, sampler) });
+    } else if (m.op === 'close') {
+      sampler?.stop();
+      void daemon.close().then(() => {
+        post({ type: 'closed' });
+        port.close();
+      });
+    }
   });
-} catch (e) {
-  const err = e as NodeJS.ErrnoException;
-  post({ type: 'failed', message: err.message, ...(err.code !== undefined ? { code: err.code } : {}) });
-  port.close();
-  throw new Error('unreachable: the port is closed');
+  post({
+    type: 'ready',
+    // daemon.forwards is in config order.
+    forwards: daemon.forwards.map((f, i) => {
+      const a = f.address();
+      return { guestCid: data.config.forwards[i]!.guestCid, address: a?.address ?? '', port: a?.port ?? 0 };
+    }),
+  });
 }
 
-const sampler = data.sampleLoop ? new EventLoopDelaySampler() : null;
-sampler?.start();
-port.on('message', (m: ToVmThread) => {
-  if (m.op === 'metrics') {
-    const { vms, captures } = daemon.metricsSources();
-    post({ type: 'metrics', id: m.id, vms: vms.map(plainVmMetrics), captures: captures.map(plainCaptureMetrics), loop: loopFigures(data.name, sampler) });
-  } else if (m.op === 'close') {
-    sampler?.stop();
-    void daemon.close().then(() => {
-      post({ type: 'closed' });
-      port.close();
-    });
-  }
-});
-post({
-  type: 'ready',
-  // daemon.forwards is in config order.
-  forwards: daemon.forwards.map((f, i) => {
-    const a = f.address();
-    return { guestCid: data.config.forwards[i]!.guestCid, address: a?.address ?? '', port: a?.port ?? 0 };
-  }),
-});
+void run();
