@@ -58,7 +58,8 @@ test('planVmThreads: every VM runs exactly once; VMs of a shared group or captur
           return !share || threadOf.get(x.guestCid) === threadOf.get(y.guestCid);
         }),
       );
-      const forwardsWithVm = plans.every((p) => p.config.forwards.every((f) => threadOf.get(f.guestCid) === plans.indexOf(p))) && plans.reduce((n, p) => n + p.config.forwards.length, 0) === config.forwards.length;
+      const forwardsWithVm = plans.every((p) => p.config.forwards.every((f) => threadOf.get(f.guestCid) === plans.indexOf(p))) && plans.reduce((n, p) => n + p.config.forwards.length, 0) === config.forwards.length
+        && plans.every((p) => p.forwardIndices.length === p.config.forwards.length && p.forwardIndices.every((i, j) => config.forwards[i] === p.config.forwards[j]));
       // In a thread, the VMs' captures are those of the whole config; no thread serves metrics or starts threads of its own.
       const settings = plans.every((p) => p.config.metrics === undefined && p.config.threads === 0 && p.config.vms.every((vm) => capture(vm) === (vm.pcapPath ?? p.config.pcapPath)));
       return everyOnce && together && forwardsWithVm && settings;

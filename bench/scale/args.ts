@@ -1,4 +1,5 @@
 // Command line of `npm run bench -- scale`.
+import { threadsSetting } from '../../drivers/virtio-vsock/daemon/settings.js';
 import { BenchUsageError } from '../usage.js';
 
 export interface ScaleArgs {
@@ -113,7 +114,11 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
     } else if (flag === '--daemon-node-args') {
       a.daemonNodeArgs = value.split(' ').filter((x) => x !== '');
     } else if (flag === '--daemon-threads') {
-      if (value !== 'per-vm' && !/^\d+$/.test(value)) throw new BenchUsageError(`--daemon-threads: per-vm or a number, not ${JSON.stringify(value)}`);
+      try {
+        threadsSetting(value, '--daemon-threads');
+      } catch (e) {
+        throw new BenchUsageError((e as Error).message);
+      }
       a.daemonThreads = value;
     } else if (flag === '--out') {
       if (!/^[\w.-]+$/.test(value)) throw new BenchUsageError(`--out: a file name, not ${JSON.stringify(value)}`);

@@ -18,13 +18,12 @@ import { HybridVsockBackend } from '../host/hybrid-unix.js';
 import { prepareSocketPath } from '../host/socket-path.js';
 import { TcpForward, formatHostPort } from '../host/tcp-forward.js';
 import type { DaemonConfig } from './config.js';
-import { EventLoopDelaySampler } from './event-loop-delay.js';
+import type { EventLoopDelaySampler } from './event-loop-delay.js';
 import { type DaemonLogger, type LogLevel, createLogger } from './logger.js';
 import { type CaptureMetricsSource, type VmMetricsSource, loopFigures, renderMetrics } from './metrics.js';
-import { MetricsServer } from './metrics-server.js';
+import { type MetricsServer, serveDaemonMetrics } from './metrics-server.js';
 import { PCAP_MAX_PAYLOAD_BYTES, PcapCapture, type PcapFileOps } from './pcap-capture.js';
 import { ConnectionLogTap, combineTaps } from './taps.js';
-import { isLoopback } from './validate.js';
 
 export interface VhostUserServerHandle {
   close(): Promise<void>;
@@ -237,18 +236,10 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       return renderMetrics(sources, files, metrics?.stats ?? null, [loopFigures('main', loopDelay)]);
     };
     if (config.metrics) {
-      const m = config.metrics;
-      const server = await MetricsServer.start({ host: m.host, port: m.port, render, log: (level, message) => logger.log(level, null, message) });
-      metrics = server;
-      closers.push(() => server.close());
-      const sampler = new EventLoopDelaySampler();
-      sampler.start();
-      loopDelay = sampler;
-      closers.push(async () => sampler.stop());
-      logger.log('info', null, `metrics at ${server.url}`);
-      if (!isLoopback(m.host)) {
-        logger.log('warn', null, `metrics at ${server.url} may be reachable from other machines (--metrics-allow-remote): they have no access control`);
-      }
+      const endpoint = await serveDaemonMetrics(config.metrics, render, logger);
+      metrics = endpoint.server;
+      loopDelay = endpoint.loopDelay;
+      closers.push(() => endpoint.close());
     }
     return { devices, vms, forwards, captures, metrics, logger, renderMetrics: render, metricsSources, close };
   } catch (e) {

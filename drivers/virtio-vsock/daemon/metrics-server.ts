@@ -7,8 +7,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { listenOn } from '../host/socket-path.js';
 import { formatHostPort } from '../host/tcp-forward.js';
-import type { LogLevel } from './logger.js';
+import { EventLoopDelaySampler } from './event-loop-delay.js';
+import type { DaemonLogger, LogLevel } from './logger.js';
 import { METRICS_CONTENT_TYPE, type MetricsHttpStats } from './metrics.js';
+import type { MetricsConfig } from './settings.js';
+import { isLoopback } from './validate.js';
 
 /** Request line plus headers, in bytes (Node's default is 16 KiB; a scrape needs a few hundred). */
 export const MAX_HEADER_BYTES = 8 * 1024;
@@ -131,4 +134,30 @@ export class MetricsServer {
       this.#server.closeAllConnections();
     });
   }
+}
+
+/** The daemon's /metrics: the server and the sampler of this thread's event-loop delay that `render` reads. */
+export interface DaemonMetricsEndpoint {
+  server: MetricsServer;
+  loopDelay: EventLoopDelaySampler;
+  close(): Promise<void>;
+}
+
+/** Serves `render` at --metrics, samples this thread's loop delay, logs the URL and warns when other machines may reach it. */
+export async function serveDaemonMetrics(m: MetricsConfig, render: MetricsServerOptions['render'], logger: DaemonLogger): Promise<DaemonMetricsEndpoint> {
+  const server = await MetricsServer.start({ host: m.host, port: m.port, render, log: (level, message) => logger.log(level, null, message) });
+  const loopDelay = new EventLoopDelaySampler();
+  loopDelay.start();
+  logger.log('info', null, `metrics at ${server.url}`);
+  if (!isLoopback(m.host)) {
+    logger.log('warn', null, `metrics at ${server.url} may be reachable from other machines (--metrics-allow-remote): they have no access control`);
+  }
+  return {
+    server,
+    loopDelay,
+    close: async () => {
+      loopDelay.stop();
+      await server.close();
+    },
+  };
 }

@@ -11,13 +11,11 @@
 // otherwise stay open with nobody serving them.
 import { Worker } from 'node:worker_threads';
 import { type DaemonDeps, type RunningDaemon, startDaemon } from './daemon.js';
-import { EventLoopDelaySampler } from './event-loop-delay.js';
 import { type DaemonLogger, createLogger } from './logger.js';
 import { type CaptureMetricsSource, type LoopFigures, type VmMetricsSource, loopFigures, renderMetrics } from './metrics.js';
-import { MetricsServer } from './metrics-server.js';
+import { type DaemonMetricsEndpoint, type MetricsServer, serveDaemonMetrics } from './metrics-server.js';
 import type { DaemonConfig } from './settings.js';
-import { isLoopback } from './validate.js';
-import type { FromVmThread, ToVmThread, VmThreadData } from './vm-thread-protocol.js';
+import type { BoundAddress, FromVmThread, MetricsReply, ToVmThread, VmThreadData } from './vm-thread-protocol.js';
 import { type VmThreadPlan, planVmThreads } from './vm-threads.js';
 
 const VM_THREAD_MODULE = new URL('./vm-thread.js', import.meta.url);
@@ -45,15 +43,13 @@ export interface ThreadedDaemon extends DaemonHandle {
   /** The TCP forwards' bound addresses, in config order. */
   readonly forwards: ReadonlyArray<{ guestCid: number; address: string; port: number }>;
   readonly metrics: MetricsServer | null;
-  /** The metrics text as /metrics serves it (asks every VM thread). */
-  renderMetrics(): Promise<string>;
 }
 
 class VmThread {
   readonly worker: Worker;
   readonly cids: number[];
-  readonly ready: Promise<Array<{ guestCid: number; address: string; port: number }>>;
-  readonly #pending = new Map<number, (m: Extract<FromVmThread, { type: 'metrics' }>) => void>();
+  readonly ready: Promise<BoundAddress[]>;
+  readonly #pending = new Map<number, (m: MetricsReply) => void>();
   #nextId = 1;
   #closing = false;
   readonly #exited: Promise<void>;
@@ -99,7 +95,7 @@ class VmThread {
   }
 
   /** This thread's VMs, capture files and loop now. */
-  metrics(): Promise<Extract<FromVmThread, { type: 'metrics' }>> {
+  metrics(): Promise<MetricsReply> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -133,17 +129,16 @@ export async function startThreadedDaemon(config: DaemonConfig, plans: readonly 
   for (const n of config.notices ?? []) logger.log('warn', null, n);
   const threads = plans.map((p) => new VmThread(p, { sampleLoop: config.metrics !== undefined, frontEndEvents: deps.onFrontEnd !== undefined }, sink, deps.onFrontEnd, deps.vmThreadModule ?? VM_THREAD_MODULE));
   const stopAll = (): Promise<void> => Promise.all(threads.map((t) => t.close())).then(() => {});
-  let forwards: Array<{ guestCid: number; address: string; port: number }>;
+  const forwards: Array<{ guestCid: number } & BoundAddress> = [];
   try {
     const up = await Promise.allSettled(threads.map((t) => t.ready));
     const failure = up.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) throw failure.reason;
-    // Back in config order (the threads hold them by VM).
-    const bound = up.flatMap((r) => (r as PromiseFulfilledResult<Array<{ guestCid: number; address: string; port: number }>>).value);
-    forwards = config.forwards.map((f) => {
-      const i = bound.findIndex((b) => b.guestCid === f.guestCid);
-      return bound.splice(i, 1)[0]!;
-    });
+    // Back in config order: each thread's forwards are in the order of its plan.
+    up.forEach((r, k) => (r as PromiseFulfilledResult<BoundAddress[]>).value.forEach((a, j) => {
+      const i = plans[k]!.forwardIndices[j]!;
+      forwards[i] = { guestCid: config.forwards[i]!.guestCid, ...a };
+    }));
   } catch (e) {
     await stopAll();
     throw e;
@@ -155,40 +150,31 @@ export async function startThreadedDaemon(config: DaemonConfig, plans: readonly 
   for (const t of threads) t.onFailure = failed;
 
   const vmOrder = new Map(config.vms.map((vm, i) => [vm.guestCid, i]));
-  let metrics: MetricsServer | null = null;
-  let loopDelay: EventLoopDelaySampler | null = null;
+  let endpoint: DaemonMetricsEndpoint | null = null;
   const render = async (): Promise<string> => {
     const parts = await Promise.all(threads.map((t) => t.metrics()));
     const vms: VmMetricsSource[] = parts.flatMap((p) => p.vms).sort((a, b) => vmOrder.get(a.cid)! - vmOrder.get(b.cid)!);
     const captures: CaptureMetricsSource[] = parts.flatMap((p) => p.captures);
-    const loops: LoopFigures[] = [loopFigures('main', loopDelay), ...parts.map((p) => p.loop)];
-    return renderMetrics(vms, captures, metrics?.stats ?? null, loops);
+    const loops: LoopFigures[] = [loopFigures('main', endpoint?.loopDelay ?? null), ...parts.map((p) => p.loop)];
+    return renderMetrics(vms, captures, endpoint?.server.stats ?? null, loops);
   };
   if (config.metrics) {
-    const m = config.metrics;
     try {
-      metrics = await MetricsServer.start({ host: m.host, port: m.port, render, log: (level, message) => logger.log(level, null, message) });
+      endpoint = await serveDaemonMetrics(config.metrics, render, logger);
     } catch (e) {
       await stopAll();
       throw e;
     }
-    loopDelay = new EventLoopDelaySampler();
-    loopDelay.start();
-    logger.log('info', null, `metrics at ${metrics.url}`);
-    if (!isLoopback(m.host)) logger.log('warn', null, `metrics at ${metrics.url} may be reachable from other machines (--metrics-allow-remote): they have no access control`);
   }
-  const server = metrics;
-  const sampler = loopDelay;
+  const served = endpoint;
   return {
     logger,
     failed: failedPromise,
     threads: threads.map((t) => ({ name: t.plan.name, cids: t.cids })),
     forwards,
-    metrics: server,
-    renderMetrics: render,
+    metrics: served?.server ?? null,
     close: async () => {
-      sampler?.stop();
-      await server?.close();
+      await served?.close();
       await stopAll();
     },
   };

@@ -14,13 +14,20 @@ export interface VmThreadData {
   frontEndEvents: boolean;
 }
 
+/** close: the thread closes its VMs, then its port, and ends. */
 export type ToVmThread = { op: 'metrics'; id: number } | { op: 'close' };
 
 export type FromVmThread =
   | { type: 'log'; line: string }
-  /** Up: every VM's vhost-user socket, hybrid socket and forward listen; the forwards' bound addresses in config order. */
-  | { type: 'ready'; forwards: Array<{ guestCid: number; address: string; port: number }> }
+  /** Up: every VM's vhost-user socket, hybrid socket and forward listen; the forwards' bound addresses, in this thread's config order. */
+  | { type: 'ready'; forwards: BoundAddress[] }
   | { type: 'failed'; message: string; code?: string }
   | { type: 'metrics'; id: number; vms: VmMetricsSource[]; captures: CaptureMetricsSource[]; loop: LoopFigures }
-  | { type: 'front-end'; cid: number; event: FrontEndEvent }
-  | { type: 'closed' };
+  | { type: 'front-end'; cid: number; event: FrontEndEvent };
+
+export interface BoundAddress {
+  address: string;
+  port: number;
+}
+
+export type MetricsReply = Extract<FromVmThread, { type: 'metrics' }>;

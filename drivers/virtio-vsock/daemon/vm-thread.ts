@@ -36,18 +36,14 @@ async function run(): Promise<void> {
       post({ type: 'metrics', id: m.id, vms: vms.map(plainVmMetrics), captures: captures.map(plainCaptureMetrics), loop: loopFigures(data.name, sampler) });
     } else if (m.op === 'close') {
       sampler?.stop();
-      void daemon.close().then(() => {
-        post({ type: 'closed' });
-        port.close();
-      });
+      void daemon.close().then(() => port.close());
     }
   });
   post({
     type: 'ready',
-    // daemon.forwards is in config order.
-    forwards: daemon.forwards.map((f, i) => {
+    forwards: daemon.forwards.map((f) => {
       const a = f.address();
-      return { guestCid: data.config.forwards[i]!.guestCid, address: a?.address ?? '', port: a?.port ?? 0 };
+      return { address: a?.address ?? '', port: a?.port ?? 0 };
     }),
   });
 }

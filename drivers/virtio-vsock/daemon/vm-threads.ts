@@ -10,6 +10,8 @@ export interface VmThreadPlan {
   name: string;
   /** The daemon config this thread runs: its VMs, their forwards, the daemon-wide settings; no metrics (the main thread serves them). */
   config: DaemonConfig;
+  /** Where each of config.forwards stands in the whole config's forwards. */
+  forwardIndices: number[];
 }
 
 /** Indices of `vms` in sets that must share a loop (same group, same capture file), each set in config order, sets by first VM. */
@@ -62,12 +64,13 @@ export function planVmThreads(config: DaemonConfig): VmThreadPlan[] | null {
     .map((indices) => {
       const vms: VmConfig[] = indices.map((i) => config.vms[i]!);
       const cids = new Set(vms.map((vm) => vm.guestCid));
-      const forwards: ForwardConfig[] = config.forwards.filter((f) => cids.has(f.guestCid));
+      const forwardIndices = config.forwards.flatMap((f, i) => (cids.has(f.guestCid) ? [i] : []));
+      const forwards: ForwardConfig[] = forwardIndices.map((i) => config.forwards[i]!);
       const c: DaemonConfig = { vms, forwards, threads: 0 };
       if (config.logLevel !== undefined) c.logLevel = config.logLevel;
       if (config.ring !== undefined) c.ring = config.ring;
       if (config.pcapPath !== undefined && vms.some((vm) => vm.pcapPath === undefined)) c.pcapPath = config.pcapPath;
       if (config.pcapSnaplen !== undefined) c.pcapSnaplen = config.pcapSnaplen;
-      return { name: `${vms.length === 1 ? 'vm' : 'vms'} ${[...cids].join(',')}`, config: c };
+      return { name: `${vms.length === 1 ? 'vm' : 'vms'} ${[...cids].join(',')}`, config: c, forwardIndices };
     });
 }
