@@ -57,23 +57,27 @@ async function guestSend(guest: LinuxGuest, cid: number, port: number, bytes: nu
 
 /** Notifications per MB of one transfer kind, summed over the rounds: the sender's and the receiver's device. */
 interface NotificationCounts {
-  /** Sender: tx kicks and tx interrupts; receiver: rx interrupts and rx kicks (a sibling only). */
+  /** Sender: tx kicks, tx interrupts, rx interrupts and rx packets (credit updates); receiver: rx interrupts and rx kicks (a sibling only). */
   senderTxKicks: number;
   senderTxIrqs: number;
+  senderRxIrqs: number;
+  senderRxPackets: number;
   receiverRxIrqs: number;
   receiverRxKicks: number;
   mb: number;
 }
 
-type Counted = { stats: { kicks: { rx: number; tx: number }; interrupts: { rx: number; tx: number } } };
+type Counted = { stats: { kicks: { rx: number; tx: number }; interrupts: { rx: number; tx: number }; rxPackets: number } };
 
 /** Runs `send` and adds what the devices counted meanwhile (per MB, once divided by mb). */
 async function counted(into: NotificationCounts, sender: Counted, receiver: Counted | null, bytes: number, send: () => Promise<number>): Promise<number> {
-  const s0 = { ...sender.stats.kicks, irqTx: sender.stats.interrupts.tx };
+  const s0 = { ...sender.stats.kicks, irqTx: sender.stats.interrupts.tx, irqRx: sender.stats.interrupts.rx, rxPackets: sender.stats.rxPackets };
   const r0 = receiver ? { irqRx: receiver.stats.interrupts.rx, kickRx: receiver.stats.kicks.rx } : null;
   const mbps = await send();
   into.senderTxKicks += sender.stats.kicks.tx - s0.tx;
   into.senderTxIrqs += sender.stats.interrupts.tx - s0.irqTx;
+  into.senderRxIrqs += sender.stats.interrupts.rx - s0.irqRx;
+  into.senderRxPackets += sender.stats.rxPackets - s0.rxPackets;
   if (receiver && r0) {
     into.receiverRxIrqs += receiver.stats.interrupts.rx - r0.irqRx;
     into.receiverRxKicks += receiver.stats.kicks.rx - r0.kickRx;
@@ -84,7 +88,12 @@ async function counted(into: NotificationCounts, sender: Counted, receiver: Coun
 
 function perMb(c: NotificationCounts): Record<string, number> {
   const f = (n: number): number => Math.round((n / c.mb) * 10) / 10;
-  return { 'sender tx kicks/MB': f(c.senderTxKicks), 'sender tx irqs/MB': f(c.senderTxIrqs), 'receiver rx irqs/MB': f(c.receiverRxIrqs), 'receiver rx kicks/MB': f(c.receiverRxKicks) };
+  return {
+    'sender tx kicks/MB': f(c.senderTxKicks),
+    'sender tx irqs/MB': f(c.senderTxIrqs),
+    'sender rx irqs/MB': f(c.senderRxIrqs),
+    'sender rx packets/MB': f(c.senderRxPackets),
+    'receiver rx irqs/MB': f(c.receiverRxIrqs), 'receiver rx kicks/MB': f(c.receiverRxKicks) };
 }
 
 interface SiblingRound {
@@ -109,7 +118,7 @@ async function siblingRounds(
   rounds: number,
   devs: { a: Counted; b: Counted },
 ): Promise<{ rounds: SiblingRound[]; bootMs: number; notifications: { toHost: NotificationCounts; toSibling: NotificationCounts } }> {
-  const zero = (): NotificationCounts => ({ senderTxKicks: 0, senderTxIrqs: 0, receiverRxIrqs: 0, receiverRxKicks: 0, mb: 0 });
+  const zero = (): NotificationCounts => ({ senderTxKicks: 0, senderTxIrqs: 0, senderRxIrqs: 0, senderRxPackets: 0, receiverRxIrqs: 0, receiverRxKicks: 0, mb: 0 });
   const notifications = { toHost: zero(), toSibling: zero() };
   const sinks = [udsA, udsB].map((u) => {
     const srv = createServer((s) => {

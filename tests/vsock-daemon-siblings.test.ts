@@ -37,6 +37,7 @@ test('--vm group=: guests of a group reach each other through the daemon, others
     await accepted;
     const up = bytes(256 * 1024, 1);
     const down = bytes(300 * 1024, 2);
+    server.creditUpdateEvery = 1; // as a Linux reader: an update per packet, most of them held back
     await Promise.all([client.write(up), server.write(down)]);
     client.end();
     server.end();
@@ -46,6 +47,7 @@ test('--vm group=: guests of a group reach each other through the daemon, others
     t.regex(m, /vsock_sibling_connections_open\{cid="3"\} 1/);
     t.regex(m, /vsock_sibling_connections_open\{cid="5"\} 0/);
     t.regex(m, new RegExp(`vsock_sibling_sent_total\\{cid="3",unit="bytes"\\} ${up.length}`));
+    t.regex(m, /vsock_sibling_credit_updates_held_total\{cid="4"\} [1-9]\d*\n/);
     // CID 5 has no group: it reaches only the host, and nobody reaches it.
     c.send({ srcPort: 9, dstPort: 80, dstCid: 3, op: VSOCK_OP_REQUEST });
     t.is((await c.nextOn(9, 80)).header.op, VSOCK_OP_RST);

@@ -354,6 +354,106 @@ test('shutdown is passed through: SHUTDOWN(SEND) from one side arrives as such, 
   }
 });
 
+/** Log lines other than those of the raw driver's sync() probe (a CREDIT_REQUEST of no connection). */
+function otherThanProbes(logs: string[]): string[] {
+  return logs.filter((l) => !l.includes(':2147483632 -> '));
+}
+
+test('credit updates between siblings: a receiver that returns credit after every packet (as Linux does) costs the sender an update per half window, never a wait; data intact', async (t) => {
+  const w = world([
+    { cid: 3, groups: ['g'] },
+    { cid: 4, groups: ['g'] },
+  ]);
+  try {
+    // Paced as a stream between two guests runs: each packet is read, and its update sent, before the next.
+    const { client, server } = await open(w, 3, 1300, 4, 1400);
+    server.creditUpdateEvery = 1;
+    const paced = pattern(256 * 1024, 4);
+    for (let off = 0; off < paced.length; off += 4096) {
+      await client.write(paced.subarray(off, off + 4096), 4096);
+      await w.vm(4).drv.until(() => server.rxCnt === off + 4096);
+      await w.vm(4).drv.sync(); // its update has been through the device
+    }
+    t.is(server.creditUpdatesSent, 64);
+    // One update each time the sender's view of the window fell below half (32 of 64 KiB): every 9th packet.
+    t.true(client.creditUpdatesReceived >= 6 && client.creditUpdatesReceived <= 8, `${client.creditUpdatesReceived} updates received`);
+    t.is(client.creditWaits, 0);
+    // Each update either passed at once (and was received) or was held.
+    let held = w.vm(4).dev.stats.siblingCreditUpdatesHeld;
+    t.true(held >= server.creditUpdatesSent - client.creditUpdatesReceived && held <= server.creditUpdatesSent, `${held} held`);
+    // At full speed: the sender fills the window before the receiver reads, and data stays intact.
+    const up = pattern(1 << 20, 5);
+    const sentBefore = server.creditUpdatesSent;
+    const receivedBefore = client.creditUpdatesReceived;
+    held = w.vm(4).dev.stats.siblingCreditUpdatesHeld;
+    await client.write(up, 4096);
+    client.end();
+    await server.readAll();
+    t.is(sha(Buffer.concat(server.received)), sha(Buffer.concat([paced, up])));
+    t.true(server.creditUpdatesSent - sentBefore >= 256);
+    t.true(w.vm(4).dev.stats.siblingCreditUpdatesHeld > held);
+    t.true(client.creditUpdatesReceived - receivedBefore < server.creditUpdatesSent - sentBefore);
+    t.is(client.windowViolations + server.windowViolations, 0);
+    t.deepEqual(otherThanProbes(w.vm(3).logs), []);
+    t.deepEqual(otherThanProbes(w.vm(4).logs), []);
+  } finally {
+    await w.close();
+  }
+});
+
+test('credit updates between siblings: a CREDIT_REQUEST gets the held update at once and the answer too; a packet the other way replaces a held update; a slow reader\'s updates all pass', async (t) => {
+  const w = world([
+    { cid: 3, groups: ['g'] },
+    { cid: 4, groups: ['g'] },
+  ]);
+  try {
+    const { client, server } = await open(w, 3, 1500, 4, 1600);
+    server.creditUpdateEvery = 1;
+    // 16 KiB of a 64 KiB window: the sender still sees three quarters free, so the 4 updates wait.
+    await client.write(pattern(16384, 6), 4096);
+    await w.vm(4).drv.until(() => server.creditUpdatesSent === 4);
+    await w.vm(4).drv.sync(); // the device has handled them
+    t.is(w.vm(4).dev.stats.siblingCreditUpdatesHeld, 4);
+    t.is(client.creditUpdatesReceived, 0);
+    t.is(client.peerFwdCnt, 0);
+    // The sender asks: the newest held update comes at once, then the receiver's own answer.
+    client.requestCredit();
+    await w.vm(3).drv.until(() => client.creditUpdatesReceived === 2);
+    t.is(client.peerFwdCnt, 16384);
+    t.is(w.vm(4).dev.stats.siblingCreditUpdatesHeld, 4);
+    // Held again, then replaced by data the other way, whose header carries the same (newest) credit fields.
+    await client.write(pattern(8192, 7), 4096);
+    await w.vm(4).drv.until(() => server.creditUpdatesSent === 7);
+    await w.vm(4).drv.sync();
+    t.is(w.vm(4).dev.stats.siblingCreditUpdatesHeld, 6);
+    await server.write(pattern(100, 8));
+    await w.vm(3).drv.until(() => client.rxCnt === 100);
+    t.is(client.peerFwdCnt, 16384 + 8192);
+    t.is(w.vm(4).dev.stats.siblingCreditUpdatesHeld, 6);
+    // 40 KiB more takes the sender's view below half: an update goes, and it keeps at least half the window.
+    const received = client.creditUpdatesReceived;
+    await client.write(pattern(40960, 9), 4096);
+    await w.vm(4).drv.until(() => server.rxCnt === 65536);
+    await w.vm(3).drv.sync();
+    t.true(client.creditUpdatesReceived > received);
+    t.true(client.peerBufAlloc - (client.txCnt - client.peerFwdCnt) >= 32768, `${client.peerFwdCnt} seen consumed of ${client.txCnt}`);
+    // A reader that holds the data: the window fills and every update passes at once.
+    const slow = await open(w, 3, 1700, 4, 1800);
+    slow.server.creditUpdateEvery = 1 << 30; // no update until the test says
+    await slow.client.write(pattern(49152, 10), 4096); // 48 KiB of 64: a quarter seen free
+    await w.vm(4).drv.until(() => slow.server.rxCnt === 49152);
+    const held = w.vm(4).dev.stats.siblingCreditUpdatesHeld;
+    slow.server.creditUpdateEvery = 1;
+    await slow.client.write(pattern(4096, 11), 4096);
+    await w.vm(3).drv.until(() => slow.client.peerFwdCnt === 53248);
+    t.is(w.vm(4).dev.stats.siblingCreditUpdatesHeld, held);
+    t.deepEqual(otherThanProbes(w.vm(3).logs), []);
+    t.deepEqual(otherThanProbes(w.vm(4).logs), []);
+  } finally {
+    await w.close();
+  }
+});
+
 test('a packet that crossed the RST ending a link is routine: RST back, counted lateAfterClose, not logged', async (t) => {
   const w = world([
     { cid: 3, groups: ['g'] },

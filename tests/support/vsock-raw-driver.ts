@@ -372,6 +372,13 @@ export class RawStream {
   /** Packets after which the device exceeded our window (must stay 0). */
   windowViolations = 0;
   readonly log: string[] = [];
+  /** Consumed bytes after which a CREDIT_UPDATE goes (1: after every packet, as a Linux reader that keeps up does). */
+  creditUpdateEvery: number;
+  /** CREDIT_UPDATEs sent and received. */
+  creditUpdatesSent = 0;
+  creditUpdatesReceived = 0;
+  /** Times write() found no credit and waited for an update. */
+  creditWaits = 0;
   private consumedUnannounced = 0;
 
   constructor(
@@ -382,6 +389,7 @@ export class RawStream {
     /** The peer: the host (default) or a sibling guest's CID; and the socket type. */
     readonly peer: { cid?: number; type?: number } = {},
   ) {
+    this.creditUpdateEvery = bufAlloc / 2;
     if (hostPort >= 0) drv.route(guestPort, hostPort, (p) => this.onPacket(p));
   }
 
@@ -403,7 +411,13 @@ export class RawStream {
     this.send(2);
   }
 
+  /** CREDIT_REQUEST: asks the peer for its credit figures. */
+  requestCredit(): void {
+    this.send(7);
+  }
+
   private send(op: number, payload?: Uint8Array, flags = 0): void {
+    if (op === 6) this.creditUpdatesSent++;
     this.lastFwdCntSent = this.rxCnt;
     this.consumedUnannounced = 0;
     this.drv.send({ srcPort: this.guestPort, dstPort: this.hostPort, dstCid: this.peer.cid ?? VSOCK_CID_HOST, type: this.peer.type ?? VSOCK_TYPE_STREAM, op, flags, bufAlloc: this.bufAlloc, fwdCnt: this.rxCnt >>> 0 }, payload);
@@ -431,9 +445,12 @@ export class RawStream {
         if (inFlight > this.bufAlloc) this.windowViolations++;
         this.received.push(p.payload);
         this.consumedUnannounced += p.payload.length;
-        if (this.consumedUnannounced >= this.bufAlloc / 2) this.send(6);
+        if (this.consumedUnannounced >= this.creditUpdateEvery) this.send(6);
         break;
       }
+      case 6:
+        this.creditUpdatesReceived++;
+        break;
       case 7:
         this.send(6);
         break;
@@ -451,6 +468,7 @@ export class RawStream {
       if (this.reset) throw new Error('connection reset');
       const n = Math.min(chunk, data.length - off, this.credit());
       if (n <= 0 || this.drv.tx.numFree < 4) {
+        if (n <= 0) this.creditWaits++;
         const before = this.peerFwdCnt;
         const free = this.drv.tx.numFree;
         await this.drv.until(() => this.reset || this.peerFwdCnt !== before || this.drv.tx.numFree > free);

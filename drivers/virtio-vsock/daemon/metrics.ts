@@ -133,6 +133,9 @@ function deviceFamilies(e: Exposition, vms: readonly VmMetricsSource[]): void {
     [{ cid: vm.cid, unit: 'packets' }, s.siblingPackets],
     [{ cid: vm.cid, unit: 'bytes' }, s.siblingBytes],
   ]));
+  e.family('vsock_sibling_credit_updates_held_total', 'counter', 'CREDIT_UPDATEs of this guest to a sibling held back while the sibling still saw half the window free (a newer packet replaced each, or it went once needed).', perVm(vms, (vm, s) => [
+    [{ cid: vm.cid }, s.siblingCreditUpdatesHeld],
+  ]));
   e.family('vsock_sibling_queued_bytes', 'gauge', 'Bytes from sibling guests waiting for this guest\'s rx buffers.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.siblingQueuedBytes ?? 0]]));
   e.family('vsock_host_buffered_bytes', 'gauge', 'Bytes held on the host side over all connections, both directions.', perVm(vms, (vm) => [[{ cid: vm.cid }, vm.device.hostBufferedBytes]]));
   e.family('vsock_guest_to_host_bytes_total', 'counter', 'Guest payload bytes for host readers, by how they left guest memory: view (the host socket was written from guest memory, no copy) or copy.', perVm(vms, (vm, s) => [

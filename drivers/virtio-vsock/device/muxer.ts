@@ -11,8 +11,11 @@
 import type { DescriptorChain, VirtqueueDevice } from '../../../kernel/virtqueue/device-queue.js';
 import {
   VSOCK_CID_HOST,
+  VSOCK_HDR_BUF_ALLOC,
+  VSOCK_HDR_FWD_CNT,
   VSOCK_HEADER_SIZE,
   VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_CREDIT_UPDATE,
   VSOCK_OP_INVALID,
   VSOCK_OP_REQUEST,
   VSOCK_OP_RESPONSE,
@@ -56,7 +59,7 @@ import { VsockError } from './errors.js';
 import type { VsockHostSocket } from './host-socket.js';
 import type { VsockHost, VsockIncomingRequest, VsockListenHandle } from './host-api.js';
 import { type PacketTap, TAP_GUEST_TO_HOST, TAP_HOST_TO_GUEST } from './packet-tap.js';
-import { LINK_ESTABLISHED, LINK_REQUESTED, SiblingLink, SiblingLinkTable } from './sibling-links.js';
+import { LINK_ESTABLISHED, LINK_REQUESTED, type LinkSide, SiblingLink, SiblingLinkTable } from './sibling-links.js';
 import { SiblingQueue } from './sibling-queue.js';
 import { ChunkSlab } from './chunk-slab.js';
 import { threadHostBlocks } from './host-block-pool.js';
@@ -529,15 +532,38 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
       link.state = LINK_ESTABLISHED;
       to.muxer.siblingLinks.pendingRequests--;
     }
+    // An update the peer does not need yet waits; a newer packet replaces it (sibling-links.ts).
+    if (h.op === VSOCK_OP_CREDIT_UPDATE && link.updateCanWait(from, to, h.bufAlloc)) {
+      link.hold(from, this.txHeaderBytes);
+      this.stats.siblingCreditUpdatesHeld++;
+      return;
+    }
+    if (h.op === VSOCK_OP_CREDIT_REQUEST) {
+      if (to.holding) this.passHeldUpdate(link, to);
+      to.updateOwed = true;
+    }
     if (!peer.acceptFromSibling(this.txHeaderBytes, chain, h.len)) {
       return this.refuse(h, 'siblingQueueFull', `${h}: CID ${peer.guestCid} has ${peer.siblingQueuedBytes} bytes waiting for its rx buffers`);
     }
+    link.told(from, h.bufAlloc, h.fwdCnt);
     this.stats.siblingPackets++;
     this.stats.siblingBytes += h.len;
+    // This guest's sends took its view of the peer's window below half: the held update goes.
+    if (h.op === VSOCK_OP_RW && link.heldUpdateDue(to, from)) this.passHeldUpdate(link, to);
     if (h.op === VSOCK_OP_RST) {
       this.stats.rstReceived++;
       this.dropLink(link);
     }
+  }
+
+  /**
+   * Passes the update `side` (the peer's side of `link`) held back to this guest. If this
+   * guest's queue of sibling packets is full, it stays held: the next send tries again.
+   */
+  private passHeldUpdate(link: SiblingLink<VsockMuxer>, side: LinkSide<VsockMuxer>): void {
+    const held = side.heldUpdate!;
+    if (!this.acceptFromSibling(held, null, 0)) return;
+    link.told(side, held.readUInt32LE(VSOCK_HDR_BUF_ALLOC), held.readUInt32LE(VSOCK_HDR_FWD_CNT));
   }
 
   /** Why op `h.op` may not go on `link` now (null: it may). */
@@ -552,7 +578,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   }
 
   /** Queues a sibling's packet (header + len bytes of `chain`) for this guest. False: no room. */
-  acceptFromSibling(header: Buffer, chain: DescriptorChain, len: number): boolean {
+  acceptFromSibling(header: Buffer, chain: DescriptorChain | null, len: number): boolean {
     this.siblingQueue ??= new SiblingQueue(SIBLING_QUEUE_BYTES);
     if (!this.siblingQueue.push(header, chain, len)) return false;
     this.wake();

@@ -37,10 +37,10 @@ export class SiblingQueue {
   }
 
   /**
-   * Queues header + `len` payload bytes read from `chain` at offset 44. False when the
-   * ring has no room (nothing is queued then).
+   * Queues header + `len` payload bytes read from `chain` at offset 44 (no chain when
+   * len is 0). False when the ring has no room (nothing is queued then).
    */
-  push(header: Buffer, chain: DescriptorChain, len: number): boolean {
+  push(header: Buffer, chain: DescriptorChain | null, len: number): boolean {
     const need = VSOCK_HEADER_SIZE + len;
     if (need > this.capacity - this.used) return false;
     let tail = (this.head + this.used) % this.capacity;
@@ -49,7 +49,7 @@ export class SiblingQueue {
     let left = len;
     while (left > 0) {
       const n = Math.min(left, this.capacity - tail);
-      chain.read(from, this.ring, tail, n);
+      chain!.read(from, this.ring, tail, n);
       from += n;
       left -= n;
       tail = (tail + n) % this.capacity;

@@ -44,6 +44,8 @@ export interface VsockDeviceStats {
   /** Packets and payload bytes this guest sent to sibling guests. */
   siblingPackets: number;
   siblingBytes: number;
+  /** CREDIT_UPDATEs to siblings held back because the peer still saw half the window free (sibling-links.ts). */
+  siblingCreditUpdatesHeld: number;
   rstReceived: number;
   creditUpdatesSent: number;
   creditRequestsSent: number;
@@ -90,6 +92,7 @@ export function makeStats(): VsockDeviceStats {
     rstSent: 0,
     siblingPackets: 0,
     siblingBytes: 0,
+    siblingCreditUpdatesHeld: 0,
     rstReceived: 0,
     creditUpdatesSent: 0,
     creditRequestsSent: 0,
