@@ -42,3 +42,15 @@ test('a bad value is refused with the flag named, before anything runs', (t) => 
   t.is(r.status, 2);
   t.regex(r.stderr, /^bench boot: --rounds: expected 1\.\.100, got "many"\n$/);
 });
+
+test('scale: --daemon-rt takes a SCHED_RR priority and excludes --daemon-nice, before anything runs', (t) => {
+  for (const [args, message] of [
+    [['--daemon-rt', '0'], /^bench scale: --daemon-rt: a SCHED_RR priority 1\.\.99, not "0"\n$/],
+    [['--daemon-rt', 'high'], /^bench scale: --daemon-rt: a SCHED_RR priority 1\.\.99, not "high"\n$/],
+    [['--daemon-rt', '10', '--daemon-nice', '-5'], /^bench scale: --daemon-rt and --daemon-nice: one or the other/],
+  ] as const) {
+    const r = bench('scale', ...args);
+    t.is(r.status, 2, args.join(' '));
+    t.regex(r.stderr, message);
+  }
+});

@@ -28,6 +28,11 @@ export interface ScaleArgs {
   daemonNodeArgs: string[];
   /** nice(1) value of the daemon and of the ping-pong's process (default 0). */
   daemonNice: number;
+  /**
+   * SCHED_RR priority (chrt(1), 1..99) of the daemon and of the ping-pong's process
+   * (default 0: the normal policy). Needs root (CAP_SYS_NICE).
+   */
+  daemonRt: number;
   /** Show the daemon's stdout (with --daemon-node-args "--trace-gc"). */
   daemonStdout: boolean;
   /** The daemon's --threads (default: not given, the daemon's own default, 0). */
@@ -37,13 +42,15 @@ export interface ScaleArgs {
 export const SCALE_USAGE = `usage: npm run bench -- scale [--vms N] [--conns M] [--workers W] [--rate BYTES_PER_S] [--chunk BYTES]
        [--rounds R] [--busy-seconds S] [--quiet-seconds S] [--churn-seconds S] [--churn-every-ms MS]
        [--bad-seconds S] [--ping-size BYTES] [--ring auto|split|packed] [--flood-vms K] [--out NAME]
-       [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N] [--daemon-stdout]
-       [--daemon-threads per-vm|N]
+       [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N] [--daemon-rt PRIO]
+       [--daemon-stdout] [--daemon-threads per-vm|N]
 N simulated VMs (default 64) with M connections each (default 100) on one vhost-user-vsock
 daemon; VM 1 floods, the others send --rate bytes/s each way per connection. A 65th VM
 carries the ping-pong. Writes bench/results/NAME.json (default scale). --daemon-root runs
 the daemon of another checkout (built), for before/after comparisons in the same conditions.
---daemon-threads passes --threads to the daemon (N worker threads, or per-vm).`;
+--daemon-threads passes --threads to the daemon (N worker threads, or per-vm).
+--daemon-nice N and --daemon-rt PRIO run the daemon and the ping-pong's process at a higher
+priority: nice(1) N, or the real-time round-robin policy at PRIO (chrt -r; needs root).`;
 
 const DEFAULTS: ScaleArgs = {
   vms: 64,
@@ -64,12 +71,13 @@ const DEFAULTS: ScaleArgs = {
   daemonRoot: null,
   daemonNodeArgs: [],
   daemonNice: 0,
+  daemonRt: 0,
   daemonStdout: false,
   daemonThreads: null,
 };
 
 /** The flags besides the numeric ones that take a value. */
-const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-node-args', '--daemon-threads', '--out'];
+const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-rt', '--daemon-node-args', '--daemon-threads', '--out'];
 
 export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   const a: ScaleArgs = { ...DEFAULTS };
@@ -111,6 +119,10 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
       const n = Number(value);
       if (!Number.isInteger(n) || n < -20 || n > 19) throw new BenchUsageError(`--daemon-nice: -20..19, not ${JSON.stringify(value)}`);
       a.daemonNice = n;
+    } else if (flag === '--daemon-rt') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 1 || n > 99) throw new BenchUsageError(`--daemon-rt: a SCHED_RR priority 1..99, not ${JSON.stringify(value)}`);
+      a.daemonRt = n;
     } else if (flag === '--daemon-node-args') {
       a.daemonNodeArgs = value.split(' ').filter((x) => x !== '');
     } else if (flag === '--daemon-threads') {
@@ -129,5 +141,6 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   }
   if (a.vms < 8) throw new BenchUsageError('--vms: at least 8 (a flooding VM, 4 misbehaving ones, churned ones and quiet ones)');
   if (a.workers < 1) throw new BenchUsageError('--workers: at least 1');
+  if (a.daemonRt !== 0 && a.daemonNice !== 0) throw new BenchUsageError('--daemon-rt and --daemon-nice: one or the other (a real-time policy has no niceness)');
   return a;
 }

@@ -1,7 +1,7 @@
 // The daemon under test as its own process, started as a user starts it (the
 // vhost-user-vsock launcher with flags), watched from outside: CPU time, memory and open
 // fds from /proc, counters from its /metrics.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
@@ -114,14 +114,27 @@ export interface DaemonProcessOptions {
   showStdout?: boolean;
   /** Scheduling niceness (nice(1)); negative: the daemon goes before other work on a busy machine, as a system service may be set up. */
   nice?: number;
+  /** SCHED_RR priority (chrt -r, 1..99; needs root); 0 or absent: the normal policy. */
+  rtPriority?: number;
+}
+
+/** Puts every thread of running process `pid` under SCHED_RR at `priority` (chrt -a -r -p). */
+export function setRealtimePriority(pid: number, priority: number): void {
+  const r = spawnSync('chrt', ['-a', '-r', '-p', String(priority), String(pid)], { encoding: 'utf8' });
+  if (r.error) throw new Error(`chrt: ${r.error.message} (chrt is in util-linux)`);
+  if (r.status !== 0) throw new Error(`chrt -r ${priority} for pid ${pid} failed: ${r.stderr.trim()} (the real-time policy needs root or CAP_SYS_NICE)`);
 }
 
 /** Starts the daemon with `args` (plus --metrics on a free port) and waits until it runs. */
 export function startDaemonProcess(args: readonly string[], opts: DaemonProcessOptions = {}): Promise<DaemonProcess> {
   const bin = join(opts.root ?? REPO_ROOT, DAEMON_LAUNCHER);
   const argv = [...(opts.nodeArgs ?? []), bin, ...args, '--metrics', '127.0.0.1:0'];
-  // nice execs node: the pid stays the daemon's.
-  const [cmd, cmdArgs] = opts.nice ? ['nice', ['-n', String(opts.nice), process.execPath, ...argv]] : [process.execPath, argv];
+  // nice and chrt exec node: the pid stays the daemon's.
+  const [cmd, cmdArgs] = opts.rtPriority
+    ? ['chrt', ['-r', String(opts.rtPriority), process.execPath, ...argv]]
+    : opts.nice
+      ? ['nice', ['-n', String(opts.nice), process.execPath, ...argv]]
+      : [process.execPath, argv];
   const child = spawn(cmd, cmdArgs, { stdio: ['ignore', opts.showStdout ? 'inherit' : 'ignore', 'pipe'] });
   let log = '';
   const keep = (d: Buffer): void => {
