@@ -109,7 +109,7 @@ export class SiblingLink<M> {
    * still sees at least half of the window free.
    */
   updateCanWait(from: LinkSide<M>, to: LinkSide<M>, bufAlloc: number): boolean {
-    if (this.state !== LINK_ESTABLISHED || from.updateOwed || bufAlloc !== from.toldBufAlloc) return false;
+    if (this.state !== LINK_ESTABLISHED || from.updateOwed || bufAlloc !== from.toldBufAlloc || bufAlloc === 0) return false;
     return this.windowSeenByPeer(from, to) * 2 >= from.toldBufAlloc;
   }
 
