@@ -3,7 +3,7 @@
 // (a typo used to run minutes of defaults, or end in a stack trace).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -51,6 +51,19 @@ test('scale: --daemon-rt takes a SCHED_RR priority and excludes --daemon-nice, b
   ] as const) {
     const r = bench('scale', ...args);
     t.is(r.status, 2, args.join(' '));
+    t.regex(r.stderr, message);
+  }
+});
+
+test('scale: --daemon-cpus takes auto, shared or a CPU list this machine has, before anything runs', (t) => {
+  for (const [args, message] of [
+    [['--daemon-cpus', 'first'], /^bench scale: --daemon-cpus: "first" in "first" is not a CPU number or range \(e\.g\. 0 or 0,2-3\)\n$/],
+    [['--daemon-cpus', '4095'], /^bench scale: --daemon-cpus: CPU 4095 is not one this process may use/],
+    [['--daemon-cpus', readFileSync('/proc/self/status', 'latin1').match(/^Cpus_allowed_list:\s*(\S+)/m)![1]!], /^bench scale: --daemon-cpus: .* leaves no CPU for the load processes/],
+  ] as const) {
+    const r = bench('scale', ...args);
+    t.is(r.status, 2, args.join(' '));
+    t.is(r.stdout, '');
     t.regex(r.stderr, message);
   }
 });

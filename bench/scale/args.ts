@@ -1,6 +1,7 @@
 // Command line of `npm run bench -- scale`.
 import { threadsSetting } from '../../drivers/virtio-vsock/daemon/settings.js';
 import { BenchUsageError } from '../usage.js';
+import { type DaemonCpusSetting, allowedCpus, parseDaemonCpus, planCpuSplit } from './cpu-split.js';
 
 export interface ScaleArgs {
   vms: number;
@@ -37,20 +38,28 @@ export interface ScaleArgs {
   daemonStdout: boolean;
   /** The daemon's --threads (default: not given, the daemon's own default, 0). */
   daemonThreads: string | null;
+  /**
+   * CPUs of the daemon and the ping-pong's process; the load processes get the others
+   * (cpu-split.ts). auto: the first CPU, when there are two or more; shared: no pinning.
+   */
+  daemonCpus: DaemonCpusSetting;
 }
 
 export const SCALE_USAGE = `usage: npm run bench -- scale [--vms N] [--conns M] [--workers W] [--rate BYTES_PER_S] [--chunk BYTES]
        [--rounds R] [--busy-seconds S] [--quiet-seconds S] [--churn-seconds S] [--churn-every-ms MS]
        [--bad-seconds S] [--ping-size BYTES] [--ring auto|split|packed] [--flood-vms K] [--out NAME]
        [--daemon-root DIR] [--daemon-node-args "ARGS"] [--daemon-nice N] [--daemon-rt PRIO]
-       [--daemon-stdout] [--daemon-threads per-vm|N]
+       [--daemon-stdout] [--daemon-threads per-vm|N] [--daemon-cpus auto|shared|LIST]
 N simulated VMs (default 64) with M connections each (default 100) on one vhost-user-vsock
 daemon; VM 1 floods, the others send --rate bytes/s each way per connection. A 65th VM
 carries the ping-pong. Writes bench/results/NAME.json (default scale). --daemon-root runs
 the daemon of another checkout (built), for before/after comparisons in the same conditions.
 --daemon-threads passes --threads to the daemon (N worker threads, or per-vm).
 --daemon-nice N and --daemon-rt PRIO run the daemon and the ping-pong's process at a higher
-priority: nice(1) N, or the real-time round-robin policy at PRIO (chrt -r; needs root).`;
+priority: nice(1) N, or the real-time round-robin policy at PRIO (chrt -r; needs root).
+--daemon-cpus LIST pins the daemon and the ping-pong's process to LIST (taskset -c syntax)
+and the load processes to the other CPUs, as each VM would have CPUs of its own; auto (the
+default) gives the daemon the first CPU when there are two or more; shared pins nothing.`;
 
 const DEFAULTS: ScaleArgs = {
   vms: 64,
@@ -74,12 +83,14 @@ const DEFAULTS: ScaleArgs = {
   daemonRt: 0,
   daemonStdout: false,
   daemonThreads: null,
+  daemonCpus: 'auto',
 };
 
 /** The flags besides the numeric ones that take a value. */
-const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-rt', '--daemon-node-args', '--daemon-threads', '--out'];
+const VALUE_FLAGS = ['--ring', '--daemon-root', '--daemon-nice', '--daemon-rt', '--daemon-node-args', '--daemon-threads', '--daemon-cpus', '--out'];
 
-export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
+/** `allowed`: the CPUs the bench may use (default: this process's affinity). */
+export function parseScaleArgs(argv: readonly string[], allowed: readonly number[] = allowedCpus()): ScaleArgs {
   const a: ScaleArgs = { ...DEFAULTS };
   const numbers: Record<string, keyof ScaleArgs> = {
     '--vms': 'vms',
@@ -132,6 +143,8 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
         throw new BenchUsageError((e as Error).message);
       }
       a.daemonThreads = value;
+    } else if (flag === '--daemon-cpus') {
+      a.daemonCpus = parseDaemonCpus(value);
     } else if (flag === '--out') {
       if (!/^[\w.-]+$/.test(value)) throw new BenchUsageError(`--out: a file name, not ${JSON.stringify(value)}`);
       a.out = value;
@@ -141,6 +154,8 @@ export function parseScaleArgs(argv: readonly string[]): ScaleArgs {
   }
   if (a.vms < 8) throw new BenchUsageError('--vms: at least 8 (a flooding VM, 4 misbehaving ones, churned ones and quiet ones)');
   if (a.workers < 1) throw new BenchUsageError('--workers: at least 1');
+  // Refused here, before anything runs, if the list cannot be had on this machine.
+  planCpuSplit(a.daemonCpus, allowed);
   if (a.daemonRt !== 0 && a.daemonNice !== 0) throw new BenchUsageError('--daemon-rt and --daemon-nice: one or the other (a real-time policy has no niceness)');
   return a;
 }

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { percentile } from '../report.js';
 import type { ScaleArgs } from './args.js';
 import { type DaemonProcess, type Metrics, type ProcSample, metricSum, sampleProcess, scrapeMetrics, setRealtimePriority, startDaemonProcess } from './daemon-process.js';
+import { type CpuSplit, allowedCpus, formatCpuList, pinProcess, planCpuSplit } from './cpu-split.js';
 import { median, spreadOf } from './fairness.js';
 import type { ConnectionCounters, GeneratorOptions, VmPlan } from './load-generator.js';
 import type { SendMode } from './checked-connection.js';
@@ -140,6 +141,9 @@ export class ScaleRun {
   private probeWorker: LoadWorker | null = null;
   private lay: Layout | null = null;
   private readonly workerOf = new Map<number, LoadWorker>();
+  /** The CPUs the bench started with. */
+  private readonly allowed = allowedCpus();
+  private split: CpuSplit | null = null;
   readonly results: Record<string, unknown> = {};
 
   constructor(private readonly args: ScaleArgs) {}
@@ -154,9 +158,15 @@ export class ScaleRun {
     const ports = await freeTcpPorts(a.vms);
     const lay = layout(a, ports);
     this.lay = lay;
+    const split = planCpuSplit(a.daemonCpus, this.allowed);
+    this.split = split;
+    this.results.cpus = { pinned: split !== null, daemon: split?.daemon ?? this.allowed, load: split?.load ?? this.allowed };
+    // The coordinator moves first: the load processes it forks inherit its CPUs.
+    if (split) pinProcess(process.pid, split.load);
+    this.log(split ? `CPUs: the daemon and the ping-pong's process on ${formatCpuList(split.daemon)}, the load processes on ${formatCpuList(split.load)}` : `CPUs: every process on any of ${formatCpuList(this.allowed)} (not pinned)`);
     const vmFlags = [...lay.plans, lay.probe].flatMap((p) => ['--vm', `guest-cid=${p.cid},socket=${p.socketPath},uds-path=${p.udsPath}`]);
     const fwdFlags = lay.plans.flatMap((p) => ['--forward', `127.0.0.1:${p.tcpPort}=${p.cid}:5000`]);
-    this.daemon = await startDaemonProcess([...vmFlags, ...fwdFlags, '--log-level', 'info', ...(a.daemonThreads !== null ? ['--threads', a.daemonThreads] : [])], { root: a.daemonRoot, nodeArgs: a.daemonNodeArgs, nice: a.daemonNice, rtPriority: a.daemonRt, showStdout: a.daemonStdout });
+    this.daemon = await startDaemonProcess([...vmFlags, ...fwdFlags, '--log-level', 'info', ...(a.daemonThreads !== null ? ['--threads', a.daemonThreads] : [])], { root: a.daemonRoot, nodeArgs: a.daemonNodeArgs, nice: a.daemonNice, rtPriority: a.daemonRt, showStdout: a.daemonStdout, ...(split ? { cpus: split.daemon } : {}) });
     const d = this.daemon;
     await sleep(1000);
     const idle = sampleProcess(d.pid);
@@ -179,6 +189,7 @@ export class ScaleRun {
     // measure the daemon, not how long the probe waited for a CPU. Measured: with only one
     // of the two at the real-time policy the quiet VM's p99 stayed 7-12x its idle p99; with
     // both, 3.4-3.7x (bench/scale/README.md).
+    if (split) pinProcess(this.probeWorker.pid, split.daemon);
     if (a.daemonNice !== 0) setPriority(this.probeWorker.pid, a.daemonNice);
     if (a.daemonRt !== 0) setRealtimePriority(this.probeWorker.pid, a.daemonRt);
     await Promise.all([...this.workers, this.probeWorker].map((w) => w.request({ op: 'init', options })));
@@ -272,6 +283,7 @@ export class ScaleRun {
     await Promise.all([...this.workers, ...(this.probeWorker ? [this.probeWorker] : [])].map((w) => w.stop()));
     await this.daemon?.stop();
     if (this.lay) rmSync(this.lay.dir, { recursive: true, force: true });
+    if (this.split) pinProcess(process.pid, this.allowed);
   }
 
   // ---- helpers

@@ -2,6 +2,7 @@
 // vhost-user-vsock launcher with flags), watched from outside: CPU time, memory and open
 // fds from /proc, counters from its /metrics.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { formatCpuList } from './cpu-split.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
@@ -116,6 +117,8 @@ export interface DaemonProcessOptions {
   nice?: number;
   /** SCHED_RR priority (chrt -r, 1..99; needs root); 0 or absent: the normal policy. */
   rtPriority?: number;
+  /** The CPUs it may run on (taskset -c); absent: any. */
+  cpus?: readonly number[];
 }
 
 /** Puts every thread of running process `pid` under SCHED_RR at `priority` (chrt -a -r -p). */
@@ -129,13 +132,14 @@ export function setRealtimePriority(pid: number, priority: number): void {
 export function startDaemonProcess(args: readonly string[], opts: DaemonProcessOptions = {}): Promise<DaemonProcess> {
   const bin = join(opts.root ?? REPO_ROOT, DAEMON_LAUNCHER);
   const argv = [...(opts.nodeArgs ?? []), bin, ...args, '--metrics', '127.0.0.1:0'];
-  // nice and chrt exec node: the pid stays the daemon's.
-  const [cmd, cmdArgs] = opts.rtPriority
-    ? ['chrt', ['-r', String(opts.rtPriority), process.execPath, ...argv]]
-    : opts.nice
-      ? ['nice', ['-n', String(opts.nice), process.execPath, ...argv]]
-      : [process.execPath, argv];
-  const child = spawn(cmd, cmdArgs, { stdio: ['ignore', opts.showStdout ? 'inherit' : 'ignore', 'pipe'] });
+  // taskset, nice and chrt exec what follows them: the pid stays the daemon's.
+  const command = [
+    ...(opts.cpus ? ['taskset', '-c', formatCpuList(opts.cpus)] : []),
+    ...(opts.rtPriority ? ['chrt', '-r', String(opts.rtPriority)] : opts.nice ? ['nice', '-n', String(opts.nice)] : []),
+    process.execPath,
+    ...argv,
+  ];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', opts.showStdout ? 'inherit' : 'ignore', 'pipe'] });
   let log = '';
   const keep = (d: Buffer): void => {
     log = (log + d.toString()).slice(-20000);

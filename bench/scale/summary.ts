@@ -1,6 +1,7 @@
 // The tables `npm run bench -- scale` prints at the end (everything is in scale.json too).
 import { printTable } from '../report.js';
 import type { WindowReport } from './coordinator.js';
+import { formatCpuList } from './cpu-split.js';
 import { median } from './fairness.js';
 
 const kbps = (b: number): number => b / 1000;
@@ -43,6 +44,8 @@ export function printScaleSummary(r: Record<string, unknown>): void {
   rows.push(windowRow('churn', churn.window));
   rows.push(windowRow('bad input', bad.window));
   printTable('windows (KBps/MBps: bytes per second both ways; rss: daemon private memory, peak)', rows);
+  const cpus = r.cpus as { pinned: boolean; daemon: number[]; load: number[] };
+  console.log(cpus.pinned ? `CPUs: daemon and ping-pong on ${formatCpuList(cpus.daemon)}, load processes on ${formatCpuList(cpus.load)} (--daemon-cpus shared: not pinned)` : `CPUs: not pinned (${formatCpuList(cpus.daemon)})`);
   const setup = r.setup as { vms: number; connectionsOpen: number; idle: { rssAnonBytes: number }; perVmAttachedBytes: number; perConnectionIdleBytes: number };
   const busy = rounds.map((x) => x.busy);
   const cores = busy.map((w) => w.daemon.cores);
