@@ -8,7 +8,7 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import type { VsockHostSocket } from '../drivers/virtio-vsock/device/host-socket.js';
-import { TURN_SHARE_ALONE, TURN_SHARE_SHARED, type TurnShare } from '../drivers/virtio-vsock/device/constants.js';
+import { HOST_READ_PROMISE_BYTES, TURN_SHARE_ALONE, TURN_SHARE_SHARED, type TurnShare } from '../drivers/virtio-vsock/device/constants.js';
 import { VsockDevice } from '../drivers/virtio-vsock/device/vsock-device.js';
 import {
   VSOCK_HEADER_SIZE,
@@ -171,4 +171,61 @@ test('the VM-wide host-to-guest queue stops at hostToGuestLimit; held writers go
   const firstDone = releaseOrder.findIndex((_, k) => releaseOrder.slice(0, k + 1).filter((x) => x === releaseOrder[k]).length === data[0]!.length / CHUNK);
   const startedBy = new Set(releaseOrder.slice(0, firstDone + 1));
   t.is(startedBy.size, N, `every connection had writes completed before the first finished (${[...startedBy].join(',')})`);
+});
+
+test('held host readers go a read at a time: the VM queue overshoots its limit by at most one read, not one per reader', async (t) => {
+  // A reader let go reads in the next poll phase, so freeing room for all of them at once
+  // let a flooding VM's 100 sockets read 64 KiB each in one phase (HOST_READ_PROMISE_BYTES).
+  const LIMIT = 256 * 1024;
+  const READ = HOST_READ_PROMISE_BYTES;
+  const READS = 4;
+  const dev = new VsockDevice({ guestCid: 3, hostToGuestLimit: LIMIT });
+  const drv = VsockRawDriver.sameThread(dev, { queueSize: 256, rxBuffers: 128, rxBufferBytes: PACKET });
+  t.teardown(() => drv.close());
+  const N = 16;
+  const sockets: VsockHostSocket[] = [];
+  for (let i = 0; i < N; i++) sockets.push(await open(dev, drv, 5000 + i, 0));
+  const data = sockets.map(() => randomBytes(READ * READS));
+  let maxQueued = 0;
+  const firstResumes: number[] = [];
+  // A host socket reader as host/splice.ts drives one: read after read while writeCopied
+  // says go on; held, the next read comes in a later poll phase (here: setImmediate).
+  const readFrom = (i: number, k: number): void => {
+    for (; k < READS; ) {
+      const go = sockets[i]!.writeCopied(data[i]!.subarray(k * READ), READ, () => {
+        if (!firstResumes.includes(i)) firstResumes.push(i);
+        setImmediate(() => readFrom(i, k));
+      });
+      maxQueued = Math.max(maxQueued, dev.hostToGuestQueuedBytes);
+      k++;
+      if (!go) return;
+    }
+  };
+  for (let i = 0; i < N; i++) readFrom(i, 0);
+  // Every reader's first read is taken (it was read before the reader heard of the limit):
+  // 4 fit, the other 12 are over it and those readers wait.
+  t.is(dev.hostToGuestQueuedBytes, N * READ + (LIMIT / READ - 1) * READ);
+  const heldFirst = firstResumes.length;
+  maxQueued = 0;
+  // The guest opens every window and takes everything.
+  const got = sockets.map(() => [] as Buffer[]);
+  const lengths = sockets.map(() => 0);
+  for (let i = 0; i < N; i++) {
+    drv.route(5000 + i, 5080 + i, (p) => {
+      if (p.header.op !== VSOCK_OP_RW) return;
+      got[i]!.push(p.payload);
+      lengths[i]! += p.payload.length;
+      drv.send({ srcPort: 5000 + i, dstPort: 5080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 1 << 20, fwdCnt: lengths[i]! });
+    });
+    drv.send({ srcPort: 5000 + i, dstPort: 5080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 1 << 20, fwdCnt: 0 });
+  }
+  await drv.until(() => lengths.every((n, i) => n >= data[i]!.length));
+  for (let i = 0; i < N; i++) t.is(sha(Buffer.concat(got[i]!)), sha(data[i]!), `connection ${i}`);
+  t.is(heldFirst, 0);
+  // Once the guest drains it below the limit, readers let go bring one read each.
+  t.true(maxQueued > LIMIT - READ, `${maxQueued} bytes queued at most while draining: readers were let go`);
+  t.true(maxQueued <= LIMIT + READ, `${maxQueued} bytes queued at most while draining: the limit and one read over it, not one read per reader let go`);
+  t.deepEqual(firstResumes.slice(0, N - 1), Array.from({ length: N - 1 }, (_, k) => k + 1), 'held readers went oldest first');
+  await new Promise((r) => setImmediate(r));
+  t.is(dev.hostToGuestQueuedBytes, 0);
 });

@@ -98,8 +98,10 @@ export interface ConnectionOwner {
   forget(conn: VsockConnection, sendRst: boolean): void;
   /** Host-to-guest bytes queued (positive) or gone (negative): the VM-wide count. */
   countToGuest(delta: number): void;
-  /** Whether the VM's host-to-guest queue is below its limit (HOST_TO_GUEST_VM_LIMIT_BYTES). */
+  /** Whether the VM's host-to-guest queue, with the room promised this turn, is below its limit (HOST_TO_GUEST_VM_LIMIT_BYTES). */
   hasHostToGuestRoom(): boolean;
+  /** Counts a held writer's next write against the VM's room until the next turn (HOST_READ_PROMISE_BYTES). */
+  promiseHostToGuestRoom(): void;
   /** Calls conn.releaseWriteIfRoom() once the VM's queue has room again (oldest first). */
   waitForHostToGuestRoom(conn: VsockConnection): void;
 }
@@ -530,7 +532,7 @@ export class VsockConnection {
     if (this.peerCredit() > 0) this.owner.schedule(this);
     else this.requestCreditOnce();
     this.heldWrite = cb;
-    this.releaseWriteIfRoom();
+    this.releaseWriteIfRoom(false);
   }
 
   /**
@@ -584,10 +586,21 @@ export class VsockConnection {
    * Lets the held host write go when both this connection's queue and its VM's are below
    * their limits; when only the VM's is full, waits in the muxer (oldest first).
    */
-  releaseWriteIfRoom(): void {
-    if (this.heldWrite === null || this.toGuest.length >= HOST_TO_GUEST_QUEUE_LIMIT_BYTES) return;
-    if (this.owner.hasHostToGuestRoom()) this.releaseHeldWrite();
-    else this.owner.waitForHostToGuestRoom(this);
+  /**
+   * Lets a held host writer go if this connection's queue and its VM's have room; true if
+   * it went. `held` (the default): the writer waited, and its next write comes in a later
+   * poll phase, so the room it will take is promised now (HOST_READ_PROMISE_BYTES); false
+   * for the write in progress.
+   */
+  releaseWriteIfRoom(held = true): boolean {
+    if (this.heldWrite === null || this.toGuest.length >= HOST_TO_GUEST_QUEUE_LIMIT_BYTES) return false;
+    if (this.owner.hasHostToGuestRoom()) {
+      if (held) this.owner.promiseHostToGuestRoom();
+      this.releaseHeldWrite();
+      return true;
+    }
+    this.owner.waitForHostToGuestRoom(this);
+    return false;
   }
 
   private clearToGuest(): void {

@@ -35,6 +35,15 @@ export const HOST_TO_GUEST_QUEUE_LIMIT_BYTES = 256 * 1024;
 export const HOST_TO_GUEST_VM_LIMIT_BYTES = 4 * 1024 * 1024;
 
 /**
+ * Room a host reader let go when its VM's queue drained is promised until the next
+ * event-loop turn: one read of the daemon's host read buffer (host/splice.ts). Released
+ * readers only read in the next poll phase, so without the promise every held reader went
+ * at once (a flooding VM's 100), and one poll phase took 100 reads of 64 KiB each, several
+ * ms during which no other VM's event ran.
+ */
+export const HOST_READ_PROMISE_BYTES = 64 * 1024;
+
+/**
  * Work one VM's device does in one event-loop turn before it yields (setImmediate): tx
  * chains taken and their bytes, rx packets written and their bytes. An event of another
  * VM on the same event loop (a kick, a ping-pong byte) waits behind whatever the loop

@@ -38,6 +38,7 @@ import {
   CONNECT_TIMEOUT_MS_DEFAULT,
   EPHEMERAL_PORT_COUNT,
   EPHEMERAL_PORT_FIRST,
+  HOST_READ_PROMISE_BYTES,
   HOST_TO_GUEST_VM_LIMIT_BYTES,
   MAX_CONNECTIONS,
   TURN_SHARE_ALONE,
@@ -137,6 +138,10 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   private readonly hostToGuestLimit: number;
   private readonly roomWaiters = new ConnectionFifo();
   private releasingWaiters = false;
+  /** Room promised to host writers let go (HOST_READ_PROMISE_BYTES each) until they have read (clearPromises). */
+  private roomPromised = 0;
+  private promisesClearScheduled = false;
+  private promiseChecks = 0;
 
   /** RSTs with no connection behind them: ring of (src cid, src port, dst port, type, buf_alloc, fwd_cnt). */
   private readonly strayRst = new Uint32Array(STRAY_WORDS * STRAY_RST_QUEUE_ENTRIES);
@@ -292,8 +297,31 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
   }
 
   hasHostToGuestRoom(): boolean {
-    return this.toGuestQueued < this.hostToGuestLimit;
+    return this.toGuestQueued + this.roomPromised < this.hostToGuestLimit;
   }
+
+  promiseHostToGuestRoom(): void {
+    this.roomPromised += HOST_READ_PROMISE_BYTES;
+    if (this.promisesClearScheduled) return;
+    this.promisesClearScheduled = true;
+    this.promiseChecks = 0;
+    setImmediate(this.clearPromises);
+  }
+
+  /**
+   * At the second check phase (setImmediate) after the first promise, a poll phase has
+   * passed since every promise: the writers let go have read (or had nothing to read).
+   * The first may come before it, when the promise was made in a poll phase.
+   */
+  private readonly clearPromises = (): void => {
+    if (++this.promiseChecks < 2) {
+      setImmediate(this.clearPromises);
+      return;
+    }
+    this.promisesClearScheduled = false;
+    this.roomPromised = 0;
+    if (!this.roomWaiters.isEmpty) this.releaseRoomWaiters();
+  };
 
   waitForHostToGuestRoom(conn: VsockConnection): void {
     if (conn.inRoomWaitList) return;
@@ -315,6 +343,8 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
         const c = this.roomWaiters.shift();
         if (c === undefined) break;
         c.inRoomWaitList = false;
+        // Going, it promises the room of its next read (it comes in the next poll phase):
+        // else every waiter would go at once.
         c.releaseWriteIfRoom();
       }
     } finally {
@@ -383,6 +413,7 @@ export class VsockMuxer implements ConnectionOwner, VsockHost {
     this.urgent.clear();
     this.normal.clear();
     this.roomWaiters.clear();
+    this.roomPromised = 0;
   }
 
   /**
