@@ -42,6 +42,26 @@ async function open(dev: VsockDevice, drv: VsockRawDriver, guestPort: number, bu
   return s;
 }
 
+/**
+ * The guest of connections firstPort + i -> firstPort + 80 + i (i < n) opens a window of
+ * `bufAlloc` on each and gives the credit back as it takes packets: what each got, and how much.
+ */
+function takeEverything(drv: VsockRawDriver, firstPort: number, n: number, bufAlloc: number): { got: Buffer[][]; lengths: number[] } {
+  const got = Array.from({ length: n }, () => [] as Buffer[]);
+  const lengths = got.map(() => 0);
+  for (let i = 0; i < n; i++) {
+    const [src, dst] = [firstPort + i, firstPort + 80 + i];
+    drv.route(src, dst, (p) => {
+      if (p.header.op !== VSOCK_OP_RW) return;
+      got[i]!.push(p.payload);
+      lengths[i]! += p.payload.length;
+      drv.send({ srcPort: src, dstPort: dst, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc, fwdCnt: lengths[i]! });
+    });
+    drv.send({ srcPort: src, dstPort: dst, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc, fwdCnt: 0 });
+  }
+  return { got, lengths };
+}
+
 const SHARES: Array<[string, Readonly<TurnShare>]> = [
   ['alone on its loop', TURN_SHARE_ALONE],
   ['sharing its loop', TURN_SHARE_SHARED],
@@ -149,18 +169,7 @@ test('the VM-wide host-to-guest queue stops at hostToGuestLimit; held writers go
   const total = data.reduce((n, d) => n + d.length, 0);
   t.true(queued < total, 'writers are held back');
   // The guest opens its windows: everything drains, every connection's writes complete.
-  const got = sockets.map(() => [] as Buffer[]);
-  const lengths = sockets.map(() => 0);
-  for (let i = 0; i < N; i++) {
-    drv.route(4000 + i, 4080 + i, (p) => {
-      if (p.header.op !== VSOCK_OP_RW) return;
-      got[i]!.push(p.payload);
-      lengths[i]! += p.payload.length;
-      // Consumed: give the credit back.
-      drv.send({ srcPort: 4000 + i, dstPort: 4080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 64 * 1024, fwdCnt: lengths[i]! });
-    });
-    drv.send({ srcPort: 4000 + i, dstPort: 4080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 64 * 1024, fwdCnt: 0 });
-  }
+  const { got, lengths } = takeEverything(drv, 4000, N, 64 * 1024);
   await drv.until(() => lengths.every((n, i) => n >= data[i]!.length));
   for (let i = 0; i < N; i++) t.is(sha(Buffer.concat(got[i]!)), sha(data[i]!), `connection ${i}`);
   await new Promise((r) => setImmediate(r));
@@ -208,17 +217,7 @@ test('held host readers go a read at a time: the VM queue overshoots its limit b
   const heldFirst = firstResumes.length;
   maxQueued = 0;
   // The guest opens every window and takes everything.
-  const got = sockets.map(() => [] as Buffer[]);
-  const lengths = sockets.map(() => 0);
-  for (let i = 0; i < N; i++) {
-    drv.route(5000 + i, 5080 + i, (p) => {
-      if (p.header.op !== VSOCK_OP_RW) return;
-      got[i]!.push(p.payload);
-      lengths[i]! += p.payload.length;
-      drv.send({ srcPort: 5000 + i, dstPort: 5080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 1 << 20, fwdCnt: lengths[i]! });
-    });
-    drv.send({ srcPort: 5000 + i, dstPort: 5080 + i, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: 1 << 20, fwdCnt: 0 });
-  }
+  const { got, lengths } = takeEverything(drv, 5000, N, 1 << 20);
   await drv.until(() => lengths.every((n, i) => n >= data[i]!.length));
   for (let i = 0; i < N; i++) t.is(sha(Buffer.concat(got[i]!)), sha(data[i]!), `connection ${i}`);
   t.is(heldFirst, 0);
