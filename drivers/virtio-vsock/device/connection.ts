@@ -98,9 +98,9 @@ export interface ConnectionOwner {
   forget(conn: VsockConnection, sendRst: boolean): void;
   /** Host-to-guest bytes queued (positive) or gone (negative): the VM-wide count. */
   countToGuest(delta: number): void;
-  /** Whether the VM's host-to-guest queue, with the room promised this turn, is below its limit (HOST_TO_GUEST_VM_LIMIT_BYTES). */
+  /** Whether the VM's host-to-guest queue, with the room promised to writers let go, is below its limit (HOST_TO_GUEST_VM_LIMIT_BYTES). */
   hasHostToGuestRoom(): boolean;
-  /** Counts a held writer's next write against the VM's room until the next turn (HOST_READ_PROMISE_BYTES). */
+  /** Counts a held writer's next write against the VM's room until a poll phase has passed (HOST_READ_PROMISE_BYTES). */
   promiseHostToGuestRoom(): void;
   /** Calls conn.releaseWriteIfRoom() once the VM's queue has room again (oldest first). */
   waitForHostToGuestRoom(conn: VsockConnection): void;
@@ -584,11 +584,8 @@ export class VsockConnection {
 
   /**
    * Lets the held host write go when both this connection's queue and its VM's are below
-   * their limits; when only the VM's is full, waits in the muxer (oldest first).
-   */
-  /**
-   * Lets a held host writer go if this connection's queue and its VM's have room; true if
-   * it went. `held` (the default): the writer waited, and its next write comes in a later
+   * their limits (true if it went); when only the VM's is full, waits in the muxer (oldest
+   * first). `held` (the default): the writer waited, and its next write comes in a later
    * poll phase, so the room it will take is promised now (HOST_READ_PROMISE_BYTES); false
    * for the write in progress.
    */
