@@ -76,16 +76,18 @@ export function planCpuSplit(setting: DaemonCpusSetting, allowed: readonly numbe
 
 /** Pins every thread of running process `pid` to `cpus` (taskset -a -p -c). */
 export function pinProcess(pid: number, cpus: readonly number[]): void {
-  const r = spawnSync('taskset', ['-a', '-p', '-c', formatCpuList(cpus), String(pid)], { encoding: 'utf8' });
+  const list = formatCpuList(cpus);
+  const failed = `taskset -c ${list} for pid ${pid} failed`;
+  const r = spawnSync('taskset', ['-a', '-p', '-c', list, String(pid)], { encoding: 'utf8' });
   if (r.error) throw new Error(`taskset: ${r.error.message} (taskset is in util-linux)`);
-  if (r.status !== 0) throw new Error(`taskset -c ${formatCpuList(cpus)} for pid ${pid} failed: ${r.stderr.trim()}`);
+  if (r.status !== 0) throw new Error(`${failed}: ${r.stderr.trim()}`);
   // taskset -a says nothing and exits 0 for a pid that is gone: check what took.
   let status: string;
   try {
     status = readFileSync(`/proc/${pid}/status`, 'latin1');
   } catch (e) {
-    throw new Error(`taskset -c ${formatCpuList(cpus)} for pid ${pid} failed: the process is gone (${(e as NodeJS.ErrnoException).code})`);
+    throw new Error(`${failed}: the process is gone (${(e as NodeJS.ErrnoException).code})`);
   }
   const now = formatCpuList(allowedCpus(status));
-  if (now !== formatCpuList(cpus)) throw new Error(`taskset -c ${formatCpuList(cpus)} for pid ${pid} failed: it runs on ${now}`);
+  if (now !== list) throw new Error(`${failed}: it runs on ${now}`);
 }

@@ -2,11 +2,11 @@
 // vhost-user-vsock launcher with flags), watched from outside: CPU time, memory and open
 // fds from /proc, counters from its /metrics.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { formatCpuList } from './cpu-split.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { formatCpuList } from './cpu-split.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const DAEMON_LAUNCHER = 'drivers/virtio-vsock/daemon/vhost-user-vsock.mjs';
