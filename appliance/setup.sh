@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on Debian 12 (run as root, or with sudo available):
-# QEMU (TCG guests; it ships /usr/lib/qemu/virtiofsd), ab (apache2-utils) for the
+# QEMU (TCG guests; it ships /usr/lib/qemu/virtiofsd), qemu-user, ab (apache2-utils) for the
 # appliance benchmark, mksquashfs (squashfs-tools) for the microvm root file system,
 # tshark to decode the vsock daemon's packet captures in tests, genrb (icu-devtools)
 # for the microvm image's English-only ICU data,
@@ -15,6 +15,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-x86_64 >/dev/null 2>&1 || need+=(qemu-user)   # builds guest startup snapshots on the guests' CPU model (appliance/image/snapshot.ts)
 command -v ab >/dev/null 2>&1 || need+=(apache2-utils)
 command -v mksquashfs >/dev/null 2>&1 || need+=(squashfs-tools)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)   # decodes the daemon's packet captures in tests

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ImageBuildError } from '../appliance/image/debian.js';
-import { buildStartupSnapshot } from '../appliance/image/snapshot.js';
+import { buildStartupSnapshot, findQemuUser } from '../appliance/image/snapshot.js';
 import { scriptShapedArgv, startupSnapshotBlob } from '../kernel/guest/startup-snapshot.js';
 import { findPciDevices } from '../kernel/pci/devices.js';
 import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../kernel/transport/pci-virtio-caps.js';
@@ -169,6 +169,52 @@ test('eager compilation (the default): the program\'s bytecode is in the blob, w
   t.true(eager.size > lazy.size, `eager ${eager.size} B, lazy ${lazy.size} B`);
   // startProgram put V8's default back before the heap was written: no --no-lazy needed, none refused.
   for (const blob of [eager.path, lazy.path]) t.deepEqual(report(node(['--snapshot-blob', blob, '--', '--x'])).args, ['--x']);
+});
+
+/** `node ARGS` under qemu-user on QEMU's TCG `max` model: the CPU guests run on. */
+function nodeOnQemuMax(args: readonly string[]): Run {
+  const r = spawnSync(findQemuUser(), ['-cpu', 'max', process.execPath, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, NODE_OPTIONS: undefined } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('a guest blob (builderCpu qemu-max) is built on QEMU\'s CPU model and runs there; a cache entry of its own; no qemu-user: a clear error', async (t) => {
+  const dir = join(work, 'qemu-max');
+  mkdirSync(dir);
+  const entry = join(dir, 'probe.cjs');
+  copyProbe(entry);
+  const onHost = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe' });
+  const forGuest = await buildStartupSnapshot({ entry, outDir: dir, name: 'probe', builderCpu: 'qemu-max' });
+  t.not(forGuest.path, onHost.path);
+  t.false(forGuest.cached);
+  t.true((await buildStartupSnapshot({ entry, outDir: dir, name: 'probe', builderCpu: 'qemu-max' })).cached);
+  t.deepEqual(report(nodeOnQemuMax(['--snapshot-blob', forGuest.path, '--', '--on-max'])).args, ['--on-max']);
+  // Where this machine's CPU and QEMU's max differ in a feature V8 detects, V8's tags
+  // differ and the host's blob is refused on QEMU's model, as it was in every guest.
+  const tag = (r: Run): string => {
+    t.is(r.status, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  const hostTag = tag(node(['-p', 'v8.cachedDataVersionTag()']));
+  const maxTag = tag(nodeOnQemuMax(['-p', 'v8.cachedDataVersionTag()']));
+  const hostBlobOnMax = nodeOnQemuMax(['--snapshot-blob', onHost.path, '--', '--x']);
+  if (hostTag === maxTag) t.deepEqual(report(hostBlobOnMax).args, ['--x']);
+  else {
+    t.is(hostBlobOnMax.status, 14, hostBlobOnMax.stderr);
+    t.regex(hostBlobOnMax.stderr, /different V8 configurations/);
+  }
+
+  const saved = process.env['TSVIRTIO_QEMU_USER'];
+  process.env['TSVIRTIO_QEMU_USER'] = join(dir, 'no-such-qemu-x86_64');
+  try {
+    const err = await t.throwsAsync(buildStartupSnapshot({ entry, outDir: dir, name: 'other', builderCpu: 'qemu-max' }), { instanceOf: ImageBuildError });
+    t.is((err as ImageBuildError).code, 'ERR_SNAPSHOT_QEMU_USER');
+    t.regex(err!.message, /no-such-qemu-x86_64 is not installed .*apt-get install -y qemu-user/);
+  } finally {
+    if (saved === undefined) delete process.env['TSVIRTIO_QEMU_USER'];
+    else process.env['TSVIRTIO_QEMU_USER'] = saved;
+  }
+  const bad = await t.throwsAsync(buildStartupSnapshot({ entry, outDir: dir, name: 'probe', builderCpu: 'kvm' as never }), { instanceOf: ImageBuildError });
+  t.is((bad as ImageBuildError).code, 'ERR_SPEC');
 });
 
 test('a failing entry: ImageBuildError with node\'s error', async (t) => {

@@ -58,8 +58,12 @@ export function missingInputs(program: GuestProgram): string | null {
 /** Builds (or finds in the cache) the image of `program`. */
 export async function buildGuestImage(program: GuestProgram, opts: GuestImageOptions): Promise<AnyGuestImage> {
   const progress = opts.progress ?? (() => {});
-  // The snapshot holds the node options it was built with: the guest's node must get the same.
-  const snapshot = program.snapshotEntry !== undefined ? await buildStartupSnapshot({ entry: program.snapshotEntry, name: program.snapshotName ?? program.name, nodeOptions: program.nodeOptions }) : undefined;
+  // The snapshot holds the node options it was built with: the guest's node must get the
+  // same. It is built on the guests' CPU model (QEMU's -cpu max; snapshot.ts says why).
+  const snapshot =
+    program.snapshotEntry !== undefined
+      ? await buildStartupSnapshot({ entry: program.snapshotEntry, name: program.snapshotName ?? program.name, nodeOptions: program.nodeOptions, builderCpu: 'qemu-max' })
+      : undefined;
   return buildNodeGuest({
     machine: opts.machine,
     main: program.bundle,
