@@ -34,6 +34,7 @@ export async function runStart(args: MainArgs): Promise<number> {
     drivers: args.drivers,
     ...(args.drivers === 'ours' ? { ring: args.ring } : {}),
     echoConsole: args.console,
+    vmSnapshot: args.vmState,
     progress: say,
     daemonLog: args.console || args.verbose ? (l) => process.stderr.write(`[daemon] ${l}\n`) : undefined,
   });
@@ -63,7 +64,8 @@ export async function runStart(args: MainArgs): Promise<number> {
 
   const steps = app.timeline.waterfall();
   const firstResponse = app.timeline.at('first-response');
-  if (firstResponse !== null) say(`booted in ${(firstResponse / 1000).toFixed(2)} s: ${steps.map((x) => `${x.step} ${(x.ms / 1000).toFixed(2)}`).join(', ')}`);
+  const how = app.vmState?.mode === 'restored' ? 'restored' : 'booted';
+  if (firstResponse !== null) say(`${how} in ${(firstResponse / 1000).toFixed(2)} s: ${steps.map((x) => `${x.step} ${(x.ms / 1000).toFixed(2)}`).join(', ')}`);
   say(`qemu pid ${app.qemuPid}, virtiofsd pid ${app.virtiofsdPid}, daemon in pid ${process.pid}, sockets in ${app.socketDir}`);
   say(`ping-pong: 127.0.0.1:${app.pingPongPort} (node dist/appliance/pingpong/client.js --connect 127.0.0.1:${app.pingPongPort})`);
   say(`serving ${resolve(args.site ?? DEFAULT_SITE)} at ${app.url}  (Ctrl-C stops)`);

@@ -6,12 +6,12 @@ import type { Machine } from '../image/guest.js';
 import { DEFAULT_MACHINE } from '../run/machine-defaults.js';
 import { type IcuFlag, UsageError, commonFlag, readFlags } from './flags.js';
 
-export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--ring split|packed] [--icu en|full] [--console] [--verbose] [--help]
+export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine microvm|q35] [--memory MiB] [--drivers ours|kernel] [--ring split|packed] [--icu en|full] [--cold-boot] [--console] [--verbose] [--help]
 
   --port N        host TCP port of the website (default 8080); ping-pong on N+1
   --site DIR      folder served (default appliance/site)
-  --machine M     microvm (default: our kernel, virtio-mmio devices, boots in about
-                  2 s) or q35 (PCI devices, Debian's kernel: for PCI-only setups)
+  --machine M     microvm (default: our kernel; restored from its saved state in
+                  under a second, a cold boot takes about 2 s) or q35 (PCI devices, Debian's kernel: for PCI-only setups)
   --memory MiB    guest RAM (default 128 on microvm, 1024 on q35); less than the
                   image needs is refused before the launch, with what it needs
   --drivers D     ours (default: our TypeScript drivers) or kernel (Linux's own;
@@ -22,6 +22,9 @@ export const USAGE = `usage: npm start -- [--port N] [--site DIR] [--machine mic
   --icu D         node's ICU data on microvm: en (default: English only, formats
                   and collates in every locale as English; a 31 MB image) or full
                   (every locale and converter, e.g. de-DE dates; 16 MB larger)
+  --cold-boot     microvm: boot the guest every time. By default the first start
+                  saves the booted guest's state in .cache/vm-states/ (about 80 MB)
+                  and later starts restore it, in under a second
   --console       copy the guest's serial console to stderr
   --verbose       the build's steps and the vsock daemon's log on the terminal
   --help          this text
@@ -41,6 +44,8 @@ export interface MainArgs {
   drivers: 'ours' | 'kernel';
   /** Our drivers' vsock ring layout. */
   ring: 'split' | 'packed';
+  /** microvm: save the booted guest's state once and restore it on later starts (false: --cold-boot). */
+  vmState: boolean;
   console: boolean;
   /** Build output and the daemon's log on the terminal. */
   verbose: boolean;
@@ -48,7 +53,7 @@ export interface MainArgs {
 }
 
 export function parseMainArgs(argv: readonly string[]): MainArgs {
-  const a: MainArgs = { port: 8080, site: null, machine: DEFAULT_MACHINE, icu: 'en', memoryMiB: null, drivers: 'ours', ring: 'split', console: false, verbose: false, help: false };
+  const a: MainArgs = { port: 8080, site: null, machine: DEFAULT_MACHINE, icu: 'en', memoryMiB: null, drivers: 'ours', ring: 'split', vmState: true, console: false, verbose: false, help: false };
   let machineGiven = false;
   let ringGiven = false;
   readFlags(argv, {
@@ -81,6 +86,9 @@ export function parseMainArgs(argv: readonly string[]): MainArgs {
         }
         case '--console':
           a.console = true;
+          break;
+        case '--cold-boot':
+          a.vmState = false;
           break;
         default:
           if (!commonFlag(flag, value, a)) throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);

@@ -18,6 +18,10 @@
 //     [-chardev socket,id=vsock0,path=<S> -device vhost-user-vsock-pci,chardev=vsock0]
 //     [-chardev socket,id=fs0,path=<S> -device vhost-user-fs-pci,chardev=fs0,tag=<tag>]
 //
+//   restorable (microvm, appliance/run/vm-snapshot.ts): -M microvm,acpi=on,pcie=on,...,
+//     each vhost-user device's chardev with an empty pcie-root-port (the devices come
+//     later, QMP device_add), -qmp unix:<S>,server=on,wait=off [-incoming exec:cat <state>]
+//
 // -cpu max stays (issue 17, interleaved microvm boots to the first response, medians):
 // max,-avx,-avx2,-fma,... (with node --no-enable-avx,... so the startup snapshot's CPU
 // feature tag still matches) 2,565 vs 2,690 ms, Nehalem,+rdrand 2,179 vs 2,078,
@@ -38,6 +42,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { RESUME_PREFIX } from '../../kernel/guest/resume-line.js';
 import type { Machine } from '../image/guest.js';
 import { boundToParent } from './parent-bound.js';
 
@@ -99,6 +104,15 @@ export interface QemuOptions {
   qemu?: string;
   /** Keep at most this many bytes of console output in memory (default 4 MiB; oldest dropped). */
   consoleLimit?: number;
+  /**
+   * microvm: a VM that can be saved and restored (appliance/run/vm-snapshot.ts). QEMU 7.2
+   * will not save or load a VM with a vhost-user device, and virtio-mmio has no hotplug:
+   * the machine gets ACPI and PCIe (acpi=on,pcie=on), one empty pcie-root-port per
+   * vhost-user device and the devices' chardevs, but not the devices; the caller adds
+   * them with QMP device_add (hotplugDevices()) once the VM runs. QMP listens on
+   * `qmpSocket`; `incoming` is a saved state to start from (-incoming).
+   */
+  restorable?: { qmpSocket: string; incoming?: string };
 }
 
 /** A vhost-user-fs device: virtiofsd's socket and the tag the guest sees. */
@@ -210,16 +224,18 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (machine !== 'q35' && machine !== 'microvm') throw new QemuError('ERR_QEMU_OPTIONS', `machine must be q35 or microvm, got ${JSON.stringify(machine)}`);
   const common = ['-cpu', 'max', '-m', `${mem}M`, '-smp', String(cpus), '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`];
   const console = ['-nographic', '-nodefaults', '-no-reboot', '-chardev', `stdio,id=console,signal=${opts.consoleSignals ? 'on' : 'off'}`, '-serial', 'chardev:console'];
-  // Device names: the virtio-mmio ones on microvm, the PCI ones on q35.
-  const dev = machine === 'microvm' ? { vsock: 'vhost-user-vsock-device', fs: 'vhost-user-fs-device' } : { vsock: 'vhost-user-vsock-pci', fs: 'vhost-user-fs-pci' };
   let args: string[];
+  const restorable = opts.restorable;
+  if (restorable !== undefined && machine !== 'microvm') throw new QemuError('ERR_QEMU_OPTIONS', 'a restorable VM (saved and restored VM states) needs the microvm machine');
   if (machine === 'microvm') {
     if (opts.rootfs === undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the microvm machine boots from a root file system image: rootfs is missing');
     if (opts.initrd !== undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the microvm machine takes a rootfs, not an initrd');
     args = [
       // No ACPI: no tables to build or parse; the virtio-mmio devices reach the kernel as
-      // virtio_mmio.device= parameters QEMU appends to the command line.
-      '-M', 'microvm,acpi=off,memory-backend=mem',
+      // virtio_mmio.device= parameters QEMU appends to the command line. A restorable VM
+      // needs PCIe for hotplug, and microvm has PCIe only with ACPI (the root disk is then
+      // an ACPI-described virtio-mmio device, LNRO0005).
+      '-M', `microvm,${restorable ? 'acpi=on,pcie=on' : 'acpi=off'},memory-backend=mem`,
       ...common,
       '-global', 'virtio-mmio.force-legacy=false',
       '-kernel', opts.kernel,
@@ -233,18 +249,61 @@ export function qemuArgs(opts: QemuOptions): string[] {
     if (opts.rootfs !== undefined) throw new QemuError('ERR_QEMU_OPTIONS', 'the q35 machine takes an initrd, not a rootfs');
     args = ['-M', 'q35', ...common, '-machine', 'q35,memory-backend=mem', '-kernel', opts.kernel, '-initrd', opts.initrd, '-append', opts.append, ...console];
   }
-  if (opts.vhostUserVsock) {
-    const v = opts.vhostUserVsock;
-    args.push('-chardev', `socket,id=vsock0,path=${chardevPath(v.socket)}`);
-    args.push('-device', `${dev.vsock},chardev=vsock0${v.packed ? ',packed=on' : ''}`);
+  for (const d of vhostUserDevices(opts)) {
+    args.push('-chardev', `socket,id=${d.chardev},path=${chardevPath(d.socket)}`);
+    if (restorable) args.push('-device', `pcie-root-port,id=${d.port},chassis=${d.chassis},slot=0`);
+    else args.push('-device', [machine === 'microvm' ? d.mmioDriver : d.pciDriver, `chardev=${d.chardev}`, ...Object.entries(d.props).map(([k, v]) => `${k}=${v}`)].join(','));
   }
-  for (const [i, f] of virtiofsDevices(opts.virtiofs).entries()) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
-    args.push('-chardev', `socket,id=fs${i},path=${chardevPath(f.socket)}`);
-    args.push('-device', `${dev.fs},chardev=fs${i},tag=${f.tag}${f.queueSize ? `,queue-size=${f.queueSize}` : ''}${f.packed ? ',packed=on' : ''}`);
+  if (restorable) {
+    args.push('-qmp', `unix:${chardevPath(restorable.qmpSocket)},server=on,wait=off`);
+    if (restorable.incoming !== undefined) args.push('-incoming', `exec:cat ${shellQuote(restorable.incoming)}`);
   }
   args.push(...(opts.extraArgs ?? []));
   return args;
+}
+
+/** One vhost-user device of a launch: its chardev, its drivers, its properties, and (restorable VMs) its root port. */
+interface VhostUserDevice {
+  chardev: string;
+  socket: string;
+  mmioDriver: string;
+  pciDriver: string;
+  props: Record<string, string>;
+  /** The pcie-root-port it is hotplugged into (restorable VMs). */
+  port: string;
+  chassis: number;
+}
+
+function vhostUserDevices(opts: QemuOptions): VhostUserDevice[] {
+  const out: VhostUserDevice[] = [];
+  const add = (d: Omit<VhostUserDevice, 'port' | 'chassis'>): void => {
+    out.push({ ...d, port: `tsv-hp${out.length}`, chassis: out.length + 1 });
+  };
+  if (opts.vhostUserVsock) {
+    const v = opts.vhostUserVsock;
+    add({ chardev: 'vsock0', socket: v.socket, mmioDriver: 'vhost-user-vsock-device', pciDriver: 'vhost-user-vsock-pci', props: v.packed ? { packed: 'on' } : {} });
+  }
+  for (const [i, f] of virtiofsDevices(opts.virtiofs).entries()) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(f.tag)) throw new QemuError('ERR_QEMU_OPTIONS', `bad virtiofs tag: ${f.tag}`);
+    const props: Record<string, string> = { tag: f.tag };
+    if (f.queueSize) props['queue-size'] = String(f.queueSize);
+    if (f.packed) props['packed'] = 'on';
+    add({ chardev: `fs${i}`, socket: f.socket, mmioDriver: 'vhost-user-fs-device', pciDriver: 'vhost-user-fs-pci', props });
+  }
+  return out;
+}
+
+/**
+ * The QMP device_add arguments that plug a restorable VM's vhost-user devices into their
+ * root ports, in order (the vsock device first).
+ */
+export function hotplugDevices(opts: QemuOptions): Array<Record<string, string>> {
+  return vhostUserDevices(opts).map((d) => ({ driver: d.pciDriver, id: d.chardev, chardev: d.chardev, bus: d.port, ...d.props }));
+}
+
+/** A word for /bin/sh (QEMU runs exec: migration URIs through it). */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** A path inside a QEMU option list: commas must be doubled. */
@@ -304,6 +363,9 @@ export function launchQemu(opts: QemuOptions): QemuInstance {
     while ((nl = partial.indexOf('\n')) >= 0) {
       const line = stripTerminalEscapes(partial.slice(0, nl));
       partial = partial.slice(nl + 1);
+      // The guest's terminal echoes the resume line we wrote (vm-snapshot.ts): it carries
+      // random bytes for the guest, which have no place in logs.
+      if (line.startsWith(RESUME_PREFIX)) continue;
       consoleText += line + '\n';
       if (consoleText.length > limit) consoleText = consoleText.slice(consoleText.length - limit);
       lines.push(line);

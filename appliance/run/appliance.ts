@@ -17,7 +17,7 @@ import type { QemuInstance } from '../qemu/launch.js';
 import type { BootTimeline } from './boot-stages.js';
 import { type GuestProgram, ROOT } from './guest-image.js';
 import { DEFAULT_MACHINE, DEFAULT_MEMORY_MIB, DMA_PAGES } from './machine-defaults.js';
-import { StartError, checkParts, startGuest } from './start-guest.js';
+import { StartError, type VmStateUse, checkParts, startGuest } from './start-guest.js';
 
 /**
  * The guest's node keeps its JIT. Under TCG freshly generated machine code has to be
@@ -77,6 +77,11 @@ export interface ApplianceOptions {
   cpus?: number;
   /** Start the guest program from a V8 startup snapshot (default true). */
   snapshot?: boolean;
+  /**
+   * microvm with our drivers: come up from a saved VM state (vm-snapshot.ts; default
+   * true): the first start saves it, later ones restore it. false: a cold boot every time.
+   */
+  vmSnapshot?: boolean;
   /** microvm: root file system compression (default lz4). */
   compression?: SquashfsCompression;
   /** microvm: node's ICU data: en (default: English only, a smaller image) or full (every locale). */
@@ -106,6 +111,8 @@ export interface RunningAppliance {
   readonly image: AnyGuestImage;
   /** Launch to first response, stage by stage. */
   readonly timeline: BootTimeline;
+  /** Whether this start saved the VM state or restored it (null: a cold boot without one). */
+  readonly vmState: VmStateUse | null;
   stop(): Promise<void>;
 }
 
@@ -174,6 +181,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
     progress,
     ...(opts.daemonLog ? { daemonLog: opts.daemonLog } : {}),
     ...(opts.onStage ? { onStage: opts.onStage } : {}),
+    vmSnapshot: machine === 'microvm' && drivers === 'ours' && (opts.vmSnapshot ?? true),
     portInUse: () => `cannot listen on 127.0.0.1:${opts.port} or the next port: already in use (pick another with --port)`,
   });
   try {
@@ -216,6 +224,7 @@ export async function startAppliance(opts: ApplianceOptions): Promise<RunningApp
       memoryMiB,
       image: guest.image,
       timeline,
+      vmState: guest.vmState,
       stop: guest.stop,
     };
   } catch (e) {

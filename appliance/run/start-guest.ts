@@ -17,11 +17,13 @@ import { startDaemon, type RunningDaemon } from '../../drivers/virtio-vsock/daem
 import { bootOptions, type AnyGuestImage, type Machine } from '../image/guest.js';
 import type { IcuData } from '../image/icu-data.js';
 import type { SquashfsCompression } from '../image/squashfs.js';
-import { type QemuExit, type QemuInstance, findQemu, launchQemu } from '../qemu/launch.js';
+import { type QemuExit, type QemuInstance, type QemuOptions, findQemu, hotplugDevices, launchQemu, qemuArgs } from '../qemu/launch.js';
+import { connectQmp } from '../qemu/qmp.js';
 import { VIRTIOFSD_PATH, type VirtiofsdProcess, spawnVirtiofsd } from '../qemu/virtiofsd.js';
-import { BootTimeline } from './boot-stages.js';
+import { BootTimeline, RESTORE_WATERFALL_POINTS, SAVE_WATERFALL_POINTS } from './boot-stages.js';
 import { type GuestProgram, buildGuestImage, imageWasCached, missingInputs } from './guest-image.js';
 import { memoryNeed, type MemoryNeed, outOfMemoryIn } from './guest-memory.js';
+import { type VmStatePlan, VmStateError, haveVmState, restorableKernelArgs, resumeVm, saveVmState, vmStatePlan, waitForStateLoaded } from './vm-snapshot.js';
 
 export const VIRTIOFSD = VIRTIOFSD_PATH;
 export const GUEST_CID = 3;
@@ -87,6 +89,18 @@ export interface StartGuestOptions {
   onStage?: (point: string, timeline: BootTimeline) => void;
   /** The message when a forward's port is taken (default: names the address). */
   portInUse?: (e: NodeJS.ErrnoException) => string;
+  /**
+   * microvm: come up from a saved VM state (vm-snapshot.ts): the first start boots and
+   * saves one, later starts restore it (default false: a cold boot every time).
+   */
+  vmSnapshot?: boolean;
+}
+
+/** How a restorable guest came up: its state saved by this start, or restored from a saved one. */
+export interface VmStateUse {
+  mode: 'saved' | 'restored';
+  path: string;
+  bytes: number;
 }
 
 export interface RunningGuest {
@@ -107,6 +121,8 @@ export interface RunningGuest {
   readonly launchedAt: number;
   /** Launch to the ready line, stage by stage. */
   readonly timeline: BootTimeline;
+  /** With vmSnapshot: whether this start saved the VM state or restored it; else null. */
+  readonly vmState: VmStateUse | null;
   /** Settles (never rejects) with a reason when a virtiofsd ended without stop(). */
   readonly virtiofsdDied: Promise<string>;
   /** Settles (never rejects) with a reason when QEMU or a virtiofsd ended without stop(). */
@@ -169,7 +185,28 @@ async function startVirtiofsd(dir: string, socketPath: string, stops: Array<() =
   return v;
 }
 
+/** A saved VM state that QEMU could not load: deleted, and the guest is booted cold to save a new one. */
+class VmStateLoadFailed extends Error {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest> {
+  try {
+    return await startGuestOnce(opts, 'restore-or-save');
+  } catch (e) {
+    if (!(e instanceof VmStateLoadFailed)) throw e;
+    rmSync(e.path, { force: true });
+    opts.progress?.(`${e.message}: deleted it; booting cold to save a new one`);
+    return startGuestOnce(opts, 'save');
+  }
+}
+
+async function startGuestOnce(opts: StartGuestOptions, vmStateChoice: 'restore-or-save' | 'save'): Promise<RunningGuest> {
   const progress = opts.progress ?? (() => {});
   const { machine, memoryMiB, program } = opts;
   checkParts(opts);
@@ -242,23 +279,39 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
 
     // QEMU.
     const tBoot = performance.now();
-    progress(`booting (${machine}, ${memoryMiB} MiB)…`);
-    const timeline = new BootTimeline(tBoot);
+    const restorable = opts.vmSnapshot === true && machine === 'microvm';
+    const timelineHolder: { timeline: BootTimeline } = { timeline: new BootTimeline(tBoot) };
+    const qemuOptions: QemuOptions = {
+      ...bootOptions(image),
+      memoryMiB,
+      onLine: (line) => {
+        const timeline = timelineHolder.timeline;
+        if (timeline.onConsoleLine(line)) opts.onStage?.(/tsvirtio-stage: (\S+)/.exec(line)![1]!, timeline);
+        opts.onLine?.(line);
+      },
+      cpus: opts.cpus,
+      vhostUserVsock: { socket: vsockSocket, packed: opts.packedRings === true },
+      virtiofs: opts.shares.map((s, i) => ({ socket: fsSockets[i]!, tag: s.tag, packed: opts.packedRings === true })),
+      echo: opts.echoConsole === true ? '[guest] ' : (opts.echoConsole ?? false),
+    };
+    let plan: VmStatePlan | null = null;
+    let restoring = false;
+    if (restorable) {
+      qemuOptions.append = restorableKernelArgs(qemuOptions.append);
+      qemuOptions.restorable = { qmpSocket: join(socketDir, 'qmp.sock') };
+      plan = vmStatePlan(program.snapshotName ?? program.name, qemuArgs(qemuOptions), socketDir, [qemuOptions.kernel, qemuOptions.rootfs!], findQemu());
+      restoring = vmStateChoice === 'restore-or-save' && haveVmState(plan);
+      if (restoring) qemuOptions.restorable.incoming = plan.path;
+      timelineHolder.timeline = new BootTimeline(tBoot, restoring ? RESTORE_WATERFALL_POINTS : SAVE_WATERFALL_POINTS);
+      // A restored guest's clock counts from the boot that saved it.
+      if (restoring) timelineHolder.timeline.newGuestEpoch();
+    }
+    const timeline = timelineHolder.timeline;
     frontEnd.timeline = timeline;
+    progress(restoring ? `restoring the saved VM state (${machine}, ${memoryMiB} MiB)…` : `booting (${machine}, ${memoryMiB} MiB${restorable ? '; its state is saved for later starts' : ''})…`);
     let qemu: QemuInstance;
     try {
-      qemu = launchQemu({
-        ...bootOptions(image),
-        memoryMiB,
-        onLine: (line) => {
-          if (timeline.onConsoleLine(line)) opts.onStage?.(/tsvirtio-stage: (\S+)/.exec(line)![1]!, timeline);
-          opts.onLine?.(line);
-        },
-        cpus: opts.cpus,
-        vhostUserVsock: { socket: vsockSocket, packed: opts.packedRings === true },
-        virtiofs: opts.shares.map((s, i) => ({ socket: fsSockets[i]!, tag: s.tag, packed: opts.packedRings === true })),
-        echo: opts.echoConsole === true ? '[guest] ' : (opts.echoConsole ?? false),
-      });
+      qemu = launchQemu(qemuOptions);
     } catch (e) {
       throw new StartError('qemu', (e as Error).message);
     }
@@ -266,12 +319,17 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
       if (qemu.running) await qemu.stop();
     });
     const describe = (exit: QemuExit): string => describeExit(exit, tail(qemu.console()), qemu.console(), { memoryMiB, need });
-    try {
-      await qemu.waitForLine(opts.readyLine, opts.bootTimeoutMs ?? 5 * 60_000);
-    } catch (e) {
-      if (!qemu.running) throw new StartError('guest', describe(await qemu.exited));
-      throw new StartError('guest', `${(e as Error).message.split('\n')[0]}; last console lines:\n${tail(qemu.console())}`);
-    }
+    const waitForLine = async (pattern: string): Promise<void> => {
+      try {
+        await qemu.waitForLine(pattern, opts.bootTimeoutMs ?? 5 * 60_000);
+      } catch (e) {
+        if (!qemu.running) throw new StartError('guest', describe(await qemu.exited));
+        throw new StartError('guest', `${(e as Error).message.split('\n')[0]}; last console lines:\n${tail(qemu.console())}`);
+      }
+    };
+    let vmState: VmStateUse | null = null;
+    if (plan !== null) vmState = await saveOrRestore(qemu, qemuOptions, plan, restoring, timeline, waitForLine, progress, stops);
+    await waitForLine(opts.readyLine);
 
     // A virtiofsd also ends when QEMU does (its front end went away): only one that
     // ended under a QEMU still running a moment later is the failure.
@@ -305,6 +363,7 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
       need,
       launchedAt: tBoot,
       timeline,
+      vmState,
       virtiofsdDied,
       crashed,
       describe,
@@ -314,4 +373,62 @@ export async function startGuest(opts: StartGuestOptions): Promise<RunningGuest>
     await stopAll();
     throw e;
   }
+}
+
+/**
+ * A restorable guest (vm-snapshot.ts) up to the point where it runs with its devices:
+ * restored (the state loaded), or booted to its snapshot point and saved; then resumed.
+ */
+async function saveOrRestore(
+  qemu: QemuInstance,
+  qemuOptions: QemuOptions,
+  plan: VmStatePlan,
+  restoring: boolean,
+  timeline: BootTimeline,
+  waitForLine: (pattern: string) => Promise<void>,
+  progress: (line: string) => void,
+  stops: Array<() => Promise<void>>,
+): Promise<VmStateUse> {
+  let qmp;
+  try {
+    qmp = await connectQmp(qemuOptions.restorable!.qmpSocket, { abandon: qemu.exited, timeoutMs: 60_000 });
+  } catch (e) {
+    if (!qemu.running && restoring) throw new VmStateLoadFailed(plan.path, `the saved VM state ${plan.path} did not load (${describeQemuEnd(await qemu.exited)})`);
+    throw new StartError('qemu', (e as Error).message);
+  }
+  stops.push(async () => qmp.close());
+  timeline.markHost('qemu-up');
+  let bytes: number;
+  if (restoring) {
+    try {
+      await waitForStateLoaded(qmp, qemu.exited);
+    } catch (e) {
+      if (e instanceof VmStateError) throw new VmStateLoadFailed(plan.path, `the saved VM state ${plan.path} did not load (${e.message})`);
+      throw e;
+    }
+    timeline.markHost('state-loaded');
+    bytes = statSync(plan.path).size;
+  } else {
+    await waitForLine('tsvirtio-stage: snapshot-ready');
+    try {
+      bytes = (await saveVmState(qmp, plan, qemu.exited)).bytes;
+    } catch (e) {
+      throw new StartError('qemu', (e as Error).message);
+    }
+    timeline.markHost('state-saved');
+    // The guest's clock did not run while the VM was stopped.
+    timeline.newGuestEpoch();
+    progress(`saved the VM state (${(bytes / 1e6).toFixed(1)} MB, ${plan.path}): later starts restore it`);
+  }
+  try {
+    await resumeVm(qemu, qmp, hotplugDevices(qemuOptions));
+  } catch (e) {
+    throw new StartError('qemu', `cannot resume the VM: ${(e as Error).message}`);
+  }
+  return { mode: restoring ? 'restored' : 'saved', path: plan.path, bytes };
+}
+
+function describeQemuEnd(e: QemuExit): string {
+  const err = e.stderr.trim().split('\n').slice(-2).join('; ');
+  return `QEMU exited (code ${e.qemuCode}, signal ${e.signal})${err ? `: ${err}` : ''}`;
 }

@@ -3,6 +3,8 @@
 //   1. panic handlers: an uncaught error or rejection prints "PANIC: ..." and exits
 //      non-zero (after resetting the devices, so none keeps writing into memory);
 //   2. DMA memory: hugepages with physical addresses;
+//   (with tsvirtio.snapshot=1 on the kernel command line: the snapshot point, resume.ts;
+//   the VM is saved there and restored, and its devices are then hotplugged on PCI)
 //   3. devices on request: find by virtio device id on whichever bus the machine has
 //      (virtio-mmio platform devices on microvm: bind to uio_pdrv_genirq, open the
 //      virtio-mmio transport; PCI on q35: bind to uio_pci_generic, open the modern PCI
@@ -10,7 +12,7 @@
 //   4. the appliance's main; its return value is the exit status;
 //   (node's code is locked in RAM at the start, or once a server listens: BootOptions.lockCode)
 //   5. close the transports (device reset, bus mastering off), release DMA memory, exit.
-import { existsSync, readdirSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import { claimVirtioMmioDevice, isVirtioMmioDeviceName } from '../platform/index.js';
 import { findPciDevices, pciIdString } from '../pci/devices.js';
 import { PciError } from '../pci/errors.js';
@@ -23,6 +25,8 @@ import { VIRTIO_PCI_MODERN_DEVICE_BASE, VIRTIO_PCI_VENDOR } from '../transport/p
 import { lockCodeInMemory } from './code-lock.js';
 import { type HugepageDma, allocateHugepageDma } from './hugepage-dma.js';
 import { BusyPoll, UioIntxInterrupts } from './interrupts.js';
+import { snapshotRequested } from './resume-line.js';
+import { waitForResume } from './resume.js';
 
 /** Exit status after a panic (EX_SOFTWARE). */
 export const PANIC_STATUS = 70;
@@ -130,6 +134,23 @@ export const LOCK_AFTER_LISTENING_MS = 500;
 /** ... and at the latest this long after the program started (a slow, loaded guest may take several seconds to listen). */
 export const LOCK_FALLBACK_MS = 30_000;
 
+/**
+ * How long a restored guest waits for a hotplugged device to show up on PCI. Under TCG
+ * it took 0.2 s; a loaded host can take many times that.
+ */
+export const HOTPLUG_WAIT_MS = 30_000;
+
+/** The virtio PCI functions with this device id, once there are more than `index` (polled every 2 ms, up to HOTPLUG_WAIT_MS). */
+function waitForPciDevice(pciId: number, index: number): ReturnType<typeof findPciDevices> {
+  const t0 = performance.now();
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const found = findPciDevices(VIRTIO_PCI_VENDOR, pciId);
+    if (found.length > index || performance.now() - t0 > HOTPLUG_WAIT_MS) return found;
+    Atomics.wait(nap, 0, 0, 2);
+  }
+}
+
 function describeError(e: unknown): string {
   if (e instanceof Error) return `${e.name}${'code' in e && e.code ? ` [${String(e.code)}]` : ''}: ${e.message}\n${e.stack?.split('\n').slice(1).join('\n') ?? ''}`;
   return String(e);
@@ -202,6 +223,15 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
     markStage('dma-ready');
     log(`dma: ${dma.physAddrs.length} hugepages of 2 MiB at physical ${dma.physAddrs.map((a) => '0x' + a.toString(16)).join(', ')} in ${(performance.now() - dmaStart).toFixed(0)} ms (${performance.now().toFixed(0)} ms after node started)`);
     const dmaRef = dma;
+    // A VM snapshot (resume.ts): the state is saved here, before any device is open; the
+    // devices come afterwards, hotplugged on PCI.
+    const restorable = snapshotRequested(readFileSync('/proc/cmdline', 'utf8'));
+    if (restorable) {
+      markStage('snapshot-ready');
+      waitForResume({ log });
+      markStage('resumed');
+    }
+    let hotplugSeen = false;
     const ctx: BootContext = {
       dma: dmaRef,
       args: process.argv.slice(2),
@@ -215,7 +245,7 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
       },
       openVirtioDevice(virtioDeviceId, o = {}) {
         const mode = o.interrupts ?? 'uio';
-        if (virtioBus() === 'mmio') {
+        if (!restorable && virtioBus() === 'mmio') {
           const dev = claimVirtioMmioDevice(virtioDeviceId, { index: o.index ?? 0 });
           if (opened.has(dev.device.name)) {
             dev.window.close?.();
@@ -229,10 +259,15 @@ export function boot(name: string, main: (ctx: BootContext) => Promise<number | 
           return t;
         }
         const pciId = VIRTIO_PCI_MODERN_DEVICE_BASE + virtioDeviceId;
-        const found = findPciDevices(VIRTIO_PCI_VENDOR, pciId);
+        const found = restorable ? waitForPciDevice(pciId, o.index ?? 0) : findPciDevices(VIRTIO_PCI_VENDOR, pciId);
         const info = found[o.index ?? 0];
+        if (restorable && info !== undefined && !hotplugSeen) {
+          hotplugSeen = true;
+          markStage('hotplugged');
+        }
         if (info === undefined) {
-          throw new PciError('ERR_PCI_NO_DEVICE', `no virtio device ${virtioDeviceId} (PCI ${pciIdString(VIRTIO_PCI_VENDOR, pciId)}) #${o.index ?? 0}: ${found.length} found`);
+          const waited = restorable ? ` after waiting ${HOTPLUG_WAIT_MS / 1000} s for the host to hotplug it` : '';
+          throw new PciError('ERR_PCI_NO_DEVICE', `no virtio device ${virtioDeviceId} (PCI ${pciIdString(VIRTIO_PCI_VENDOR, pciId)}) #${o.index ?? 0}: ${found.length} found${waited}`);
         }
         if (opened.has(info.address)) {
           throw new PciError('ERR_PCI_BIND', `${info.address} is already open: one transport per device`);

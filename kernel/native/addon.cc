@@ -116,6 +116,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   tsvirtio::InitIo(env, exports);
   tsvirtio::InitWatch(env, exports);
   tsvirtio::InitClock(env, exports);
+  tsvirtio::InitEntropy(env, exports);
   return exports;
 }
 

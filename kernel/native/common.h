@@ -42,6 +42,7 @@ void InitMem(Napi::Env env, Napi::Object exports);
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitWatch(Napi::Env env, Napi::Object exports);
 void InitClock(Napi::Env env, Napi::Object exports);
+void InitEntropy(Napi::Env env, Napi::Object exports);
 
 // Retries a system call interrupted by a signal.
 template <typename F>

@@ -116,6 +116,9 @@ export interface TsVirtioAddon {
   watchFd(fd: number, callback: WatchCallback, events?: number): FdWatcher;
   // clocks
   tscNow(): bigint;
+  setRealtimeClock(msSinceEpoch: number): void;
+  // randomness
+  reseedRandom(bytes: ByteSource): { kernel: boolean; openssl: boolean };
 }
 
 export const ADDON_NOT_BUILT_MESSAGE = 'native addon not built: run `npm ci` (or `node build.mjs`)';
@@ -265,6 +268,19 @@ export function mlockOnFault(address: bigint, length: number): void {
 /** The CPU's time-stamp counter (rdtsc); -1n on CPUs without one. */
 export function tscNow(): bigint {
   return a().tscNow();
+}
+
+/** Sets CLOCK_REALTIME (root only): a guest restored from a saved state (kernel/guest/resume.ts). */
+export function setRealtimeClock(msSinceEpoch: number): void {
+  a().setRealtimeClock(msSinceEpoch);
+}
+
+/**
+ * Mixes `bytes` into the kernel's random pool and reseeds its generator now, and into
+ * node's OpenSSL generator when node exports RAND_seed (root only; kernel/guest/resume.ts).
+ */
+export function reseedRandom(bytes: ByteSource): { kernel: boolean; openssl: boolean } {
+  return a().reseedRandom(bytes);
 }
 
 /** Virtual address of the first byte of an ArrayBuffer, or of a view at its byteOffset. */

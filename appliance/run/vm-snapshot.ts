@@ -1,0 +1,199 @@
+// Saved VM states ("VM snapshots"): the appliance comes up by restoring a guest that had
+// already booted, instead of booting it. Under TCG a cold boot spends about 1.1 s in
+// node's own start alone (QEMU translates every instruction of it afresh); a restore
+// loads the guest's memory and goes on from the moment it was saved.
+//
+// The first start of an image boots it restorable (launch.ts `restorable`) with
+// tsvirtio.snapshot=1: boot() stops at its snapshot point (kernel/guest/resume.ts: node
+// started, the program loaded, its DMA memory ready, no device open yet) and prints the
+// snapshot-ready stage. The host stops the VM, saves its state over QMP (`migrate
+// exec:cat > FILE`) into .cache/vm-states/<name>-<key>.state, and lets the same VM go on.
+// Later starts launch QEMU with `-incoming exec:cat FILE` and go on once QMP says the load
+// completed. Going on is the same both ways (resumeVm): `cont`; the resume line on the
+// console (kernel/guest/resume-line.ts: the host's time and fresh random bytes, since the
+// guest's clock and random state are those of the moment of the save); then QMP
+// device_add of each vhost-user device into its empty PCIe root port. QEMU 7.2 refuses to
+// save or load a VM that has a vhost-user device ("State blocked by non-migratable
+// device"), and virtio-mmio has no hotplug: so the devices come after the load, on PCI
+// (microvm with acpi=on,pcie=on), and the guest waits for them (boot.ts).
+//
+// The kernel arguments of a restorable guest differ from a cold one's (restorableKernelArgs):
+// - no `nolapic_timer`: with the PIT as its clock event device, a restored guest's
+//   timers never fired again (it idled in HLT for good); the local APIC timer's state
+//   survives a restore. Its calibration costs the first boot about 0.2 s, once.
+// - `pcie_ports=native`: QEMU's microvm tables have no MCFG, so the kernel cannot claim
+//   native hotplug through _OSC, and without it no hotplug event is seen.
+//
+// A state belongs to one image and one QEMU: the key hashes QEMU's binary, the kernel
+// and root file system files, every QEMU argument (the kernel command line with the
+// program's arguments included) except the per-launch socket paths and the host TSC rate
+// measured at each launch, and VM_STATE_VERSION.
+// A state that does not load is deleted and the guest boots cold and saves a new one
+// (start-guest.ts).
+//
+// Every guest restored from one state shares what node set up before the save: V8's hash
+// seed and Math.random's state, and the layout of its address space. The kernel's and
+// OpenSSL's random generators get the fresh bytes of the resume line.
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileFingerprint, pruneStale, reuseCached } from '../image/cache-files.js';
+import { cacheDir } from '../image/debian.js';
+import { type QemuExit, type QemuInstance, shellQuote } from '../qemu/launch.js';
+import type { QmpClient } from '../qemu/qmp.js';
+import { RESUME_ENTROPY_BYTES, SNAPSHOT_KERNEL_PARAM, formatResumeLine } from '../../kernel/guest/resume-line.js';
+
+/** Bump when what a state holds changes in a way the key does not see (the guest's snapshot point, the resume protocol). */
+export const VM_STATE_VERSION = 1;
+/** Superseded states of the same name older than this are deleted after a save. */
+const PRUNE_AGE_MS = 30 * 60 * 1000;
+/** Saving or loading ~80 MB takes about 0.2-0.6 s here; this is a safety net for a loaded machine. */
+const MIGRATION_TIMEOUT_MS = 120_000;
+
+export type VmStateErrorCode = 'ERR_VM_STATE_SAVE' | 'ERR_VM_STATE_LOAD';
+
+export class VmStateError extends Error {
+  constructor(
+    readonly code: VmStateErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'VmStateError';
+  }
+}
+
+/** The kernel command line of a restorable guest, from a cold one's (see the top of this file). */
+export function restorableKernelArgs(append: string): string {
+  const params = append
+    .trim()
+    .split(/\s+/)
+    .filter((p) => p !== 'nolapic_timer' && p !== SNAPSHOT_KERNEL_PARAM && !p.startsWith('pcie_ports='));
+  // The program's arguments (TSVIRTIO_ARG_N=...) stay last: init reads them from its environment.
+  const firstArg = params.findIndex((p) => p.startsWith('TSVIRTIO_ARG_'));
+  const at = firstArg < 0 ? params.length : firstArg;
+  params.splice(at, 0, 'pcie_ports=native', SNAPSHOT_KERNEL_PARAM);
+  return params.join(' ');
+}
+
+export interface VmStatePlan {
+  /** Where the state is (or will be) saved. */
+  path: string;
+  /** 16 hex digits. */
+  key: string;
+}
+
+/**
+ * Where the state of a guest launched with `qemuArgs` goes. `socketDir` (the per-launch
+ * folder of its sockets) is left out of the key; `files` are the kernel and root file
+ * system, `qemu` the QEMU binary.
+ */
+export function vmStatePlan(name: string, qemuArgs: readonly string[], socketDir: string, files: readonly string[], qemu: string, outDir = cacheDir('vm-states')): VmStatePlan {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new VmStateError('ERR_VM_STATE_SAVE', `bad VM state name: ${JSON.stringify(name)}`);
+  const h = createHash('sha256');
+  h.update(`tsvirtio-vm-state v${VM_STATE_VERSION}\n`);
+  const realQemu = realpathSync(qemu);
+  h.update(`qemu ${realQemu} ${fileFingerprint(realQemu)}\n`);
+  // Not fileFingerprint's mtime: the image cache touches its files at every use. Their
+  // names carry their own cache keys; the inode changes when one is rebuilt.
+  for (const f of files) h.update(`file ${f} ${stableFingerprint(f)}\n`);
+  const args = [...qemuArgs];
+  const incoming = args.indexOf('-incoming');
+  if (incoming >= 0) args.splice(incoming, 2);
+  // The host's TSC rate, measured at each launch (host-tsc.ts), matters only to a booting kernel.
+  for (const a of args) h.update(`arg ${a.split(socketDir).join('<sockets>').replace(/\btsc_early_khz=\d+/, 'tsc_early_khz=<measured>')}\n`);
+  const key = h.digest("hex").slice(0, 16);
+  return { path: join(outDir, `${name}-${key}.state`), key };
+}
+
+/** Size, inode and the first and last MiB of a file: what a rebuild changes, but not a touch. */
+function stableFingerprint(path: string): string {
+  const st = statSync(path);
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)));
+    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, Math.max(0, st.size - buf.length))));
+  } finally {
+    closeSync(fd);
+  }
+  return `${st.size}:${st.ino}:${h.digest('hex')}`;
+}
+
+/** True when a saved state exists for `plan` (and marks it used, for pruning). */
+export function haveVmState(plan: VmStatePlan): boolean {
+  return reuseCached(plan.path);
+}
+
+interface MigrateStatus {
+  status?: string;
+  'error-desc'?: string;
+}
+
+/** Polls query-migrate until it leaves `busy`; the final status. */
+async function migrationOutcome(qmp: QmpClient, busy: readonly string[], exited: Promise<QemuExit> | null, what: string, code: VmStateErrorCode): Promise<MigrateStatus> {
+  const t0 = performance.now();
+  let gone: QemuExit | null = null;
+  void exited?.then((e) => (gone = e));
+  for (;;) {
+    if (gone !== null) {
+      const e: QemuExit = gone;
+      throw new VmStateError(code, `QEMU exited while ${what} (code ${e.qemuCode}, signal ${e.signal})${e.stderr.trim() ? `: ${e.stderr.trim().split('\n').slice(-3).join('; ')}` : ''}`);
+    }
+    let r: MigrateStatus;
+    try {
+      r = await qmp.execute<MigrateStatus>('query-migrate');
+    } catch (e) {
+      if (gone !== null) continue;
+      throw new VmStateError(code, `${what}: ${(e as Error).message}`);
+    }
+    // No status yet: an incoming migration that has not started reading.
+    const status = r.status ?? 'none';
+    if (!busy.includes(status)) return r;
+    if (performance.now() - t0 > MIGRATION_TIMEOUT_MS) throw new VmStateError(code, `${what}: still ${status} after ${MIGRATION_TIMEOUT_MS / 1000} s`);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+}
+
+/**
+ * Stops the VM and saves its state to `plan.path`. The shell QEMU runs renames the file
+ * into place once `cat` has written all of it (QEMU may report the migration completed
+ * before `cat` is done): a state is whole or absent. The VM stays stopped: resumeVm()
+ * lets it go on.
+ */
+export async function saveVmState(qmp: QmpClient, plan: VmStatePlan, exited: Promise<QemuExit>): Promise<{ bytes: number }> {
+  const tmp = `${plan.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  rmSync(plan.path, { force: true });
+  try {
+    await qmp.execute('stop');
+    await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)} && mv ${shellQuote(tmp)} ${shellQuote(plan.path)}` });
+    const r = await migrationOutcome(qmp, ['none', 'setup', 'active', 'pre-switchover', 'device'], exited, 'saving the VM state', 'ERR_VM_STATE_SAVE');
+    if (r.status !== 'completed') throw new VmStateError('ERR_VM_STATE_SAVE', `saving the VM state ended ${r.status ?? 'with no status'}${r['error-desc'] ? `: ${r['error-desc']}` : ''}`);
+    const t0 = performance.now();
+    while (!existsSync(plan.path)) {
+      if (performance.now() - t0 > MIGRATION_TIMEOUT_MS) throw new VmStateError('ERR_VM_STATE_SAVE', `QEMU saved the VM state, but ${plan.path} did not appear within ${MIGRATION_TIMEOUT_MS / 1000} s`);
+      await new Promise((res) => setTimeout(res, 2));
+    }
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  const name = plan.path.replace(/^.*\//, '').replace(/-[0-9a-f]{16}\.state$/, '');
+  pruneStale(dirname(plan.path), name, 'state', plan.path, PRUNE_AGE_MS);
+  return { bytes: statSync(plan.path).size };
+}
+
+/** Resolves when QEMU (started with `-incoming`) has loaded the state; a VmStateError ERR_VM_STATE_LOAD when it could not. */
+export async function waitForStateLoaded(qmp: QmpClient, exited: Promise<QemuExit>): Promise<void> {
+  const r = await migrationOutcome(qmp, ['none', 'setup', 'active', 'device'], exited, 'loading the VM state', 'ERR_VM_STATE_LOAD');
+  if (r.status !== 'completed') throw new VmStateError('ERR_VM_STATE_LOAD', `loading the VM state ended ${r.status ?? 'with no status'}${r['error-desc'] ? `: ${r['error-desc']}` : ''}`);
+}
+
+/**
+ * Lets a stopped VM (just saved, or just loaded) go on: `cont`, the resume line, then the
+ * vhost-user devices hotplugged (launch.ts hotplugDevices()).
+ */
+export async function resumeVm(qemu: QemuInstance, qmp: QmpClient, devices: ReadonlyArray<Record<string, string>>): Promise<void> {
+  await qmp.execute('cont');
+  qemu.write(formatResumeLine(Date.now(), randomBytes(RESUME_ENTROPY_BYTES)));
+  for (const d of devices) await qmp.execute('device_add', d);
+}
