@@ -3,7 +3,7 @@
 // same page at -c 1 and -c 8, on the path before it (q35 + PCI, 1 GiB, no snapshot): the
 // microvm path must serve at least as fast (`--machines microvm` skips the q35 guest).
 //   npm run bench -- appliance [--requests N] [--rounds N] [--warm-up S] [--iterations N]
-//                              [--modes auto,two-copy,...] [--no-kernel] [--no-packed]
+//                              [--modes auto,two-copy,...] [--no-kernel] [--no-packed] [--no-cold-boot]
 //                              [--results NAME]  (bench/results/NAME.json and .svg; default appliance)
 // For each guest: the webserver's 133 KB page with ab (-c 1 -n N, as Toro measured, and
 // -c 8), through the daemon's TCP forward; ping-pong p50/p99 at 8192 and 16384 bytes.
@@ -38,8 +38,12 @@ interface GuestResult {
   drivers: 'ours' | 'kernel';
   /** The QEMU machine (microvm: the default path; q35: the path before it, PCI, 1 GiB, no snapshot). */
   machine: Machine;
-  /** no-cache: without the webserver's file cache (every request reads through virtio-fs); packed: the vsock rings packed. */
-  variant?: 'no-cache' | 'packed';
+  /**
+   * no-cache: without the webserver's file cache (every request reads through virtio-fs);
+   * packed: the vsock rings packed; cold-boot: microvm booted, its devices on virtio-mmio
+   * (the default comes up from its saved VM state, the devices hotplugged on PCI).
+   */
+  variant?: 'no-cache' | 'packed' | 'cold-boot';
   txMode: TxMode | null;
   bootMs: number;
   ab: AbResult[];
@@ -69,10 +73,33 @@ async function pingPong(port: number, iterations: number): Promise<PingPongRow[]
 /** Guest node options and vCPUs for every guest of the run (--node-options, --cpus). */
 const guestSetup: { nodeOptions: string[]; cpus: number } = { nodeOptions: [...GUEST_NODE_OPTIONS], cpus: 1 };
 
-async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefined, fn: (app: RunningAppliance) => Promise<T>, guestArgs: string[] = [], machine: Machine = 'microvm', ring?: 'split' | 'packed'): Promise<T> {
-  const label = `${machine}, ${drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}${ring ? `, ${ring} rings` : ''}`}`;
+async function withGuest<T>(
+  drivers: 'ours' | 'kernel',
+  txMode: TxMode | undefined,
+  fn: (app: RunningAppliance) => Promise<T>,
+  guestArgs: string[] = [],
+  machine: Machine = 'microvm',
+  ring?: 'split' | 'packed',
+  coldBoot = false,
+): Promise<T> {
+  const label = `${machine}${coldBoot ? ' booted cold' : ''}, ${drivers === 'kernel' ? 'kernel drivers' : `our drivers, tx-mode ${txMode}${ring ? `, ${ring} rings` : ''}`}`;
   // q35 is the path before microvm as it was: PCI, 1 GiB, the ESM bundle (no snapshot).
-  const app = await startAppliance({ port: 0, pingPongPort: 0, machine, ...(machine === 'q35' ? { snapshot: false } : {}), drivers, txMode, ...(ring ? { ring } : {}), guestArgs, nodeOptions: guestSetup.nodeOptions, cpus: guestSetup.cpus, progress: (l) => console.log(`  [${label}] ${l}`) });
+  // microvm comes up from its saved VM state (devices hotplugged on PCI) unless coldBoot
+  // (virtio-mmio devices, as `npm start -- --cold-boot`).
+  const app = await startAppliance({
+    port: 0,
+    pingPongPort: 0,
+    machine,
+    ...(machine === 'q35' ? { snapshot: false } : {}),
+    vmSnapshot: !coldBoot,
+    drivers,
+    txMode,
+    ...(ring ? { ring } : {}),
+    guestArgs,
+    nodeOptions: guestSetup.nodeOptions,
+    cpus: guestSetup.cpus,
+    progress: (l) => console.log(`  [${label}] ${l}`),
+  });
   const onSignal = (): void => {
     void app.stop().then(() => process.exit(130));
   };
@@ -85,10 +112,10 @@ async function withGuest<T>(drivers: 'ours' | 'kernel', txMode: TxMode | undefin
   }
 }
 
-export const usage = 'npm run bench -- appliance [--requests N] [--iterations N] [--modes auto,two-copy,single-copy,zero-copy] [--no-kernel] [--no-packed] [--results NAME] [--ab-auto-only] [--no-uncached-run] [--warm-up SECONDS] [--rounds N] [--node-options "OPTS"] [--cpus N] [--machines microvm[,q35]] [--chart-only]';
+export const usage = 'npm run bench -- appliance [--requests N] [--iterations N] [--modes auto,two-copy,single-copy,zero-copy] [--no-kernel] [--no-packed] [--no-cold-boot] [--results NAME] [--ab-auto-only] [--no-uncached-run] [--warm-up SECONDS] [--rounds N] [--node-options "OPTS"] [--cpus N] [--machines microvm[,q35]] [--chart-only]';
 
-function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean; results: string } {
-  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true, results: 'appliance' };
+function parseArgs(argv: string[]): { requests: number; iterations: number; modes: TxMode[]; kernel: boolean; abAllModes: boolean; noCacheRun: boolean; warmUpSeconds: number; rounds: number; q35: boolean; packed: boolean; coldBoot: boolean; results: string } {
+  const o = { requests: 1000, iterations: 500, modes: ['auto', 'two-copy', 'single-copy', 'zero-copy'] as TxMode[], kernel: true, abAllModes: true, noCacheRun: true, warmUpSeconds: 20, rounds: 3, q35: true, packed: true, coldBoot: true, results: 'appliance' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -101,6 +128,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
     else if (a === '--modes') o.modes = value().split(',') as TxMode[];
     else if (a === '--no-kernel') o.kernel = false;
     else if (a === '--no-packed') o.packed = false;
+    else if (a === '--no-cold-boot') o.coldBoot = false;
     else if (a === '--results') {
       o.results = value();
       if (!/^[a-z0-9-]+$/.test(o.results)) throw new BenchUsageError(`--results: a file name of a-z, 0-9 and -, got ${JSON.stringify(o.results)}`);
@@ -115,7 +143,7 @@ function parseArgs(argv: string[]): { requests: number; iterations: number; mode
       const v = value();
       if (v !== 'microvm' && v !== 'microvm,q35' && v !== 'q35,microvm') throw new BenchUsageError(`--machines: expected microvm or microvm,q35, got ${JSON.stringify(v)}`);
       o.q35 = v !== 'microvm';
-    } else throw new BenchUsageError(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --results NAME, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35]; or --chart-only alone)`);
+    } else throw new BenchUsageError(`unknown flag ${a} (flags: --requests N, --iterations N, --modes auto,two-copy,single-copy,zero-copy, --no-kernel, --no-packed, --no-cold-boot, --results NAME, --ab-auto-only, --no-uncached-run, --warm-up SECONDS, --rounds N, --node-options \"OPTS\", --cpus N, --machines microvm[,q35]; or --chart-only alone)`);
   }
   if (!Number.isInteger(o.requests) || o.requests < 8) throw new BenchUsageError('--requests: expected an integer >= 8');
   if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new BenchUsageError('--iterations: expected a positive integer');
@@ -156,7 +184,7 @@ const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 
 const guestName = (g: GuestResult): string =>
-  g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : g.variant === 'packed' ? `ours ${g.txMode}, packed rings` : `ours ${g.txMode}`;
+  g.drivers === 'kernel' ? 'linux drivers (q35)' : g.machine === 'q35' ? `ours ${g.txMode}, q35 (before)` : g.variant === 'no-cache' ? `ours ${g.txMode}, no file cache` : g.variant === 'packed' ? `ours ${g.txMode}, packed rings` : g.variant === 'cold-boot' ? `ours ${g.txMode}, booted cold (virtio-mmio)` : `ours ${g.txMode}`;
 
 /** The chart of one run's guests (measured figures only): bench/results/appliance.svg. */
 function writeChart(guests: readonly GuestResult[], o: { requests: number; rounds: number; iterations: number }, svgPath: string, when: Date): string {
@@ -252,6 +280,22 @@ export default async function appliance(argv: string[]): Promise<void> {
       ),
     );
   }
+  if (o.coldBoot) {
+    // The same image booted cold, its devices on virtio-mmio: the default before saved VM
+    // states, against which the restored guest (devices on hotplugged PCI) must not regress.
+    console.log('\nour drivers, tx-mode auto, microvm booted cold (virtio-mmio devices)');
+    guests.push(
+      await withGuest(
+        'ours',
+        'auto',
+        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'cold-boot' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }),
+        [],
+        'microvm',
+        undefined,
+        true,
+      ),
+    );
+  }
   if (o.q35) {
     console.log('\nthe path before microvm: q35 + PCI, 1 GiB, no snapshot; our drivers, tx-mode auto');
     guests.push(
@@ -329,6 +373,10 @@ export default async function appliance(argv: string[]): Promise<void> {
     };
     console.log(`\npacked vsock rings vs split, ${PAGE}: -c 1 ${r2(packed.ab[0]!.requestsPerSecond / ours.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(packed.ab[1]!.requestsPerSecond / ours.ab[1]!.requestsPerSecond)}x req/s; ping-pong p50 8192 B ${pp(8192)}, 16384 B ${pp(16384)}`);
   }
+  const coldBooted = guests.find((g) => g.variant === 'cold-boot');
+  if (coldBooted) {
+    console.log(`\nrestored (default, PCI devices) vs booted cold (virtio-mmio devices), ${PAGE}: -c 1 ${r2(ours.ab[0]!.requestsPerSecond / coldBooted.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(ours.ab[1]!.requestsPerSecond / coldBooted.ab[1]!.requestsPerSecond)}x (>= 1: no regression)`);
+  }
   if (before) {
     console.log(`\nmicrovm (default) vs q35 (the path before), ${PAGE}: -c 1 ${r2(ours.ab[0]!.requestsPerSecond / before.ab[0]!.requestsPerSecond)}x, -c 8 ${r2(ours.ab[1]!.requestsPerSecond / before.ab[1]!.requestsPerSecond)}x (>= 1: no regression)`);
   }
@@ -345,6 +393,13 @@ export default async function appliance(argv: string[]): Promise<void> {
     guestNodeOptions: guestSetup.nodeOptions,
     guestCpus: guestSetup.cpus,
     guests,
+    // The default (restored, PCI devices) against the same image booted cold (virtio-mmio devices), same run.
+    restoredVsColdBoot: coldBooted
+      ? {
+          abC1RequestsPerSecond: r2(ours.ab[0]!.requestsPerSecond / coldBooted.ab[0]!.requestsPerSecond),
+          abC8RequestsPerSecond: r2(ours.ab[1]!.requestsPerSecond / coldBooted.ab[1]!.requestsPerSecond),
+        }
+      : null,
     // The default path (microvm) against the path before it (q35), same run: >= 1 is no regression.
     microvmVsQ35: before
       ? {

@@ -1,48 +1,60 @@
-// Launch to first response: the appliance booted again and again, the default path and
-// today's path in turn (never both running), each stage on one timeline.
-//   npm run bench -- boot [--rounds N] [--paths default,baseline] [--no-load-check] [--node-options "OPTS"]
+// Launch to first response: the appliance started again and again, each path in turn
+// (never two running), each stage on one timeline.
+//   npm run bench -- boot [--rounds N] [--paths default,cold,baseline] [--no-load-check] [--node-options "OPTS"]
 //
 // Paths:
-//   default   what `npm start` runs: microvm, our kernel, squashfs root on virtio-blk,
-//             virtio-mmio devices, the program from a V8 startup snapshot, 128 MiB;
-//   baseline  the path before: q35 + SeaBIOS, Debian's cloud kernel with a 107 MB
-//             initramfs, PCI devices, the ESM bundle, 1024 MiB (`--machine q35` without
-//             the snapshot).
-// Each round boots every path once, in the opposite order to the round before (ABBA: on
+//   default   what `npm start` runs: microvm, our kernel, 128 MiB, restored from the
+//             saved VM state of this image (appliance/run/vm-snapshot.ts: made by the
+//             preparing start below, as by a user's first `npm start`), its devices
+//             hotplugged on PCI;
+//   cold      `npm start -- --cold-boot`: the same image booted (squashfs root on
+//             virtio-blk, virtio-mmio devices, the program from a V8 startup snapshot);
+//   baseline  the path before issue 17: q35 + SeaBIOS, Debian's cloud kernel with a
+//             107 MB initramfs, PCI devices, the ESM bundle, 1024 MiB (`--machine q35`
+//             without the snapshot).
+// Each round starts every path once, in the opposite order to the round before (ABBA: on
 // this machine a QEMU started right after another one was alternately slow and fast,
 // 1.05-1.15 s against 0.85-0.92 s for the same boot, so a fixed order would favour one
 // path; hence an even number of rounds by default), waits for the first 200 of big.html
 // through the daemon's TCP forward, checks the page's bytes, and stops the guest before
-// the next one starts. Images are built (and cached) before the first round, so no
-// round pays for a build. Stages (appliance/run/boot-stages.ts): QEMU start (launch to
-// the vhost-user front end connecting), firmware (to the kernel's entry), kernel (to
-// init), init (to node's exec), node start (to the program's first line), DMA memory,
-// devices, services, first response. After the rounds, unless --no-load-check, the
-// default path serves `ab -c 8 -n 1000` on big.html in its 128 MiB, and the failures
-// are reported. --node-options "OPTS" gives every guest's node these options (the
-// snapshot is built with them too).
+// the next one starts. Images (and the default path's VM state) are made before the
+// first round, so no round pays for a build; a default round that did not restore is an
+// error. Stages (appliance/run/boot-stages.ts): QEMU start, firmware, kernel, init, exec,
+// node start, DMA memory, devices, services, first response on a boot; QEMU start,
+// restore, resume, hotplug, devices, services, first response on a restore. After the
+// rounds, unless --no-load-check, the default path serves `ab -c 8 -n 1000` on big.html
+// in its 128 MiB, and the failures are reported. --node-options "OPTS" gives every
+// guest's node these options (the snapshot is built with them too).
 //
 // Writes bench/results/boot.json: firstResponseMs (median, default path),
-// baselineFirstResponseMs (median, baseline), guestMemoryMiB and imageBytes (default
-// path), the ratio, the median waterfall of each path and every round.
+// coldFirstResponseMs (median, cold), baselineFirstResponseMs (median, baseline), the
+// ratio default / baseline, guestMemoryMiB, imageBytes and vmStateBytes (default path),
+// the median waterfall of each path and every round.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_SITE, type ApplianceOptions, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
-import { WATERFALL_POINTS } from '../appliance/run/boot-stages.js';
+import { RESTORE_WATERFALL_POINTS, WATERFALL_POINTS } from '../appliance/run/boot-stages.js';
 import { type AbResult, percentile, printTable, runAb, writeResults } from './report.js';
 import { BenchUsageError } from './usage.js';
 
 const PAGE = '/big.html';
 
 interface PathSpec {
-  name: 'default' | 'baseline';
+  name: 'default' | 'cold' | 'baseline';
   describe: string;
   options: Partial<ApplianceOptions>;
 }
 
 export const BOOT_PATHS: readonly PathSpec[] = [
-  { name: 'default', describe: 'microvm, our kernel, squashfs root, virtio-mmio, startup snapshot, 128 MiB', options: { machine: 'microvm' } },
+  { name: 'default', describe: 'microvm, our kernel, restored from its saved VM state, devices hotplugged on PCI, 128 MiB', options: { machine: 'microvm', vmSnapshot: true } },
+  { name: 'cold', describe: 'microvm, our kernel, squashfs root, virtio-mmio, startup snapshot, 128 MiB, booted', options: { machine: 'microvm', vmSnapshot: false } },
   { name: 'baseline', describe: 'q35 + SeaBIOS, Debian kernel + initramfs, PCI, ESM bundle, 1024 MiB', options: { machine: 'q35', snapshot: false } },
+];
+
+/** Every step of either waterfall, in timeline order. */
+const ALL_STEPS: readonly string[] = [
+  ...WATERFALL_POINTS.slice(0, WATERFALL_POINTS.findIndex(([p]) => p === 'devices-ready')).map(([, step]) => step),
+  ...RESTORE_WATERFALL_POINTS.slice(1).map(([, step]) => step),
 ];
 
 interface Round {
@@ -54,13 +66,15 @@ interface Round {
   fromStartMs: number;
   memoryMiB: number;
   imageBytes: number;
+  /** The saved VM state restored (default path), bytes; null on a boot. */
+  vmStateBytes: number | null;
   /** Every timeline point, ms since QEMU's launch. */
   points: Record<string, number>;
   /** Each step's duration, ms. */
   steps: Record<string, number>;
 }
 
-export const usage = 'npm run bench -- boot [--rounds N (default 6)] [--paths default,baseline] [--no-load-check] [--node-options "OPTS"]';
+export const usage = 'npm run bench -- boot [--rounds N (default 6)] [--paths default,cold,baseline] [--no-load-check] [--node-options "OPTS"]';
 
 function parseArgs(argv: string[]): { rounds: number; paths: PathSpec[]; loadCheck: boolean; nodeOptions: string[] | null } {
   const out = { rounds: 6, paths: [...BOOT_PATHS], loadCheck: true, nodeOptions: null as string[] | null };
@@ -84,7 +98,7 @@ function parseArgs(argv: string[]): { rounds: number; paths: PathSpec[]; loadChe
       });
     } else if (a === '--no-load-check') out.loadCheck = false;
     else if (a.startsWith('--node-options')) out.nodeOptions = value().split(/\s+/).filter(Boolean);
-    else throw new BenchUsageError(`unknown flag ${JSON.stringify(a)} (flags: --rounds N, --paths default,baseline, --no-load-check, --node-options "OPTS")`);
+    else throw new BenchUsageError(`unknown flag ${JSON.stringify(a)} (flags: --rounds N, --paths default,cold,baseline, --no-load-check, --node-options "OPTS")`);
   }
   return out;
 }
@@ -102,6 +116,7 @@ async function bootOnce(spec: PathSpec, round: number, expected: Buffer, keep: b
     const firstResponseMs = app.timeline.at('first-response');
     if (firstResponseMs === null) throw new Error(`${spec.name}: no first response on the timeline`);
     const fromStartMs = performance.now() - t0;
+    if (spec.options.vmSnapshot === true && app.vmState?.mode !== 'restored') throw new Error(`${spec.name} round ${round}: the VM state was ${app.vmState?.mode ?? 'not used'}, not restored (it should have been saved by the preparing start)`);
     const { status, body } = await get(app.webPort, PAGE);
     if (status !== 200 || !body.equals(expected)) throw new Error(`${spec.name} round ${round}: ${PAGE} answered ${status} with ${body.length} bytes, expected 200 with the ${expected.length} bytes of the file`);
     const steps: Record<string, number> = {};
@@ -113,6 +128,7 @@ async function bootOnce(spec: PathSpec, round: number, expected: Buffer, keep: b
       fromStartMs: Math.round(fromStartMs),
       memoryMiB: app.memoryMiB,
       imageBytes: app.image.imageBytes,
+      vmStateBytes: app.vmState?.mode === 'restored' ? app.vmState.bytes : null,
       points: app.timeline.points(),
       steps,
     };
@@ -163,7 +179,7 @@ export default async function boot(argv: string[]): Promise<void> {
     const mine = rounds.filter((x) => x.path === spec.name);
     const firsts = mine.map((x) => x.firstResponseMs);
     const waterfall: Record<string, number> = {};
-    for (const [, step] of WATERFALL_POINTS) {
+    for (const step of ALL_STEPS) {
       const v = mine.map((x) => x.steps[step]).filter((x): x is number => x !== undefined);
       if (v.length) waterfall[step] = Math.round(median(v));
     }
@@ -176,30 +192,35 @@ export default async function boot(argv: string[]): Promise<void> {
       fromStartMs: Math.round(median(mine.map((x) => x.fromStartMs))),
       memoryMiB: mine[0]!.memoryMiB,
       imageBytes: mine[0]!.imageBytes,
+      vmStateBytes: mine[0]!.vmStateBytes,
       waterfall,
     };
   });
 
   const def = summary.find((s) => s.path === 'default');
+  const cold = summary.find((s) => s.path === 'cold');
   const base = summary.find((s) => s.path === 'baseline');
-  const steps = WATERFALL_POINTS.map(([, step]) => step);
+  const steps = ALL_STEPS;
   printTable(
     `Waterfall, median of ${opts.rounds} rounds (ms per step; launch = QEMU spawned)`,
     steps.map((step) => ({ step, ...Object.fromEntries(summary.map((s) => [s.path, s.waterfall[step] ?? '-'])) })),
   );
   printTable(
     'Launch to first 200 of big.html',
-    summary.map((s) => ({ path: s.path, 'median s': s.firstResponseMs / 1000, 'min s': s.minMs / 1000, 'max s': s.maxMs / 1000, 'from npm-start-like call s': s.fromStartMs / 1000, 'RAM MiB': s.memoryMiB, 'image MB': s.imageBytes / 1e6 })),
+    summary.map((s) => ({ path: s.path, 'median s': s.firstResponseMs / 1000, 'min s': s.minMs / 1000, 'max s': s.maxMs / 1000, 'from npm-start-like call s': s.fromStartMs / 1000, 'RAM MiB': s.memoryMiB, 'image MB': s.imageBytes / 1e6, 'VM state MB': s.vmStateBytes === null ? '-' : s.vmStateBytes / 1e6 })),
   );
   const ratio = def && base ? def.firstResponseMs / base.firstResponseMs : null;
   if (ratio !== null) console.log(`\ndefault / baseline: ${ratio.toFixed(3)}x`);
+  if (def && cold) console.log(`default / cold: ${(def.firstResponseMs / cold.firstResponseMs).toFixed(3)}x`);
 
   const path = writeResults('boot', {
     firstResponseMs: def?.firstResponseMs ?? null,
+    coldFirstResponseMs: cold?.firstResponseMs ?? null,
     baselineFirstResponseMs: base?.firstResponseMs ?? null,
     ratio: ratio === null ? null : Math.round(ratio * 1000) / 1000,
     guestMemoryMiB: def?.memoryMiB ?? null,
     imageBytes: def?.imageBytes ?? null,
+    vmStateBytes: def?.vmStateBytes ?? null,
     loadCheck: load && { command: `ab -c 8 -n 1000 ${PAGE}`, memoryMiB: def?.memoryMiB ?? null, complete: load.requests, failed: load.failed, non2xx: load.non2xx, requestsPerSecond: load.requestsPerSecond },
     paths: summary,
     rounds,

@@ -1,12 +1,15 @@
 // `npm start` end to end: spawns `node dist/appliance/main.js --port P` once (the default
-// path: microvm in 128 MiB, our kernel, our vsock + virtio-fs drivers on virtio-mmio, the
-// program from a startup snapshot; virtiofsd, the in-process vsock daemon with its TCP
-// forwards), fetches the sample site through 127.0.0.1:P, runs ab -c 8 and the ping-pong
-// client against P+1, then sends SIGINT and checks the clean shutdown.
+// path: microvm in 128 MiB, our kernel, the program from a startup snapshot; virtiofsd,
+// the in-process vsock daemon with its TCP forwards), with an empty VM state folder: the
+// first start of an image, which boots, saves the VM state and goes on with our vsock +
+// virtio-fs drivers on hotplugged PCI devices (restoring: vm-snapshot-qemu.test.ts).
+// Fetches the sample site through 127.0.0.1:P, runs ab -c 8 and the ping-pong client
+// against P+1, then sends SIGINT and checks the clean shutdown.
 import test from 'ava';
 import { freePortPair } from './support/ports.js';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { type Socket, createConnection } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +35,7 @@ interface Started {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+const stateDir = mkdtempSync(join(tmpdir(), 'tsvirtio-start-states-'));
 let started: Promise<Started> | null = null;
 let child: ChildProcess | null = null;
 const pids: number[] = [];
@@ -40,7 +44,7 @@ function start(): Promise<Started> {
   started ??= (async () => {
     const port = await freePortPair();
     // A process group of its own, as a terminal gives a command: the last test sends SIGINT to the whole group.
-    const c = spawn(process.execPath, [main, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const c = spawn(process.execPath, [main, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, TSVIRTIO_VM_STATE_DIR: stateDir } });
     child = c;
     let out = '';
     c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -94,6 +98,7 @@ test.after.always(async () => {
   }
   // Whatever the appliance did not stop (a failed test), stop here by pid.
   for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(stateDir, { recursive: true, force: true });
 });
 
 function siteFiles(dir: string): string[] {
@@ -136,11 +141,13 @@ qtest('prints the URL and the pids; every file of the site comes back byte-ident
   t.is(s.url, `http://127.0.0.1:${s.port}/`);
   t.is(s.pingPongPort, s.port + 1);
   t.regex(s.output(), /building image…/);
-  t.regex(s.output(), /booting \(microvm, 128 MiB\)…/);
+  t.regex(s.output(), /booting \(microvm, 128 MiB; its state is saved for later starts\)…/);
+  t.regex(s.output(), /saved the VM state \([\d.]+ MB, .*\.state\): later starts restore it/);
+  t.is(readdirSync(stateDir).filter((f) => f.endsWith('.state')).length, 1, 'one state saved, no temporary file left');
   // The boot waterfall, every stage from QEMU's start to the first response.
   const booted = /booted in ([\d.]+) s: (.*)/.exec(s.output());
   t.truthy(booted, s.output());
-  for (const step of ['QEMU start', 'firmware', 'kernel', 'init', 'exec', 'node start', 'DMA memory', 'devices', 'services', 'first response']) {
+  for (const step of ['QEMU start', 'firmware', 'kernel', 'init', 'exec', 'node start', 'DMA memory', 'save state', 'resume', 'hotplug', 'devices', 'services', 'first response']) {
     t.regex(booted![2]!, new RegExp(`${step} \\d+\\.\\d\\d`), step);
   }
   const files = siteFiles(site);

@@ -411,3 +411,26 @@ test('hugetlb anonymous mapping (skipped when the host has no huge pages reserve
     n.munmap(m);
   }
 });
+
+test('reseedRandom: the bytes go to the kernel pool (RNDADDENTROPY, RNDRESEEDCRNG) and node\'s OpenSSL; bad sizes refused (root only)', (t) => {
+  const tooFew = t.throws(() => n.reseedRandom(Buffer.alloc(8)), { instanceOf: RangeError });
+  t.regex(tooFew!.message, /16 to 512 bytes/);
+  t.throws(() => n.reseedRandom(Buffer.alloc(513)), { instanceOf: RangeError });
+  if (process.getuid?.() !== 0) {
+    // Without CAP_SYS_ADMIN the kernel refuses: an errno error naming the ioctl.
+    const e = t.throws(() => n.reseedRandom(Buffer.alloc(32, 1))) as n.NativeError;
+    t.is(e.code, 'EPERM');
+    t.regex(e.syscall, /RNDADDENTROPY/);
+    return;
+  }
+  // Mixing known bytes into the host's pool adds to it; it never replaces what is there.
+  t.deepEqual(n.reseedRandom(Buffer.alloc(32, 0x5a)), { kernel: true, openssl: true });
+});
+
+test('setRealtimeClock: times outside 1970-9999 and non-numbers are refused before any system call', (t) => {
+  // (Setting the clock itself is left to the guest: this host's clock is not ours to move.)
+  t.throws(() => n.setRealtimeClock(-1), { instanceOf: RangeError });
+  t.throws(() => n.setRealtimeClock(Number.NaN), { instanceOf: RangeError });
+  t.throws(() => n.setRealtimeClock(253402300800000), { instanceOf: RangeError });
+  t.throws(() => (n.setRealtimeClock as (x: unknown) => void)('now'), { instanceOf: TypeError });
+});

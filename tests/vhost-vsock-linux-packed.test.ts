@@ -34,7 +34,7 @@ import {
   withGuestEcho,
   type DaemonFixture,
 } from './support/linux-vsock-guest.js';
-import { Qmp } from './support/qmp.js';
+import { type QmpClient, connectQmp } from '../appliance/qemu/qmp.js';
 
 const SAFETY_TIMEOUT_MS = 25 * 60 * 1000; // kills a stuck QEMU; not an assertion
 const BIG = 64 * 1024 * 1024;
@@ -42,7 +42,7 @@ const SEED = 'vhost-vsock-linux packed 64 MiB';
 
 let fx: DaemonFixture | null = null;
 let guest: Promise<LinuxGuest> | null = null;
-let qmp: Qmp | null = null;
+let qmp: QmpClient | null = null;
 let virtiofsd: VirtiofsdProcess | null = null;
 const FS_FILE = deterministicBytes('virtiofs packed=on', 300 * 1024);
 const withFs = existsSync(VIRTIOFSD_PATH);
@@ -79,7 +79,7 @@ function bootGuest(): Promise<LinuxGuest> {
       ],
     },
   }).then(async (g) => {
-    qmp = await Qmp.connect(qmpPath);
+    qmp = await connectQmp(qmpPath);
     return g;
   });
   return guest;

@@ -29,13 +29,13 @@
 // program's arguments included) except the per-launch socket paths and the host TSC rate
 // measured at each launch, and VM_STATE_VERSION.
 // A state that does not load is deleted and the guest boots cold and saves a new one
-// (start-guest.ts).
+// (start-guest.ts). States live in .cache/vm-states/ ($TSVIRTIO_VM_STATE_DIR elsewhere).
 //
 // Every guest restored from one state shares what node set up before the save: V8's hash
 // seed and Math.random's state, and the layout of its address space. The kernel's and
 // OpenSSL's random generators get the fresh bytes of the resume line.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileFingerprint, pruneStale, reuseCached } from '../image/cache-files.js';
 import { cacheDir } from '../image/debian.js';
@@ -87,7 +87,7 @@ export interface VmStatePlan {
  * folder of its sockets) is left out of the key; `files` are the kernel and root file
  * system, `qemu` the QEMU binary.
  */
-export function vmStatePlan(name: string, qemuArgs: readonly string[], socketDir: string, files: readonly string[], qemu: string, outDir = cacheDir('vm-states')): VmStatePlan {
+export function vmStatePlan(name: string, qemuArgs: readonly string[], socketDir: string, files: readonly string[], qemu: string, outDir = vmStateDir()): VmStatePlan {
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new VmStateError('ERR_VM_STATE_SAVE', `bad VM state name: ${JSON.stringify(name)}`);
   const h = createHash('sha256');
   h.update(`tsvirtio-vm-state v${VM_STATE_VERSION}\n`);
@@ -118,6 +118,14 @@ function stableFingerprint(path: string): string {
     closeSync(fd);
   }
   return `${st.size}:${st.ino}:${h.digest('hex')}`;
+}
+
+/** Where states are kept: $TSVIRTIO_VM_STATE_DIR (created if missing), else .cache/vm-states. */
+export function vmStateDir(): string {
+  const dir = process.env['TSVIRTIO_VM_STATE_DIR'];
+  if (dir === undefined || dir === '') return cacheDir('vm-states');
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 /** True when a saved state exists for `plan` (and marks it used, for pruning). */
