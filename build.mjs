@@ -253,6 +253,9 @@ export async function build({ typecheck = true, quiet = false, force = false, ou
         target: 'node20',
         external: ['*.node'],
         define: { 'import.meta.url': 'undefined' },
+        // The blob keeps every function's source: without the layout's whitespace the image
+        // is 0.03 MB smaller. Names stay, so stack traces still name their functions.
+        minifyWhitespace: true,
         // import() has no loader in a snapshot's script (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING):
         // esbuild turns it into require(), which loads built-in modules lazily, at run time.
         supported: { 'dynamic-import': false },

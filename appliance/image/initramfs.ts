@@ -40,6 +40,8 @@ export interface InitramfsFile {
   data?: string | Uint8Array;
   /** Permission bits; default: the host file's, or 0644 for data. */
   mode?: number;
+  /** A host ELF file stored without its symbol tables (`strip`; image formats that support it). */
+  strip?: boolean;
 }
 
 export interface InitramfsExecutable {
@@ -409,7 +411,7 @@ export async function collectImageContents(spec: InitramfsSpec, format: string):
   for (const f of spec.files ?? []) {
     if (f.host !== undefined) {
       if (!existsSync(f.host)) throw new ImageBuildError('ERR_SPEC', `file not found: ${f.host} (for ${f.guest})`);
-      entries.push({ kind: 'host', guest: f.guest, host: f.host, mode: f.mode });
+      entries.push({ kind: 'host', guest: f.guest, host: f.host, mode: f.mode, ...(f.strip ? { strip: true } : {}) });
     } else if (f.data !== undefined) {
       entries.push({ kind: 'data', guest: f.guest, data: typeof f.data === 'string' ? Buffer.from(f.data) : f.data, mode: f.mode ?? 0o644 });
     } else throw new ImageBuildError('ERR_SPEC', `file ${f.guest} has neither host nor data`);

@@ -70,7 +70,8 @@ export async function buildGuestImage(program: GuestProgram, opts: GuestImageOpt
     ...(snapshot ? { snapshot: snapshot.path } : {}),
     name: program.name,
     args: program.args,
-    files: [{ guest: '/app/tsvirtio.node', host: ADDON }, ...(program.files ?? [])],
+    // The addon without its symbol tables (0.03 MB; node loads it by its dynamic symbols).
+    files: [{ guest: '/app/tsvirtio.node', host: ADDON, strip: true }, ...(program.files ?? [])],
     hugepages: program.hugepages,
     modules: program.modules ?? [],
     nodeOptions: program.nodeOptions,
