@@ -94,7 +94,7 @@ qtest('the first start saves the VM state; the next restores it, with the host\'
     t.true(Math.abs(r.hostMs - r.dateMs) < gapMs / 2, `guest Date ${new Date(r.dateMs).toISOString()}, host ${new Date(r.hostMs).toISOString()}`);
     // The resume line (with its random bytes) is not in the console the host keeps.
     t.false(app.qemu.console().includes('tsvirtio-resume'));
-    t.regex(app.qemu.console(), /resumed: wall clock moved by [\d.]+ s; 32 fresh random bytes for the kernel and OpenSSL generators/);
+    t.regex(app.qemu.console(), /resumed: wall clock moved by [\d.]+ s; 32 fresh random bytes for the kernel and OpenSSL generators \(in [\d.]+ ms\)/);
     // The devices are on PCI, hotplugged: the guest said where it found them.
     t.regex(app.qemu.console(), /0000:0[12]:00\.0 1af4:1053 -> \/dev\/uio\d/);
   });

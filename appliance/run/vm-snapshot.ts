@@ -9,10 +9,10 @@
 // snapshot-ready stage. The host stops the VM, saves its state over QMP (`migrate
 // exec:cat > FILE`) into .cache/vm-states/<name>-<key>.state, and lets the same VM go on.
 // Later starts launch QEMU with `-incoming exec:cat FILE` and go on once QMP says the load
-// completed. Going on is the same both ways (resumeVm): `cont`; the resume line on the
-// console (kernel/guest/resume-line.ts: the host's time and fresh random bytes, since the
-// guest's clock and random state are those of the moment of the save); then QMP
-// device_add of each vhost-user device into its empty PCIe root port. QEMU 7.2 refuses to
+// completed. Going on is the same both ways (resumeVm): QMP device_add of each vhost-user
+// device into its empty PCIe root port; the resume line on the console
+// (kernel/guest/resume-line.ts: the host's time and fresh random bytes, since the guest's
+// clock and random state are those of the moment of the save); then `cont`. QEMU 7.2 refuses to
 // save or load a VM that has a vhost-user device ("State blocked by non-migratable
 // device"), and virtio-mmio has no hotplug: so the devices come after the load, on PCI
 // (microvm with acpi=on,pcie=on), and the guest waits for them (boot.ts).
@@ -197,11 +197,14 @@ export async function waitForStateLoaded(qmp: QmpClient, exited: Promise<QemuExi
 }
 
 /**
- * Lets a stopped VM (just saved, or just loaded) go on: `cont`, the resume line, then the
- * vhost-user devices hotplugged (launch.ts hotplugDevices()).
+ * Lets a stopped VM (just saved, or just loaded) go on: the vhost-user devices plugged
+ * into their root ports (launch.ts hotplugDevices()) and the resume line written while it
+ * is still stopped, then `cont`. Plugging takes QEMU's main loop (a vhost-user handshake
+ * per device), which a running guest would wait for; done first, the guest finds the
+ * hotplug events and the line waiting when it runs again.
  */
 export async function resumeVm(qemu: QemuInstance, qmp: QmpClient, devices: ReadonlyArray<Record<string, string>>): Promise<void> {
-  await qmp.execute('cont');
-  qemu.write(formatResumeLine(Date.now(), randomBytes(RESUME_ENTROPY_BYTES)));
   for (const d of devices) await qmp.execute('device_add', d);
+  qemu.write(formatResumeLine(Date.now(), randomBytes(RESUME_ENTROPY_BYTES)));
+  await qmp.execute('cont');
 }

@@ -44,8 +44,9 @@ export function waitForResume(opts: ResumeOptions): ResumeLine {
     if (line.trim() === '') continue;
     try {
       const resume = parseResumeLine(line);
+      const t0 = performance.now();
       const applied = (opts.apply ?? applyResume)(resume);
-      opts.log(`resumed: ${applied}`);
+      opts.log(`resumed: ${applied} (in ${(performance.now() - t0).toFixed(1)} ms)`);
       return resume;
     } catch (e) {
       if (!(e instanceof ResumeLineError)) throw e;
