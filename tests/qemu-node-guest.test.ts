@@ -76,7 +76,9 @@ for (const machine of MACHINES) {
       t.is(line('modules: '), 'modules: uio,uio_pci_generic', 'uio loaded; virtio_pci not');
       t.is(mounts.get('/'), 'rootfs', 'the initramfs is the root');
     } else {
-      t.is(pci, null, 'no PCI bus on microvm');
+      // The kernel has PCI (for restorable guests: appliance/run/vm-snapshot.ts), but booted
+      // with acpi=off microvm has no host bridge to find.
+      t.deepEqual(pci, [], 'no PCI device on a microvm booted cold');
       t.true(platform.some((d) => /^virtio-mmio\.\d+$/.test(d)), `virtio-mmio platform devices: ${JSON.stringify(platform)}`);
       t.is(line('modules: '), 'modules: (no /proc/modules)', 'our kernel has everything built in');
       t.is(mounts.get('/'), 'squashfs', 'the root is the squashfs disk');

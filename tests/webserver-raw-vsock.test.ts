@@ -260,10 +260,18 @@ test('close() ends the open connections and stops listening', async (t) => {
 
 test('idle connections are closed by the sweep', async (t) => {
   const { connect, web } = await setup(t, { web: { server: { idleTimeoutMs: 200 } } });
-  const { reader } = await connect();
-  t.is((await reader.closed()).length, 0);
-  await until(() => web.server.connectionCount === 0);
-  t.is(web.server.stats.requests, 0);
+  // The sweep's timer is unref'd (it must not keep a server's process alive), and an idle
+  // in-process connection holds nothing else: without a timer of the test's own, the
+  // process could run out of work before the sweep and end the test unresolved.
+  const keepAlive = setInterval(() => {}, 50);
+  try {
+    const { reader } = await connect();
+    t.is((await reader.closed()).length, 0);
+    await until(() => web.server.connectionCount === 0);
+    t.is(web.server.stats.requests, 0);
+  } finally {
+    clearInterval(keepAlive);
+  }
 });
 
 test('a connection that stops while its input is paused still closes when the client ends (no wait for the idle sweep)', async (t) => {
