@@ -251,50 +251,35 @@ export default async function appliance(argv: string[]): Promise<void> {
       }),
     );
   }
+  /** Our drivers, tx-mode auto, on microvm, in one of the variants beside the default. */
+  const variantRun = (variant: 'packed' | 'no-cache' | 'cold-boot', cached: boolean, guestArgs: string[], ring?: 'packed', coldBoot = false): Promise<GuestResult> =>
+    withGuest(
+      'ours',
+      'auto',
+      async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, cached)) }),
+      guestArgs,
+      'microvm',
+      ring,
+      coldBoot,
+    );
   if (o.packed) {
     // The same guest with the vsock rings packed (QEMU's vhost-user-vsock packed=on, our
     // daemon offers it, our driver insists on it); the virtio-fs rings stay split.
     console.log('\nour drivers, tx-mode auto, packed vsock rings');
-    guests.push(
-      await withGuest(
-        'ours',
-        'auto',
-        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'packed' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }),
-        [],
-        'microvm',
-        'packed',
-      ),
-    );
+    guests.push(await variantRun('packed', true, [], 'packed'));
   }
   if (o.noCacheRun) {
     // The same guest without the webserver's file cache: every request stats, opens and
     // reads the page through virtio-fs (as Toro does), so the difference to "ours auto"
     // is what the reads cost.
     console.log('\nour drivers, tx-mode auto, no file cache (every request reads the page through virtio-fs)');
-    guests.push(
-      await withGuest(
-        'ours',
-        'auto',
-        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'no-cache' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, false)) }),
-        ['--no-cache'],
-      ),
-    );
+    guests.push(await variantRun('no-cache', false, ['--no-cache']));
   }
   if (o.coldBoot) {
     // The same image booted cold, its devices on virtio-mmio: the default before saved VM
     // states, against which the restored guest (devices on hotplugged PCI) must not regress.
     console.log('\nour drivers, tx-mode auto, microvm booted cold (virtio-mmio devices)');
-    guests.push(
-      await withGuest(
-        'ours',
-        'auto',
-        async (app) => ({ drivers: 'ours' as const, machine: 'microvm' as const, variant: 'cold-boot' as const, txMode: 'auto' as TxMode, bootMs: Math.round(app.bootMs), ...(await measurePage(app, o, true)) }),
-        [],
-        'microvm',
-        undefined,
-        true,
-      ),
-    );
+    guests.push(await variantRun('cold-boot', true, [], undefined, true));
   }
   if (o.q35) {
     console.log('\nthe path before microvm: q35 + PCI, 1 GiB, no snapshot; our drivers, tx-mode auto');

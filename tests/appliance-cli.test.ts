@@ -9,6 +9,7 @@ import { type Server, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { qemuAvailable } from '../appliance/qemu/launch.js';
+import { pidAlive } from './support/pid-alive.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const main = join(root, 'dist', 'appliance', 'main.js');
@@ -35,14 +36,6 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, onOutput?: (all: strin
   });
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 test.after.always(async () => {
   for (const c of children) {
@@ -50,7 +43,7 @@ test.after.always(async () => {
     c.kill('SIGKILL');
     await gone;
   }
-  for (const pid of extraPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of extraPids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
 });
 
 const built = existsSync(main);
@@ -132,6 +125,6 @@ withQemu('the guest dies (QEMU killed): says so, exits 1, stops virtiofsd, leave
   t.regex(r.out, /the guest stopped unexpectedly/);
   const p = pids as { qemu: number; fsd: number; dir: string } | null;
   if (p === null) return;
-  t.false(alive(p.fsd), 'virtiofsd still running');
+  t.false(pidAlive(p.fsd), 'virtiofsd still running');
   t.deepEqual(existsSync(p.dir) ? readdirSync(p.dir) : [], []);
 });

@@ -17,6 +17,7 @@ import { parseClientArgs } from '../appliance/pingpong/client-args.js';
 import { runClient } from '../appliance/pingpong/client.js';
 import { qemuAvailable } from '../appliance/qemu/launch.js';
 import { HttpResponseReader, type RawHttpResponse } from '../appliance/webserver/client/http-response-reader.js';
+import { pidAlive } from './support/pid-alive.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const main = join(root, 'dist', 'appliance', 'main.js');
@@ -78,14 +79,6 @@ function start(): Promise<Started> {
   return started;
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 test.after.always(async () => {
   const c = child;
@@ -97,7 +90,7 @@ test.after.always(async () => {
     clearTimeout(t);
   }
   // Whatever the appliance did not stop (a failed test), stop here by pid.
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of pids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
   rmSync(stateDir, { recursive: true, force: true });
 });
 
@@ -243,8 +236,8 @@ qtest('Ctrl-C (SIGINT to the whole process group, as a terminal sends it): exits
   const shutdown = s.output().slice(before);
   t.notRegex(shutdown, /qemu-system-x86_64:/, shutdown);
   t.is(shutdown.match(/\bstopped\b/g)?.length, 1, shutdown);
-  t.false(alive(s.qemuPid), 'QEMU still running');
-  t.false(alive(s.virtiofsdPid), 'virtiofsd still running');
+  t.false(pidAlive(s.qemuPid), 'QEMU still running');
+  t.false(pidAlive(s.virtiofsdPid), 'virtiofsd still running');
   const left = existsSync(s.socketDir) ? readdirSync(s.socketDir) : [];
   t.deepEqual(left, []);
   t.regex(s.output(), /stopped/);

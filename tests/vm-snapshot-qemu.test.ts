@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { qemuAvailable } from '../appliance/qemu/launch.js';
 import { type ApplianceOptions, type RunningAppliance, startAppliance } from '../appliance/run/appliance.js';
+import { pidAlive } from './support/pid-alive.js';
 
 const stateDir = mkdtempSync(join(tmpdir(), 'tsvirtio-vm-states-'));
 const savedEnv = process.env['TSVIRTIO_VM_STATE_DIR'];
@@ -25,14 +26,6 @@ const ready = qemuAvailable() && existsSync('/usr/lib/qemu/virtiofsd');
 const qtest = ready ? test.serial : test.skip;
 if (!ready) console.warn('vm-snapshot-qemu: skipped (needs qemu-system-x86_64 and virtiofsd)');
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Starts the appliance, runs `body`, and always stops it; checks that its QEMU and virtiofsd are gone. */
 async function withAppliance(opts: Partial<ApplianceOptions>, progress: string[], body: (app: RunningAppliance) => Promise<void>): Promise<void> {
@@ -42,9 +35,9 @@ async function withAppliance(opts: Partial<ApplianceOptions>, progress: string[]
     await body(app);
   } finally {
     await app.stop();
-    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of pids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
   }
-  for (const pid of pids) if (alive(pid)) throw new Error(`pid ${pid} outlived stop()`);
+  for (const pid of pids) if (pidAlive(pid)) throw new Error(`pid ${pid} outlived stop()`);
 }
 
 /** GET big.html: status, the Date header (ms), the body length, and the host's clock when it came. */

@@ -23,8 +23,9 @@
 
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { existsSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { findOnPath } from '../qemu/find-binary.js';
 import { fileFingerprint, pruneStale, reuseCached } from './cache-files.js';
 import { ImageBuildError, cacheDir } from './debian.js';
 
@@ -79,15 +80,8 @@ export const QEMU_USER_BINARY = 'qemu-x86_64';
  * ImageBuildError ERR_SNAPSHOT_QEMU_USER saying how to install it when there is none.
  */
 export function findQemuUser(binary = process.env['TSVIRTIO_QEMU_USER'] ?? QEMU_USER_BINARY): string {
-  const candidates = binary.includes('/') ? [binary] : (process.env['PATH'] ?? '/usr/bin:/bin').split(delimiter).map((d) => join(d, binary));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      /* next */
-    }
-  }
+  const found = findOnPath(binary);
+  if (found !== null) return found;
   throw new ImageBuildError(
     'ERR_SNAPSHOT_QEMU_USER',
     `${binary} is not installed (not found in PATH): guest startup snapshots are built on QEMU's CPU model with qemu-user; install it with: apt-get install -y qemu-user (or run npm run setup)`,

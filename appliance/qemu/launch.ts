@@ -40,10 +40,10 @@
 // is the status. Without the marker it is QEMU's own exit code (or null after a signal).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { RESUME_PREFIX } from '../../kernel/guest/resume-line.js';
 import type { Machine } from '../image/guest.js';
+import { findOnPath } from './find-binary.js';
 import { boundToParent } from './parent-bound.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -203,16 +203,9 @@ function installExitHook(): void {
 
 /** Finds qemu-system-x86_64, or throws a QemuError saying how to install it. */
 export function findQemu(binary = process.env['TSVIRTIO_QEMU'] ?? QEMU_BINARY): string {
-  const candidates = binary.includes('/') ? [binary] : (process.env['PATH'] ?? '/usr/bin:/bin').split(delimiter).map((d) => join(d, binary));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      /* next */
-    }
-  }
-  throw new QemuError('ERR_QEMU_MISSING', `${binary} is not installed (not found in PATH); ${QEMU_INSTALL_HINT}`);
+  const found = findOnPath(binary);
+  if (found === null) throw new QemuError('ERR_QEMU_MISSING', `${binary} is not installed (not found in PATH); ${QEMU_INSTALL_HINT}`);
+  return found;
 }
 
 /** The QEMU argument list for `opts` (exported for tests and for logging). */
