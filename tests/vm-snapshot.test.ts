@@ -36,7 +36,7 @@ function restorable(socketDir: string, append = 'console=ttyS0 tsc_early_khz=259
 }
 
 test('restorableKernelArgs: the local APIC timer, native PCIe hotplug and the snapshot point, before the program\'s arguments', (t) => {
-  const cold = 'console=ttyS0 quiet nolapic_timer tsc_early_khz=2596142 hugepages=10 TSVIRTIO_ARG_0=--drivers=ours TSVIRTIO_ARG_1=--port=80';
+  const cold = 'console=ttyS0 quiet nolapic_timer acpi=off tsc_early_khz=2596142 hugepages=10 TSVIRTIO_ARG_0=--drivers=ours TSVIRTIO_ARG_1=--port=80';
   const warm = restorableKernelArgs(cold);
   t.is(warm, 'console=ttyS0 quiet tsc_early_khz=2596142 hugepages=10 pcie_ports=native tsvirtio.snapshot=1 TSVIRTIO_ARG_0=--drivers=ours TSVIRTIO_ARG_1=--port=80');
   t.is(restorableKernelArgs(warm), warm, 'applying it twice changes nothing');

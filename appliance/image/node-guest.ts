@@ -70,6 +70,9 @@ export const MICROVM_KERNEL_ARGS: readonly string[] = [
   'tsc=reliable',
   'nolapic_timer',
   'random.trust_cpu=on',
+  // microvm with acpi=off has no ACPI tables: no search for them (and no "valid RSDP was
+  // not found" error). A restorable guest has them (appliance/run/vm-snapshot.ts drops this).
+  'acpi=off',
   // `reboot -f` ends QEMU (-no-reboot) at once by a triple fault; the default methods
   // took ~2.9 s before one worked.
   'reboot=t',

@@ -22,7 +22,8 @@
 //   timers never fired again (it idled in HLT for good); the local APIC timer's state
 //   survives a restore. Its calibration costs the first boot about 0.2 s, once.
 // - `pcie_ports=native`: QEMU's microvm tables have no MCFG, so the kernel cannot claim
-//   native hotplug through _OSC, and without it no hotplug event is seen.
+//   native hotplug through _OSC, and without it no hotplug event is seen;
+// - no `acpi=off`: the machine has ACPI (its PCIe host bridge is described there).
 //
 // A state belongs to one image and one QEMU: the key hashes QEMU's binary, the kernel
 // and root file system files, every QEMU argument (the kernel command line with the
@@ -67,7 +68,7 @@ export function restorableKernelArgs(append: string): string {
   const params = append
     .trim()
     .split(/\s+/)
-    .filter((p) => p !== 'nolapic_timer' && p !== SNAPSHOT_KERNEL_PARAM && !p.startsWith('pcie_ports='));
+    .filter((p) => p !== 'nolapic_timer' && p !== 'acpi=off' && p !== SNAPSHOT_KERNEL_PARAM && !p.startsWith('pcie_ports='));
   // The program's arguments (TSVIRTIO_ARG_N=...) stay last: init reads them from its environment.
   const firstArg = params.findIndex((p) => p.startsWith('TSVIRTIO_ARG_'));
   const at = firstArg < 0 ? params.length : firstArg;
