@@ -236,7 +236,11 @@ export function resultLine<T>(consoleText: string, marker: string): T | null {
     try {
       return JSON.parse(text) as T;
     } catch (e) {
-      if (i === rest.length - 1) throw e;
+      if (i === rest.length - 1) {
+        // Say what the console held, so that a line split by something else can be told.
+        const shown = lines.slice(at, at + 8).map((l) => (l.length > 300 ? `${l.slice(0, 150)} … ${l.slice(-150)} (${l.length} chars)` : l));
+        throw new SyntaxError(`${(e as Error).message}; the console from the "${marker.trim()}" line on:\n${shown.join('\n')}`);
+      }
     }
   }
   return null;
