@@ -41,6 +41,8 @@ test('restorableKernelArgs: the local APIC timer, native PCIe hotplug and the sn
   t.is(warm, 'console=ttyS0 quiet tsc_early_khz=2596142 hugepages=10 pcie_ports=native tsvirtio.snapshot=1 TSVIRTIO_ARG_0=--drivers=ours TSVIRTIO_ARG_1=--port=80');
   t.is(restorableKernelArgs(warm), warm, 'applying it twice changes nothing');
   t.is(restorableKernelArgs('console=ttyS0 pcie_ports=compat'), 'console=ttyS0 pcie_ports=native tsvirtio.snapshot=1');
+  // A quoted program argument keeps its inner spacing.
+  t.is(restorableKernelArgs('quiet acpi=off TSVIRTIO_ARG_0="two  words" TSVIRTIO_ARG_1=x'), 'quiet pcie_ports=native tsvirtio.snapshot=1 TSVIRTIO_ARG_0="two  words" TSVIRTIO_ARG_1=x');
 });
 
 test('a restorable microvm: ACPI and PCIe, an empty root port and a chardev per vhost-user device, QMP, the state to load', (t) => {

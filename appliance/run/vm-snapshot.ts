@@ -65,15 +65,16 @@ export class VmStateError extends Error {
 
 /** The kernel command line of a restorable guest, from a cold one's (see the top of this file). */
 export function restorableKernelArgs(append: string): string {
-  const params = append
+  // The program's arguments (TSVIRTIO_ARG_N=..., last: init reads them from its
+  // environment; one may be a quoted phrase) are kept as they are.
+  const argsAt = append.search(/(^|\s)TSVIRTIO_ARG_\d/);
+  const head = argsAt < 0 ? append : append.slice(0, argsAt);
+  const programArgs = argsAt < 0 ? '' : append.slice(argsAt).trim();
+  const params = head
     .trim()
     .split(/\s+/)
-    .filter((p) => p !== 'nolapic_timer' && p !== 'acpi=off' && p !== SNAPSHOT_KERNEL_PARAM && !p.startsWith('pcie_ports='));
-  // The program's arguments (TSVIRTIO_ARG_N=...) stay last: init reads them from its environment.
-  const firstArg = params.findIndex((p) => p.startsWith('TSVIRTIO_ARG_'));
-  const at = firstArg < 0 ? params.length : firstArg;
-  params.splice(at, 0, 'pcie_ports=native', SNAPSHOT_KERNEL_PARAM);
-  return params.join(' ');
+    .filter((p) => p !== '' && p !== 'nolapic_timer' && p !== 'acpi=off' && p !== SNAPSHOT_KERNEL_PARAM && !p.startsWith('pcie_ports='));
+  return [...params, 'pcie_ports=native', SNAPSHOT_KERNEL_PARAM, ...(programArgs ? [programArgs] : [])].join(' ');
 }
 
 export interface VmStatePlan {
