@@ -13,8 +13,10 @@ export const HASH_CONTENT_LIMIT = 8 << 20;
  * A string that changes when the file does: `sha256:<hex>` of the content for files up to
  * HASH_CONTENT_LIMIT; for larger ones (the node binary) `stat:<size>:<mtime>:<inode>:<hex>`,
  * hashing only the first and last MiB. Pass a real path (realpathSync) for a symlink's target.
+ * `ignoreMtime`: for the outputs of these caches, which reuseCached() touches at every use
+ * (a rebuild still changes the inode and the content).
  */
-export function fileFingerprint(path: string): string {
+export function fileFingerprint(path: string, opts: { ignoreMtime?: boolean } = {}): string {
   const st = statSync(path);
   if (st.size <= HASH_CONTENT_LIMIT) return `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
   const h = createHash('sha256');
@@ -26,7 +28,7 @@ export function fileFingerprint(path: string): string {
   } finally {
     closeSync(fd);
   }
-  return `stat:${st.size}:${st.mtimeMs}:${st.ino}:${h.digest('hex')}`;
+  return `stat:${st.size}:${opts.ignoreMtime ? '' : st.mtimeMs}:${st.ino}:${h.digest('hex')}`;
 }
 
 /** A cache hit: true if `path` exists, after touching it so that pruning keeps it. */

@@ -23,7 +23,7 @@ import { VIRTIOFSD_PATH, type VirtiofsdProcess, spawnVirtiofsd } from '../qemu/v
 import { BootTimeline, RESTORE_WATERFALL_POINTS, SAVE_WATERFALL_POINTS } from './boot-stages.js';
 import { type GuestProgram, buildGuestImage, imageWasCached, missingInputs } from './guest-image.js';
 import { memoryNeed, type MemoryNeed, outOfMemoryIn } from './guest-memory.js';
-import { type VmStatePlan, VmStateError, haveVmState, restorableKernelArgs, resumeVm, saveVmState, vmStatePlan, waitForStateLoaded } from './vm-snapshot.js';
+import { type VmStatePlan, VmStateError, describeQemuEnd, haveVmState, restorableKernelArgs, resumeVm, saveVmState, vmStatePlan, waitForStateLoaded } from './vm-snapshot.js';
 
 export const VIRTIOFSD = VIRTIOFSD_PATH;
 export const GUEST_CID = 3;
@@ -280,12 +280,12 @@ async function startGuestOnce(opts: StartGuestOptions, vmStateChoice: 'restore-o
     // QEMU.
     const tBoot = performance.now();
     const restorable = opts.vmSnapshot === true && machine === 'microvm';
-    const timelineHolder: { timeline: BootTimeline } = { timeline: new BootTimeline(tBoot) };
+    // Which waterfall it is depends on the VM state plan, which needs these options.
+    let timeline = new BootTimeline(tBoot);
     const qemuOptions: QemuOptions = {
       ...bootOptions(image),
       memoryMiB,
       onLine: (line) => {
-        const timeline = timelineHolder.timeline;
         if (timeline.onConsoleLine(line)) opts.onStage?.(/tsvirtio-stage: (\S+)/.exec(line)![1]!, timeline);
         opts.onLine?.(line);
       },
@@ -302,11 +302,10 @@ async function startGuestOnce(opts: StartGuestOptions, vmStateChoice: 'restore-o
       plan = vmStatePlan(program.snapshotName ?? program.name, qemuArgs(qemuOptions), socketDir, [qemuOptions.kernel, qemuOptions.rootfs!], findQemu());
       restoring = vmStateChoice === 'restore-or-save' && haveVmState(plan);
       if (restoring) qemuOptions.restorable.incoming = plan.path;
-      timelineHolder.timeline = new BootTimeline(tBoot, restoring ? RESTORE_WATERFALL_POINTS : SAVE_WATERFALL_POINTS);
+      timeline = new BootTimeline(tBoot, restoring ? RESTORE_WATERFALL_POINTS : SAVE_WATERFALL_POINTS);
       // A restored guest's clock counts from the boot that saved it.
-      if (restoring) timelineHolder.timeline.newGuestEpoch();
+      if (restoring) timeline.newGuestEpoch();
     }
-    const timeline = timelineHolder.timeline;
     frontEnd.timeline = timeline;
     progress(restoring ? `restoring the saved VM state (${machine}, ${memoryMiB} MiB)…` : `booting (${machine}, ${memoryMiB} MiB${restorable ? '; its state is saved for later starts' : ''})…`);
     let qemu: QemuInstance;
@@ -426,9 +425,4 @@ async function saveOrRestore(
     throw new StartError('qemu', `cannot resume the VM: ${(e as Error).message}`);
   }
   return { mode: restoring ? 'restored' : 'saved', path: plan.path, bytes };
-}
-
-function describeQemuEnd(e: QemuExit): string {
-  const err = e.stderr.trim().split('\n').slice(-2).join('; ');
-  return `QEMU exited (code ${e.qemuCode}, signal ${e.signal})${err ? `: ${err}` : ''}`;
 }

@@ -36,7 +36,7 @@
 // seed and Math.random's state, and the layout of its address space. The kernel's and
 // OpenSSL's random generators get the fresh bytes of the resume line.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileFingerprint, pruneStale, reuseCached } from '../image/cache-files.js';
 import { cacheDir } from '../image/debian.js';
@@ -78,8 +78,9 @@ export function restorableKernelArgs(append: string): string {
 }
 
 export interface VmStatePlan {
-  /** Where the state is (or will be) saved. */
+  /** Where the state is (or will be) saved: `<dir>/<name>-<key>.state`. */
   path: string;
+  name: string;
   /** 16 hex digits. */
   key: string;
 }
@@ -95,31 +96,15 @@ export function vmStatePlan(name: string, qemuArgs: readonly string[], socketDir
   h.update(`tsvirtio-vm-state v${VM_STATE_VERSION}\n`);
   const realQemu = realpathSync(qemu);
   h.update(`qemu ${realQemu} ${fileFingerprint(realQemu)}\n`);
-  // Not fileFingerprint's mtime: the image cache touches its files at every use. Their
-  // names carry their own cache keys; the inode changes when one is rebuilt.
-  for (const f of files) h.update(`file ${f} ${stableFingerprint(f)}\n`);
+  // The image cache touches its files at every use: their mtime is no fingerprint.
+  for (const f of files) h.update(`file ${f} ${fileFingerprint(f, { ignoreMtime: true })}\n`);
   const args = [...qemuArgs];
   const incoming = args.indexOf('-incoming');
   if (incoming >= 0) args.splice(incoming, 2);
   // The host's TSC rate, measured at each launch (host-tsc.ts), matters only to a booting kernel.
   for (const a of args) h.update(`arg ${a.split(socketDir).join('<sockets>').replace(/\btsc_early_khz=\d+/, 'tsc_early_khz=<measured>')}\n`);
-  const key = h.digest("hex").slice(0, 16);
-  return { path: join(outDir, `${name}-${key}.state`), key };
-}
-
-/** Size, inode and the first and last MiB of a file: what a rebuild changes, but not a touch. */
-function stableFingerprint(path: string): string {
-  const st = statSync(path);
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)));
-    h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, Math.max(0, st.size - buf.length))));
-  } finally {
-    closeSync(fd);
-  }
-  return `${st.size}:${st.ino}:${h.digest('hex')}`;
+  const key = h.digest('hex').slice(0, 16);
+  return { path: join(outDir, `${name}-${key}.state`), name, key };
 }
 
 /** Where states are kept: $TSVIRTIO_VM_STATE_DIR (created if missing), else .cache/vm-states. */
@@ -135,21 +120,24 @@ export function haveVmState(plan: VmStatePlan): boolean {
   return reuseCached(plan.path);
 }
 
+/** How QEMU ended, for messages: its exit and the last lines of its stderr. */
+export function describeQemuEnd(e: QemuExit): string {
+  const err = e.stderr.trim().split('\n').slice(-3).join('; ');
+  return `QEMU exited (code ${e.qemuCode}, signal ${e.signal})${err ? `: ${err}` : ''}`;
+}
+
 interface MigrateStatus {
   status?: string;
   'error-desc'?: string;
 }
 
-/** Polls query-migrate until it leaves `busy`; the final status. */
-async function migrationOutcome(qmp: QmpClient, busy: readonly string[], exited: Promise<QemuExit> | null, what: string, code: VmStateErrorCode): Promise<MigrateStatus> {
+/** Polls query-migrate while its status is one of `busy`; a VmStateError `code` unless it then completed. */
+async function awaitMigration(qmp: QmpClient, busy: readonly string[], exited: Promise<QemuExit>, what: string, code: VmStateErrorCode): Promise<void> {
   const t0 = performance.now();
   let gone: QemuExit | null = null;
-  void exited?.then((e) => (gone = e));
+  void exited.then((e) => (gone = e));
   for (;;) {
-    if (gone !== null) {
-      const e: QemuExit = gone;
-      throw new VmStateError(code, `QEMU exited while ${what} (code ${e.qemuCode}, signal ${e.signal})${e.stderr.trim() ? `: ${e.stderr.trim().split('\n').slice(-3).join('; ')}` : ''}`);
-    }
+    if (gone !== null) throw new VmStateError(code, `${describeQemuEnd(gone)} while ${what}`);
     let r: MigrateStatus;
     try {
       r = await qmp.execute<MigrateStatus>('query-migrate');
@@ -159,7 +147,8 @@ async function migrationOutcome(qmp: QmpClient, busy: readonly string[], exited:
     }
     // No status yet: an incoming migration that has not started reading.
     const status = r.status ?? 'none';
-    if (!busy.includes(status)) return r;
+    if (status === 'completed') return;
+    if (!busy.includes(status)) throw new VmStateError(code, `${what} ended ${status}${r['error-desc'] ? `: ${r['error-desc']}` : ''}`);
     if (performance.now() - t0 > MIGRATION_TIMEOUT_MS) throw new VmStateError(code, `${what}: still ${status} after ${MIGRATION_TIMEOUT_MS / 1000} s`);
     await new Promise((res) => setTimeout(res, 5));
   }
@@ -177,8 +166,7 @@ export async function saveVmState(qmp: QmpClient, plan: VmStatePlan, exited: Pro
   try {
     await qmp.execute('stop');
     await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)} && mv ${shellQuote(tmp)} ${shellQuote(plan.path)}` });
-    const r = await migrationOutcome(qmp, ['none', 'setup', 'active', 'pre-switchover', 'device'], exited, 'saving the VM state', 'ERR_VM_STATE_SAVE');
-    if (r.status !== 'completed') throw new VmStateError('ERR_VM_STATE_SAVE', `saving the VM state ended ${r.status ?? 'with no status'}${r['error-desc'] ? `: ${r['error-desc']}` : ''}`);
+    await awaitMigration(qmp, ['none', 'setup', 'active', 'pre-switchover', 'device'], exited, 'saving the VM state', 'ERR_VM_STATE_SAVE');
     const t0 = performance.now();
     while (!existsSync(plan.path)) {
       if (performance.now() - t0 > MIGRATION_TIMEOUT_MS) throw new VmStateError('ERR_VM_STATE_SAVE', `QEMU saved the VM state, but ${plan.path} did not appear within ${MIGRATION_TIMEOUT_MS / 1000} s`);
@@ -187,15 +175,13 @@ export async function saveVmState(qmp: QmpClient, plan: VmStatePlan, exited: Pro
   } finally {
     rmSync(tmp, { force: true });
   }
-  const name = plan.path.replace(/^.*\//, '').replace(/-[0-9a-f]{16}\.state$/, '');
-  pruneStale(dirname(plan.path), name, 'state', plan.path, PRUNE_AGE_MS);
+  pruneStale(dirname(plan.path), plan.name, 'state', plan.path, PRUNE_AGE_MS);
   return { bytes: statSync(plan.path).size };
 }
 
 /** Resolves when QEMU (started with `-incoming`) has loaded the state; a VmStateError ERR_VM_STATE_LOAD when it could not. */
 export async function waitForStateLoaded(qmp: QmpClient, exited: Promise<QemuExit>): Promise<void> {
-  const r = await migrationOutcome(qmp, ['none', 'setup', 'active', 'device'], exited, 'loading the VM state', 'ERR_VM_STATE_LOAD');
-  if (r.status !== 'completed') throw new VmStateError('ERR_VM_STATE_LOAD', `loading the VM state ended ${r.status ?? 'with no status'}${r['error-desc'] ? `: ${r['error-desc']}` : ''}`);
+  await awaitMigration(qmp, ['none', 'setup', 'active', 'device'], exited, 'loading the VM state', 'ERR_VM_STATE_LOAD');
 }
 
 /**
