@@ -16,9 +16,16 @@ const files = new Cleanup();
 const dir = files.tempDir('tsv-node-guest-');
 test.after.always(() => files.run());
 const main = join(dir, 'main.js');
+// More console output than the guest's serial port sends before the program is done: the
+// tail is still in the tty's buffer when node exits, and must not be lost to the reboot.
+const FLOOD_LINES = 1000;
+/** The host stops reading for HOST_STALL_MS once it sees the line this far from the end. */
+const STALL_LINES_BEFORE_END = 40;
+const HOST_STALL_MS = 3000;
 writeFileSync(
   main,
-  `const fs = require('node:fs');
+  `const FLOOD_LINES = ${FLOOD_LINES};
+const fs = require('node:fs');
 const list = (d) => { try { return fs.readdirSync(d); } catch { return null; } };
 const read = (f) => { try { return fs.readFileSync(f, 'utf8'); } catch { return null; } };
 console.log('node-version: ' + process.version);
@@ -33,15 +40,24 @@ console.log('cwd: ' + process.cwd());
 console.log('env: ' + JSON.stringify({ PATH: process.env.PATH, HOME: process.env.HOME, TERM: process.env.TERM, args: Object.keys(process.env).filter((k) => k.startsWith('TSVIRTIO_ARG_')) }));
 if (process.argv[2] === 'throw') throw new Error('boom from the guest');
 if (process.argv[2] === 'kill') process.kill(process.pid, 'SIGKILL');
+if (process.argv[2] === 'flood') {
+  for (let i = 0; i < FLOOD_LINES; i++) process.stdout.write('flood ' + i + ' ' + '.'.repeat(60) + '\\n');
+  process.exit(0);
+}
 process.exit(3);
 `,
 );
 
-async function boot(machine: Machine, args: string[]): Promise<{ exit: QemuExit; console: string; buildMs: number; cached: boolean; size: number }> {
+async function boot(
+  machine: Machine,
+  args: string[],
+  onLine?: (line: string) => void,
+): Promise<{ exit: QemuExit; console: string; buildMs: number; cached: boolean; size: number }> {
   const cleanup = new Cleanup();
   try {
     const image = await buildNodeGuest({ machine, main, args, name: 'node-guest-test' });
     const qemu = cleanup.qemu(launchQemu({ ...bootOptions(image), timeoutMs: 10 * 60 * 1000 }));
+    if (onLine) qemu.onLine(onLine);
     const exit = await qemu.exited;
     const built = image.machine === 'q35' ? image.initramfs : image.squashfs;
     return { exit, console: qemu.console(), buildMs: built.buildMs, cached: built.cached, size: image.imageBytes };
@@ -97,6 +113,30 @@ for (const machine of MACHINES) {
     t.true(r.exit.status !== null && r.exit.status !== 0, r.console.slice(-3000));
     t.is(r.exit.status, 1, 'node exits 1 on an uncaught exception');
     t.regex(r.console, /boom from the guest/);
+  });
+
+  guestTest(`${machine}: everything the program printed reaches the host before the guest ends, even when the host reads late`, async (t) => {
+    // The host stops reading for a while near the end of the output. QEMU writes the
+    // serial port's bytes to its stdout one at a time, so it soon cannot write more, and
+    // the rest waits in the guest's tty buffer when the program exits: the guest must not
+    // end (reboot) until that buffer has gone out.
+    let stalled = false;
+    const r = await boot(machine, ['flood'], (line) => {
+      if (stalled || !line.startsWith(`flood ${FLOOD_LINES - STALL_LINES_BEFORE_END} `)) return;
+      stalled = true;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, HOST_STALL_MS);
+    });
+    t.true(stalled, 'the host stalled its reading');
+    t.is(r.exit.status, 0, r.console.slice(-3000));
+    const flood = r.console.split('\n').filter((l) => l.startsWith('flood '));
+    const missing = FLOOD_LINES - flood.length;
+    t.is(missing, 0, `the last line that arrived: ${JSON.stringify(flood.at(-1))}`);
+    t.deepEqual(
+      flood.map((l) => l.trimEnd()),
+      Array.from({ length: FLOOD_LINES }, (_, i) => `flood ${i} ${'.'.repeat(60)}`),
+      'every line whole, in order',
+    );
+    t.regex(r.console, /flood 999 \.+\r?\n(.*\n)*tsvirtio-exit: 0/);
   });
 
   guestTest(`${machine}: a program killed by a signal gives 128 + the signal, as a shell would`, async (t) => {

@@ -2,15 +2,16 @@
 // appliance/qemu/launch.ts `restorable`, the timeline's epochs in boot-stages.ts): the
 // restorable machine's arguments and hotplug list, the kernel arguments, the state's cache
 // key (what changes it and what must not), and where a restored or saved guest's stages
-// land on the host's clock. Booting, saving and restoring are in vm-snapshot-qemu.test.ts.
+// land on the host's clock; a QMP connection that QEMU closes as it exits. Booting, saving and restoring are in vm-snapshot-qemu.test.ts.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hotplugDevices, qemuArgs, shellQuote, type QemuOptions } from '../appliance/qemu/launch.js';
+import { hotplugDevices, qemuArgs, shellQuote, type QemuExit, type QemuOptions } from '../appliance/qemu/launch.js';
 import { BootTimeline, RESTORE_WATERFALL_POINTS, SAVE_WATERFALL_POINTS } from '../appliance/run/boot-stages.js';
-import { restorableKernelArgs, vmStatePlan } from '../appliance/run/vm-snapshot.js';
+import { QmpUnavailable, connectRestorableQmp, restorableKernelArgs, vmStatePlan } from '../appliance/run/vm-snapshot.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsvirtio-vmstate-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
@@ -145,4 +146,37 @@ test('timeline of a first start: booted, saved (the guest clock stood still mean
   t.is(tl.at('devices-ready'), 2290);
   const steps = tl.waterfall().map((s) => s.step);
   t.deepEqual(steps, ['QEMU start', 'firmware', 'kernel', 'DMA memory', 'save state', 'resume', 'devices']);
+});
+
+/** A QMP socket that greets, then closes on the first command, as an exiting QEMU did. */
+async function closingQmpServer(name: string): Promise<{ path: string; close: () => void }> {
+  const path = join(dir, name);
+  const server = createServer((sock) => {
+    sock.write('{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}\r\n');
+    sock.once('data', () => sock.destroy());
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return { path, close: () => server.close() };
+}
+
+function qemuEnd(code: number, stderr: string): QemuExit {
+  return { status: code, guestStatus: null, qemuCode: code, signal: null, kernelPanic: false, timedOut: false, stopped: false, elapsedMs: 90, stderr };
+}
+
+test('QMP closed by a QEMU that is exiting: the failure waits for the exit and reports QEMU\'s own words', async (t) => {
+  const server = await closingQmpServer('exiting.sock');
+  t.teardown(server.close);
+  // The exit is seen after the socket closed, as it was when a corrupt state ended QEMU.
+  const exited = new Promise<QemuExit>((r) => setTimeout(() => r(qemuEnd(1, 'qemu-system-x86_64: load of migration failed: Invalid argument\n')), 150));
+  const err = await t.throwsAsync(connectRestorableQmp(server.path, exited, { timeoutMs: 10_000, graceMs: 5_000 }), { instanceOf: QmpUnavailable });
+  t.is(err!.qemuEnd?.qemuCode, 1);
+  t.regex(err!.message, /closed before QEMU answered qmp_capabilities \(QEMU exited \(code 1, signal null\): qemu-system-x86_64: load of migration failed: Invalid argument\)$/);
+});
+
+test('QMP that fails while QEMU goes on running: no end to report after the grace time', async (t) => {
+  const server = await closingQmpServer('running.sock');
+  t.teardown(server.close);
+  const err = await t.throwsAsync(connectRestorableQmp(server.path, new Promise<QemuExit>(() => {}), { timeoutMs: 10_000, graceMs: 50 }), { instanceOf: QmpUnavailable });
+  t.is(err!.qemuEnd, null);
+  t.regex(err!.message, /closed before QEMU answered qmp_capabilities$/);
 });

@@ -152,6 +152,15 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm`;
 
+/**
+ * The last lines of a busybox init script. busybox's stty sets the mode with TCSETSW,
+ * which first waits until the serial port has sent all the console output (the kernel's
+ * reboot does not wait, and QEMU sends only as fast as the host reads): without it, a
+ * host that read late lost the end of the output. Then the guest ends (-no-reboot).
+ */
+export const POWER_OFF_SCRIPT = `stty -echo </dev/console 2>/dev/null
+poweroff -f`;
+
 /** Lines that load modules with insmod, reporting (not hiding) a failure. */
 export function insmodScript(modules: readonly { name: string; guest: string }[]): string {
   return modules.map((m) => `insmod ${m.guest} || echo "tsvirtio-init: insmod ${m.name} failed" >&2`).join('\n');

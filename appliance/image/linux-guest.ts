@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fetchDebianKernel, fetchDebianPackageWithLibraries, libraryDirs } from './debian.js';
-import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
+import { BASE_KERNEL_ARGS, MOUNT_SCRIPT, POWER_OFF_SCRIPT, fetchBusybox, insmodScript, kernelCommandLine, type GuestImage } from './guest.js';
 import { buildInitramfs, type InitramfsFile } from './initramfs.js';
 
 /** The line the guest prints when its shell is about to read commands. */
@@ -47,7 +47,7 @@ cd /root
 echo "${LINUX_GUEST_READY}"
 dd if=/dev/console bs=4096 2>/dev/null | sh
 echo "tsvirtio-shell-exit"
-poweroff -f
+${POWER_OFF_SCRIPT}
 `;
 }
 

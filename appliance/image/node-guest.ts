@@ -21,6 +21,7 @@ import { fetchDebianKernel } from './debian.js';
 import {
   BASE_KERNEL_ARGS,
   MOUNT_SCRIPT,
+  POWER_OFF_SCRIPT,
   COLLECT_INIT_ARGS,
   fetchBusybox,
   insmodScript,
@@ -135,14 +136,14 @@ function stageLine(name: string): string {
   return `read up _ < /proc/uptime\necho "${STAGE_MARKER} ${name} $up"`;
 }
 
-/** The end of both init scripts: run the program, print its exit status, end the guest. */
-function runProgram(command: string, end: string): string {
+/** The end of the q35 init script: run the program, print its exit status, end the guest. */
+function runProgram(command: string): string {
   return `cd /app
 ${stageLine('exec')}
 ${command}
 status=$?
 echo "${EXIT_MARKER} $status"
-${end}`;
+${POWER_OFF_SCRIPT}`;
 }
 
 function q35Init(modules: readonly { name: string; guest: string }[], command: string): string {
@@ -154,7 +155,7 @@ ${stageLine('init')}
 mkdir -p /dev/hugepages
 mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages
 ${insmodScript(modules)}
-${runProgram(command, 'poweroff -f')}
+${runProgram(command)}
 `;
 }
 

@@ -18,17 +18,18 @@ import { bootOptions, type AnyGuestImage, type Machine } from '../image/guest.js
 import type { IcuData } from '../image/icu-data.js';
 import type { SquashfsCompression } from '../image/squashfs.js';
 import { type QemuExit, type QemuInstance, type QemuOptions, findQemu, hotplugDevices, launchQemu, qemuArgs } from '../qemu/launch.js';
-import { connectQmp } from '../qemu/qmp.js';
 import { VIRTIOFSD_PATH, type VirtiofsdProcess, spawnVirtiofsd } from '../qemu/virtiofsd.js';
 import { BootTimeline, RESTORE_WATERFALL_POINTS, SAVE_WATERFALL_POINTS } from './boot-stages.js';
 import { type GuestProgram, buildGuestImage, imageWasCached, missingInputs } from './guest-image.js';
 import { memoryNeed, type MemoryNeed, outOfMemoryIn } from './guest-memory.js';
-import { type VmStatePlan, VmStateError, describeQemuEnd, haveVmState, restorableKernelArgs, resumeVm, saveVmState, vmStatePlan, waitForStateLoaded } from './vm-snapshot.js';
+import { type VmStatePlan, QmpUnavailable, VmStateError, connectRestorableQmp, describeQemuEnd, haveVmState, restorableKernelArgs, resumeVm, saveVmState, vmStatePlan, waitForStateLoaded } from './vm-snapshot.js';
 
 export const VIRTIOFSD = VIRTIOFSD_PATH;
 export const GUEST_CID = 3;
 /** How long QEMU may take to end after a virtiofsd did before that virtiofsd counts as the failure. */
 const VIRTIOFSD_EXIT_GRACE_MS = 2000;
+/** How long a QMP connection that failed waits for QEMU's end, to say that was why (vm-snapshot.ts connectRestorableQmp). */
+const QMP_QEMU_END_GRACE_MS = 5000;
 
 export type Part = 'site' | 'share' | 'image' | 'virtiofsd' | 'daemon' | 'qemu' | 'guest';
 
@@ -390,9 +391,9 @@ async function saveOrRestore(
 ): Promise<VmStateUse> {
   let qmp;
   try {
-    qmp = await connectQmp(qemuOptions.restorable!.qmpSocket, { abandon: qemu.exited, timeoutMs: 60_000 });
+    qmp = await connectRestorableQmp(qemuOptions.restorable!.qmpSocket, qemu.exited, { timeoutMs: 60_000, graceMs: QMP_QEMU_END_GRACE_MS });
   } catch (e) {
-    if (!qemu.running && restoring) throw new VmStateLoadFailed(plan.path, `the saved VM state ${plan.path} did not load (${describeQemuEnd(await qemu.exited)})`);
+    if (e instanceof QmpUnavailable && e.qemuEnd !== null && restoring) throw new VmStateLoadFailed(plan.path, `the saved VM state ${plan.path} did not load (${describeQemuEnd(e.qemuEnd)})`);
     throw new StartError('qemu', (e as Error).message);
   }
   stops.push(async () => qmp.close());

@@ -38,10 +38,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileFingerprint, pruneStale, reuseCached } from '../image/cache-files.js';
 import { cacheDir } from '../image/debian.js';
 import { type QemuExit, type QemuInstance, shellQuote } from '../qemu/launch.js';
-import type { QmpClient } from '../qemu/qmp.js';
+import { type QmpClient, connectQmp } from '../qemu/qmp.js';
 import { RESUME_ENTROPY_BYTES, SNAPSHOT_KERNEL_PARAM, formatResumeLine } from '../../kernel/guest/resume-line.js';
 
 /** Bump when what a state holds changes in a way the key does not see (the guest's snapshot point, the resume protocol). */
@@ -129,6 +130,33 @@ export function describeQemuEnd(e: QemuExit): string {
 interface MigrateStatus {
   status?: string;
   'error-desc'?: string;
+}
+
+/** Connecting to a restorable QEMU's QMP failed; `qemuEnd` is QEMU's end when that was why. */
+export class QmpUnavailable extends Error {
+  constructor(
+    message: string,
+    readonly qemuEnd: QemuExit | null,
+  ) {
+    super(message);
+    this.name = 'QmpUnavailable';
+  }
+}
+
+/**
+ * Connects to a restorable QEMU's QMP socket. An incoming migration that fails ends QEMU,
+ * maybe before it answered on QMP, and QEMU closes the socket a moment before its exit is
+ * seen here: when connecting fails, QEMU's end is awaited for up to `graceMs` and reported
+ * with the failure.
+ */
+export async function connectRestorableQmp(socket: string, exited: Promise<QemuExit>, opts: { timeoutMs: number; graceMs: number }): Promise<QmpClient> {
+  try {
+    return await connectQmp(socket, { abandon: exited, timeoutMs: opts.timeoutMs });
+  } catch (e) {
+    const end = await Promise.race([exited, delay(opts.graceMs, null, { ref: false })]);
+    const message = (e as Error).message;
+    throw new QmpUnavailable(end === null ? message : `${message} (${describeQemuEnd(end)})`, end);
+  }
 }
 
 /** Polls query-migrate while its status is one of `busy`; a VmStateError `code` unless it then completed. */

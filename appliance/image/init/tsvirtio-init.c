@@ -12,8 +12,8 @@
  *      initArgs), with PATH, HOME, TERM, the file's `env` lines and the rest of the
  *      kernel's environment;
  *   4. reaps every child; when the program ends, prints `tsvirtio-exit: <status>` (its exit
- *      code, or 128 + the signal that ended it, as a shell's $?) and reboots, which ends
- *      QEMU (-no-reboot; reboot=t: at once).
+ *      code, or 128 + the signal that ended it, as a shell's $?), waits until the console
+ *      has sent everything, and reboots, which ends QEMU (-no-reboot; reboot=t: at once).
  *
  * /etc/tsvirtio-init.conf, one directive per line (no quoting: an argument is the rest of
  * its line, so it may hold spaces but no newline):
@@ -40,7 +40,7 @@ typedef long ssize_t;
 
 /* x86-64 system call numbers and flags (arch/x86/entry/syscalls/syscall_64.tbl, uapi headers). */
 enum {
-  SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_fork = 57, SYS_execve = 59, SYS_exit = 60,
+  SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_ioctl = 16, SYS_fork = 57, SYS_execve = 59, SYS_exit = 60,
   SYS_wait4 = 61, SYS_chdir = 80, SYS_sync = 162, SYS_mount = 165, SYS_reboot = 169,
   SYS_clock_gettime = 228, SYS_openat = 257, SYS_mkdirat = 258,
 };
@@ -49,6 +49,7 @@ enum {
 #define O_CLOEXEC 02000000
 #define CLOCK_MONOTONIC 1
 #define EINTR 4
+#define TCSBRK 0x5409
 #define LINUX_REBOOT_MAGIC1 0xfee1dead
 #define LINUX_REBOOT_MAGIC2 672274793
 #define LINUX_REBOOT_CMD_RESTART 0x01234567
@@ -142,6 +143,11 @@ static void mountOne(const char *source, const char *target, const char *type, c
 
 static void finish(long status) {
   put("tsvirtio-exit: "), putNum(status), flush();
+  /* tcdrain(): wait until the serial port has sent all the console output, the program's
+   * and this line. The reboot does not wait for the tty's buffer, and QEMU sends what the
+   * port transmits only as fast as the host reads it: a host that read late lost the end
+   * of the output, exit line included. */
+  SYS(SYS_ioctl, 1, TCSBRK, 1, 0, 0, 0);
   SYS(SYS_sync, 0, 0, 0, 0, 0, 0);
   SYS(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_RESTART, 0, 0, 0);
   for (;;) SYS(SYS_exit, 0, 0, 0, 0, 0, 0); /* not reached: init may not exit */
