@@ -1,8 +1,9 @@
 // Saved VM states on the host, without QEMU running (appliance/run/vm-snapshot.ts,
 // appliance/qemu/launch.ts `restorable`, the timeline's epochs in boot-stages.ts): the
 // restorable machine's arguments and hotplug list, the kernel arguments, the state's cache
-// key (what changes it and what must not), and where a restored or saved guest's stages
-// land on the host's clock; a QMP connection that QEMU closes as it exits. Booting, saving and restoring are in vm-snapshot-qemu.test.ts.
+// key (what changes it and what must not), where a restored or saved guest's stages land
+// on the host's clock, and a QMP connection that QEMU closes as it exits. Booting, saving
+// and restoring are in vm-snapshot-qemu.test.ts.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
