@@ -28,8 +28,6 @@ export const VIRTIOFSD = VIRTIOFSD_PATH;
 export const GUEST_CID = 3;
 /** How long QEMU may take to end after a virtiofsd did before that virtiofsd counts as the failure. */
 const VIRTIOFSD_EXIT_GRACE_MS = 2000;
-/** How long a QMP connection that failed waits for QEMU's end, to say that was why (vm-snapshot.ts connectRestorableQmp). */
-const QMP_QEMU_END_GRACE_MS = 5000;
 
 export type Part = 'site' | 'share' | 'image' | 'virtiofsd' | 'daemon' | 'qemu' | 'guest';
 
@@ -391,7 +389,7 @@ async function saveOrRestore(
 ): Promise<VmStateUse> {
   let qmp;
   try {
-    qmp = await connectRestorableQmp(qemuOptions.restorable!.qmpSocket, qemu.exited, { timeoutMs: 60_000, graceMs: QMP_QEMU_END_GRACE_MS });
+    qmp = await connectRestorableQmp(qemuOptions.restorable!.qmpSocket, qemu.exited, { timeoutMs: 60_000 });
   } catch (e) {
     if (e instanceof QmpUnavailable && e.qemuEnd !== null && restoring) throw new VmStateLoadFailed(plan.path, `the saved VM state ${plan.path} did not load (${describeQemuEnd(e.qemuEnd)})`);
     throw new StartError('qemu', (e as Error).message);

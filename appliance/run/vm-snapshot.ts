@@ -51,6 +51,8 @@ export const VM_STATE_VERSION = 1;
 const PRUNE_AGE_MS = 30 * 60 * 1000;
 /** Saving or loading ~80 MB takes about 0.2-0.6 s here; this is a safety net for a loaded machine. */
 const MIGRATION_TIMEOUT_MS = 120_000;
+/** How long a QMP failure waits for QEMU's end, to report that as its cause. */
+const QEMU_END_GRACE_MS = 5000;
 
 export type VmStateErrorCode = 'ERR_VM_STATE_SAVE' | 'ERR_VM_STATE_LOAD';
 
@@ -144,16 +146,20 @@ export class QmpUnavailable extends Error {
 }
 
 /**
- * Connects to a restorable QEMU's QMP socket. An incoming migration that fails ends QEMU,
- * maybe before it answered on QMP, and QEMU closes the socket a moment before its exit is
- * seen here: when connecting fails, QEMU's end is awaited for up to `graceMs` and reported
- * with the failure.
+ * QEMU's end, if it comes within `ms`. QEMU closes its QMP socket as it exits, a moment
+ * before the exit is seen here (an incoming migration that fails ends QEMU at any point of
+ * the conversation): a QMP failure is read with QEMU's end when there is one.
  */
-export async function connectRestorableQmp(socket: string, exited: Promise<QemuExit>, opts: { timeoutMs: number; graceMs: number }): Promise<QmpClient> {
+function qemuEndWithin(exited: Promise<QemuExit>, ms: number): Promise<QemuExit | null> {
+  return Promise.race([exited, delay(ms, null, { ref: false })]);
+}
+
+/** Connects to a restorable QEMU's QMP socket; a failure is a QmpUnavailable, with QEMU's end when that was why. */
+export async function connectRestorableQmp(socket: string, exited: Promise<QemuExit>, opts: { timeoutMs: number; graceMs?: number }): Promise<QmpClient> {
   try {
     return await connectQmp(socket, { abandon: exited, timeoutMs: opts.timeoutMs });
   } catch (e) {
-    const end = await Promise.race([exited, delay(opts.graceMs, null, { ref: false })]);
+    const end = await qemuEndWithin(exited, opts.graceMs ?? QEMU_END_GRACE_MS);
     const message = (e as Error).message;
     throw new QmpUnavailable(end === null ? message : `${message} (${describeQemuEnd(end)})`, end);
   }
@@ -162,16 +168,13 @@ export async function connectRestorableQmp(socket: string, exited: Promise<QemuE
 /** Polls query-migrate while its status is one of `busy`; a VmStateError `code` unless it then completed. */
 async function awaitMigration(qmp: QmpClient, busy: readonly string[], exited: Promise<QemuExit>, what: string, code: VmStateErrorCode): Promise<void> {
   const t0 = performance.now();
-  let gone: QemuExit | null = null;
-  void exited.then((e) => (gone = e));
   for (;;) {
-    if (gone !== null) throw new VmStateError(code, `${describeQemuEnd(gone)} while ${what}`);
     let r: MigrateStatus;
     try {
       r = await qmp.execute<MigrateStatus>('query-migrate');
     } catch (e) {
-      if (gone !== null) continue;
-      throw new VmStateError(code, `${what}: ${(e as Error).message}`);
+      const end = await qemuEndWithin(exited, QEMU_END_GRACE_MS);
+      throw new VmStateError(code, end === null ? `${what}: ${(e as Error).message}` : `${describeQemuEnd(end)} while ${what}`);
     }
     // No status yet: an incoming migration that has not started reading.
     const status = r.status ?? 'none';
