@@ -39,7 +39,7 @@ test.after.always(async (t) => {
   if (fx) t.log(`daemon log (last 40 lines):\n${await fx.dispose()}`);
 });
 
-/** A host process that CONNECTs through the hybrid socket and writes without end, never reading; prints "flowing" after 256 KiB. */
+/** A host process that CONNECTs through the hybrid socket and writes without end, never reading; prints "connected" at the OK, "flowing" after 256 KiB. */
 const CLIENT_SOURCE = `
 const net = require('node:net');
 const s = net.connect({ path: process.argv[1] });
@@ -52,6 +52,7 @@ s.on('data', (d) => {
   if (!buf.includes('\\n')) return;
   if (!buf.startsWith('OK ')) process.exit(2);
   ok = true;
+  process.stdout.write('connected\\n');
   s.pause(); // never read the echo
   const go = () => {
     while (s.write(chunk)) { sent += chunk.length; if (!said && sent >= 256 << 10) { said = true; process.stdout.write('flowing\\n'); } }
@@ -67,12 +68,18 @@ s.write('CONNECT ${PORT}\\n');
 const FLOWING_WITHIN_MS = 2 * 60_000;
 const SETTLE_WITHIN_MS = 3 * 60_000;
 
-function startClient(uds: string): Promise<ChildProcess> {
+/** `describeDevice` says what the device holds, for a client that does not get going. */
+function startClient(uds: string, index: number, describeDevice: () => string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, ['-e', CLIENT_SOURCE, uds], { stdio: ['ignore', 'pipe', 'inherit'] });
     clients.push(c);
-    const timer = setTimeout(() => reject(new Error(`client ${c.pid}: not 256 KiB into its stream after ${FLOWING_WITHIN_MS / 1000} s`)), FLOWING_WITHIN_MS);
+    let connected = false;
+    const timer = setTimeout(() => {
+      const where = connected ? 'connected (OK), but not 256 KiB into its stream' : 'no answer to its CONNECT';
+      reject(new Error(`client ${index + 1} of ${CLIENTS} (pid ${c.pid}): ${where} after ${FLOWING_WITHIN_MS / 1000} s; the device: ${describeDevice()}`));
+    }, FLOWING_WITHIN_MS);
     c.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('connected')) connected = true;
       if (d.toString().includes('flowing')) {
         clearTimeout(timer);
         resolve(c);
@@ -112,7 +119,8 @@ test.serial(`${CLIENTS} host clients killed mid-stream into socat fork EXEC:/bin
   const rstBefore = dev.stats.rstSent;
   // One after another: each is accepted and flowing before the next connects.
   const procs: ChildProcess[] = [];
-  for (let i = 0; i < CLIENTS; i++) procs.push(await startClient(fx!.uds));
+  const describeDevice = (): string => `${dev.connections} connections, stats ${JSON.stringify(dev.stats)}`;
+  for (let i = 0; i < CLIENTS; i++) procs.push(await startClient(fx!.uds, i, describeDevice));
   t.is(dev.connections, CLIENTS);
   for (const c of procs) c.kill('SIGKILL');
   // The daemon sees each host socket close and resets its connection: no connection left.
